@@ -1,0 +1,210 @@
+"""ingest: read CSV/TSV/Parquet/JSON Lines (a file, a folder or a glob) into a Parquet snapshot.
+
+DuckDB reads the files and streams record batches into the snapshot, so a large input never sits
+in memory whole. A `row_id` column is added (0, 1, ...) when the data has no id column.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
+from pydantic import BaseModel, ConfigDict
+
+from tasks.errors import CleansetError, is_retryable
+from tasks.store import TableRef, file_sha256, write_batches
+
+FORMATS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv", ".tsv.gz": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "json", ".ndjson": "json", ".json": "json", ".jsonl.gz": "json",
+}
+ROW_ID = "row_id"
+BATCH_ROWS = 100_000
+
+
+class Snapshot(BaseModel):
+    """The ingested data: a Parquet snapshot plus where it came from."""
+
+    model_config = ConfigDict(frozen=True)
+    table: TableRef
+    source_sha256: str
+    files: tuple[str, ...]
+    id_column: str
+    columns: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def _format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for ext in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith(ext):
+            return FORMATS[ext]
+    return None
+
+
+def resolve_source(source: str) -> list[Path]:
+    """The input files named by a path, a folder (its supported files) or a glob, sorted."""
+    path = Path(source)
+    if any(ch in source for ch in "*?["):
+        files = [Path(p) for p in sorted(globlib.glob(source, recursive=True))]
+        files = [p for p in files if p.is_file() and _format_of(p)]
+        if not files:
+            raise CleansetError(f"no CSV/TSV/Parquet/JSON Lines files match {source!r}")
+        return files
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _format_of(p))
+        if not files:
+            raise CleansetError(
+                f"folder {path} holds no CSV/TSV/Parquet/JSON Lines files "
+                f"(supported endings: {', '.join(sorted(FORMATS))})"
+            )
+        return files
+    if not path.exists():
+        raise CleansetError(f"input file {path} does not exist: check the path")
+    if not path.is_file():
+        raise CleansetError(f"input {path} is not a regular file")
+    if _format_of(path) is None:
+        raise CleansetError(
+            f"cannot tell the format of {path} from its name: use one of "
+            f"{', '.join(sorted(FORMATS))}"
+        )
+    return [path]
+
+
+def source_sha256(files: list[Path]) -> str:
+    """sha256 of one file's bytes, or of the (name, sha256) list of several files."""
+    if len(files) == 1:
+        return file_sha256(files[0])
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _reader_sql(files: list[Path], fmt: str, encoding: str | None) -> tuple[str, list]:
+    names = [str(f) for f in files]
+    if fmt == "csv":
+        opts = "header = true, sample_size = -1, union_by_name = true"
+        if encoding:
+            opts += f", encoding = '{encoding}'"
+        return f"SELECT * FROM read_csv(?, {opts})", [names]
+    if fmt == "parquet":
+        return "SELECT * FROM read_parquet(?, union_by_name = true)", [names]
+    return "SELECT * FROM read_json(?, format = 'newline_delimited', union_by_name = true)", [names]
+
+
+def _clean_duckdb_error(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(line.strip() for line in text[:3])
+
+
+def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
+    """Read the source into a Parquet snapshot under work/snapshots, adding row_id if needed."""
+    files = resolve_source(source)
+    formats = {_format_of(f) for f in files}
+    if len(formats) > 1:
+        raise CleansetError(
+            f"{source!r} mixes file formats ({', '.join(sorted(formats))}); point cleanset at "
+            "files of one format"
+        )
+    fmt = formats.pop()
+    for f in files:
+        if f.stat().st_size == 0:
+            raise CleansetError(f"input file {f} is empty: it has no header and no rows")
+    digest = source_sha256(files)
+    warnings: list[str] = []
+    con = duckdb.connect()
+    try:
+        encodings = [None, "latin-1"] if fmt == "csv" else [None]
+        rel = None
+        for enc in encodings:
+            sql, params = _reader_sql(files, fmt, enc)
+            try:
+                rel = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
+                break
+            except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+                if enc is None and fmt == "csv" and "unicode" in str(exc).lower():
+                    warnings.append(
+                        f"{source} is not valid UTF-8; read it as latin-1 (check accented text)"
+                    )
+                    continue
+                raise CleansetError(
+                    f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"
+                ) from None
+            except duckdb.Error as exc:
+                raise CleansetError(
+                    f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"
+                ) from None
+        assert rel is not None
+        schema = rel.schema
+        columns = list(schema.names)
+        if id_column is None and ROW_ID in columns:
+            id_column = ROW_ID
+        add_row_id = id_column is None
+        out_schema = (
+            pa.schema([pa.field(ROW_ID, pa.int64())] + list(schema)) if add_row_id else schema
+        )
+
+        def batches():
+            start = 0
+            try:
+                for batch in rel:
+                    if add_row_id:
+                        ids = pa.array(range(start, start + batch.num_rows), type=pa.int64())
+                        batch = pa.RecordBatch.from_arrays(
+                            [ids, *batch.columns], schema=out_schema
+                        )
+                    start += batch.num_rows
+                    yield batch
+            except duckdb.Error as exc:
+                raise CleansetError(
+                    f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"
+                ) from None
+
+        table = write_batches(batches(), out_schema, work, "snapshots")
+    finally:
+        con.close()
+    if table.n_rows == 0:
+        raise CleansetError(f"{source} has a header but no data rows")
+    return Snapshot(
+        table=table,
+        source_sha256=digest,
+        files=tuple(str(f) for f in files),
+        id_column=id_column or ROW_ID,
+        columns=tuple(out_schema.names),
+        warnings=tuple(warnings),
+    )
+
+
+def _source_content_key(context, parameters) -> str:  # noqa: ANN001
+    """Cache key part: the bytes of the input files, so editing a file invalidates the cache."""
+    try:
+        return source_sha256(resolve_source(parameters["source"]))
+    except CleansetError:
+        return "unreadable"  # the task body raises the readable error
+
+
+@task(
+    name="ingest",
+    cache_policy=TASK_SOURCE + INPUTS + CacheKeyFnPolicy(cache_key_fn=_source_content_key),
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=is_retryable,
+)
+def ingest(source: str, id_column: str | None, work_dir: str) -> Snapshot:
+    """Snapshot the input as Parquet; cached on the input files' content."""
+    snap = read_snapshot(source, id_column, Path(work_dir))
+    logger = get_run_logger()
+    for w in snap.warnings:
+        logger.warning(w)
+    logger.info(
+        "ingested %d rows x %d columns from %d file(s), sha256 %s",
+        snap.table.n_rows, len(snap.columns), len(snap.files), snap.source_sha256[:12],
+    )
+    return snap

@@ -1,0 +1,212 @@
+"""publish: write one run into the DuckDB warehouse in a single transaction.
+
+The run id is derived from the input's content and the settings, so publishing the same run twice
+replaces that run's rows instead of adding copies (idempotent), and a crash before COMMIT leaves
+the warehouse exactly as it was. DuckDB admits one writer process: connections are short and a
+locked file is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import duckdb
+from prefect import get_run_logger, runtime, task
+from prefect.context import FlowRunContext
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from tasks.detect import Detection
+from tasks.errors import CleansetError, is_retryable
+from tasks.ingest import Snapshot
+from tasks.spec import DatasetSpec
+from tasks.store import TableRef
+from tasks.validate import Validation
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY, dataset VARCHAR, flow_run_id VARCHAR, source VARCHAR,
+        source_sha256 VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
+        n_rows BIGINT, n_clean_rows BIGINT, n_label_issues BIGINT, health_score DOUBLE,
+        spec JSON, cleanset_version VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS issues (
+        run_id VARCHAR, dataset VARCHAR, row_id VARCHAR, given_label VARCHAR,
+        suggested_label VARCHAR, suggested_label_confidence DOUBLE, is_label_issue BOOLEAN,
+        label_score DOUBLE, is_invalid_issue BOOLEAN, invalid_score DOUBLE, action VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS issue_summary (
+        run_id VARCHAR, dataset VARCHAR, issue_type VARCHAR, num_issues BIGINT, score DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS validations (
+        run_id VARCHAR, dataset VARCHAR, suite VARCHAR, expectation VARCHAR,
+        column_name VARCHAR, severity VARCHAR, success BOOLEAN, unexpected_count BIGINT,
+        details JSON)""",
+    """CREATE TABLE IF NOT EXISTS review_decisions (
+        dataset VARCHAR, row_id VARCHAR, decision VARCHAR, new_label VARCHAR,
+        decided_at TIMESTAMPTZ, note VARCHAR)""",
+]
+RUN_TABLES = ("issues", "issue_summary", "validations")
+
+
+class RunSummary(BaseModel):
+    """What a finished run published: returned by the flow and printed by the CLI."""
+
+    model_config = ConfigDict(frozen=True)
+    run_id: str
+    dataset: str
+    db: str
+    n_rows: int
+    n_clean_rows: int
+    n_label_issues: int
+    n_invalid: int
+    health_score: float
+    clean_table: str
+
+
+def cleanset_version() -> str:
+    try:
+        return version("cleanset")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def run_key(source_sha256: str, spec_fingerprint: str) -> str:
+    """The run id: same input bytes + same settings + same cleanset version = same run."""
+    raw = f"{source_sha256}|{spec_fingerprint}|{cleanset_version()}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def quote_ident(name: str) -> str:
+    """A SQL identifier, double-quoted with embedded quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def connect(db: Path, attempts: int = 8, first_delay: float = 0.25) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse for writing, retrying with backoff while another process holds it."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    delay = first_delay
+    for attempt in range(attempts):
+        try:
+            return duckdb.connect(str(db))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or attempt == attempts - 1:
+                if "lock" in str(exc).lower():
+                    raise CleansetError(
+                        f"warehouse {db} is locked by another process after {attempts} attempts; "
+                        f"close other DuckDB sessions on it and run again ({exc})"
+                    ) from None
+                raise CleansetError(f"cannot open warehouse {db}: {exc}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in SCHEMA:
+        con.execute(ddl)
+
+
+def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, source_sql: str,
+                         params: list) -> None:
+    """Schema evolution: add to `table` any column the new rows have and it lacks."""
+    have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    new = con.execute(f"DESCRIBE {source_sql}", params).fetchall()
+    for name, dtype, *_ in new:
+        if name not in have:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {dtype}")
+
+
+def write_run(
+    db: Path, run_id: str, dataset: str, snapshot: Snapshot, decided: TableRef,
+    validation: Validation, detection: Detection, run_row: dict,
+) -> RunSummary:
+    """Replace everything for run_id in one transaction and swap <dataset>_clean to this run."""
+    clean = quote_ident(f"{dataset}_clean")
+    history = quote_ident(f"{dataset}_clean_history")
+    clean_rows_sql = (
+        "SELECT ? AS run_id, s.* FROM read_parquet(?) s POSITIONAL JOIN "
+        "(SELECT action FROM read_parquet(?)) i WHERE i.action <> 'drop'"
+    )
+    clean_params = [run_id, snapshot.table.path, decided.path]
+    con = connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        ensure_schema(con)
+        for table in (*RUN_TABLES, "runs"):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+        issues_sql = "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)"
+        _add_missing_columns(con, "issues", issues_sql, [run_id, dataset, decided.path])
+        con.execute(f"INSERT INTO issues BY NAME {issues_sql}", [run_id, dataset, decided.path])
+        con.executemany(
+            "INSERT INTO issue_summary VALUES (?, ?, ?, ?, ?)",
+            [[run_id, dataset, t, n, s] for t, n, s in detection.summary],
+        )
+        if validation.outcomes:
+            con.executemany(
+                "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[run_id, dataset, o.suite, o.expectation, o.column_name, o.severity, o.success,
+                  o.unexpected_count, o.details] for o in validation.outcomes],
+            )
+        con.execute(f"CREATE TABLE IF NOT EXISTS {history} AS {clean_rows_sql} LIMIT 0",
+                    clean_params)
+        _add_missing_columns(con, history, clean_rows_sql, clean_params)
+        con.execute(f"DELETE FROM {history} WHERE run_id = ?", [run_id])
+        con.execute(f"INSERT INTO {history} BY NAME {clean_rows_sql}", clean_params)
+        con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM {history} "
+                    "WHERE run_id = ?", [run_id])
+        n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
+        n_label, n_invalid = con.execute(
+            "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "
+            "is_invalid_issue) FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
+        counts = {"label": n_label, "invalid": n_invalid}
+        row = {**run_row, "run_id": run_id, "dataset": dataset, "n_rows": snapshot.table.n_rows,
+               "n_clean_rows": n_clean, "n_label_issues": counts["label"],
+               "health_score": detection.health_score, "status": "completed",
+               "finished_at": datetime.now(UTC)}
+        cols = list(row)
+        con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [row[c] for c in cols])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+    return RunSummary(run_id=run_id, dataset=dataset, db=str(db), n_rows=snapshot.table.n_rows,
+                      n_clean_rows=n_clean, n_label_issues=counts["label"],
+                      n_invalid=counts["invalid"], health_score=detection.health_score,
+                      clean_table=f"{dataset}_clean")
+
+
+@task(
+    name="publish",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=[2, 5, 10],
+    retry_condition_fn=is_retryable,
+)
+def publish(
+    spec: DatasetSpec, snapshot: Snapshot, validation: Validation, detection: Detection,
+    decided: TableRef,
+) -> RunSummary:
+    """Publish the run to DuckDB (never cached: the warehouse is the side effect)."""
+    run_id = run_key(snapshot.source_sha256, spec.fingerprint())
+    flow_ctx = FlowRunContext.get()
+    started = flow_ctx.flow_run.start_time if flow_ctx and flow_ctx.flow_run else None
+    run_row = {
+        "flow_run_id": str(runtime.flow_run.id or ""),
+        "source": spec.source,
+        "source_sha256": snapshot.source_sha256,
+        "started_at": started if started else datetime.now(UTC),
+        "spec": json.dumps(spec.model_dump(mode="json")),
+        "cleanset_version": cleanset_version(),
+    }
+    summary = write_run(spec.db_path, run_id, spec.dataset_name, snapshot, decided, validation,
+                        detection, run_row)
+    get_run_logger().info("published run %s to %s: %d rows, %d clean, %d label issues",
+                          run_id, spec.db, summary.n_rows, summary.n_clean_rows,
+                          summary.n_label_issues)
+    return summary

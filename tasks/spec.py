@@ -1,0 +1,130 @@
+"""DatasetSpec: the one configuration type. The CLI, YAML files and deployments all build it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import CleansetError
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+DEFAULT_DB = Path("data/warehouse.duckdb")
+
+Action = Literal["keep", "drop", "review"]
+
+
+class Policy(BaseModel):
+    """What happens to a row flagged with an issue. `drop` rows are left out of <dataset>_clean."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: Action = Field("drop", description="action for rows with a label issue")
+    invalid: Action = Field("drop", description="action for rows failing a row-level expectation")
+
+
+class DatasetSpec(BaseModel):
+    """Everything cleanset needs to know about one dataset and how to clean it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(description="file, folder or glob of CSV/TSV/Parquet/JSON Lines files")
+    label: str = Field(description="name of the label column")
+    id: str | None = Field(None, description="id column; a `row_id` is added when absent")
+    text: tuple[str, ...] = Field((), description="columns to treat as free text (TF-IDF)")
+    features: tuple[str, ...] | None = Field(
+        None, description="feature columns; default: every column but label and id"
+    )
+    dataset: str | None = Field(None, description="dataset name; default: the source file's stem")
+    db: str = Field(str(DEFAULT_DB), description="DuckDB warehouse file")
+    work_dir: str | None = Field(None, description="intermediates; default: <db folder>/work")
+    suite: str | None = Field(
+        None, description="GX suite JSON; default: expectations/<dataset>.json when it exists"
+    )
+    model: Literal["auto", "logreg"] = "auto"
+    folds: int = Field(5, ge=2, le=50)
+    seed: int = 0
+    policy: Policy = Policy()
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _listify(cls, v):  # noqa: ANN001, ANN206
+        return (v,) if isinstance(v, str) else tuple(v or ())
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetSpec:
+        name = self.dataset_name
+        if not NAME_RE.match(name):
+            raise ValueError(
+                f"dataset name {name!r} is not usable as a table name: use letters, digits and "
+                "underscores, starting with a letter (pass --dataset NAME)"
+            )
+        return self
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset name, derived from the source when not given."""
+        if self.dataset:
+            return self.dataset
+        stem = Path(self.source.rstrip("/*")).name.split(".")[0] or "dataset"
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", stem)
+        return stem if stem[:1].isalpha() else f"d_{stem}"
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.db)
+
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir) if self.work_dir else self.db_path.parent / "work"
+
+    @property
+    def suite_path(self) -> Path | None:
+        """The dataset's own GX suite: given explicitly, or found by name under expectations/."""
+        if self.suite:
+            return Path(self.suite)
+        candidate = Path("expectations") / f"{self.dataset_name}.json"
+        return candidate if candidate.exists() else None
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that change results (not where outputs are written)."""
+        payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source"})
+        payload["dataset"] = self.dataset_name
+        suite = self.suite_path
+        payload["suite_sha256"] = (
+            hashlib.sha256(suite.read_bytes()).hexdigest() if suite and suite.exists() else None
+        )
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  # noqa: ANN003
+    """Build a DatasetSpec from an optional YAML file plus overrides (None values are ignored).
+
+    Raises CleansetError with a readable message instead of pydantic's error dump.
+    """
+    values: dict = {}
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise CleansetError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise CleansetError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise CleansetError(f"config file {path} must hold a mapping of settings")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})
+    try:
+        return DatasetSpec(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
+        raise CleansetError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,113 @@
+"""Content-addressed intermediates: tasks exchange small frozen refs, the data stays on disk.
+
+A ref names a file under the work directory by the sha256 of its bytes, so Prefect's input hashing
+of a ref is a hash of the data it points to, and an unchanged input gives an unchanged cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from tasks.errors import CleansetError
+
+
+class TableRef(BaseModel):
+    """A Parquet file written by a task."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    sha256: str
+    n_rows: int
+
+    def read(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return pq.read_table(_existing(self.path), columns=columns).to_pandas()
+
+    def schema(self) -> pa.Schema:
+        return pq.read_schema(_existing(self.path))
+
+
+class ArrayRef(BaseModel):
+    """A .npy file written by a task."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    sha256: str
+    shape: tuple[int, ...]
+
+    def read(self) -> np.ndarray:
+        return np.load(_existing(self.path), allow_pickle=False)
+
+
+def _existing(path: str) -> str:
+    if not Path(path).exists():
+        raise CleansetError(
+            f"intermediate file {path} is missing (was the work folder cleaned?); "
+            "run again with --refresh to recompute it"
+        )
+    return path
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _publish_file(tmp: Path, folder: Path, suffix: str) -> tuple[Path, str]:
+    """Move a finished temp file to <folder>/<sha256><suffix> (atomic rename)."""
+    digest = file_sha256(tmp)
+    final = folder / f"{digest}{suffix}"
+    os.replace(tmp, final)
+    return final, digest
+
+
+def _tmp_in(folder: Path, suffix: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, suffix=suffix + ".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def write_table(df: pd.DataFrame | pa.Table, work: Path, kind: str) -> TableRef:
+    """Write a table as Parquet under work/kind/, named by its content hash."""
+    folder = Path(work) / kind
+    tmp = _tmp_in(folder, ".parquet")
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table, tmp)
+    final, digest = _publish_file(tmp, folder, ".parquet")
+    return TableRef(path=str(final), sha256=digest, n_rows=table.num_rows)
+
+
+def write_batches(batches, schema: pa.Schema, work: Path, kind: str) -> TableRef:  # noqa: ANN001
+    """Stream record batches into one Parquet file under work/kind/ without holding them all."""
+    folder = Path(work) / kind
+    tmp = _tmp_in(folder, ".parquet")
+    n = 0
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            n += batch.num_rows
+    final, digest = _publish_file(tmp, folder, ".parquet")
+    return TableRef(path=str(final), sha256=digest, n_rows=n)
+
+
+def write_array(arr: np.ndarray, work: Path, kind: str) -> ArrayRef:
+    """Write an array as .npy under work/kind/, named by its content hash."""
+    folder = Path(work) / kind
+    tmp = _tmp_in(folder, ".npy")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+    final, digest = _publish_file(tmp, folder, ".npy")
+    return ArrayRef(path=str(final), sha256=digest, shape=tuple(arr.shape))

@@ -1,0 +1,205 @@
+"""validate: run Great Expectations (GX Core 1.x) suites against the snapshot.
+
+Two suites run: a generic one derived from the DatasetSpec (columns present, label non-null with
+at least two classes, id unique) and, optionally, the dataset's own suite JSON. GX's `severity`
+decides what a failure does: `critical` stops the run before anything is published; a failed
+row-level (column map) expectation of severity `warning` quarantines the failing rows (issue
+`invalid`); `info` is only recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from pydantic import BaseModel, ConfigDict
+
+from tasks.errors import CleansetError, is_retryable
+from tasks.ingest import Snapshot
+from tasks.store import ArrayRef, write_array
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+class ExpectationOutcome(BaseModel):
+    """One expectation's result, as published to the `validations` table."""
+
+    model_config = ConfigDict(frozen=True)
+    suite: str
+    expectation: str
+    column_name: str | None
+    severity: str
+    success: bool
+    unexpected_count: int | None
+    details: str  # JSON: kwargs, observed value, a sample of unexpected values
+
+
+class Validation(BaseModel):
+    """All outcomes plus the positions of rows quarantined by row-level failures."""
+
+    model_config = ConfigDict(frozen=True)
+    outcomes: tuple[ExpectationOutcome, ...]
+    quarantined: ArrayRef  # positional row indices into the snapshot
+    n_quarantined: int
+
+
+def generic_suite(
+    columns: list[str], label: str, id_column: str, required: list[str]
+) -> dict[str, Any]:
+    """The suite every dataset gets, as GX suite JSON. Column checks only for present columns."""
+    exps: list[dict[str, Any]] = []
+    for col in dict.fromkeys([label, id_column, *required]):
+        exps.append({"type": "expect_column_to_exist", "kwargs": {"column": col},
+                     "severity": "critical"})
+    if label in columns:
+        exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": label},
+                     "severity": "warning"})
+        exps.append({"type": "expect_column_unique_value_count_to_be_between",
+                     "kwargs": {"column": label, "min_value": 2}, "severity": "critical"})
+    if id_column in columns:
+        exps.append({"type": "expect_column_values_to_be_unique", "kwargs": {"column": id_column},
+                     "severity": "critical"})
+        exps.append({"type": "expect_column_values_to_not_be_null",
+                     "kwargs": {"column": id_column}, "severity": "critical"})
+    return {"name": "cleanset_generic", "expectations": exps}
+
+
+def load_suite_file(path: Path) -> dict[str, Any]:
+    """Read a dataset suite JSON (GX 1.x ExpectationSuite format) with a clear error if bad."""
+    if not path.is_file():
+        raise CleansetError(f"expectation suite {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CleansetError(f"expectation suite {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
+        raise CleansetError(
+            f"expectation suite {path} must be a JSON object with an `expectations` list "
+            "(GX Core 1.x format: {\"name\": ..., \"expectations\": [{\"type\": ..., "
+            "\"kwargs\": {...}, \"severity\": \"critical|warning|info\"}]})"
+        )
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def run_suites(df: pd.DataFrame, suites: list[dict[str, Any]]) -> list[ExpectationOutcome]:
+    """Validate df against GX suites (given as suite JSON) and return flat outcomes."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_def = (
+        ctx.data_sources.add_pandas("cleanset")
+        .add_dataframe_asset("snapshot")
+        .add_batch_definition_whole_dataframe("all")
+    )
+    batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+    outcomes: list[ExpectationOutcome] = []
+    for spec in suites:
+        try:
+            suite = gx.ExpectationSuite(name=spec["name"], expectations=spec["expectations"])
+        except Exception as exc:  # noqa: BLE001 - GX raises many types for a bad suite
+            raise CleansetError(f"expectation suite {spec['name']!r} is not valid: {exc}") from None
+        result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+        for r in result.results:
+            cfg = r.expectation_config
+            res = dict(r.result or {})
+            error = (r.exception_info or {}).get("exception_message")
+            details = {
+                "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
+                "observed_value": res.get("observed_value"),
+                "unexpected_sample": (res.get("partial_unexpected_list") or [])[:10],
+                "unexpected_index_list": res.get("unexpected_index_list"),
+                "error": error,
+            }
+            outcomes.append(ExpectationOutcome(
+                suite=spec["name"],
+                expectation=cfg.type,
+                column_name=cfg.kwargs.get("column"),
+                severity=str(getattr(cfg.severity, "value", cfg.severity) or "critical"),
+                success=bool(r.success),
+                unexpected_count=res.get("unexpected_count"),
+                details=json.dumps(_jsonable(details)),
+            ))
+    return outcomes
+
+
+def describe_failure(o: ExpectationOutcome) -> str:
+    """One readable line for a failed expectation."""
+    d = json.loads(o.details)
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in d["kwargs"].items())
+    line = f"{o.expectation}({kwargs})"
+    if o.unexpected_count:
+        line += f": {o.unexpected_count} unexpected value(s)"
+        if d["unexpected_sample"]:
+            line += f", e.g. {d['unexpected_sample'][:3]}"
+    elif d.get("observed_value") is not None:
+        line += f": observed {d['observed_value']!r}"
+    if d.get("error"):
+        line += f": {d['error']}"
+    return line
+
+
+def check(
+    df: pd.DataFrame, label: str, id_column: str, required: list[str],
+    dataset_suite: dict[str, Any] | None,
+) -> tuple[list[ExpectationOutcome], np.ndarray]:
+    """Run both suites; raise on critical failures; return outcomes and quarantined positions."""
+    suites = [generic_suite(list(df.columns), label, id_column, required)]
+    if dataset_suite is not None:
+        suites.append(dataset_suite)
+    outcomes = run_suites(df, suites)
+    critical = [o for o in outcomes if not o.success and o.severity == "critical"]
+    if critical:
+        missing = [o.column_name for o in critical if o.expectation == "expect_column_to_exist"]
+        lines = [f"  - [{o.suite}] {describe_failure(o)}" for o in critical]
+        hint = ""
+        if missing:
+            hint = f"\navailable columns: {', '.join(map(str, df.columns))}"
+        raise CleansetError(
+            f"validation failed, nothing was published; {len(critical)} critical "
+            f"expectation(s) not met:\n" + "\n".join(lines) + hint
+        )
+    bad: set[int] = set()
+    for o in outcomes:
+        if not o.success and o.severity == "warning":
+            idx = json.loads(o.details).get("unexpected_index_list") or []
+            bad.update(int(i) for i in idx if isinstance(i, (int, float)))
+    return outcomes, np.array(sorted(bad), dtype=np.int64)
+
+
+@task(
+    name="validate",
+    cache_policy=TASK_SOURCE + INPUTS,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=is_retryable,
+)
+def validate(
+    snapshot: Snapshot, label: str, required: list[str], dataset_suite: dict[str, Any] | None,
+    work_dir: str,
+) -> Validation:
+    """Validate the snapshot with GX; critical failures stop the run (CleansetError)."""
+    df = snapshot.table.read()
+    outcomes, bad = check(df, label, snapshot.id_column, required, dataset_suite)
+    logger = get_run_logger()
+    failed = [o for o in outcomes if not o.success]
+    logger.info("%d expectations checked, %d failed (none critical), %d rows quarantined",
+                len(outcomes), len(failed), len(bad))
+    for o in failed:
+        logger.warning("[%s] %s", o.severity, describe_failure(o))
+    return Validation(outcomes=tuple(outcomes), quarantined=write_array(bad, Path(work_dir),
+                      "quarantine"), n_quarantined=len(bad))

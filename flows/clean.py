@@ -8,12 +8,15 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.decide import decide
 from tasks.detect import detect
+from tasks.errors import hide_user_error_tracebacks
 from tasks.estimate import estimate_fold, pred_probs
 from tasks.featurize import featurize
 from tasks.ingest import ingest
 from tasks.publish import RunSummary, publish
 from tasks.spec import DatasetSpec
 from tasks.validate import load_suite_file, validate
+
+hide_user_error_tracebacks()
 
 
 def _run_name() -> str:

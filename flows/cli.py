@@ -35,7 +35,8 @@ DbOpt = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file to publ
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    err.print("[bold red]error:[/bold red] ", end="")
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -70,9 +70,8 @@ def issues_frame(
         "invalid_score": np.ones(n),
     })
     out.loc[positions, "suggested_label"] = names[found["suggested"].to_numpy()]
-    out.loc[positions, "suggested_label_confidence"] = found["suggested_label_confidence"].to_numpy()
-    out.loc[positions, "is_label_issue"] = found["is_label_issue"].to_numpy()
-    out.loc[positions, "label_score"] = found["label_score"].to_numpy()
+    for col in ("suggested_label_confidence", "is_label_issue", "label_score"):
+        out.loc[positions, col] = found[col].to_numpy()
     out.loc[quarantined, "is_invalid_issue"] = True
     out.loc[quarantined, "invalid_score"] = 0.0
     return out

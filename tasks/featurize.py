@@ -62,7 +62,8 @@ def _looks_like_text(s: pd.Series) -> bool:
     if sample.empty:
         return False
     tokens = sample.str.split().str.len().mean()
-    return bool(tokens >= 4 or (sample.str.len().mean() > 30 and sample.nunique() > 0.5 * len(sample)))
+    long_and_varied = sample.str.len().mean() > 30 and sample.nunique() > 0.5 * len(sample)
+    return bool(tokens >= 4 or long_and_varied)
 
 
 def infer_roles(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import duckdb
 from prefect import get_run_logger, runtime, task
-from prefect.context import FlowRunContext
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
 from tasks.detect import Detection

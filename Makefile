@@ -1,0 +1,30 @@
+# Everything a fresh machine needs, from python3 alone: uv is bootstrapped into .tools/ when it
+# is not on PATH, dependencies come from uv.lock.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: demo test lint bench setup
+
+setup: .venv/.synced
+
+.tools/bin/uv:
+	python3 -m venv .tools && .tools/bin/pip install --quiet uv
+
+.venv/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	touch $@
+
+demo: setup
+	$(UV) run --frozen cleanset demo
+
+test: setup
+	$(UV) run --frozen pytest
+
+lint: setup
+	$(UV) run --frozen ruff check .
+
+bench: setup
+	$(UV) run --frozen python bench/label_quality.py

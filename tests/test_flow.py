@@ -1,0 +1,93 @@
+"""The whole flow against a real temporary Prefect server, real DuckDB, real GX and cleanlab."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.clean import clean_dataset
+from tasks.sample import load_builtin, plant_noise, precision_recall
+from tasks.spec import DatasetSpec
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    """task name -> state name for every task run of a flow run."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name: r.state.name for r in runs}
+
+
+def run(spec: DatasetSpec):
+    state = clean_dataset(spec, return_state=True)
+    return state.result(), state.state_details.flow_run_id
+
+
+@pytest.fixture()
+def noisy_wine(workdir):
+    frame = load_builtin("wine")
+    noisy, mask = plant_noise(frame["label"].to_numpy(), 0.1, seed=0)
+    frame["label"] = noisy
+    frame.to_csv(workdir / "wine.csv", index=False)
+    return workdir / "wine.csv", mask
+
+
+def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
+    path, mask = noisy_wine
+    spec = DatasetSpec(source=str(path), label="label", db=str(workdir / "w.duckdb"))
+    summary, _ = run(spec)
+    with duckdb.connect(spec.db, read_only=True) as con:
+        issues = con.execute("SELECT CAST(row_id AS INT), is_label_issue, given_label, "
+                             "suggested_label, suggested_label_confidence, label_score, action "
+                             "FROM issues ORDER BY 1").fetchall()
+        runs = con.execute("SELECT run_id, dataset, n_rows, n_clean_rows, n_label_issues, "
+                           "source_sha256, status, health_score FROM runs").fetchall()
+        n_clean = con.execute("SELECT count(*) FROM wine_clean").fetchall()[0][0]
+        kept_planted = con.execute("SELECT count(*) FROM wine_clean WHERE row_id IN "
+                                   f"({','.join(map(str, np.flatnonzero(mask)))})").fetchall()
+        types = con.execute("SELECT issue_type FROM issue_summary ORDER BY 1").fetchall()
+        val = con.execute("SELECT count(*), bool_and(success) FROM validations").fetchall()
+    assert len(issues) == 178
+    flagged = np.array([row[1] for row in issues])
+    p, r, _ = precision_recall(flagged, mask)
+    assert r >= 0.7 and p >= 0.5
+    assert all(0 <= row[5] <= 1 for row in issues)
+    assert all(row[6] == ("drop" if row[1] else "keep") for row in issues)
+    assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
+                     runs[0][5], "completed", runs[0][7])]
+    assert n_clean == 178 - flagged.sum()
+    assert kept_planted[0][0] < mask.sum() * 0.3
+    assert types == [("invalid",), ("label",)]
+    assert val[0][0] >= 4 and val[0][1] is True
+
+
+def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir):
+    path, _ = noisy_wine
+    spec = DatasetSpec(source=str(path), label="label", db=str(workdir / "w.duckdb"))
+    first, first_id = run(spec)
+    second, second_id = run(spec)
+    states = task_states(second_id)
+    assert states.pop(next(n for n in states if n.startswith("publish"))) == "Completed"
+    assert set(states.values()) == {"Cached"}, states
+    assert len(states) == 11  # ingest, validate, featurize, 5 folds, pred-probs, detect, decide
+    assert second.run_id == first.run_id
+    with duckdb.connect(spec.db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
+        assert con.execute("SELECT count(*) FROM issues").fetchall() == [(178,)]
+        flow_run = con.execute("SELECT flow_run_id FROM runs").fetchall()[0][0]
+    assert flow_run == str(second_id)
+
+    text = path.read_text().splitlines()
+    text[1] = text[1].replace(text[1].split(",")[0], str(float(text[1].split(",")[0]) + 1), 1)
+    path.write_text("\n".join(text) + "\n")
+    third, third_id = run(spec)
+    states = task_states(third_id)
+    assert all(v == "Completed" for v in states.values()), states
+    assert third.run_id != first.run_id
+    with duckdb.connect(spec.db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchall() == [(2,)]

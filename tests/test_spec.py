@@ -1,0 +1,35 @@
+import pytest
+
+from tasks.errors import CleansetError
+from tasks.spec import DatasetSpec, build_spec
+
+
+def test_dataset_name_defaults_to_file_stem():
+    spec = DatasetSpec(source="some/dir/My-Data.v2.csv", label="y")
+    assert spec.dataset_name == "My_Data"
+    assert spec.work_path.as_posix() == "data/work"
+
+
+def test_yaml_config_and_flag_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("source: a.csv\nlabel: y\nfolds: 3\npolicy:\n  label: review\n")
+    spec = build_spec(cfg, folds=4, dataset=None)
+    assert (spec.folds, spec.policy.label, spec.source) == (4, "review", "a.csv")
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    ({"source": "a.csv"}, "label"),
+    ({"source": "a.csv", "label": "y", "folds": 1}, "folds"),
+    ({"source": "a.csv", "label": "y", "dataset": "x; DROP TABLE runs"}, "not usable"),
+    ({"source": "a.csv", "label": "y", "colour": "red"}, "colour"),
+])
+def test_bad_settings_give_readable_errors(overrides, needle):
+    with pytest.raises(CleansetError, match=needle):
+        build_spec(**overrides)
+
+
+def test_fingerprint_ignores_output_locations_but_not_settings():
+    a = DatasetSpec(source="a.csv", label="y", db="one.duckdb")
+    b = DatasetSpec(source="a.csv", label="y", db="two.duckdb")
+    c = DatasetSpec(source="a.csv", label="y", folds=3)
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()

@@ -27,4 +27,4 @@ lint: setup
 	$(UV) run --frozen ruff check .
 
 bench: setup
-	$(UV) run --frozen python bench/label_quality.py
+	$(UV) run --frozen python bench/pipeline_vs_cleanlearning.py

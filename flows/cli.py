@@ -47,13 +47,25 @@ def _quiet_prefect(quiet: bool) -> None:
 
 def _run_flow(spec, refresh: bool):  # noqa: ANN001, ANN202
     """Run the cleaning flow, turning user errors into a message and a non-zero exit."""
+    from flows.local_server import LocalServer, wanted
+
+    server = LocalServer() if wanted() else None  # boots while the libraries below import
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.clean import clean_dataset
     from tasks.errors import CleansetError
 
     try:
-        return clean_dataset(spec, refresh=refresh)
+        if server is None:
+            return clean_dataset(spec, refresh=refresh)
+        server.wait()
+        with temporary_settings({PREFECT_API_URL: server.url}):
+            return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         _fail(str(exc))
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001

@@ -201,7 +201,8 @@ def demo(
     p, r, f1 = precision_recall(found, mask)
     _print_summary(summary, seconds)
     console.print(f"[bold]against the planted errors:[/bold] precision {p:.2f}, recall {r:.2f}, "
-                  f"F1 {f1:.2f} ({int((found & mask).sum())} of {int(mask.sum())} found)")
+                  f"F1 {f1:.2f} ({int((found & mask).sum())} of {int(mask.sum())} found)",
+                  soft_wrap=True)
     query = (f"SELECT row_id, given_label, suggested_label, round(label_score, 3) AS score "
              f"FROM issues WHERE run_id = '{summary.run_id}' AND is_label_issue "
              f"ORDER BY label_score LIMIT 10")
@@ -215,6 +216,8 @@ def query(
     sql: Annotated[str, typer.Argument(help="SQL to run (read-only).", show_default=False)],
     db: DbOpt = Path("data/warehouse.duckdb"),
     limit: Annotated[int, typer.Option("--limit", help="Print at most this many rows.")] = 50,
+    csv: Annotated[bool, typer.Option(
+        "--csv", help="Print all rows as CSV (for piping) instead of a table.")] = False,
 ) -> None:
     """Run a read-only SQL query on the warehouse and print the result as a table.
 
@@ -231,12 +234,26 @@ def query(
             rows = cur.fetchall()
     except duckdb.Error as exc:
         _fail(f"query failed: {str(exc).splitlines()[0]}")
+    if csv:
+        import csv as csvlib
+
+        writer = csvlib.writer(sys.stdout)
+        writer.writerow(names)
+        writer.writerows(rows)
+        return
     table = Table(*names)
+    for column in table.columns:
+        column.no_wrap, column.overflow = True, "ellipsis"
     for row in rows[:limit]:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*("" if v is None else _cell(v) for v in row))
     console.print(table)
     if len(rows) > limit:
         console.print(f"({len(rows) - limit} more rows; raise --limit to see them)")
+
+
+def _cell(value: object, width: int = 60) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -77,6 +77,17 @@ class LocalServer:
         raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f} s")
 
     def stop(self) -> None:
+        """Send Prefect's queued logs and events, then stop the server."""
+        if self.process.poll() is not None:
+            return
+        try:
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
+            EventsWorker.drain_all(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort: never fail a finished run on shutdown
+            pass
         if self.process.poll() is None:
             self.process.terminate()
             try:

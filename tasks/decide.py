@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from tasks.caching import STAGE_CACHE
 from tasks.detect import Detection
 from tasks.spec import Policy
 from tasks.store import TableRef, write_table
@@ -25,7 +25,7 @@ def actions(issues: pd.DataFrame, policy: Policy) -> pd.Series:
     return pd.Series(names[level], index=issues.index, name="action")
 
 
-@task(name="decide", cache_policy=TASK_SOURCE + INPUTS, retries=2, retry_delay_seconds=2)
+@task(name="decide", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2)
 def decide(detection: Detection, policy: Policy, work_dir: str) -> TableRef:
     """Add the `action` column to the issues frame."""
     issues = detection.issues.read()

@@ -14,9 +14,9 @@ from cleanlab.dataset import overall_label_health_score
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from pydantic import BaseModel, ConfigDict
 
+from tasks.caching import STAGE_CACHE
 from tasks.errors import is_retryable
 from tasks.featurize import Design
 from tasks.ingest import Snapshot
@@ -89,7 +89,7 @@ def summarize(issues: pd.DataFrame) -> list[tuple[str, int, float]]:
 
 @task(
     name="detect",
-    cache_policy=TASK_SOURCE + INPUTS,
+    cache_policy=STAGE_CACHE,
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=is_retryable,

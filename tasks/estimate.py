@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.featurize import Design, FeaturePlan, build_transformer, prepare_frame
 from tasks.ingest import Snapshot
@@ -63,7 +63,7 @@ def assemble(folds: np.ndarray, parts: list[np.ndarray], n_classes: int) -> np.n
 @task(
     name="estimate-fold",
     task_run_name="estimate-fold-{fold}",
-    cache_policy=TASK_SOURCE + INPUTS,
+    cache_policy=STAGE_CACHE,
     retries=2,
     retry_delay_seconds=5,
     retry_condition_fn=is_retryable,
@@ -82,7 +82,7 @@ def estimate_fold(
     return write_array(proba, Path(work_dir), "folds")
 
 
-@task(name="pred-probs", cache_policy=TASK_SOURCE + INPUTS, retries=2, retry_delay_seconds=2)
+@task(name="pred-probs", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2)
 def pred_probs(design: Design, parts: list[ArrayRef], work_dir: str) -> ArrayRef:
     """Assemble the folds into one out-of-fold pred_probs matrix."""
     pred = assemble(design.folds.read(), [p.read() for p in parts], len(design.classes))

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from pydantic import BaseModel, ConfigDict
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -22,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, write_array
@@ -199,7 +199,7 @@ def design(
 
 @task(
     name="featurize",
-    cache_policy=TASK_SOURCE + INPUTS,
+    cache_policy=STAGE_CACHE,
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=is_retryable,

@@ -13,9 +13,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.cache_policies import CacheKeyFnPolicy
 from pydantic import BaseModel, ConfigDict
 
+from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.store import TableRef, file_sha256, write_batches
 
@@ -37,6 +38,7 @@ class Snapshot(BaseModel):
     files: tuple[str, ...]
     id_column: str
     columns: tuple[str, ...]
+    row_id_added: bool = False  # True when cleanset made the id column (not part of the data)
     warnings: tuple[str, ...] = ()
 
 
@@ -178,6 +180,7 @@ def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
         files=tuple(str(f) for f in files),
         id_column=id_column or ROW_ID,
         columns=tuple(out_schema.names),
+        row_id_added=add_row_id,
         warnings=tuple(warnings),
     )
 
@@ -192,7 +195,7 @@ def _source_content_key(context, parameters) -> str:  # noqa: ANN001
 
 @task(
     name="ingest",
-    cache_policy=TASK_SOURCE + INPUTS + CacheKeyFnPolicy(cache_key_fn=_source_content_key),
+    cache_policy=STAGE_CACHE + CacheKeyFnPolicy(cache_key_fn=_source_content_key),
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=is_retryable,

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from pydantic import BaseModel, ConfigDict
 
+from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, write_array
@@ -51,11 +51,14 @@ class Validation(BaseModel):
 
 
 def generic_suite(
-    columns: list[str], label: str, id_column: str, required: list[str]
+    columns: list[str], label: str, id_column: str | None, required: list[str]
 ) -> dict[str, Any]:
-    """The suite every dataset gets, as GX suite JSON. Column checks only for present columns."""
+    """The suite every dataset gets, as GX suite JSON. Column checks only for present columns.
+
+    `id_column` is None when cleanset added the row_id itself (nothing to check).
+    """
     exps: list[dict[str, Any]] = []
-    for col in dict.fromkeys([label, id_column, *required]):
+    for col in dict.fromkeys([label, *([id_column] if id_column else []), *required]):
         exps.append({"type": "expect_column_to_exist", "kwargs": {"column": col},
                      "severity": "critical"})
     if label in columns:
@@ -63,7 +66,7 @@ def generic_suite(
                      "severity": "warning"})
         exps.append({"type": "expect_column_unique_value_count_to_be_between",
                      "kwargs": {"column": label, "min_value": 2}, "severity": "critical"})
-    if id_column in columns:
+    if id_column and id_column in columns:
         exps.append({"type": "expect_column_values_to_be_unique", "kwargs": {"column": id_column},
                      "severity": "critical"})
         exps.append({"type": "expect_column_values_to_not_be_null",
@@ -93,8 +96,14 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def run_suites(df: pd.DataFrame, suites: list[dict[str, Any]]) -> list[ExpectationOutcome]:
-    """Validate df against GX suites (given as suite JSON) and return flat outcomes."""
+def run_suites(
+    df: pd.DataFrame, suites: list[dict[str, Any]]
+) -> list[tuple[ExpectationOutcome, np.ndarray]]:
+    """Validate df against GX suites (given as suite JSON).
+
+    Returns each expectation's outcome with the positions of the rows it found unexpected
+    (empty for table-level expectations); `details` keeps only a sample of those positions.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -119,14 +128,16 @@ def run_suites(df: pd.DataFrame, suites: list[dict[str, Any]]) -> list[Expectati
             cfg = r.expectation_config
             res = dict(r.result or {})
             error = (r.exception_info or {}).get("exception_message")
+            positions = np.array([int(i) for i in res.get("unexpected_index_list") or []
+                                  if isinstance(i, (int, np.integer))], dtype=np.int64)
             details = {
                 "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
                 "observed_value": res.get("observed_value"),
                 "unexpected_sample": (res.get("partial_unexpected_list") or [])[:10],
-                "unexpected_index_list": res.get("unexpected_index_list"),
+                "unexpected_rows_sample": positions[:20].tolist(),
                 "error": error,
             }
-            outcomes.append(ExpectationOutcome(
+            outcomes.append((ExpectationOutcome(
                 suite=spec["name"],
                 expectation=cfg.type,
                 column_name=cfg.kwargs.get("column"),
@@ -134,7 +145,7 @@ def run_suites(df: pd.DataFrame, suites: list[dict[str, Any]]) -> list[Expectati
                 success=bool(r.success),
                 unexpected_count=res.get("unexpected_count"),
                 details=json.dumps(_jsonable(details)),
-            ))
+            ), positions))
     return outcomes
 
 
@@ -155,14 +166,19 @@ def describe_failure(o: ExpectationOutcome) -> str:
 
 
 def check(
-    df: pd.DataFrame, label: str, id_column: str, required: list[str],
+    df: pd.DataFrame, label: str, id_column: str | None, required: list[str],
     dataset_suite: dict[str, Any] | None,
 ) -> tuple[list[ExpectationOutcome], np.ndarray]:
-    """Run both suites; raise on critical failures; return outcomes and quarantined positions."""
+    """Run both suites; raise on critical failures; return outcomes and quarantined positions.
+
+    df is the data as the user gave it (without a row_id cleanset added); quarantined rows are
+    returned as positions.
+    """
     suites = [generic_suite(list(df.columns), label, id_column, required)]
     if dataset_suite is not None:
         suites.append(dataset_suite)
-    outcomes = run_suites(df, suites)
+    results = run_suites(df, suites)
+    outcomes = [o for o, _ in results]
     critical = [o for o in outcomes if not o.success and o.severity == "critical"]
     if critical:
         missing = [o.column_name for o in critical if o.expectation == "expect_column_to_exist"]
@@ -174,17 +190,13 @@ def check(
             f"validation failed, nothing was published; {len(critical)} critical "
             f"expectation(s) not met:\n" + "\n".join(lines) + hint
         )
-    bad: set[int] = set()
-    for o in outcomes:
-        if not o.success and o.severity == "warning":
-            idx = json.loads(o.details).get("unexpected_index_list") or []
-            bad.update(int(i) for i in idx if isinstance(i, (int, float)))
-    return outcomes, np.array(sorted(bad), dtype=np.int64)
+    bad = [rows for o, rows in results if not o.success and o.severity == "warning"]
+    return outcomes, np.unique(np.concatenate(bad)) if bad else np.array([], dtype=np.int64)
 
 
 @task(
     name="validate",
-    cache_policy=TASK_SOURCE + INPUTS,
+    cache_policy=STAGE_CACHE,
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=is_retryable,
@@ -195,7 +207,10 @@ def validate(
 ) -> Validation:
     """Validate the snapshot with GX; critical failures stop the run (CleansetError)."""
     df = snapshot.table.read()
-    outcomes, bad = check(df, label, snapshot.id_column, required, dataset_suite)
+    if snapshot.row_id_added:
+        df = df.drop(columns=[snapshot.id_column])
+    id_column = None if snapshot.row_id_added else snapshot.id_column
+    outcomes, bad = check(df, label, id_column, required, dataset_suite)
     logger = get_run_logger()
     failed = [o for o in outcomes if not o.success]
     logger.info("%d expectations checked, %d failed (none critical), %d rows quarantined",

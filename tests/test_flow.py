@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -39,8 +42,17 @@ def noisy_wine(workdir):
 
 def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     path, mask = noisy_wine
+    # the dataset's own suite sees the user's 14 columns (no added row_id); a warning-level
+    # row expectation quarantines the two rows with alcohol above 14.5
+    (workdir / "expectations").mkdir()
+    suite = {"name": "wine", "expectations": [
+        {"type": "expect_table_column_count_to_equal", "kwargs": {"value": 14}},
+        {"type": "expect_column_values_to_be_between", "severity": "warning",
+         "kwargs": {"column": "alcohol", "min_value": 11, "max_value": 14.5}}]}
+    (workdir / "expectations" / "wine.json").write_text(json.dumps(suite))
     spec = DatasetSpec(source=str(path), label="label", db=str(workdir / "w.duckdb"))
     summary, _ = run(spec)
+    high_alcohol = np.flatnonzero(pd.read_csv(path)["alcohol"] > 14.5).tolist()
     with duckdb.connect(spec.db, read_only=True) as con:
         issues = con.execute("SELECT CAST(row_id AS INT), is_label_issue, given_label, "
                              "suggested_label, suggested_label_confidence, label_score, action "
@@ -51,19 +63,27 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
         kept_planted = con.execute("SELECT count(*) FROM wine_clean WHERE row_id IN "
                                    f"({','.join(map(str, np.flatnonzero(mask)))})").fetchall()
         types = con.execute("SELECT issue_type FROM issue_summary ORDER BY 1").fetchall()
-        val = con.execute("SELECT count(*), bool_and(success) FROM validations").fetchall()
+        val = con.execute("SELECT suite, expectation, success FROM validations "
+                          "WHERE suite = 'wine' ORDER BY expectation").fetchall()
+        invalid = con.execute("SELECT CAST(row_id AS INT) FROM issues WHERE is_invalid_issue "
+                              "ORDER BY 1").fetchall()
+        clean_ids = {r[0] for r in con.execute("SELECT row_id FROM wine_clean").fetchall()}
     assert len(issues) == 178
-    flagged = np.array([row[1] for row in issues])
+    flagged = np.array([bool(row[1]) for row in issues])
     p, r, _ = precision_recall(flagged, mask)
     assert r >= 0.7 and p >= 0.5
-    assert all(0 <= row[5] <= 1 for row in issues)
-    assert all(row[6] == ("drop" if row[1] else "keep") for row in issues)
+    assert all(0 <= row[5] <= 1 for row in issues if row[5] is not None)
+    assert [r[0] for r in invalid] == high_alcohol and len(high_alcohol) == 2
+    assert not clean_ids & set(high_alcohol)
+    assert all(row[6] == ("drop" if row[1] or row[0] in high_alcohol else "keep")
+               for row in issues)
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
                      runs[0][5], "completed", runs[0][7])]
-    assert n_clean == 178 - flagged.sum()
+    assert n_clean == 178 - flagged.sum() - 2
     assert kept_planted[0][0] < mask.sum() * 0.3
     assert types == [("invalid",), ("label",)]
-    assert val[0][0] >= 4 and val[0][1] is True
+    assert val == [("wine", "expect_column_values_to_be_between", False),
+                   ("wine", "expect_table_column_count_to_equal", True)]
 
 
 def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir):

@@ -1,0 +1,31 @@
+"""The one cache policy every cached stage uses.
+
+Prefect's TASK_SOURCE covers only the decorated function's own lines, not the helpers it calls
+or the ref classes it returns, so a change to, say, the model pipeline would be served stale
+results. The key therefore also includes a hash of all code in tasks/ (and cleanset's version):
+any code change recomputes, an unchanged install re-runs from cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+from pathlib import Path
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy
+
+
+@cache
+def code_hash() -> str:
+    """sha256 over the source of every module in tasks/."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _code_key(context, parameters) -> str:  # noqa: ANN001 - Prefect's cache_key_fn signature
+    return code_hash()
+
+
+STAGE_CACHE = TASK_SOURCE + INPUTS + CacheKeyFnPolicy(cache_key_fn=_code_key)

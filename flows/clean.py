@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.decide import decide
 from tasks.detect import detect
 from tasks.errors import hide_user_error_tracebacks
-from tasks.estimate import estimate_fold, pred_probs
+from tasks.estimate import choose, estimate_fold, pred_probs, prune_set
 from tasks.featurize import featurize
 from tasks.ingest import ingest
 from tasks.publish import RunSummary, publish
@@ -28,7 +31,8 @@ def _run_name() -> str:
         return "clean-dataset"
 
 
-@flow(name="cleanset", flow_run_name=_run_name, log_prints=True)
+@flow(name="cleanset", flow_run_name=_run_name, log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2))
 def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     """Clean one dataset and publish it to DuckDB. `refresh` recomputes every cached stage."""
     work = str(spec.work_path)
@@ -38,20 +42,31 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     def staged(t):  # noqa: ANN001, ANN202 - every cached task keeps its results beside the data
         return t.with_options(**store)
 
-    required = [*spec.text, *(spec.features or ())]
+    required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else [])]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
 
     snapshot = staged(ingest)(spec.source, spec.id, work)
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
     design = staged(featurize)(snapshot, validation, spec.label, list(spec.text),
                                list(spec.features) if spec.features else None, spec.folds,
-                               spec.seed, work)
-    folds = [staged(estimate_fold).submit(snapshot, design, k, spec.model, spec.seed, work)
-             for k in range(design.n_folds)]
-    probs = staged(pred_probs)(design, [f.result() for f in folds], work)
+                               spec.seed, work, spec.group)
+    choice = staged(choose)(design, spec.model, spec.prune)
+
+    def out_of_fold(exclude=None, average_with=None, pass_name=""):  # noqa: ANN001, ANN202
+        futures = {m: [staged(estimate_fold).submit(snapshot, design, k, m, spec.seed, work,
+                                                   exclude, pass_name)
+                       for k in range(design.n_folds)] for m in choice.models}
+        parts = {m: [f.result() for f in fs] for m, fs in futures.items()}
+        return staged(pred_probs)(design, parts, work, average_with)
+
+    probs = out_of_fold()
+    if choice.prune != "off":
+        flagged = staged(prune_set)(design, probs, work)
+        probs = out_of_fold(flagged, probs if choice.prune == "average" else None, "-pass2")
     detection = staged(detect)(snapshot, validation, design, probs, spec.label, work)
     decided = staged(decide)(detection, spec.policy, work)
-    summary = publish(spec, snapshot, validation, detection, decided)
+    summary = publish(spec, snapshot, validation, detection, decided,
+                      f"{choice.label} ({choice.reason})")
     create_table_artifact(
         key=f"cleanset-{spec.dataset_name.lower().replace('_', '-')}",
         table=[{"metric": k, "value": v} for k, v in summary.model_dump().items()],

@@ -9,7 +9,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.caching import STAGE_CACHE
-from tasks.detect import Detection
+from tasks.detect import ISSUE_TYPES, Detection
 from tasks.spec import Policy
 from tasks.store import TableRef, write_table
 
@@ -18,8 +18,12 @@ def actions(issues: pd.DataFrame, policy: Policy) -> pd.Series:
     """The action per row: the most severe action among the row's issues (drop > review > keep)."""
     severity = {"keep": 0, "review": 1, "drop": 2}
     level = np.zeros(len(issues), dtype=np.int8)
-    for issue_type, action in (("label", policy.label), ("invalid", policy.invalid)):
-        flagged = issues[f"is_{issue_type}_issue"].fillna(False).to_numpy(dtype=bool)
+    for issue_type in ISSUE_TYPES:
+        column = f"is_{issue_type}_issue"
+        if column not in issues:
+            continue
+        action = getattr(policy, issue_type)
+        flagged = issues[column].fillna(False).to_numpy(dtype=bool)
         level = np.where(flagged, np.maximum(level, severity[action]), level)
     names = np.array(["keep", "review", "drop"], dtype=object)
     return pd.Series(names[level], index=issues.index, name="action")

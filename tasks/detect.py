@@ -23,7 +23,7 @@ from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.validate import Validation
 
-ISSUE_TYPES = ("label", "invalid")
+ISSUE_TYPES = ("label", "invalid", "class_imbalance")
 
 
 class Detection(BaseModel):
@@ -52,8 +52,10 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
 def issues_frame(
     row_ids: pd.Series, given: pd.Series, positions: np.ndarray, labels: np.ndarray,
     classes: tuple[str, ...], pred_probs: np.ndarray, quarantined: np.ndarray,
+    rare: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per snapshot row: label issue columns for scored rows, invalid for quarantined."""
+    """One row per snapshot row: label issue columns for scored rows, invalid for quarantined,
+    class_imbalance for rows of classes too rare to score (score: the class's share of rows)."""
     n = len(row_ids)
     names = np.array(classes, dtype=object)
     found = label_issues(labels, pred_probs)
@@ -74,6 +76,13 @@ def issues_frame(
         out.loc[positions, col] = found[col].to_numpy()
     out.loc[quarantined, "is_invalid_issue"] = True
     out.loc[quarantined, "invalid_score"] = 0.0
+    labelled = out["given_label"].notna()
+    share = out.loc[labelled, "given_label"].map(
+        out.loc[labelled, "given_label"].value_counts(normalize=True))
+    out["class_imbalance_score"] = share.reindex(out.index).astype("float64")
+    out["is_class_imbalance_issue"] = False
+    if rare is not None and len(rare):
+        out.loc[rare, "is_class_imbalance_issue"] = True
     return out
 
 
@@ -102,7 +111,7 @@ def detect(
     df = snapshot.table.read(columns=[snapshot.id_column, label])
     labels, probs = design.labels.read(), pred_probs.read()
     frame = issues_frame(df[snapshot.id_column], df[label], design.positions.read(), labels,
-                         design.classes, probs, validation.quarantined.read())
+                         design.classes, probs, validation.quarantined.read(), design.rare.read())
     health = float(overall_label_health_score(labels, probs, verbose=False))
     summary = summarize(frame)
     get_run_logger().info("issues: %s; label health %.3f",

@@ -1,18 +1,36 @@
-"""estimate: out-of-fold predicted probabilities, one cached and retryable task per fold.
+"""estimate: out-of-fold predicted probabilities, one cached and retryable task per fold and model.
 
-Each fold fits the model (ColumnTransformer from the feature plan + classifier) on the other
-folds' rows and predicts its own rows, so every row's probabilities come from a model that never
-saw its label: what confident learning needs.
+Each fold fits a model on the other folds' rows and predicts its own rows, so every row's
+probabilities come from a model that never saw its label: what confident learning needs.
+
+The default (`auto`) is chosen by the data, from measurements on planted noise
+(bench/label_quality.py):
+
+| data | models | prune-and-retrain |
+| --- | --- | --- |
+| any text column | logistic regression on TF-IDF | average |
+| tabular, fewer than 10,000 rows | logistic regression | replace |
+| tabular, 10,000 rows or more | logistic regression + HistGradientBoosting (mean) | off |
+
+Prune-and-retrain: a second cross-validation pass trains each fold without the rows the first
+pass flagged, so label errors no longer pull the model towards themselves; `replace` uses the
+second pass's probabilities, `average` the mean of both passes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from cleanlab.filter import find_label_issues
 from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
 
 from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
@@ -20,30 +38,79 @@ from tasks.featurize import Design, FeaturePlan, build_transformer, prepare_fram
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, write_array
 
-MODELS = ("logreg",)
+MODELS = ("logreg", "hgb")
+MODEL_CHOICES = ("auto", "logreg", "hgb", "ensemble")
+PRUNE_CHOICES = ("auto", "off", "replace", "average")
+LARGE_TABULAR = 10_000
+
+Prune = Literal["off", "replace", "average"]
 
 
-def resolve_model(model: str, plan: FeaturePlan) -> str:
-    """The concrete model for `auto` (logistic regression on the encoded features for now)."""
-    if model == "auto":
-        return "logreg"
-    if model not in MODELS:
-        raise CleansetError(f"unknown model {model!r}; choose one of: auto, {', '.join(MODELS)}")
-    return model
+class ModelChoice(BaseModel):
+    """Which models estimate the probabilities, whether to prune and retrain, and why."""
+
+    model_config = ConfigDict(frozen=True)
+    models: tuple[str, ...]
+    prune: Prune
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.models) + ("" if self.prune == "off" else f", prune={self.prune}")
+
+
+def choose_model(plan: FeaturePlan, n_rows: int, model: str = "auto", prune: str = "auto"
+                 ) -> ModelChoice:
+    """Resolve `auto` settings into concrete models and a prune mode, by the rule above."""
+    if model not in MODEL_CHOICES:
+        raise CleansetError(f"unknown model {model!r}; choose one of {', '.join(MODEL_CHOICES)}")
+    if prune not in PRUNE_CHOICES:
+        raise CleansetError(f"unknown prune mode {prune!r}; choose one of "
+                            f"{', '.join(PRUNE_CHOICES)}")
+    if plan.text:
+        auto_models, auto_prune, why = ("logreg",), "average", "text columns present"
+    elif n_rows < LARGE_TABULAR:
+        auto_models, auto_prune, why = ("logreg",), "replace", f"tabular, {n_rows:,} rows"
+    else:
+        auto_models, auto_prune, why = ("logreg", "hgb"), "off", f"tabular, {n_rows:,} rows"
+    models = {"auto": auto_models, "logreg": ("logreg",), "hgb": ("hgb",),
+              "ensemble": ("logreg", "hgb")}[model]
+    if "hgb" in models and plan.text:
+        raise CleansetError("model 'hgb' does not take text columns; use 'logreg' (TF-IDF) or "
+                            "'auto' for data with --text columns")
+    chosen = auto_prune if prune == "auto" else prune
+    reason = why if model == "auto" and prune == "auto" else f"set in config ({why})"
+    return ModelChoice(models=models, prune=chosen, reason=reason)
 
 
 def make_model(model: str, plan: FeaturePlan, seed: int) -> Pipeline:
     """The scikit-learn pipeline for a concrete model name."""
-    clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
-    return Pipeline([("features", build_transformer(plan)), ("clf", clf)])
+    if model == "logreg":
+        clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+        return Pipeline([("features", build_transformer(plan)), ("clf", clf)])
+    if model == "hgb":
+        cats = list(plan.categorical)
+        encode = ColumnTransformer(
+            [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
+                                    encoded_missing_value=np.nan, max_categories=250), cats)],
+            remainder="passthrough", verbose_feature_names_out=False,
+        ).set_output(transform="pandas")
+        clf = HistGradientBoostingClassifier(categorical_features=cats or None, random_state=seed)
+        return Pipeline([("features", encode), ("clf", clf)])
+    raise CleansetError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
 
 
 def fit_predict_fold(
-    X, y: np.ndarray, folds: np.ndarray, fold: int, n_classes: int,  # noqa: ANN001 - a DataFrame
-    model: str, plan: FeaturePlan, seed: int,
+    X, y: np.ndarray, folds: np.ndarray, fold: int, n_classes: int,  # noqa: ANN001 - a frame
+    model: str, plan: FeaturePlan, seed: int, exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fit on rows outside `fold`, return (rows in fold) x n_classes probabilities (float32)."""
+    """Fit on rows outside `fold` (minus `exclude`d rows), return the fold's probabilities."""
     train, test = folds != fold, folds == fold
+    if exclude is not None:
+        pruned = train & ~exclude
+        # keep every class trainable: fall back to the full fold if pruning would empty one
+        if len(np.unique(y[pruned])) == len(np.unique(y[train])):
+            train = pruned
     pipe = make_model(model, plan, seed)
     pipe.fit(X[train], y[train])
     proba = pipe.predict_proba(X[test])
@@ -60,30 +127,66 @@ def assemble(folds: np.ndarray, parts: list[np.ndarray], n_classes: int) -> np.n
     return pred
 
 
+def combine(per_model: list[np.ndarray]) -> np.ndarray:
+    """Mean of several models' probabilities, renormalised per row."""
+    pred = np.mean(per_model, axis=0)
+    return (pred / pred.sum(axis=1, keepdims=True).clip(min=1e-12)).astype(np.float32)
+
+
+def first_pass_flags(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """Rows confident learning flags in the first pass: left out of training in the second."""
+    return find_label_issues(labels, pred_probs, n_jobs=1)
+
+
+@task(name="choose-model", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=is_retryable)
+def choose(design: Design, model: str, prune: str) -> ModelChoice:
+    """Resolve the model settings for this data and log the choice and its reason."""
+    n_rows = design.labels.shape[0]
+    choice = choose_model(design.plan, n_rows, model, prune)
+    get_run_logger().info("model: %s (%s)", choice.label, choice.reason)
+    return choice
+
+
 @task(
     name="estimate-fold",
-    task_run_name="estimate-fold-{fold}",
+    task_run_name="estimate-{model}-fold-{fold}{pass_name}",
     cache_policy=STAGE_CACHE,
     retries=2,
     retry_delay_seconds=5,
     retry_condition_fn=is_retryable,
 )
 def estimate_fold(
-    snapshot: Snapshot, design: Design, fold: int, model: str, seed: int, work_dir: str
+    snapshot: Snapshot, design: Design, fold: int, model: str, seed: int, work_dir: str,
+    exclude: ArrayRef | None = None, pass_name: str = "",
 ) -> ArrayRef:
-    """Out-of-fold probabilities for one fold's rows."""
-    concrete = resolve_model(model, design.plan)
+    """Out-of-fold probabilities of one model for one fold's rows."""
     df = snapshot.table.read(columns=design.plan.used)
     X = prepare_frame(df.iloc[design.positions.read()].reset_index(drop=True), design.plan)
     proba = fit_predict_fold(X, design.labels.read(), design.folds.read(), fold,
-                             len(design.classes), concrete, design.plan, seed)
-    get_run_logger().info("fold %d/%d: %s predicted %d rows", fold + 1, design.n_folds, concrete,
-                          len(proba))
+                             len(design.classes), model, design.plan, seed,
+                             exclude.read() if exclude is not None else None)
+    get_run_logger().info("fold %d/%d: %s predicted %d rows%s", fold + 1, design.n_folds, model,
+                          len(proba), " (pruned training set)" if exclude is not None else "")
     return write_array(proba, Path(work_dir), "folds")
 
 
 @task(name="pred-probs", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2)
-def pred_probs(design: Design, parts: list[ArrayRef], work_dir: str) -> ArrayRef:
-    """Assemble the folds into one out-of-fold pred_probs matrix."""
-    pred = assemble(design.folds.read(), [p.read() for p in parts], len(design.classes))
-    return write_array(pred, Path(work_dir), "pred_probs")
+def pred_probs(design: Design, parts: dict[str, list[ArrayRef]], work_dir: str,
+               average_with: ArrayRef | None = None) -> ArrayRef:
+    """Assemble folds per model, average the models (and the first pass, when asked)."""
+    folds = design.folds.read()
+    per_model = [assemble(folds, [p.read() for p in refs], len(design.classes))
+                 for refs in parts.values()]
+    if average_with is not None:
+        per_model = [combine(per_model), average_with.read()]
+    return write_array(combine(per_model), Path(work_dir), "pred_probs")
+
+
+@task(name="first-pass-flags", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2)
+def prune_set(design: Design, first_pass: ArrayRef, work_dir: str) -> ArrayRef:
+    """The rows to leave out of training in the second pass."""
+    flags = first_pass_flags(design.labels.read(), first_pass.read())
+    get_run_logger().info("first pass flagged %d of %d rows; retraining without them",
+                          int(flags.sum()), len(flags))
+    return write_array(flags, Path(work_dir), "prune")

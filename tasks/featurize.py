@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -55,6 +55,8 @@ class Design(BaseModel):
     labels: ArrayRef  # int label per scored row, index into classes
     folds: ArrayRef  # fold number per scored row
     n_folds: int
+    rare: ArrayRef  # snapshot positions of rows whose class has fewer rows than folds
+    rare_classes: tuple[str, ...] = ()
 
 
 def _looks_like_text(s: pd.Series) -> bool:
@@ -164,37 +166,79 @@ def _label_text(v: object) -> str:
     return str(v)
 
 
-def plan_folds(y: np.ndarray, classes: tuple[str, ...], n_folds: int, seed: int) -> np.ndarray:
-    """Stratified fold number per row; every class needs at least n_folds rows."""
-    counts = np.bincount(y, minlength=len(classes))
-    small = [(classes[k], int(c)) for k, c in enumerate(counts) if c < n_folds]
-    if small:
-        shown = ", ".join(f"{name!r} ({c} row{'s' if c != 1 else ''})" for name, c in small[:10])
-        raise CleansetError(
-            f"{len(small)} class(es) have fewer rows than the {n_folds} cross-validation folds: "
-            f"{shown}. Out-of-fold probabilities need every class in every fold: lower --folds "
-            f"(at least 2), drop or merge these classes, or add examples"
-        )
+def rare_classes(labels: pd.Series, n_folds: int) -> dict[str, int]:
+    """Classes with fewer rows than folds (as label text -> row count)."""
+    counts = labels.dropna().map(_label_text).value_counts()
+    return {str(k): int(v) for k, v in counts.items() if v < n_folds}
+
+
+def plan_folds(
+    y: np.ndarray, n_folds: int, seed: int, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Fold number per row: stratified by label, and by group when groups are given (rows of
+    one group share a fold, so near-copies of one entity cannot leak across folds)."""
     folds = np.empty(len(y), dtype=np.int64)
-    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(skf.split(np.zeros(len(y)), y)):
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(y)), y)
+    else:
+        n_groups = len(pd.unique(groups))
+        if n_groups < n_folds:
+            raise CleansetError(
+                f"the group column has {n_groups} distinct groups, fewer than the {n_folds} "
+                "folds: lower --folds or choose a column with more groups"
+            )
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(y)), y, groups)
+    for k, (_, test) in enumerate(splits):
         folds[test] = k
     return folds
 
 
+def group_codes(values: pd.Series) -> np.ndarray:
+    """Integer group per row; a row with no group value is a group of its own."""
+    codes = pd.factorize(values.astype(object).where(values.notna(), None))[0].astype(np.int64)
+    missing = codes < 0
+    codes[missing] = codes.max(initial=-1) + 1 + np.arange(int(missing.sum()))
+    return codes
+
+
 def design(
     df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
-    features: list[str] | None, n_folds: int, seed: int,
-) -> tuple[FeaturePlan, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
-    """Plan features, encode labels of the non-quarantined rows, and assign folds."""
-    plan = infer_roles(df, label, [id_column], text, features)
+    features: list[str] | None, n_folds: int, seed: int, group: str | None = None,
+) -> tuple[FeaturePlan, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+           dict[str, int]]:
+    """Plan features, encode labels of the scored rows, and assign folds.
+
+    Scored rows: not quarantined, label present, and of a class with at least `n_folds` rows.
+    Rule for rare classes: rows of a class smaller than the number of folds cannot get honest
+    out-of-fold probabilities (the class would be missing from some training split), so they are
+    not scored; they are returned as `rare` positions and flagged for review instead.
+    """
+    if group is not None and group not in df.columns:
+        raise CleansetError(f"group column {group!r} is not in the data; available columns: "
+                            f"{', '.join(map(str, df.columns))}")
+    exclude = [id_column] + ([group] if group else [])
+    plan = infer_roles(df, label, exclude, text, features)
     keep = np.ones(len(df), dtype=bool)
     keep[quarantined] = False
     keep &= df[label].notna().to_numpy()
-    positions = np.flatnonzero(keep)
+    rare = rare_classes(df[label][keep], n_folds)
+    is_rare = keep & df[label].map(lambda v: v is not None and _label_text(v) in rare,
+                                   na_action="ignore").fillna(False).to_numpy(dtype=bool)
+    scored = keep & ~is_rare
+    positions = np.flatnonzero(scored)
     y, classes = encode_labels(df[label].iloc[positions])
-    folds = plan_folds(y, classes, n_folds, seed)
-    return plan, classes, positions, y, folds
+    if len(classes) < 2:
+        shown = ", ".join(f"{k!r} ({v} rows)" for k, v in list(rare.items())[:10])
+        raise CleansetError(
+            f"fewer than two classes have at least {n_folds} rows (the number of folds), so no "
+            f"label can be cross-checked; rare classes: {shown or 'none'}. Lower --folds or add "
+            "examples"
+        )
+    groups = group_codes(df[group].iloc[positions]) if group else None
+    folds = plan_folds(y, n_folds, seed, groups)
+    return plan, classes, positions, y, folds, np.flatnonzero(is_rare), rare
 
 
 @task(
@@ -206,14 +250,20 @@ def design(
 )
 def featurize(
     snapshot: Snapshot, validation: Validation, label: str, text: list[str],
-    features: list[str] | None, n_folds: int, seed: int, work_dir: str,
+    features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
 ) -> Design:
     """Infer column roles, encode labels and plan folds for the rows that passed validation."""
     df = snapshot.table.read()
-    plan, classes, positions, y, folds = design(
-        df, label, snapshot.id_column, validation.quarantined.read(), text, features, n_folds, seed
+    plan, classes, positions, y, folds, rare, rare_counts = design(
+        df, label, snapshot.id_column, validation.quarantined.read(), text, features, n_folds,
+        seed, group,
     )
     logger = get_run_logger()
+    if rare_counts:
+        logger.warning(
+            "%d class(es) have fewer rows than the %d folds and are not scored; their %d rows "
+            "are flagged for review: %s", len(rare_counts), n_folds, len(rare),
+            ", ".join(f"{k!r} ({v})" for k, v in list(rare_counts.items())[:10]))
     logger.info("features: %d numeric, %d categorical, %d text, %d datetime; %d classes",
                 len(plan.numeric), len(plan.categorical), len(plan.text), len(plan.datetime),
                 len(classes))
@@ -222,4 +272,5 @@ def featurize(
     work = Path(work_dir)
     return Design(plan=plan, classes=classes, positions=write_array(positions, work, "design"),
                   labels=write_array(y, work, "design"), folds=write_array(folds, work, "design"),
-                  n_folds=n_folds)
+                  n_folds=n_folds, rare=write_array(rare, work, "design"),
+                  rare_classes=tuple(rare_counts))

@@ -33,7 +33,7 @@ SCHEMA = [
         run_id VARCHAR PRIMARY KEY, dataset VARCHAR, flow_run_id VARCHAR, source VARCHAR,
         source_sha256 VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
         n_rows BIGINT, n_clean_rows BIGINT, n_label_issues BIGINT, health_score DOUBLE,
-        spec JSON, cleanset_version VARCHAR)""",
+        spec JSON, cleanset_version VARCHAR, model VARCHAR)""",
     """CREATE TABLE IF NOT EXISTS issues (
         run_id VARCHAR, dataset VARCHAR, row_id VARCHAR, given_label VARCHAR,
         suggested_label VARCHAR, suggested_label_confidence DOUBLE, is_label_issue BOOLEAN,
@@ -47,6 +47,10 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS review_decisions (
         dataset VARCHAR, row_id VARCHAR, decision VARCHAR, new_label VARCHAR,
         decided_at TIMESTAMPTZ, note VARCHAR)""",
+]
+# Columns added after a table was first released: applied to existing warehouses on connect.
+MIGRATIONS = [
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model VARCHAR",
 ]
 RUN_TABLES = ("issues", "issue_summary", "validations")
 
@@ -105,7 +109,7 @@ def connect(db: Path, attempts: int = 8, first_delay: float = 0.25) -> duckdb.Du
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    for ddl in SCHEMA:
+    for ddl in [*SCHEMA, *MIGRATIONS]:
         con.execute(ddl)
 
 
@@ -190,7 +194,7 @@ def write_run(
 )
 def publish(
     spec: DatasetSpec, snapshot: Snapshot, validation: Validation, detection: Detection,
-    decided: TableRef,
+    decided: TableRef, model: str = "",
 ) -> RunSummary:
     """Publish the run to DuckDB (never cached: the warehouse is the side effect)."""
     run_id = run_key(snapshot.source_sha256, spec.fingerprint())
@@ -203,6 +207,7 @@ def publish(
         "started_at": started if started else datetime.now(UTC),
         "spec": json.dumps(spec.model_dump(mode="json")),
         "cleanset_version": cleanset_version(),
+        "model": model,
     }
     summary = write_run(spec.db_path, run_id, spec.dataset_name, snapshot, decided, validation,
                         detection, run_row)

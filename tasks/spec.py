@@ -26,6 +26,8 @@ class Policy(BaseModel):
 
     label: Action = Field("drop", description="action for rows with a label issue")
     invalid: Action = Field("drop", description="action for rows failing a row-level expectation")
+    class_imbalance: Action = Field(
+        "review", description="action for rows of a class too rare to cross-check")
 
 
 class DatasetSpec(BaseModel):
@@ -46,7 +48,12 @@ class DatasetSpec(BaseModel):
     suite: str | None = Field(
         None, description="GX suite JSON; default: expectations/<dataset>.json when it exists"
     )
-    model: Literal["auto", "logreg"] = "auto"
+    model: Literal["auto", "logreg", "hgb", "ensemble"] = Field(
+        "auto", description="auto: chosen by the data (see tasks/estimate.py)")
+    prune: Literal["auto", "off", "replace", "average"] = Field(
+        "auto", description="second pass without first-pass flagged rows")
+    group: str | None = Field(None, description="rows of one group stay in one fold")
+    workers: int = Field(0, ge=0, description="parallel tasks; 0 = one per CPU core")
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()

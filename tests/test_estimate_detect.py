@@ -1,21 +1,23 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from tasks.decide import actions
 from tasks.detect import issues_frame, label_issues, summarize
-from tasks.estimate import assemble, fit_predict_fold
-from tasks.featurize import encode_labels, infer_roles, plan_folds, prepare_frame
-from tasks.sample import plant_noise, precision_recall
+from tasks.errors import CleansetError
+from tasks.estimate import assemble, choose_model, combine, first_pass_flags, fit_predict_fold
+from tasks.featurize import FeaturePlan, encode_labels, infer_roles, plan_folds, prepare_frame
+from tasks.sample import load_builtin, plant_noise, precision_recall
 from tasks.spec import Policy
 from tests.conftest import blobs
 
 
-def oof(frame, n_folds=5):
+def oof(frame, n_folds=5, model="logreg", exclude=None):
     plan = infer_roles(frame, "label", [], [], None)
     y, classes = encode_labels(frame["label"])
-    folds = plan_folds(y, classes, n_folds, 0)
+    folds = plan_folds(y, n_folds, 0)
     X = prepare_frame(frame, plan)
-    parts = [fit_predict_fold(X, y, folds, k, len(classes), "logreg", plan, 0)
+    parts = [fit_predict_fold(X, y, folds, k, len(classes), model, plan, 0, exclude)
              for k in range(n_folds)]
     return y, classes, assemble(folds, parts, len(classes))
 
@@ -67,3 +69,59 @@ def test_plant_noise_kinds_flip_exactly_the_rate():
         assert mask.sum() == 60 and (noisy[mask] != labels[mask]).all()
     noisy, mask = plant_noise(labels, 0.2, seed=3, kind="class_conditional")
     assert ((labels[mask] + 1) % 3 == noisy[mask]).all()
+
+
+def test_model_choice_follows_the_documented_rule():
+    tabular = infer_roles(blobs(), "label", [], [], None)
+    text_plan = FeaturePlan(text=("review",))
+    assert choose_model(tabular, 5_000).models == ("logreg",)
+    assert choose_model(tabular, 5_000).prune == "replace"
+    assert choose_model(tabular, 50_000).models == ("logreg", "hgb")
+    assert choose_model(tabular, 50_000).prune == "off"
+    assert choose_model(text_plan, 50_000).models == ("logreg",)
+    assert choose_model(text_plan, 50_000).prune == "average"
+    forced = choose_model(tabular, 50_000, "hgb", "off")
+    assert (forced.models, forced.prune, forced.reason.startswith("set in config")) == (
+        ("hgb",), "off", True)
+    with pytest.raises(CleansetError, match="does not take text"):
+        choose_model(text_plan, 100, "hgb")
+
+
+def test_hgb_handles_categoricals_and_missing_values():
+    frame = blobs(200)
+    frame["colour"] = np.where(frame["x0"] > 0, "warm", "cold")
+    frame.loc[::7, "colour"] = None
+    frame.loc[::5, "x1"] = np.nan
+    y, classes, probs = oof(frame, model="hgb")
+    assert probs.shape == (200, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert (probs.argmax(axis=1) == y).mean() > 0.9
+
+
+def test_pruned_training_excludes_rows_but_keeps_every_class():
+    frame = blobs(60)
+    y, classes = encode_labels(frame["label"])
+    plan = infer_roles(frame, "label", [], [], None)
+    X = prepare_frame(frame, plan)
+    folds = plan_folds(y, 3, 0)
+    all_of_class_0 = y == 0
+    # excluding a whole class would make it unlearnable: the fold falls back to all rows
+    out = fit_predict_fold(X, y, folds, 0, 3, "logreg", plan, 0, all_of_class_0)
+    assert out[:, 0].max() > 0.5
+
+
+def test_second_pass_finds_at_least_as_many_planted_errors_on_small_tabular():
+    frame = load_builtin("wine")
+    noisy, mask = plant_noise(frame["label"].to_numpy(), 0.2, seed=0)
+    frame["label"] = noisy
+    y, classes, first = oof(frame)
+    flags = first_pass_flags(y, first)
+    _, _, second = oof(frame, exclude=flags)
+    f1_first = precision_recall(label_issues(y, first)["is_label_issue"], mask)[2]
+    f1_second = precision_recall(label_issues(y, second)["is_label_issue"], mask)[2]
+    assert f1_second >= f1_first
+
+
+def test_combine_averages_and_normalises():
+    a = np.array([[0.8, 0.2]], dtype=np.float32)
+    b = np.array([[0.4, 0.6]], dtype=np.float32)
+    assert np.allclose(combine([a, b]), [[0.6, 0.4]])

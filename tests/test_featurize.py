@@ -5,7 +5,9 @@ import pytest
 from tasks.errors import CleansetError
 from tasks.featurize import (
     build_transformer,
+    design,
     encode_labels,
+    group_codes,
     infer_roles,
     plan_folds,
     prepare_frame,
@@ -72,13 +74,43 @@ def test_encode_labels_sorts_numbers_numerically():
 
 def test_folds_are_stratified_and_deterministic():
     y = np.array([0] * 10 + [1] * 5)
-    a, b = plan_folds(y, ("a", "b"), 5, 0), plan_folds(y, ("a", "b"), 5, 0)
+    a, b = plan_folds(y, 5, 0), plan_folds(y, 5, 0)
     assert np.array_equal(a, b)
     for k in range(5):
         assert (y[a == k] == 1).sum() == 1
 
 
-def test_class_smaller_than_folds_is_rejected_with_advice():
-    y = np.array([0] * 10 + [1] * 3)
-    with pytest.raises(CleansetError, match=r"'rare' \(3 rows\).*lower --folds"):
-        plan_folds(y, ("common", "rare"), 5, 0)
+def test_group_folds_keep_each_group_in_one_fold():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 5)
+    y = rng.integers(0, 2, len(groups))
+    folds = plan_folds(y, 5, 0, groups)
+    for g in range(40):
+        assert len(set(folds[groups == g])) == 1
+    assert sorted(set(folds)) == [0, 1, 2, 3, 4]
+
+
+def test_too_few_groups_is_a_message():
+    with pytest.raises(CleansetError, match="3 distinct groups, fewer than the 5 folds"):
+        plan_folds(np.array([0, 1] * 6), 5, 0, np.array([0, 1, 2] * 4))
+
+
+def test_missing_group_values_become_their_own_groups():
+    codes = group_codes(pd.Series(["a", None, "a", None, "b"]))
+    assert codes[0] == codes[2] and len(set(codes)) == 4
+
+
+def test_rare_classes_are_not_scored_but_returned_for_review():
+    df = pd.DataFrame({"row_id": range(23), "x": np.arange(23.0),
+                       "label": ["a"] * 10 + ["b"] * 10 + ["rare"] * 3})
+    plan, classes, positions, y, folds, rare, counts = design(
+        df, "label", "row_id", np.array([], dtype=int), [], None, 5, 0)
+    assert classes == ("a", "b") and counts == {"rare": 3}
+    assert rare.tolist() == [20, 21, 22] and positions.tolist() == list(range(20))
+
+
+def test_fewer_than_two_scorable_classes_is_a_message():
+    df = pd.DataFrame({"row_id": range(13), "x": np.arange(13.0),
+                       "label": ["a"] * 10 + ["rare"] * 3})
+    with pytest.raises(CleansetError, match=r"fewer than two classes.*'rare' \(3 rows\)"):
+        design(df, "label", "row_id", np.array([], dtype=int), [], None, 5, 0)

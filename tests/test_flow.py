@@ -81,7 +81,7 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
                      runs[0][5], "completed", runs[0][7])]
     assert n_clean == 178 - flagged.sum() - 2
     assert kept_planted[0][0] < mask.sum() * 0.3
-    assert types == [("invalid",), ("label",)]
+    assert types == [("class_imbalance",), ("invalid",), ("label",)]
     assert val == [("wine", "expect_column_values_to_be_between", False),
                    ("wine", "expect_table_column_count_to_equal", True)]
 
@@ -94,7 +94,9 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     states = task_states(second_id)
     assert states.pop(next(n for n in states if n.startswith("publish"))) == "Completed"
     assert set(states.values()) == {"Cached"}, states
-    assert len(states) == 11  # ingest, validate, featurize, 5 folds, pred-probs, detect, decide
+    # ingest, validate, featurize, choose-model, 5 folds, pred-probs, first-pass-flags,
+    # 5 second-pass folds, pred-probs, detect, decide
+    assert len(states) == 19
     assert second.run_id == first.run_id
     with duckdb.connect(spec.db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
@@ -111,3 +113,19 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     assert third.run_id != first.run_id
     with duckdb.connect(spec.db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchall() == [(2,)]
+
+
+def test_rare_class_rows_are_flagged_for_review_not_fatal(workdir):
+    frame = load_builtin("iris")
+    frame["label"] = frame["label"].astype(str)
+    frame.loc[[0, 1, 2], "label"] = "rare"
+    frame.to_csv(workdir / "iris.csv", index=False)
+    spec = DatasetSpec(source=str(workdir / "iris.csv"), label="label",
+                       db=str(workdir / "w.duckdb"))
+    summary, _ = run(spec)
+    with duckdb.connect(spec.db, read_only=True) as con:
+        rows = con.execute("SELECT CAST(row_id AS INT), action, is_label_issue FROM issues "
+                           "WHERE is_class_imbalance_issue ORDER BY 1").fetchall()
+        model = con.execute("SELECT model FROM runs").fetchall()[0][0]
+    assert rows == [(0, "review", None), (1, "review", None), (2, "review", None)]
+    assert model.startswith("logreg, prune=replace")

@@ -109,7 +109,10 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     path.write_text("\n".join(text) + "\n")
     third, third_id = run(spec)
     states = task_states(third_id)
-    assert all(v == "Completed" for v in states.values()), states
+    # everything that reads the changed feature recomputes; choose-model only sees the labels
+    # and the feature plan, which did not change, so it may stay cached
+    recomputed = {n: v for n, v in states.items() if not n.startswith("choose-model")}
+    assert set(recomputed.values()) == {"Completed"}, states
     assert third.run_id != first.run_id
     with duckdb.connect(spec.db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchall() == [(2,)]

@@ -12,7 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.decide import decide
 from tasks.detect import detect
 from tasks.errors import hide_user_error_tracebacks
-from tasks.estimate import choose, estimate_fold, pred_probs, prune_set
+from tasks.estimate import choose, estimate_fold, pred_probs, prune_set, supplied_pred_probs
 from tasks.featurize import featurize
 from tasks.ingest import ingest
 from tasks.publish import RunSummary, publish
@@ -42,31 +42,39 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     def staged(t):  # noqa: ANN001, ANN202 - every cached task keeps its results beside the data
         return t.with_options(**store)
 
-    required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else [])]
+    required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else []),
+                *spec.pred_prob_columns]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
 
     snapshot = staged(ingest)(spec.source, spec.id, work)
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
     design = staged(featurize)(snapshot, validation, spec.label, list(spec.text),
                                list(spec.features) if spec.features else None, spec.folds,
-                               spec.seed, work, spec.group)
-    choice = staged(choose)(design, spec.model, spec.prune)
+                               spec.seed, work, spec.group, spec.embeddings,
+                               spec.pred_prob_columns)
 
-    def out_of_fold(exclude=None, average_with=None, pass_name=""):  # noqa: ANN001, ANN202
+    def out_of_fold(models, exclude=None, average_with=None, pass_name=""):  # noqa: ANN001, ANN202
         futures = {m: [staged(estimate_fold).submit(snapshot, design, k, m, spec.seed, work,
                                                    exclude, pass_name)
-                       for k in range(design.n_folds)] for m in choice.models}
+                       for k in range(design.n_folds)] for m in models}
         parts = {m: [f.result() for f in fs] for m, fs in futures.items()}
         return staged(pred_probs)(design, parts, work, average_with)
 
-    probs = out_of_fold()
-    if choice.prune != "off":
-        flagged = staged(prune_set)(design, probs, work)
-        probs = out_of_fold(flagged, probs if choice.prune == "average" else None, "-pass2")
+    if spec.pred_probs or spec.pred_prob_columns:
+        probs = staged(supplied_pred_probs)(snapshot, design, spec.label, spec.pred_probs,
+                                            list(spec.pred_prob_columns), work)
+        model = "supplied pred_probs"
+    else:
+        choice = staged(choose)(design, spec.model, spec.prune)
+        model = f"{choice.label} ({choice.reason})"
+        probs = out_of_fold(choice.models)
+        if choice.prune != "off":
+            flagged = staged(prune_set)(design, probs, work)
+            probs = out_of_fold(choice.models, flagged,
+                                probs if choice.prune == "average" else None, "-pass2")
     detection = staged(detect)(snapshot, validation, design, probs, spec.label, work)
     decided = staged(decide)(detection, spec.policy, work)
-    summary = publish(spec, snapshot, validation, detection, decided,
-                      f"{choice.label} ({choice.reason})")
+    summary = publish(spec, snapshot, validation, detection, decided, model)
     create_table_artifact(
         key=f"cleanset-{spec.dataset_name.lower().replace('_', '-')}",
         table=[{"metric": k, "value": v} for k, v in summary.model_dump().items()],

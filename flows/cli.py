@@ -105,6 +105,23 @@ def run(
     suite: Annotated[Path | None, typer.Option(
         "--suite", help="GX Core 1.x suite JSON for this dataset. Default: "
         "expectations/<dataset>.json when present.")] = None,
+    group: Annotated[str | None, typer.Option(
+        "--group", help="Rows sharing this column's value stay in one fold (e.g. a user or "
+        "product id), so near-copies cannot leak between training and scoring.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="auto (default, chosen by the data), logreg, hgb or ensemble.")] = None,
+    prune: Annotated[str | None, typer.Option(
+        "--prune", help="Second pass without first-pass flagged rows: auto (default), off, "
+        "replace, average.")] = None,
+    pred_probs: Annotated[Path | None, typer.Option(
+        "--pred-probs", help="Your own out-of-fold probabilities (.npy, one row per input row, "
+        "one column per class in sorted order); skips training.")] = None,
+    pred_prob_columns: Annotated[list[str] | None, typer.Option(
+        "--pred-prob-column", help="Or: a data column holding one class's probability; repeat "
+        "once per class, in sorted class order.")] = None,
+    embeddings: Annotated[Path | None, typer.Option(
+        "--embeddings", help="Your own features (.npy, one row per input row) instead of the "
+        "data's columns.")] = None,
     folds: Annotated[int | None, typer.Option(
         "--folds", help="Cross-validation folds (default 5).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
@@ -130,6 +147,10 @@ def run(
       cleanset run 'landing/*.parquet' --label y --id customer_id --dataset churn
 
       cleanset run data/iris.csv --config cleanset.yaml --db /srv/warehouse.duckdb
+
+      cleanset run reviews.parquet --label y --text body --group product_id
+
+      cleanset run images.csv --label y --embeddings clip.npy
     """
     from tasks.errors import CleansetError
     from tasks.spec import build_spec
@@ -140,7 +161,10 @@ def run(
             config, source=source, label=label, id=id, text=tuple(text or ()),
             features=tuple(features) if features else None, dataset=dataset,
             db=str(db) if db else None, suite=str(suite) if suite else None, folds=folds,
-            seed=seed, work_dir=str(work_dir) if work_dir else None,
+            seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,
+            prune=prune, pred_probs=str(pred_probs) if pred_probs else None,
+            pred_prob_columns=tuple(pred_prob_columns or ()),
+            embeddings=str(embeddings) if embeddings else None,
         )
     except CleansetError as exc:
         _fail(str(exc))

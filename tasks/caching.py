@@ -29,3 +29,17 @@ def _code_key(context, parameters) -> str:  # noqa: ANN001 - Prefect's cache_key
 
 
 STAGE_CACHE = TASK_SOURCE + INPUTS + CacheKeyFnPolicy(cache_key_fn=_code_key)
+
+
+def file_content(*parameters: str) -> CacheKeyFnPolicy:
+    """Cache key part: the bytes of the files named by these task parameters (None is skipped)."""
+    from tasks.store import file_sha256
+
+    def key(context, params) -> str:  # noqa: ANN001
+        parts = []
+        for name in parameters:
+            path = params.get(name)
+            parts.append(file_sha256(path) if path and Path(path).is_file() else str(path))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+    return CacheKeyFnPolicy(cache_key_fn=key)

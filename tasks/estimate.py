@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from cleanlab.filter import find_label_issues
 from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict
@@ -32,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from tasks.caching import STAGE_CACHE
+from tasks.caching import STAGE_CACHE, file_content
 from tasks.errors import CleansetError, is_retryable
 from tasks.featurize import Design, FeaturePlan, build_transformer, prepare_frame
 from tasks.ingest import Snapshot
@@ -138,6 +139,53 @@ def first_pass_flags(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     return find_label_issues(labels, pred_probs, n_jobs=1)
 
 
+def design_matrix(snapshot: Snapshot, design: Design) -> pd.DataFrame:
+    """The scored rows' model inputs: the data's used columns, or the supplied embeddings."""
+    positions = design.positions.read()
+    if design.embeddings is not None:
+        return pd.DataFrame(design.embeddings.read()[positions], columns=list(design.plan.numeric))
+    df = snapshot.table.read(columns=design.plan.used)
+    return prepare_frame(df.iloc[positions].reset_index(drop=True), design.plan)
+
+
+def supplied_probabilities(
+    given: np.ndarray, all_classes: tuple[str, ...], classes: tuple[str, ...],
+    positions: np.ndarray,
+) -> np.ndarray:
+    """The scored rows' columns of user-supplied pred_probs (columns = all classes, sorted)."""
+    if given.shape[1] != len(all_classes):
+        raise CleansetError(
+            f"supplied pred_probs have {given.shape[1]} columns but the label has "
+            f"{len(all_classes)} classes ({', '.join(all_classes[:10])}); give one column per "
+            "class, in sorted class order")
+    if (given < 0).any() or (given > 1).any():
+        raise CleansetError("supplied pred_probs must be probabilities in [0, 1]")
+    index = {c: i for i, c in enumerate(all_classes)}
+    return combine([given[np.ix_(positions, [index[c] for c in classes])]])
+
+
+@task(name="supplied-pred-probs", cache_policy=STAGE_CACHE + file_content("path"), retries=2,
+      retry_delay_seconds=2, retry_condition_fn=is_retryable)
+def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: str | None,
+                        columns: list[str], work_dir: str) -> ArrayRef:
+    """Use the user's own out-of-fold probabilities (a .npy file or columns of the data)."""
+    from tasks.featurize import encode_labels, load_user_array
+
+    df = snapshot.table.read(columns=[label, *columns])
+    _, all_classes = encode_labels(df[label])
+    if path:
+        given = load_user_array(path, len(df), "pred_probs")
+    else:
+        given = df[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
+        if not np.isfinite(given).all():
+            raise CleansetError(f"pred_probs columns {', '.join(columns)} hold missing or "
+                                "non-numeric values")
+    probs = supplied_probabilities(given, all_classes, design.classes, design.positions.read())
+    get_run_logger().info("using supplied pred_probs (%s) for %d rows", path or
+                          ", ".join(columns), len(probs))
+    return write_array(probs, Path(work_dir), "pred_probs")
+
+
 @task(name="choose-model", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=is_retryable)
 def choose(design: Design, model: str, prune: str) -> ModelChoice:
@@ -161,8 +209,7 @@ def estimate_fold(
     exclude: ArrayRef | None = None, pass_name: str = "",
 ) -> ArrayRef:
     """Out-of-fold probabilities of one model for one fold's rows."""
-    df = snapshot.table.read(columns=design.plan.used)
-    X = prepare_frame(df.iloc[design.positions.read()].reset_index(drop=True), design.plan)
+    X = design_matrix(snapshot, design)
     proba = fit_predict_fold(X, design.labels.read(), design.folds.read(), fold,
                              len(design.classes), model, design.plan, seed,
                              exclude.read() if exclude is not None else None)

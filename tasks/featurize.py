@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tasks.caching import STAGE_CACHE
+from tasks.caching import STAGE_CACHE, file_content
 from tasks.errors import CleansetError, is_retryable
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, write_array
@@ -57,6 +57,7 @@ class Design(BaseModel):
     n_folds: int
     rare: ArrayRef  # snapshot positions of rows whose class has fewer rows than folds
     rare_classes: tuple[str, ...] = ()
+    embeddings: ArrayRef | None = None  # user-supplied features (n_snapshot_rows x d)
 
 
 def _looks_like_text(s: pd.Series) -> bool:
@@ -203,9 +204,31 @@ def group_codes(values: pd.Series) -> np.ndarray:
     return codes
 
 
+def load_user_array(path: str, n_rows: int, what: str) -> np.ndarray:
+    """A user-supplied .npy with one row per input row, checked with readable errors."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CleansetError(f"{what} file {path} does not exist") from None
+    except (ValueError, OSError) as exc:
+        raise CleansetError(f"{what} file {path} is not a readable .npy array: {exc}") from None
+    if arr.ndim != 2 or arr.shape[0] != n_rows:
+        raise CleansetError(f"{what} in {path} must be a 2-D array with one row per input row "
+                            f"({n_rows}); it has shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+        raise CleansetError(f"{what} in {path} must be finite numbers")
+    return arr.astype(np.float32)
+
+
+def embedding_plan(dim: int) -> FeaturePlan:
+    """Supplied embeddings replace the data's columns as the model's numeric features."""
+    return FeaturePlan(numeric=tuple(f"emb_{i}" for i in range(dim)))
+
+
 def design(
     df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, group: str | None = None,
+    also_exclude: tuple[str, ...] = (), plan: FeaturePlan | None = None,
 ) -> tuple[FeaturePlan, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
            dict[str, int]]:
     """Plan features, encode labels of the scored rows, and assign folds.
@@ -218,8 +241,8 @@ def design(
     if group is not None and group not in df.columns:
         raise CleansetError(f"group column {group!r} is not in the data; available columns: "
                             f"{', '.join(map(str, df.columns))}")
-    exclude = [id_column] + ([group] if group else [])
-    plan = infer_roles(df, label, exclude, text, features)
+    exclude = [id_column] + ([group] if group else []) + list(also_exclude)
+    plan = plan or infer_roles(df, label, exclude, text, features)
     keep = np.ones(len(df), dtype=bool)
     keep[quarantined] = False
     keep &= df[label].notna().to_numpy()
@@ -243,7 +266,7 @@ def design(
 
 @task(
     name="featurize",
-    cache_policy=STAGE_CACHE,
+    cache_policy=STAGE_CACHE + file_content("embeddings"),
     retries=2,
     retry_delay_seconds=2,
     retry_condition_fn=is_retryable,
@@ -251,12 +274,18 @@ def design(
 def featurize(
     snapshot: Snapshot, validation: Validation, label: str, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
+    embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
 ) -> Design:
     """Infer column roles, encode labels and plan folds for the rows that passed validation."""
     df = snapshot.table.read()
+    work = Path(work_dir)
+    emb_ref, given_plan = None, None
+    if embeddings:
+        emb = load_user_array(embeddings, len(df), "embeddings")
+        given_plan, emb_ref = embedding_plan(emb.shape[1]), write_array(emb, work, "embeddings")
     plan, classes, positions, y, folds, rare, rare_counts = design(
         df, label, snapshot.id_column, validation.quarantined.read(), text, features, n_folds,
-        seed, group,
+        seed, group, pred_prob_columns, given_plan,
     )
     logger = get_run_logger()
     if rare_counts:
@@ -269,8 +298,7 @@ def featurize(
                 len(classes))
     for col, why in plan.dropped:
         logger.info("column %r not used as a feature: %s", col, why)
-    work = Path(work_dir)
     return Design(plan=plan, classes=classes, positions=write_array(positions, work, "design"),
                   labels=write_array(y, work, "design"), folds=write_array(folds, work, "design"),
                   n_folds=n_folds, rare=write_array(rare, work, "design"),
-                  rare_classes=tuple(rare_counts))
+                  rare_classes=tuple(rare_counts), embeddings=emb_ref)

@@ -53,12 +53,18 @@ class DatasetSpec(BaseModel):
     prune: Literal["auto", "off", "replace", "average"] = Field(
         "auto", description="second pass without first-pass flagged rows")
     group: str | None = Field(None, description="rows of one group stay in one fold")
-    workers: int = Field(0, ge=0, description="parallel tasks; 0 = one per CPU core")
+    pred_probs: str | None = Field(
+        None, description="your own out-of-fold probabilities: .npy, one column per class "
+        "(sorted class order), one row per input row; skips training")
+    pred_prob_columns: tuple[str, ...] = Field(
+        (), description="or: columns of the data holding them, one per class in sorted order")
+    embeddings: str | None = Field(
+        None, description="your own features: .npy, one row per input row; replaces the columns")
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()
 
-    @field_validator("text", mode="before")
+    @field_validator("text", "pred_prob_columns", mode="before")
     @classmethod
     def _listify(cls, v):  # noqa: ANN001, ANN206
         return (v,) if isinstance(v, str) else tuple(v or ())

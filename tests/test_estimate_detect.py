@@ -5,8 +5,22 @@ import pytest
 from tasks.decide import actions
 from tasks.detect import issues_frame, label_issues, summarize
 from tasks.errors import CleansetError
-from tasks.estimate import assemble, choose_model, combine, first_pass_flags, fit_predict_fold
-from tasks.featurize import FeaturePlan, encode_labels, infer_roles, plan_folds, prepare_frame
+from tasks.estimate import (
+    assemble,
+    choose_model,
+    combine,
+    first_pass_flags,
+    fit_predict_fold,
+    supplied_probabilities,
+)
+from tasks.featurize import (
+    FeaturePlan,
+    encode_labels,
+    infer_roles,
+    load_user_array,
+    plan_folds,
+    prepare_frame,
+)
 from tasks.sample import load_builtin, plant_noise, precision_recall
 from tasks.spec import Policy
 from tests.conftest import blobs
@@ -125,3 +139,17 @@ def test_combine_averages_and_normalises():
     a = np.array([[0.8, 0.2]], dtype=np.float32)
     b = np.array([[0.4, 0.6]], dtype=np.float32)
     assert np.allclose(combine([a, b]), [[0.6, 0.4]])
+
+
+def test_supplied_probabilities_are_checked_and_mapped_to_scored_classes(tmp_path):
+    given = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    out = supplied_probabilities(given, ("a", "b", "rare"), ("a", "b"), np.array([0, 1]))
+    assert np.allclose(out, [[0.7 / 0.9, 0.2 / 0.9], [0.5, 0.5]])
+    with pytest.raises(CleansetError, match="2 columns but the label has 3 classes"):
+        supplied_probabilities(given[:, :2], ("a", "b", "c"), ("a", "b"), np.array([0]))
+    np.save(tmp_path / "short.npy", given)
+    with pytest.raises(CleansetError, match=r"one row per input row \(5\)"):
+        load_user_array(str(tmp_path / "short.npy"), 5, "pred_probs")
+    (tmp_path / "junk.npy").write_text("junk")
+    with pytest.raises(CleansetError, match="not a readable .npy"):
+        load_user_array(str(tmp_path / "junk.npy"), 2, "embeddings")

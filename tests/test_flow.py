@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from flows.clean import clean_dataset
 from tasks.sample import load_builtin, plant_noise, precision_recall
 from tasks.spec import DatasetSpec
+from tests.conftest import blobs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -132,3 +133,42 @@ def test_rare_class_rows_are_flagged_for_review_not_fatal(workdir):
         model = con.execute("SELECT model FROM runs").fetchall()[0][0]
     assert rows == [(0, "review", None), (1, "review", None), (2, "review", None)]
     assert model.startswith("logreg, prune=replace")
+
+
+def _planted_blobs(workdir, n=240):
+    frame = blobs(n)
+    truth = frame["label"].to_numpy()
+    noisy, mask = plant_noise(truth, 0.1, seed=2)
+    return frame.assign(label=noisy), truth, mask
+
+
+def test_supplied_pred_probs_skip_training(workdir):
+    frame, truth, mask = _planted_blobs(workdir)
+    classes = sorted(set(truth))
+    probs = np.full((len(frame), 3), 0.025)
+    probs[np.arange(len(frame)), [classes.index(t) for t in truth]] = 0.95
+    np.save(workdir / "probs.npy", probs)
+    frame.to_csv(workdir / "b.csv", index=False)
+    spec = DatasetSpec(source=str(workdir / "b.csv"), label="label", db=str(workdir / "w.duckdb"),
+                       pred_probs=str(workdir / "probs.npy"))
+    _, flow_run_id = run(spec)
+    assert not any(n.startswith("estimate") for n in task_states(flow_run_id))
+    with duckdb.connect(spec.db, read_only=True) as con:
+        flagged = con.execute("SELECT is_label_issue FROM issues ORDER BY CAST(row_id AS INT)"
+                              ).fetchall()
+        model = con.execute("SELECT model FROM runs").fetchall()[0][0]
+    assert np.array_equal([f for (f,) in flagged], mask) and model == "supplied pred_probs"
+
+
+def test_embeddings_replace_the_columns(workdir):
+    frame, truth, mask = _planted_blobs(workdir)
+    np.save(workdir / "emb.npy", frame[["x0", "x1", "x2", "x3"]].to_numpy())
+    frame[["label"]].assign(note="same").to_csv(workdir / "b.csv", index=False)  # no features
+    spec = DatasetSpec(source=str(workdir / "b.csv"), label="label", db=str(workdir / "w.duckdb"),
+                       embeddings=str(workdir / "emb.npy"))
+    run(spec)
+    with duckdb.connect(spec.db, read_only=True) as con:
+        flagged = con.execute("SELECT is_label_issue FROM issues ORDER BY CAST(row_id AS INT)"
+                              ).fetchall()
+    p, r, _ = precision_recall(np.array([f for (f,) in flagged]), mask)
+    assert r >= 0.9 and p >= 0.8

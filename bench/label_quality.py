@@ -5,7 +5,8 @@ Peer (BENCHMARKING.md): the feature matrix cleanset's linear baseline uses (scal
 one-hot categoricals, TF-IDF text), `cleanlab.count.estimate_cv_predicted_probabilities` with a
 `LogisticRegression()` (5 folds), then `cleanlab.filter.find_label_issues` defaults.
 cleanset: its default model choice (tasks/estimate.py: `choose_model`) run by
-`out_of_fold_probs`, the same code the flow's fold tasks run, then the same find_label_issues.
+`out_of_fold_probs`, the same code the flow's fold tasks run (features encoded once, as in the
+flow's featurize task), then the same find_label_issues.
 Both single-threaded; times are medians of --repeats runs, alternating peer and cleanset
 (computation only: no Prefect, no I/O; see pipeline_vs_cleanlearning.py for CLI wall times).
 
@@ -34,7 +35,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from bench.datasets import LOADERS  # noqa: E402
-from tasks.estimate import choose_model, out_of_fold_probs  # noqa: E402
+from tasks.estimate import choose_model, model_inputs, out_of_fold_probs  # noqa: E402
 from tasks.featurize import (  # noqa: E402
     build_transformer,
     encode_labels,
@@ -63,7 +64,8 @@ def peer(X_frame, plan, labels: np.ndarray) -> np.ndarray:  # noqa: ANN001
 def ours(X_frame, plan, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, str]:  # noqa: ANN001
     choice = choose_model(plan, len(labels))
     folds = plan_folds(labels, 5, 0)
-    return out_of_fold_probs(X_frame, labels, folds, n_classes, plan, choice), choice.label
+    inputs = model_inputs(X_frame, plan, choice.models)
+    return out_of_fold_probs(inputs, labels, folds, n_classes, plan, choice), choice.label
 
 
 def timed(fn, *args):  # noqa: ANN001, ANN002, ANN202

@@ -24,7 +24,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tasks.caching import STAGE_CACHE, file_content
 from tasks.errors import CleansetError, is_retryable
 from tasks.ingest import Snapshot
-from tasks.store import ArrayRef, write_array
+from tasks.store import ArrayRef, MatrixRef, write_array, write_matrix
 from tasks.validate import Validation
 
 MISSING = "__missing__"
@@ -58,6 +58,7 @@ class Design(BaseModel):
     rare: ArrayRef  # snapshot positions of rows whose class has fewer rows than folds
     rare_classes: tuple[str, ...] = ()
     embeddings: ArrayRef | None = None  # user-supplied features (n_snapshot_rows x d)
+    matrix: MatrixRef | None = None  # encoded features of the scored rows (linear models' input)
 
 
 def _looks_like_text(s: pd.Series) -> bool:
@@ -220,6 +221,16 @@ def load_user_array(path: str, n_rows: int, what: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+def encode(frame: pd.DataFrame, plan: FeaturePlan):  # noqa: ANN201 - sparse or dense matrix
+    """The encoded feature matrix of prepared rows: fitted once on all scored rows.
+
+    Encoding is unsupervised (scaling, one-hot, TF-IDF vocabulary and idf: no labels), so fitting
+    it once instead of inside every fold leaks no label information, and it is what a user's own
+    script does; it saves refitting TF-IDF for every fold and pass.
+    """
+    return build_transformer(plan).fit_transform(frame)
+
+
 def embedding_plan(dim: int) -> FeaturePlan:
     """Supplied embeddings replace the data's columns as the model's numeric features."""
     return FeaturePlan(numeric=tuple(f"emb_{i}" for i in range(dim)))
@@ -298,7 +309,13 @@ def featurize(
                 len(classes))
     for col, why in plan.dropped:
         logger.info("column %r not used as a feature: %s", col, why)
-    return Design(plan=plan, classes=classes, positions=write_array(positions, work, "design"),
+    if emb_ref is not None:
+        frame = pd.DataFrame(emb_ref.read()[positions], columns=list(plan.numeric))
+    else:
+        frame = prepare_frame(df.iloc[positions].reset_index(drop=True), plan)
+    matrix = write_matrix(encode(frame, plan), work, "matrix")
+    return Design(plan=plan, matrix=matrix, classes=classes,
+                  positions=write_array(positions, work, "design"),
                   labels=write_array(y, work, "design"), folds=write_array(folds, work, "design"),
                   n_folds=n_folds, rare=write_array(rare, work, "design"),
                   rare_classes=tuple(rare_counts), embeddings=emb_ref)

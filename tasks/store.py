@@ -47,6 +47,22 @@ class ArrayRef(BaseModel):
         return np.load(_existing(self.path), allow_pickle=False)
 
 
+class MatrixRef(BaseModel):
+    """A feature matrix written by a task: scipy CSR (.npz) or dense (.npy)."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    sha256: str
+    shape: tuple[int, int]
+
+    def read(self):  # noqa: ANN201 - a scipy.sparse.csr_matrix or an ndarray
+        if self.path.endswith(".npz"):
+            import scipy.sparse
+
+            return scipy.sparse.load_npz(_existing(self.path)).tocsr()
+        return np.load(_existing(self.path), allow_pickle=False)
+
+
 def _existing(path: str) -> str:
     if not Path(path).exists():
         raise CleansetError(
@@ -111,3 +127,21 @@ def write_array(arr: np.ndarray, work: Path, kind: str) -> ArrayRef:
         np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
     final, digest = _publish_file(tmp, folder, ".npy")
     return ArrayRef(path=str(final), sha256=digest, shape=tuple(arr.shape))
+
+
+def write_matrix(X, work: Path, kind: str) -> MatrixRef:  # noqa: ANN001
+    """Write a feature matrix (sparse as compressed CSR .npz, dense as .npy), content-addressed."""
+    import scipy.sparse
+
+    folder = Path(work) / kind
+    if scipy.sparse.issparse(X):
+        tmp = _tmp_in(folder, ".npz")
+        with open(tmp, "wb") as f:
+            scipy.sparse.save_npz(f, scipy.sparse.csr_matrix(X, dtype=np.float32))
+        final, digest = _publish_file(tmp, folder, ".npz")
+    else:
+        tmp = _tmp_in(folder, ".npy")
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(X, dtype=np.float32), allow_pickle=False)
+        final, digest = _publish_file(tmp, folder, ".npy")
+    return MatrixRef(path=str(final), sha256=digest, shape=tuple(X.shape))

@@ -11,6 +11,7 @@ from tasks.estimate import (
     combine,
     first_pass_flags,
     fit_predict_fold,
+    model_inputs,
     supplied_probabilities,
 )
 from tasks.featurize import (
@@ -30,7 +31,7 @@ def oof(frame, n_folds=5, model="logreg", exclude=None):
     plan = infer_roles(frame, "label", [], [], None)
     y, classes = encode_labels(frame["label"])
     folds = plan_folds(y, n_folds, 0)
-    X = prepare_frame(frame, plan)
+    X = model_inputs(prepare_frame(frame, plan), plan, (model,))[model]
     parts = [fit_predict_fold(X, y, folds, k, len(classes), model, plan, 0, exclude)
              for k in range(n_folds)]
     return y, classes, assemble(folds, parts, len(classes))
@@ -90,7 +91,8 @@ def test_model_choice_follows_the_documented_rule():
     text_plan = FeaturePlan(text=("review",))
     assert choose_model(tabular, 5_000).models == ("logreg",)
     assert choose_model(tabular, 5_000).prune == "replace"
-    assert choose_model(tabular, 50_000).models == ("logreg", "hgb")
+    assert choose_model(tabular, 50_000).models == ("hgb",)
+    assert choose_model(tabular, 50_000, "ensemble").models == ("logreg", "hgb")
     assert choose_model(tabular, 50_000).prune == "off"
     assert choose_model(text_plan, 50_000).models == ("logreg",)
     assert choose_model(text_plan, 50_000).prune == "average"
@@ -115,7 +117,7 @@ def test_pruned_training_excludes_rows_but_keeps_every_class():
     frame = blobs(60)
     y, classes = encode_labels(frame["label"])
     plan = infer_roles(frame, "label", [], [], None)
-    X = prepare_frame(frame, plan)
+    X = model_inputs(prepare_frame(frame, plan), plan, ("logreg",))["logreg"]
     folds = plan_folds(y, 3, 0)
     all_of_class_0 = y == 0
     # excluding a whole class would make it unlearnable: the fold falls back to all rows

@@ -77,9 +77,14 @@ def _run_flow(spec, refresh: bool, quiet: bool = False):  # noqa: ANN001, ANN202
 
     server = LocalServer() if wanted() else None  # boots while the libraries below import
     from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.clean import clean_dataset
     from tasks.errors import CleansetError
+
+    if spec.workers:
+        clean_dataset = clean_dataset.with_options(
+            task_runner=ThreadPoolTaskRunner(max_workers=spec.workers))
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                         console=err, transient=True, disable=quiet)
@@ -162,6 +167,9 @@ def run(
     folds: Annotated[int | None, typer.Option(
         "--folds", help="Cross-validation folds (default 5).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Tasks run at once (fold fits in parallel). Default: one per core.")
+    ] = None,
     work_dir: Annotated[Path | None, typer.Option(
         "--work-dir", help="Where intermediates and cache live. Default: <db folder>/work.")
     ] = None,
@@ -203,7 +211,7 @@ def run(
             seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,
             prune=prune, pred_probs=str(pred_probs) if pred_probs else None,
             pred_prob_columns=tuple(pred_prob_columns or ()),
-            embeddings=str(embeddings) if embeddings else None,
+            embeddings=str(embeddings) if embeddings else None, workers=workers,
         )
     except CleansetError as exc:
         _fail(str(exc))

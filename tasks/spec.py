@@ -60,6 +60,7 @@ class DatasetSpec(BaseModel):
         (), description="or: columns of the data holding them, one per class in sorted order")
     embeddings: str | None = Field(
         None, description="your own features: .npy, one row per input row; replaces the columns")
+    workers: int = Field(0, ge=0, description="tasks run at once; 0 = one per CPU core")
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()
@@ -106,7 +107,7 @@ class DatasetSpec(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change results (not where outputs are written)."""
-        payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source"})
+        payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source", "workers"})
         payload["dataset"] = self.dataset_name
         suite = self.suite_path
         payload["suite_sha256"] = (

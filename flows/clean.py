@@ -15,11 +15,12 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.decide import decide
-from tasks.detect import detect
+from tasks.detect import detect, needs_knn
 from tasks.errors import hide_user_error_tracebacks
 from tasks.estimate import choose, estimate_fold, pred_probs, prune_set, supplied_pred_probs
 from tasks.featurize import featurize
 from tasks.ingest import ingest
+from tasks.knn import knn
 from tasks.publish import RunSummary, publish
 from tasks.spec import DatasetSpec
 from tasks.validate import load_suite_file, validate
@@ -92,7 +93,10 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
             flagged = staged(prune_set)(design, probs, work)
             probs = out_of_fold(choice.models, total, flagged,
                                 probs if choice.prune == "average" else None, "-pass2")
-    detection = staged(detect)(snapshot, validation, design, probs, spec.label, work)
+    neighbours = staged(knn)(design, spec.knn_k, spec.seed, work) if needs_knn(
+        spec.issue_types) else None
+    detection = staged(detect)(snapshot, validation, design, probs, neighbours, spec.label,
+                               spec.issue_types, work)
     decided = staged(decide)(detection, spec.policy, work)
     summary = publish(spec, snapshot, validation, detection, decided, model)
     create_table_artifact(

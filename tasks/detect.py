@@ -1,7 +1,13 @@
-"""detect: find label issues with cleanlab's confident learning, plus the quarantined rows.
+"""detect: every issue type, one wide Datalab-style frame with a row per input row.
 
-Scores follow cleanlab's convention: in [0, 1], lower = more likely a problem. The output is the
-wide, Datalab-style issues frame: one row per snapshot row.
+- label: cleanlab's confident learning on the out-of-fold probabilities (+ suggested label).
+- outlier, near_duplicate, non_iid, class_imbalance, underperforming_group, data_valuation
+  (opt-in): cleanlab's Datalab, given our kNN graph (tasks/knn.py) so it never builds its own.
+- exact_duplicate, conflicting_label, null: computed on the raw feature values (Datalab has no
+  exact-duplicate or conflict check, and its null check would only see the imputed embedding).
+- invalid: rows quarantined by validation. class_imbalance also flags classes too rare to score.
+
+Scores follow cleanlab's convention: in [0, 1], lower = more likely a problem.
 """
 
 from __future__ import annotations
@@ -17,23 +23,50 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import STAGE_CACHE
-from tasks.errors import is_retryable
+from tasks.errors import CleansetError, is_retryable
 from tasks.featurize import Design
 from tasks.ingest import Snapshot
+from tasks.knn import Neighbours
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.validate import Validation
 
-ISSUE_TYPES = ("label", "invalid", "class_imbalance")
+ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label",
+               "null", "class_imbalance", "non_iid", "underperforming_group", "data_valuation",
+               "invalid")
+DATALAB_TYPES = ("outlier", "near_duplicate", "non_iid", "class_imbalance",
+                 "underperforming_group", "data_valuation")
+DEFAULT_OFF = ("data_valuation",)  # slow on large data: opt in with issue_types
+
+
+def enabled_types(settings: dict[str, bool | dict]) -> dict[str, dict]:
+    """Issue type -> its Datalab keyword arguments, for the enabled types.
+
+    `settings` maps a type to False (off), True (on, defaults) or a dict of settings such as
+    {"threshold": 0.2}; types not named keep their default (all on but data_valuation).
+    """
+    unknown = sorted(set(settings) - set(ISSUE_TYPES))
+    if unknown:
+        raise CleansetError(f"unknown issue type(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(ISSUE_TYPES)}")
+    out = {}
+    for t in ISSUE_TYPES:
+        value = settings.get(t, t not in DEFAULT_OFF)
+        if value is False:
+            continue
+        out[t] = dict(value) if isinstance(value, dict) else {}
+    return out
 
 
 class Detection(BaseModel):
-    """The issues frame on disk, plus the per-type summary and the run's health score."""
+    """The issues frame on disk, plus the per-type summary, health and per-class quality."""
 
     model_config = ConfigDict(frozen=True)
     issues: TableRef
     summary: tuple[tuple[str, int, float], ...]  # (issue_type, num_issues, mean score)
-    health_score: float
+    health_score: float  # share of rows with no issue of any enabled type
+    label_health_score: float  # cleanlab's overall label health
     n_scored: int
+    classes: TableRef | None = None  # per-class label quality (class_summary)
 
 
 def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
@@ -86,14 +119,174 @@ def issues_frame(
     return out
 
 
+def needs_knn(settings: dict[str, bool | dict]) -> bool:
+    """Whether any enabled type is one of Datalab's neighbour-based checks."""
+    return any(t in DATALAB_TYPES for t in enabled_types(settings))
+
+
 def summarize(issues: pd.DataFrame) -> list[tuple[str, int, float]]:
     """(issue_type, number flagged, mean score) per issue type present in the frame."""
     rows = []
     for t in ISSUE_TYPES:
+        if f"is_{t}_issue" not in issues:
+            continue
         flag, score = issues[f"is_{t}_issue"], issues[f"{t}_score"]
         rows.append((t, int(flag.fillna(False).sum()), float(np.nanmean(score)) if
                      score.notna().any() else 1.0))
     return rows
+
+
+def health(issues: pd.DataFrame) -> float:
+    """Share of rows with no issue of any type (1.0 = nothing found)."""
+    flags = [issues[c].fillna(False).to_numpy(dtype=bool) for c in issues
+             if c.startswith("is_") and c.endswith("_issue")]
+    return float(1.0 - np.logical_or.reduce(flags).mean()) if flags else 1.0
+
+
+def datalab_issues(
+    labels: np.ndarray, pred_probs: np.ndarray, features: np.ndarray, graph,  # noqa: ANN001
+    types: dict[str, dict],
+) -> pd.DataFrame:
+    """Datalab's checks for the requested types on the scored rows, with our kNN graph.
+
+    Returns Datalab's issue columns plus `near_duplicate_set` (a set id per flagged row: the
+    smallest position in its connected group of near duplicates)."""
+    from cleanlab import Datalab
+
+    wanted = {t: kw for t, kw in types.items() if t in DATALAB_TYPES}
+    if not wanted:
+        return pd.DataFrame(index=range(len(labels)))
+    lab = Datalab({"label": labels}, label_name="label", verbosity=0)
+    lab.find_issues(pred_probs=pred_probs, features=features, knn_graph=graph,
+                    issue_types=wanted)
+    found = lab.get_issues()
+    cols = [c for t in wanted for c in (f"is_{t}_issue", f"{t}_score") if c in found]
+    out = found[cols].reset_index(drop=True)
+    if "near_duplicate" in wanted and "is_near_duplicate_issue" in out:
+        out["near_duplicate_set"] = _set_ids(lab.get_issues("near_duplicate")
+                                             ["near_duplicate_sets"].to_numpy(),
+                                             out["is_near_duplicate_issue"].to_numpy(bool))
+    return out
+
+
+def _set_ids(neighbour_sets: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """Connected components of the near-duplicate relation, named by their smallest member."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(neighbour_sets)
+    rows = np.repeat(np.arange(n), [len(s) for s in neighbour_sets])
+    cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in neighbour_sets]) if n else []
+    graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    smallest = pd.Series(np.arange(n)).groupby(comp).transform("min").to_numpy()
+    return np.where(flagged, smallest, -1)
+
+
+def exact_duplicates(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    """Rows whose feature values are identical to an earlier row's (every copy after the first
+    is flagged, so dropping them keeps one), and conflicting labels: identical features,
+    different labels (every row of such a set is flagged; score = share of the set that agrees
+    with the row's label)."""
+    n = len(features)
+    key = pd.util.hash_pandas_object(features.astype(object).where(features.notna(), None),
+                                     index=False).to_numpy() if features.shape[1] else np.arange(n)
+    groups = pd.Series(key).groupby(key)
+    first = groups.cumcount().to_numpy() == 0
+    size = groups.transform("size").to_numpy()
+    set_id = pd.Series(np.arange(n)).groupby(key).transform("min").to_numpy()
+    text = labels.astype(object).where(labels.notna(), None).astype(str)
+    agree = text.groupby([key, text.to_numpy()]).transform("size").to_numpy()
+    distinct = text.groupby(key).transform("nunique").to_numpy()
+    return pd.DataFrame({
+        "is_exact_duplicate_issue": (size > 1) & ~first,
+        "exact_duplicate_score": np.where((size > 1) & ~first, 0.0, 1.0),
+        "exact_duplicate_set": np.where(size > 1, set_id, -1),
+        "is_conflicting_label_issue": distinct > 1,
+        "conflicting_label_score": agree / size,
+    })
+
+
+def null_rows(features: pd.DataFrame) -> pd.DataFrame:
+    """Datalab's null check on the raw values: flagged when every feature value is missing;
+    score = share of feature values present."""
+    present = features.notna().mean(axis=1).to_numpy() if features.shape[1] else np.ones(
+        len(features))
+    return pd.DataFrame({"is_null_issue": present == 0, "null_score": present})
+
+
+def class_summary(labels: np.ndarray, pred_probs: np.ndarray, classes: tuple[str, ...]
+                  ) -> pd.DataFrame:
+    """Per-class label quality (cleanlab's health summary): noise rates and the class each one
+    is most confused with."""
+    from cleanlab.dataset import find_overlapping_classes, rank_classes_by_label_quality
+
+    ranked = rank_classes_by_label_quality(labels, pred_probs)
+    overlap = find_overlapping_classes(labels, pred_probs)
+    rows = []
+    for _, r in ranked.iterrows():
+        k = int(r["Class Index"])
+        pairs = overlap[(overlap["Class Index A"] == k) | (overlap["Class Index B"] == k)]
+        top = pairs.iloc[0] if len(pairs) else None
+        other = None if top is None else int(top["Class Index B"] if top["Class Index A"] == k
+                                              else top["Class Index A"])
+        rows.append({
+            "class_name": classes[k], "n_rows": int((labels == k).sum()),
+            "n_label_issues": int(r["Label Issues"]), "label_noise": float(r["Label Noise"]),
+            "inverse_label_noise": float(r["Inverse Label Noise"]),
+            "label_quality": float(r["Label Quality Score"]),
+            "most_overlapping_class": None if other is None else classes[other],
+            "overlap_joint_probability": None if top is None else float(top["Joint Probability"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def detect_all(
+    row_ids: pd.Series, given: pd.Series, features: pd.DataFrame, positions: np.ndarray,
+    labels: np.ndarray, classes: tuple[str, ...], pred_probs: np.ndarray,
+    quarantined: np.ndarray, rare: np.ndarray, embedding: np.ndarray | None, graph,  # noqa: ANN001
+    types: dict[str, dict],
+) -> pd.DataFrame:
+    """The whole detect stage as one pure function: every enabled issue type, one row per input
+    row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows')."""
+    frame = issues_frame(row_ids, given, positions, labels, classes, pred_probs, quarantined,
+                         rare)
+    if embedding is not None and graph is not None:
+        found = datalab_issues(labels, pred_probs, embedding, graph, types)
+        for col in found:
+            values = found[col].to_numpy()
+            if col == "near_duplicate_set":
+                ids = row_ids.astype(str).to_numpy()[positions]
+                full = pd.Series([None] * len(frame), dtype=object)
+                full.iloc[positions] = np.where(values >= 0, ids[np.clip(values, 0, None)], None)
+            elif col.startswith("is_"):
+                full = pd.array([pd.NA] * len(frame), dtype="boolean")
+                full[positions] = values.astype(bool)
+            else:
+                full = np.full(len(frame), np.nan)
+                full[positions] = values
+            if col == "is_class_imbalance_issue":  # keep the rare-class flags as well
+                full = pd.array(full, dtype="boolean").fillna(False) | frame[col].to_numpy(bool)
+            if col == "class_imbalance_score":  # rows not scored keep their class share
+                full = np.where(np.isnan(full), frame[col].to_numpy(), full)
+            frame[col] = full
+    if "class_imbalance" not in types:
+        frame = frame.drop(columns=["is_class_imbalance_issue", "class_imbalance_score"])
+    if "exact_duplicate" in types or "conflicting_label" in types:
+        dup = exact_duplicates(features, given)
+        dup["exact_duplicate_set"] = [None if s < 0 else str(row_ids.iloc[s])
+                                      for s in dup["exact_duplicate_set"]]
+        for t, cols in (("exact_duplicate", ["is_exact_duplicate_issue", "exact_duplicate_score",
+                                             "exact_duplicate_set"]),
+                        ("conflicting_label", ["is_conflicting_label_issue",
+                                               "conflicting_label_score"])):
+            if t in types:
+                for c in cols:
+                    frame[c] = dup[c].to_numpy()
+    if "null" in types:
+        nulls = null_rows(features)
+        frame["is_null_issue"], frame["null_score"] = nulls["is_null_issue"], nulls["null_score"]
+    return frame
 
 
 @task(
@@ -105,16 +298,32 @@ def summarize(issues: pd.DataFrame) -> list[tuple[str, int, float]]:
 )
 def detect(
     snapshot: Snapshot, validation: Validation, design: Design, pred_probs: ArrayRef,
-    label: str, work_dir: str,
+    neighbours: Neighbours | None, label: str, issue_types: dict, work_dir: str,
 ) -> Detection:
-    """Flag label issues (confident learning) and quarantined rows; write the issues frame."""
+    """Run every enabled issue check and write the issues frame and the class summary."""
+    import time
+
+    started = time.perf_counter()
+    types = enabled_types(issue_types)
     df = snapshot.table.read(columns=[snapshot.id_column, label])
+    if design.embeddings is not None:
+        features = pd.DataFrame(design.embeddings.read())
+    else:
+        features = snapshot.table.read(columns=list(design.plan.used))
     labels, probs = design.labels.read(), pred_probs.read()
-    frame = issues_frame(df[snapshot.id_column], df[label], design.positions.read(), labels,
-                         design.classes, probs, validation.quarantined.read(), design.rare.read())
-    health = float(overall_label_health_score(labels, probs, verbose=False))
+    frame = detect_all(
+        df[snapshot.id_column], df[label], features, design.positions.read(), labels,
+        design.classes, probs, validation.quarantined.read(), design.rare.read(),
+        neighbours.embedding.read() if neighbours else None,
+        neighbours.graph.read() if neighbours else None, types)
+    label_health = float(overall_label_health_score(labels, probs, verbose=False))
     summary = summarize(frame)
-    get_run_logger().info("issues: %s; label health %.3f",
-                          ", ".join(f"{t}={k}" for t, k, _ in summary), health)
-    return Detection(issues=write_table(frame, Path(work_dir), "issues"), summary=tuple(summary),
-                     health_score=health, n_scored=len(labels))
+    work = Path(work_dir)
+    get_run_logger().info("issues: %s; health %.3f, label health %.3f (%.1f s)",
+                          ", ".join(f"{t}={k}" for t, k, _ in summary), health(frame),
+                          label_health, time.perf_counter() - started)
+    return Detection(issues=write_table(frame, work, "issues"), summary=tuple(summary),
+                     health_score=health(frame), label_health_score=label_health,
+                     n_scored=len(labels),
+                     classes=write_table(class_summary(labels, probs, design.classes), work,
+                                         "classes"))

@@ -44,6 +44,11 @@ SCHEMA = [
         run_id VARCHAR, dataset VARCHAR, suite VARCHAR, expectation VARCHAR,
         column_name VARCHAR, severity VARCHAR, success BOOLEAN, unexpected_count BIGINT,
         details JSON)""",
+    """CREATE TABLE IF NOT EXISTS class_summary (
+        run_id VARCHAR, dataset VARCHAR, class_name VARCHAR, n_rows BIGINT,
+        n_label_issues BIGINT, label_noise DOUBLE, inverse_label_noise DOUBLE,
+        label_quality DOUBLE, most_overlapping_class VARCHAR,
+        overlap_joint_probability DOUBLE)""",
     """CREATE TABLE IF NOT EXISTS review_decisions (
         dataset VARCHAR, row_id VARCHAR, decision VARCHAR, new_label VARCHAR,
         decided_at TIMESTAMPTZ, note VARCHAR)""",
@@ -51,8 +56,9 @@ SCHEMA = [
 # Columns added after a table was first released: applied to existing warehouses on connect.
 MIGRATIONS = [
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model VARCHAR",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS label_health_score DOUBLE",
 ]
-RUN_TABLES = ("issues", "issue_summary", "validations")
+RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary")
 
 
 class RunSummary(BaseModel):
@@ -148,6 +154,9 @@ def write_run(
             "INSERT INTO issue_summary VALUES (?, ?, ?, ?, ?)",
             [[run_id, dataset, t, n, s] for t, n, s in detection.summary],
         )
+        if detection.classes is not None:
+            con.execute("INSERT INTO class_summary BY NAME SELECT ? AS run_id, ? AS dataset, * "
+                        "FROM read_parquet(?)", [run_id, dataset, detection.classes.path])
         if validation.outcomes:
             con.executemany(
                 "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -168,7 +177,8 @@ def write_run(
         counts = {"label": n_label, "invalid": n_invalid}
         row = {**run_row, "run_id": run_id, "dataset": dataset, "n_rows": snapshot.table.n_rows,
                "n_clean_rows": n_clean, "n_label_issues": counts["label"],
-               "health_score": detection.health_score, "status": "completed",
+               "health_score": detection.health_score,
+               "label_health_score": detection.label_health_score, "status": "completed",
                "finished_at": datetime.now(UTC)}
         cols = list(row)
         con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",

@@ -24,10 +24,17 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    label: Action = Field("drop", description="action for rows with a label issue")
-    invalid: Action = Field("drop", description="action for rows failing a row-level expectation")
-    class_imbalance: Action = Field(
-        "review", description="action for rows of a class too rare to cross-check")
+    label: Action = Field("drop", description="rows with a label issue")
+    invalid: Action = Field("drop", description="rows failing a row-level expectation")
+    class_imbalance: Action = Field("review", description="rows of a rare class")
+    outlier: Action = Field("review", description="rows far from all others")
+    near_duplicate: Action = "keep"
+    exact_duplicate: Action = Field("drop", description="copies after the first")
+    conflicting_label: Action = Field("review", description="same features, other labels")
+    null: Action = Field("drop", description="rows with every feature missing")
+    non_iid: Action = "keep"
+    underperforming_group: Action = "keep"
+    data_valuation: Action = "keep"
 
 
 class DatasetSpec(BaseModel):
@@ -61,6 +68,10 @@ class DatasetSpec(BaseModel):
     embeddings: str | None = Field(
         None, description="your own features: .npy, one row per input row; replaces the columns")
     workers: int = Field(0, ge=0, description="tasks run at once; 0 = one per CPU core")
+    knn_k: int = Field(10, ge=1, le=100, description="neighbours in the shared kNN graph")
+    issue_types: dict[str, bool | dict] = Field(
+        default_factory=dict, description="per issue type: false to switch off, true to switch "
+        "on (data_valuation is off by default), or Datalab settings such as {threshold: 0.2}")
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()

@@ -76,13 +76,14 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert all(0 <= row[5] <= 1 for row in issues if row[5] is not None)
     assert [r[0] for r in invalid] == high_alcohol and len(high_alcohol) == 2
     assert not clean_ids & set(high_alcohol)
-    assert all(row[6] == ("drop" if row[1] or row[0] in high_alcohol else "keep")
-               for row in issues)
+    assert all(row[6] == "drop" for row in issues if row[1] or row[0] in high_alcohol)
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
                      runs[0][5], "completed", runs[0][7])]
     assert n_clean == 178 - flagged.sum() - 2
     assert kept_planted[0][0] < mask.sum() * 0.3
-    assert types == [("class_imbalance",), ("invalid",), ("label",)]
+    assert [t for (t,) in types] == sorted(
+        ["label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label", "null",
+         "class_imbalance", "non_iid", "underperforming_group", "invalid"])
     assert val == [("wine", "expect_column_values_to_be_between", False),
                    ("wine", "expect_table_column_count_to_equal", True)]
 
@@ -96,8 +97,8 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     assert states.pop(next(n for n in states if n.startswith("publish"))) == "Completed"
     assert set(states.values()) == {"Cached"}, states
     # ingest, validate, featurize, choose-model, 5 folds, pred-probs, first-pass-flags,
-    # 5 second-pass folds, pred-probs, detect, decide
-    assert len(states) == 19
+    # 5 second-pass folds, pred-probs, knn, detect, decide
+    assert len(states) == 20
     assert second.run_id == first.run_id
     with duckdb.connect(spec.db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]

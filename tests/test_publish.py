@@ -30,7 +30,8 @@ def run_inputs(tmp_path):
     frame.loc[2, "is_label_issue"] = True  # pin the flag: this test is about publishing
     frame["action"] = actions(frame, Policy())
     detection = Detection(issues=write_table(frame, work, "issues"),
-                          summary=tuple(summarize(frame)), health_score=0.8, n_scored=5)
+                          summary=tuple(summarize(frame)), health_score=0.8,
+                          label_health_score=0.9, n_scored=5)
     outcome = ExpectationOutcome(suite="s", expectation="e", column_name="label",
                                  severity="warning", success=False, unexpected_count=1,
                                  details="{}")

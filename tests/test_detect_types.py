@@ -1,0 +1,146 @@
+"""One small planted case per issue type, asserting exactly which rows are flagged.
+
+Runs the detect stage's pure function with real cleanlab Datalab on a real faiss kNN graph.
+Three tight, well separated clusters in 3 dimensions (so the euclidean metric applies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.detect import detect_all, enabled_types
+from tasks.errors import CleansetError
+from tasks.knn import knn_graph
+
+CENTERS = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0]], float)
+
+
+def flagged(frame: pd.DataFrame, issue_type: str) -> list[int]:
+    return np.flatnonzero(frame[f"is_{issue_type}_issue"].fillna(False).to_numpy(bool)).tolist()
+
+
+def detect(X: np.ndarray, labels: np.ndarray, probs: np.ndarray, settings=None, raw=None,
+           rare=()):
+    n = len(X)
+    classes = tuple(sorted(set(labels) - set(rare)))
+    scored = np.array([i for i in range(n) if labels[i] not in rare])
+    idx = np.array([classes.index(labels[i]) for i in scored])
+    raw = pd.DataFrame(X, columns=["x", "y", "z"]) if raw is None else raw
+    emb = raw.fillna(raw.median()).to_numpy(np.float32)[scored]
+    emb = (emb - emb.mean(0)) / emb.std(0)
+    graph, metric, exact = knn_graph(emb, 10)
+    assert metric == "euclidean" and exact
+    return detect_all(pd.Series(range(n)), pd.Series(labels, dtype=object), raw, scored, idx,
+                      classes, probs[scored][:, :len(classes)], np.array([], dtype=int),
+                      np.setdiff1d(np.arange(n), scored), emb, graph,
+                      enabled_types(settings or {}))
+
+
+@pytest.fixture(scope="module")
+def planted():
+    rng = np.random.default_rng(0)
+    n = 300
+    y = np.arange(n) % 3
+    X = CENTERS[y] + rng.normal(0, 1, (n, 3))
+    X[0] = [60, 60, 60]                    # a far outlier
+    X[6], y[6] = X[3], y[3]                # an exact duplicate of row 3, same label
+    X[8] = X[7]                            # a conflicting pair: same features ...
+    y[8] = (y[7] + 1) % 3                  # ... different labels
+    X[9] = X[10] + 1e-6                    # a near duplicate with tiny noise
+    labels = np.array(["a", "b", "c"])[y].astype(object)
+    labels[12] = "b" if labels[12] != "b" else "c"   # a label error
+    probs = np.full((n, 3), 0.02)
+    probs[np.arange(n), np.arange(n) % 3] = 0.96     # the model knows the true classes
+    probs[6], probs[8] = probs[3], probs[7]
+    raw = pd.DataFrame(X, columns=["x", "y", "z"])
+    raw.loc[11] = np.nan                   # an all-null row
+    frame = detect(X, labels, probs, {"outlier": {"threshold": 0.1}, "data_valuation": True},
+                   raw)
+    return frame, labels
+
+
+def test_far_outlier(planted):
+    frame, _ = planted
+    assert flagged(frame, "outlier") == [0]
+    assert frame["outlier_score"].idxmin() == 0
+
+
+def test_exact_duplicate_flags_the_copy_only(planted):
+    frame, _ = planted
+    assert flagged(frame, "exact_duplicate") == [6, 8]
+    assert frame.loc[[3, 6], "exact_duplicate_set"].tolist() == ["3", "3"]
+
+
+def test_conflicting_labels(planted):
+    frame, _ = planted
+    assert flagged(frame, "conflicting_label") == [7, 8]
+    assert frame.loc[[7, 8], "conflicting_label_score"].tolist() == [0.5, 0.5]
+
+
+def test_near_duplicates_and_their_sets(planted):
+    frame, _ = planted
+    assert flagged(frame, "near_duplicate") == [3, 6, 7, 8, 9, 10]
+    assert frame.loc[[3, 6, 7, 8, 9, 10], "near_duplicate_set"].tolist() == [
+        "3", "3", "7", "7", "9", "9"]
+
+
+def test_null_row(planted):
+    frame, _ = planted
+    assert flagged(frame, "null") == [11]
+    assert frame.loc[11, "null_score"] == 0.0
+
+
+def test_label_error_and_conflict_are_label_issues(planted):
+    frame, labels = planted
+    assert flagged(frame, "label") == [8, 12]
+    assert frame.loc[12, "suggested_label"] == ["a", "b", "c"][12 % 3]
+
+
+def test_data_valuation_is_opt_in_and_scores_the_label_error_low(planted):
+    frame, _ = planted
+    assert 12 in frame["data_valuation_score"].nsmallest(5).index
+    assert "is_data_valuation_issue" not in detect(
+        np.eye(3).repeat(20, axis=0) + np.random.default_rng(1).normal(0, .1, (60, 3)),
+        np.array(["a", "b", "c"] * 20, dtype=object)[np.repeat([0, 1, 2], 20)],
+        np.eye(3).repeat(20, axis=0) * 0.9 + 0.033)
+
+
+def test_every_score_is_in_unit_interval_lower_is_worse(planted):
+    frame, _ = planted
+    for col in [c for c in frame if c.endswith("_score")]:
+        values = frame[col].dropna()
+        assert values.between(0, 1).all(), col
+
+
+def test_rare_class_is_class_imbalance(planted):
+    rng = np.random.default_rng(2)
+    y = np.r_[np.arange(60) % 2, [2, 2]]
+    X = CENTERS[y] + rng.normal(0, 1, (62, 3))
+    labels = np.array(["a", "b", "rare"], dtype=object)[y]
+    probs = np.full((62, 3), 0.05)
+    probs[np.arange(62), y] = 0.9
+    frame = detect(X, labels, probs, rare=("rare",))
+    assert flagged(frame, "class_imbalance") == [60, 61]
+
+
+def test_non_iid_flags_ordered_data_only():
+    rng = np.random.default_rng(3)
+    y = np.arange(300) % 3
+    probs = np.full((300, 3), 0.02)
+    probs[np.arange(300), y] = 0.96
+    labels = np.array(["a", "b", "c"], dtype=object)
+    shuffled = detect(CENTERS[y] + rng.normal(0, 1, (300, 3)), labels[y], probs)
+    assert flagged(shuffled, "non_iid") == []
+    order = np.sort(y)
+    drifting = detect(CENTERS[order] + rng.normal(0, 1, (300, 3)), labels[order], probs[
+        np.argsort(y, kind="stable")])
+    assert len(flagged(drifting, "non_iid")) == 1
+
+
+def test_types_can_be_switched_off_and_unknown_ones_are_named():
+    types = enabled_types({"outlier": False, "near_duplicate": {"threshold": 0.05}})
+    assert "outlier" not in types and types["near_duplicate"] == {"threshold": 0.05}
+    assert "data_valuation" not in types
+    with pytest.raises(CleansetError, match="unknown issue type"):
+        enabled_types({"outliers": True})

@@ -34,7 +34,7 @@ from cleanlab.rank import get_label_quality_scores  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from bench.datasets import LOADERS  # noqa: E402
+from bench.loaders import LOADERS  # noqa: E402
 from tasks.estimate import choose_model, model_inputs, out_of_fold_probs  # noqa: E402
 from tasks.featurize import (  # noqa: E402
     build_transformer,

@@ -50,11 +50,11 @@ def run_side(side: str, n: int, d: int, out: str) -> None:
 
     X, labels, probs = make_data(n, d)
     start = time.perf_counter()
-    if side == "cleanset":
+    if side.startswith("cleanset"):
         from tasks.detect import detect_all, enabled_types
         from tasks.knn import knn_graph
 
-        graph, metric, exact = knn_graph(X, 10)
+        graph, metric, exact = knn_graph(X, 10, exact=True if side == "cleanset-exact" else None)
         classes = tuple(str(c) for c in range(5))
         frame = detect_all(pd.Series(np.arange(n)), pd.Series(labels), pd.DataFrame(X),
                            np.arange(n), labels, classes, probs, np.array([], dtype=int),
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peer", action="store_true", help="cleanset only (large n)")
-    parser.add_argument("--child", choices=["cleanset", "datalab"])
+    parser.add_argument("--child", choices=["cleanset", "cleanset-exact", "datalab"])
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.child:
@@ -112,10 +112,13 @@ def main() -> None:
         return
     from bench.common import machine, save
 
-    ours, theirs = [], []
-    for _ in range(args.repeats):  # alternate the two sides
+    ours, exact, theirs = [], [], []
+    for _ in range(args.repeats):  # alternate the sides
         ours.append(child("cleanset", args.rows, args.dims, args.threads))
         print(f"cleanset: {ours[-1]['seconds']:.1f} s", flush=True)
+        if not args.no_peer and not ours[-1].get("exact"):
+            exact.append(child("cleanset-exact", args.rows, args.dims, args.threads))
+            print(f"cleanset, exact graph: {exact[-1]['seconds']:.1f} s", flush=True)
         if not args.no_peer:
             theirs.append(child("datalab", args.rows, args.dims, args.threads))
             print(f"datalab:  {theirs[-1]['seconds']:.1f} s", flush=True)
@@ -134,19 +137,26 @@ def main() -> None:
     if theirs:
         t_theirs = statistics.median(r["seconds"] for r in theirs)
         lines += [f"Datalab: median {t_theirs:.1f} s (runs: {_runs(theirs)}); speed-up "
-                  f"**{t_theirs / t_ours:.1f}x**", "",
-                  "| issue type | flagged cleanset | flagged Datalab | Jaccard |",
-                  "|---|---|---|---|"]
+                  f"**{t_theirs / t_ours:.1f}x**"]
+        exact_flags = exact[0]["flags"] if exact else ours[0]["flags"]
+        if exact:
+            t_exact = statistics.median(r["seconds"] for r in exact)
+            lines += [f"cleanset forced to the exact graph: median {t_exact:.1f} s (runs: "
+                      f"{_runs(exact)}); speed-up {t_theirs / t_exact:.1f}x"]
+        lines += ["", "| issue type | flagged cleanset (default graph) | flagged cleanset (exact) "
+                  "| flagged Datalab | Jaccard default vs Datalab | Jaccard exact vs Datalab |",
+                  "|---|---|---|---|---|---|"]
         for t in sorted(set(ours[0]["flags"]) | set(theirs[0]["flags"])):
-            a, b = ours[0]["flags"].get(t), theirs[0]["flags"].get(t)
-            j = jaccard(a, b) if a is not None and b is not None else None
-            lines.append(f"| {t} | {'—' if a is None else len(a)} | "
-                         f"{'—' if b is None else len(b)} | "
-                         f"{'—' if j is None else f'{j:.3f}'} |")
-        payload["datalab"] = theirs
+            a, e, b = ours[0]["flags"].get(t), exact_flags.get(t), theirs[0]["flags"].get(t)
+            cells = ["—" if v is None else str(len(v)) for v in (a, e, b)]
+            for x in (a, e):
+                j = jaccard(x, b) if x is not None and b is not None else None
+                cells.append("—" if j is None else f"{j:.3f}")
+            lines.append(f"| {t} | " + " | ".join(cells) + " |")
+        payload["datalab"], payload["cleanset_exact"] = theirs, exact
     lines += ["", "Peak RSS is the maximum over child processes so far "
               "(getrusage(RUSAGE_CHILDREN)), so the first child's figure is its own.", ""]
-    for r in [*ours, *theirs]:
+    for r in [*ours, *exact, *theirs]:
         r.pop("flags", None)
     name = f"detection_{args.rows}x{args.dims}"
     path = save(name, payload, "\n".join(lines))

@@ -93,7 +93,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
             flagged = staged(prune_set)(design, probs, work)
             probs = out_of_fold(choice.models, total, flagged,
                                 probs if choice.prune == "average" else None, "-pass2")
-    neighbours = staged(knn)(design, spec.knn_k, spec.seed, work) if needs_knn(
+    neighbours = staged(knn)(design, spec.knn_k, spec.seed, work, spec.knn_exact) if needs_knn(
         spec.issue_types) else None
     detection = staged(detect)(snapshot, validation, design, probs, neighbours, spec.label,
                                spec.issue_types, work)

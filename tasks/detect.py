@@ -189,8 +189,9 @@ def exact_duplicates(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     different labels (every row of such a set is flagged; score = share of the set that agrees
     with the row's label)."""
     n = len(features)
-    key = pd.util.hash_pandas_object(features.astype(object).where(features.notna(), None),
-                                     index=False).to_numpy() if features.shape[1] else np.arange(n)
+    # NaN hashes equal to NaN, so rows missing the same values compare equal, as they should
+    key = pd.util.hash_pandas_object(features, index=False).to_numpy() if features.shape[1] \
+        else np.arange(n)
     groups = pd.Series(key).groupby(key)
     first = groups.cumcount().to_numpy() == 0
     size = groups.transform("size").to_numpy()

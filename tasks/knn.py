@@ -1,10 +1,10 @@
 """knn: one k-nearest-neighbour graph, shared by every neighbour-based issue check.
 
 cleanlab's Datalab builds its kNN graph by brute force with scikit-learn, which dominates its run
-time on large data (about 150 s of 152 s at 100k rows x 32 features here). We build the same
-graph with faiss: exact inner-product / L2 search for up to `EXACT_MAX_ROWS` rows, an IVF index
-(approximate) above, with the same metric Datalab would choose (cosine above 3 dimensions) and
-cleanlab's own exact-duplicate correction, in the CSR form Datalab accepts as `knn_graph`.
+time on large data. We build the same graph with faiss: exact inner-product / L2 search for up to
+`EXACT_MAX_ROWS` rows, an IVF index (approximate, nprobe 16) above or when asked, with the metric
+Datalab would choose (cosine above 3 dimensions) and cleanlab's own exact-duplicate correction,
+in the CSR form Datalab accepts as `knn_graph`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tasks.errors import is_retryable
 from tasks.featurize import Design
 from tasks.store import ArrayRef, MatrixRef, write_array, write_matrix
 
-EXACT_MAX_ROWS = 200_000
+EXACT_MAX_ROWS = 50_000  # above: IVF search (see bench/results/detection_*.md for the effect)
 EMBED_DIM = 64
 
 
@@ -115,7 +115,8 @@ def knn_graph(X: np.ndarray, k: int = 10, exact: bool | None = None, seed: int =
 
 @task(name="knn", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=is_retryable)
-def knn(design: Design, k: int, seed: int, work_dir: str) -> Neighbours:
+def knn(design: Design, k: int, seed: int, work_dir: str, exact: bool | None = None
+        ) -> Neighbours:
     """Build the shared kNN graph over the scored rows' dense embedding."""
     import time
 
@@ -123,7 +124,7 @@ def knn(design: Design, k: int, seed: int, work_dir: str) -> Neighbours:
     X = design.embeddings.read()[design.positions.read()] if design.embeddings else (
         design.matrix.read())
     emb = dense_embedding(X, seed)
-    graph, metric, exact = knn_graph(emb, k, seed=seed)
+    graph, metric, exact = knn_graph(emb, k, exact=exact, seed=seed)
     work = Path(work_dir)
     get_run_logger().info("kNN graph: %d rows, k=%d, %s, %s search, %.1f s", emb.shape[0],
                           min(k, emb.shape[0] - 1), metric, "exact" if exact else "approximate",

@@ -69,6 +69,8 @@ class DatasetSpec(BaseModel):
         None, description="your own features: .npy, one row per input row; replaces the columns")
     workers: int = Field(0, ge=0, description="tasks run at once; 0 = one per CPU core")
     knn_k: int = Field(10, ge=1, le=100, description="neighbours in the shared kNN graph")
+    knn_exact: bool | None = Field(
+        None, description="exact kNN search; default: exact up to 50,000 rows, approximate above")
     issue_types: dict[str, bool | dict] = Field(
         default_factory=dict, description="per issue type: false to switch off, true to switch "
         "on (data_valuation is off by default), or Datalab settings such as {threshold: 0.2}")

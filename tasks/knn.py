@@ -71,7 +71,7 @@ def _search(X: np.ndarray, k: int, metric: str, exact: bool, seed: int):  # noqa
         kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
         index = faiss.IndexIVFFlat(quantizer, d, nlist, kind)
         rng = np.random.default_rng(seed)
-        sample = X[rng.choice(n, size=min(n, 256 * nlist), replace=False)]
+        sample = X[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
         index.train(sample)
         index.nprobe = 16
     index.add(X)

@@ -36,6 +36,7 @@ ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflic
 DATALAB_TYPES = ("outlier", "near_duplicate", "non_iid", "class_imbalance",
                  "underperforming_group", "data_valuation")
 DEFAULT_OFF = ("data_valuation",)  # slow on large data: opt in with issue_types
+NON_IID_MAX_ROWS = 200_000  # above: non_iid tests an evenly spaced sample (memory, see below)
 
 
 def enabled_types(settings: dict[str, bool | dict]) -> dict[str, dict]:
@@ -154,19 +155,50 @@ def datalab_issues(
     from cleanlab import Datalab
 
     wanted = {t: kw for t, kw in types.items() if t in DATALAB_TYPES}
+    n = len(labels)
     if not wanted:
-        return pd.DataFrame(index=range(len(labels)))
+        return pd.DataFrame(index=range(n))
+    sampled_non_iid = "non_iid" in wanted and n > NON_IID_MAX_ROWS
+    main = {t: kw for t, kw in wanted.items() if not (sampled_non_iid and t == "non_iid")}
     lab = Datalab({"label": labels}, label_name="label", verbosity=0)
     lab.find_issues(pred_probs=pred_probs, features=features, knn_graph=graph,
-                    issue_types=wanted)
+                    issue_types=main)
     found = lab.get_issues()
-    cols = [c for t in wanted for c in (f"is_{t}_issue", f"{t}_score") if c in found]
+    cols = [c for t in main for c in (f"is_{t}_issue", f"{t}_score") if c in found]
     out = found[cols].reset_index(drop=True)
+    if sampled_non_iid:
+        out = out.join(_non_iid_on_sample(labels, pred_probs, features, wanted["non_iid"]))
     if "near_duplicate" in wanted and "is_near_duplicate_issue" in out:
         out["near_duplicate_set"] = _set_ids(lab.get_issues("near_duplicate")
                                              ["near_duplicate_sets"].to_numpy(),
                                              out["is_near_duplicate_issue"].to_numpy(bool))
     return out
+
+
+def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.ndarray,
+                       settings: dict) -> pd.DataFrame:
+    """Datalab's non_iid test on evenly spaced rows (order kept) with their own kNN graph.
+
+    Its permutation test holds permutations x rows x k integers (about 5 GiB at 1M rows), so
+    above NON_IID_MAX_ROWS the test runs on every m-th row; rows outside the sample get no score.
+    """
+    from cleanlab import Datalab
+
+    from tasks.knn import knn_graph
+
+    n = len(labels)
+    step = int(np.ceil(n / NON_IID_MAX_ROWS))
+    sample = np.arange(0, n, step)
+    graph, _, _ = knn_graph(np.ascontiguousarray(features[sample]), 10)
+    lab = Datalab({"label": labels[sample]}, label_name="label", verbosity=0)
+    lab.find_issues(pred_probs=pred_probs[sample], features=features[sample], knn_graph=graph,
+                    issue_types={"non_iid": settings})
+    found = lab.get_issues()
+    flags = pd.array([pd.NA] * n, dtype="boolean")
+    flags[sample] = found["is_non_iid_issue"].to_numpy(bool)
+    scores = np.full(n, np.nan)
+    scores[sample] = found["non_iid_score"].to_numpy()
+    return pd.DataFrame({"is_non_iid_issue": flags, "non_iid_score": scores})
 
 
 def _set_ids(neighbour_sets: np.ndarray, flagged: np.ndarray) -> np.ndarray:

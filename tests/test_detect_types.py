@@ -144,3 +144,18 @@ def test_types_can_be_switched_off_and_unknown_ones_are_named():
     assert "data_valuation" not in types
     with pytest.raises(CleansetError, match="unknown issue type"):
         enabled_types({"outliers": True})
+
+
+def test_non_iid_on_large_data_tests_an_evenly_spaced_sample(monkeypatch):
+    import tasks.detect as detect_module
+
+    monkeypatch.setattr(detect_module, "NON_IID_MAX_ROWS", 100)
+    rng = np.random.default_rng(4)
+    y = np.sort(np.arange(300) % 3)  # ordered: the drift survives taking every 3rd row
+    probs = np.full((300, 3), 0.02)
+    probs[np.arange(300), y] = 0.96
+    frame = detect(CENTERS[y] + rng.normal(0, 1, (300, 3)),
+                   np.array(["a", "b", "c"], dtype=object)[y], probs)
+    scored = np.flatnonzero(frame["non_iid_score"].notna().to_numpy())
+    assert scored.tolist() == list(range(0, 300, 3))
+    assert len(flagged(frame, "non_iid")) == 1 and flagged(frame, "non_iid")[0] % 3 == 0

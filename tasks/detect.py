@@ -294,7 +294,7 @@ def detect_all(
                 full.iloc[positions] = np.where(values >= 0, ids[np.clip(values, 0, None)], None)
             elif col.startswith("is_"):
                 full = pd.array([pd.NA] * len(frame), dtype="boolean")
-                full[positions] = values.astype(bool)
+                full[positions] = pd.array(found[col], dtype="boolean")  # may hold NA
             else:
                 full = np.full(len(frame), np.nan)
                 full[positions] = values

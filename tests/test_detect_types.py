@@ -159,3 +159,15 @@ def test_non_iid_on_large_data_tests_an_evenly_spaced_sample(monkeypatch):
     scored = np.flatnonzero(frame["non_iid_score"].notna().to_numpy())
     assert scored.tolist() == list(range(0, 300, 3))
     assert len(flagged(frame, "non_iid")) == 1 and flagged(frame, "non_iid")[0] % 3 == 0
+
+
+def test_underperforming_group_is_the_cluster_the_model_fails_on():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.arange(300) % 3, np.zeros(40, dtype=int)]
+    centers = np.r_[CENTERS, [[0, 0, 10.0]]]
+    X = centers[np.r_[np.arange(300) % 3, np.full(40, 3)]] + rng.normal(0, 1, (340, 3))
+    probs = np.full((340, 3), 0.02)
+    probs[np.arange(340), y] = 0.96
+    probs[300:] = [0.01, 0.98, 0.01]  # a separate cluster whose labels the model gets wrong
+    frame = detect(X, np.array(["a", "b", "c"], dtype=object)[y], probs)
+    assert flagged(frame, "underperforming_group") == list(range(300, 340))

@@ -12,6 +12,7 @@ Scores follow cleanlab's convention: in [0, 1], lower = more likely a problem.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -161,8 +162,10 @@ def datalab_issues(
     sampled_non_iid = "non_iid" in wanted and n > NON_IID_MAX_ROWS
     main = {t: kw for t, kw in wanted.items() if not (sampled_non_iid and t == "non_iid")}
     lab = Datalab({"label": labels}, label_name="label", verbosity=0)
-    lab.find_issues(pred_probs=pred_probs, features=features, knn_graph=graph,
-                    issue_types=main)
+    with warnings.catch_warnings():  # we pass both on purpose: features for the feature-only checks
+        warnings.filterwarnings("ignore", message="Both `features` and `knn_graph`")
+        lab.find_issues(pred_probs=pred_probs, features=features, knn_graph=graph,
+                        issue_types=main)
     found = lab.get_issues()
     cols = [c for t in main for c in (f"is_{t}_issue", f"{t}_score") if c in found]
     out = found[cols].reset_index(drop=True)
@@ -191,8 +194,10 @@ def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.
     sample = np.arange(0, n, step)
     graph, _, _ = knn_graph(np.ascontiguousarray(features[sample]), 10)
     lab = Datalab({"label": labels[sample]}, label_name="label", verbosity=0)
-    lab.find_issues(pred_probs=pred_probs[sample], features=features[sample], knn_graph=graph,
-                    issue_types={"non_iid": settings})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Both `features` and `knn_graph`")
+        lab.find_issues(pred_probs=pred_probs[sample], features=features[sample],
+                        knn_graph=graph, issue_types={"non_iid": settings})
     found = lab.get_issues()
     flags = pd.array([pd.NA] * n, dtype="boolean")
     flags[sample] = found["is_non_iid_issue"].to_numpy(bool)

@@ -73,6 +73,8 @@ class RunSummary(BaseModel):
     n_label_issues: int
     n_invalid: int
     health_score: float
+    label_health_score: float = 1.0
+    issue_counts: dict[str, int] = {}
     clean_table: str
 
 
@@ -192,6 +194,8 @@ def write_run(
     return RunSummary(run_id=run_id, dataset=dataset, db=str(db), n_rows=snapshot.table.n_rows,
                       n_clean_rows=n_clean, n_label_issues=counts["label"],
                       n_invalid=counts["invalid"], health_score=detection.health_score,
+                      label_health_score=detection.label_health_score,
+                      issue_counts={t: n for t, n, _ in detection.summary},
                       clean_table=f"{dataset}_clean")
 
 

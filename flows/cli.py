@@ -202,10 +202,11 @@ def run(
 
       cleanset run images.csv --label y --embeddings clip.npy
     """
+    _quiet_prefect(verbose)  # before anything imports Prefect (it reads logging settings once)
     from tasks.errors import CleansetError
+    from tasks.ingest import resolve_source
     from tasks.spec import build_spec
 
-    _quiet_prefect(verbose)
     try:
         spec = build_spec(
             config, source=source, label=label, id=id, text=tuple(text or ()),
@@ -216,6 +217,7 @@ def run(
             pred_prob_columns=tuple(pred_prob_columns or ()),
             embeddings=str(embeddings) if embeddings else None, workers=workers,
         )
+        resolve_source(spec.source)  # fail fast, before any server starts
     except CleansetError as exc:
         _fail(str(exc))
     started = time.perf_counter()
@@ -246,11 +248,11 @@ def demo(
     import duckdb
     import numpy as np
 
+    _quiet_prefect(verbose)
     from tasks.errors import CleansetError
     from tasks.sample import load_builtin, plant_noise, precision_recall
     from tasks.spec import build_spec
 
-    _quiet_prefect(verbose)
     try:
         frame = load_builtin(name)
     except CleansetError as exc:

@@ -101,7 +101,9 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     summary = publish(spec, snapshot, validation, detection, decided, model)
     create_table_artifact(
         key=_artifact_key(spec),
-        table=[{"metric": k, "value": v} for k, v in summary.model_dump().items()],
+        table=[{"metric": k, "value": round(v, 4) if isinstance(v, float) else v}
+               for k, v in summary.model_dump().items() if k != "issue_counts"]
+        + [{"metric": f"issues: {t}", "value": n} for t, n in summary.issue_counts.items()],
         description=f"cleanset run {summary.run_id} of {summary.dataset}",
     )
     return summary

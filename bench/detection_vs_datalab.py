@@ -1,8 +1,8 @@
 """Issue 3 benchmark: the detect stage (faiss kNN graph + every default issue type) against
 cleanlab's Datalab building its own kNN graph, on the same features and pred_probs.
 
-Data: sklearn make_classification (5 classes), standardized float32 features, 10% symmetric
-label noise, pred_probs from a noisy oracle (the true class gets most mass, plus Dirichlet noise)
+Data: sklearn make_classification (5 classes), standardized float32 features, one exact
+duplicate, 0.05% planted outliers (axis-aligned points), 10% symmetric label noise, pred_probs from a noisy oracle (the true class gets most mass, plus Dirichlet noise)
 so both sides see identical inputs. Each side runs in a fresh child process (peak RSS from
 getrusage(RUSAGE_CHILDREN)); OMP/BLAS threads pinned to 1 unless --threads is given. Times cover
 the detection work only: data generation and library imports happen before the clock starts.
@@ -41,6 +41,10 @@ def make_data(n: int, d: int, seed: int = 0):  # noqa: ANN201
     probs = rng.dirichlet(np.ones(5), n) * 0.4
     probs[np.arange(n), y] += 0.6
     X[1] = X[0]  # one exact duplicate so near/exact duplicate checks have something to find
+    # planted outliers (0.05%): axis-aligned points, unlike any row in cosine terms
+    out = rng.choice(np.arange(2, n), size=max(5, n // 2000), replace=False)
+    X[out] = 0.0
+    X[out, rng.integers(0, d, len(out))] = 5.0
     return X, noisy, probs.astype(np.float32)
 
 

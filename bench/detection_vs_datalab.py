@@ -2,8 +2,9 @@
 cleanlab's Datalab building its own kNN graph, on the same features and pred_probs.
 
 Data: sklearn make_classification (5 classes), standardized float32 features, one exact
-duplicate, 0.05% planted outliers (axis-aligned points), 10% symmetric label noise, pred_probs from a noisy oracle (the true class gets most mass, plus Dirichlet noise)
-so both sides see identical inputs. Each side runs in a fresh child process (peak RSS from
+duplicate, 0.05% planted outliers (axis-aligned points), 10% symmetric label noise, pred_probs
+from a noisy oracle (the true class gets most mass, plus Dirichlet noise), so both sides see
+identical inputs. Each side runs in a fresh child process (peak RSS from
 getrusage(RUSAGE_CHILDREN)); OMP/BLAS threads pinned to 1 unless --threads is given. Times cover
 the detection work only: data generation and library imports happen before the clock starts.
 

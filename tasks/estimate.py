@@ -8,7 +8,8 @@ The default (`auto`) is chosen by the data, from measurements on planted noise
 
 | data | models | prune-and-retrain |
 | --- | --- | --- |
-| any text column | logistic regression on TF-IDF | average |
+| text (other columns categorical) | logreg + multinomial naive Bayes, mean | average |
+| text with numeric columns | logistic regression | average |
 | tabular, fewer than 10,000 rows | logistic regression | replace |
 | tabular, 10,000 rows or more | HistGradientBoosting (50 rounds, rate 0.2) | off |
 
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
@@ -42,7 +44,7 @@ from tasks.featurize import Design, FeaturePlan, encode, prepare_frame
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, write_array
 
-MODELS = ("logreg", "hgb")
+MODELS = ("logreg", "hgb", "nb")
 MODEL_CHOICES = ("auto", "logreg", "hgb", "ensemble")
 PRUNE_CHOICES = ("auto", "off", "replace", "average")
 LARGE_TABULAR = 10_000
@@ -71,8 +73,10 @@ def choose_model(plan: FeaturePlan, n_rows: int, model: str = "auto", prune: str
     if prune not in PRUNE_CHOICES:
         raise CleansetError(f"unknown prune mode {prune!r}; choose one of "
                             f"{', '.join(PRUNE_CHOICES)}")
-    if plan.text:
-        auto_models, auto_prune, why = ("logreg",), "average", "text columns present"
+    if plan.text and not (plan.numeric or plan.datetime):
+        auto_models, auto_prune, why = ("logreg", "nb"), "average", "text columns"
+    elif plan.text:
+        auto_models, auto_prune, why = ("logreg",), "average", "text and numeric columns"
     elif n_rows < LARGE_TABULAR:
         auto_models, auto_prune, why = ("logreg",), "replace", f"tabular, {n_rows:,} rows"
     else:
@@ -92,6 +96,8 @@ def make_model(model: str, plan: FeaturePlan, seed: int):  # noqa: ANN201 - an s
     (featurize.encode); `hgb` takes the prepared frame and encodes categoricals itself."""
     if model == "logreg":
         return LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    if model == "nb":
+        return MultinomialNB(alpha=0.5)
     if model == "hgb":
         cats = list(plan.categorical)
         encoder = ColumnTransformer(
@@ -107,7 +113,8 @@ def make_model(model: str, plan: FeaturePlan, seed: int):  # noqa: ANN201 - an s
 
 def model_inputs(frame: pd.DataFrame, plan: FeaturePlan, models: tuple[str, ...]) -> dict:
     """What each model trains on: the encoded matrix (logreg) or the prepared frame (hgb)."""
-    return {m: encode(frame, plan) if m == "logreg" else frame for m in models}
+    encoded = encode(frame, plan) if {"logreg", "nb"} & set(models) else None
+    return {m: encoded if m in ("logreg", "nb") else frame for m in models}
 
 
 def fit_predict_fold(
@@ -240,7 +247,7 @@ def estimate_fold(
     exclude: ArrayRef | None = None, pass_name: str = "",
 ) -> ArrayRef:
     """Out-of-fold probabilities of one model for one fold's rows."""
-    X = design.matrix.read() if model == "logreg" else design_matrix(snapshot, design)
+    X = design.matrix.read() if model in ("logreg", "nb") else design_matrix(snapshot, design)
     proba = fit_predict_fold(X, design.labels.read(), design.folds.read(), fold,
                              len(design.classes), model, design.plan, seed,
                              exclude.read() if exclude is not None else None)

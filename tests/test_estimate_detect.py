@@ -94,8 +94,10 @@ def test_model_choice_follows_the_documented_rule():
     assert choose_model(tabular, 50_000).models == ("hgb",)
     assert choose_model(tabular, 50_000, "ensemble").models == ("logreg", "hgb")
     assert choose_model(tabular, 50_000).prune == "off"
-    assert choose_model(text_plan, 50_000).models == ("logreg",)
+    assert choose_model(text_plan, 50_000).models == ("logreg", "nb")
     assert choose_model(text_plan, 50_000).prune == "average"
+    mixed_text = FeaturePlan(text=("review",), numeric=("price",))
+    assert choose_model(mixed_text, 50_000).models == ("logreg",)  # nb needs non-negative input
     forced = choose_model(tabular, 50_000, "hgb", "off")
     assert (forced.models, forced.prune, forced.reason.startswith("set in config")) == (
         ("hgb",), "off", True)

@@ -154,7 +154,8 @@ def run(
         "--group", help="Rows sharing this column's value stay in one fold (e.g. a user or "
         "product id), so near-copies cannot leak between training and scoring.")] = None,
     model: Annotated[str | None, typer.Option(
-        "--model", help="auto (default, chosen by the data), logreg, hgb or ensemble.")] = None,
+        "--model", help="auto (default, chosen by the data), logreg, hgb, nb (text only) or "
+        "ensemble (logreg + hgb).")] = None,
     prune: Annotated[str | None, typer.Option(
         "--prune", help="Second pass without first-pass flagged rows: auto (default), off, "
         "replace, average.")] = None,

@@ -45,7 +45,7 @@ from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, write_array
 
 MODELS = ("logreg", "hgb", "nb")
-MODEL_CHOICES = ("auto", "logreg", "hgb", "ensemble")
+MODEL_CHOICES = ("auto", "logreg", "hgb", "nb", "ensemble")
 PRUNE_CHOICES = ("auto", "off", "replace", "average")
 LARGE_TABULAR = 10_000
 
@@ -81,8 +81,11 @@ def choose_model(plan: FeaturePlan, n_rows: int, model: str = "auto", prune: str
         auto_models, auto_prune, why = ("logreg",), "replace", f"tabular, {n_rows:,} rows"
     else:
         auto_models, auto_prune, why = ("hgb",), "off", f"tabular, {n_rows:,} rows"
-    models = {"auto": auto_models, "logreg": ("logreg",), "hgb": ("hgb",),
+    models = {"auto": auto_models, "logreg": ("logreg",), "hgb": ("hgb",), "nb": ("nb",),
               "ensemble": ("logreg", "hgb")}[model]
+    if "nb" in models and (plan.numeric or plan.datetime):
+        raise CleansetError("model 'nb' needs non-negative features (TF-IDF, one-hot) and the "
+                            "data has numeric columns; use 'logreg' or 'auto'")
     if "hgb" in models and plan.text:
         raise CleansetError("model 'hgb' does not take text columns; use 'logreg' (TF-IDF) or "
                             "'auto' for data with --text columns")

@@ -55,7 +55,7 @@ class DatasetSpec(BaseModel):
     suite: str | None = Field(
         None, description="GX suite JSON; default: expectations/<dataset>.json when it exists"
     )
-    model: Literal["auto", "logreg", "hgb", "ensemble"] = Field(
+    model: Literal["auto", "logreg", "hgb", "nb", "ensemble"] = Field(
         "auto", description="auto: chosen by the data (see tasks/estimate.py)")
     prune: Literal["auto", "off", "replace", "average"] = Field(
         "auto", description="second pass without first-pass flagged rows")

@@ -103,6 +103,8 @@ def test_model_choice_follows_the_documented_rule():
         ("hgb",), "off", True)
     with pytest.raises(CleansetError, match="does not take text"):
         choose_model(text_plan, 100, "hgb")
+    with pytest.raises(CleansetError, match="non-negative"):
+        choose_model(tabular, 100, "nb")
 
 
 def test_hgb_handles_categoricals_and_missing_values():

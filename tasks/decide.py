@@ -9,8 +9,8 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.caching import STAGE_CACHE
-from tasks.detect import ISSUE_TYPES, Detection
-from tasks.spec import Policy
+from tasks.detect import Detection
+from tasks.spec import ISSUE_TYPES, Policy
 from tasks.store import TableRef, write_table
 
 

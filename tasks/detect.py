@@ -28,12 +28,10 @@ from tasks.errors import CleansetError, is_retryable
 from tasks.featurize import Design
 from tasks.ingest import Snapshot
 from tasks.knn import Neighbours
+from tasks.spec import ISSUE_TYPES
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.validate import Validation
 
-ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label",
-               "null", "class_imbalance", "non_iid", "underperforming_group", "data_valuation",
-               "invalid")
 DATALAB_TYPES = ("outlier", "near_duplicate", "non_iid", "class_imbalance",
                  "underperforming_group", "data_valuation")
 DEFAULT_OFF = ("data_valuation",)  # slow on large data: opt in with issue_types
@@ -67,7 +65,6 @@ class Detection(BaseModel):
     summary: tuple[tuple[str, int, float], ...]  # (issue_type, num_issues, mean score)
     health_score: float  # share of rows with no issue of any enabled type
     label_health_score: float  # cleanlab's overall label health
-    n_scored: int
     classes: TableRef | None = None  # per-class label quality (class_summary)
 
 
@@ -362,6 +359,5 @@ def detect(
                           label_health, time.perf_counter() - started)
     return Detection(issues=write_table(frame, work, "issues"), summary=tuple(summary),
                      health_score=health(frame), label_health_score=label_health,
-                     n_scored=len(labels),
                      classes=write_table(class_summary(labels, probs, design.classes), work,
                                          "classes"))

@@ -17,6 +17,10 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 DEFAULT_DB = Path("data/warehouse.duckdb")
 
 Action = Literal["keep", "drop", "review"]
+# Every issue type cleanset reports (tasks/detect.py finds them; Policy has an action for each).
+ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label",
+               "null", "class_imbalance", "non_iid", "underperforming_group", "data_valuation",
+               "invalid")
 
 
 class Policy(BaseModel):
@@ -85,6 +89,10 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
+        unknown = sorted(set(self.issue_types) - set(ISSUE_TYPES))
+        if unknown:  # caught here, before any work is done, not after the models are trained
+            raise ValueError(f"unknown issue type(s) {', '.join(unknown)} in issue_types; known: "
+                             f"{', '.join(ISSUE_TYPES)}")
         name = self.dataset_name
         if not NAME_RE.match(name):
             raise ValueError(

@@ -31,9 +31,6 @@ class TableRef(BaseModel):
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         return pq.read_table(_existing(self.path), columns=columns).to_pandas()
 
-    def schema(self) -> pa.Schema:
-        return pq.read_schema(_existing(self.path))
-
 
 class ArrayRef(BaseModel):
     """A .npy file written by a task."""

@@ -47,7 +47,6 @@ class Validation(BaseModel):
     model_config = ConfigDict(frozen=True)
     outcomes: tuple[ExpectationOutcome, ...]
     quarantined: ArrayRef  # positional row indices into the snapshot
-    n_quarantined: int
 
 
 def generic_suite(
@@ -217,5 +216,5 @@ def validate(
                 len(outcomes), len(failed), len(bad))
     for o in failed:
         logger.warning("[%s] %s", o.severity, describe_failure(o))
-    return Validation(outcomes=tuple(outcomes), quarantined=write_array(bad, Path(work_dir),
-                      "quarantine"), n_quarantined=len(bad))
+    return Validation(outcomes=tuple(outcomes),
+                      quarantined=write_array(bad, Path(work_dir), "quarantine"))

@@ -31,12 +31,11 @@ def run_inputs(tmp_path):
     frame["action"] = actions(frame, Policy())
     detection = Detection(issues=write_table(frame, work, "issues"),
                           summary=tuple(summarize(frame)), health_score=0.8,
-                          label_health_score=0.9, n_scored=5)
+                          label_health_score=0.9)
     outcome = ExpectationOutcome(suite="s", expectation="e", column_name="label",
                                  severity="warning", success=False, unexpected_count=1,
                                  details="{}")
-    validation = Validation(outcomes=(outcome,), quarantined=write_array(np.array([5]), work, "q"),
-                            n_quarantined=1)
+    validation = Validation(outcomes=(outcome,), quarantined=write_array(np.array([5]), work, "q"))
     decided = write_table(frame, work, "decided")
     return snap, decided, validation, detection
 

@@ -1,7 +1,7 @@
 import pytest
 
 from tasks.errors import CleansetError
-from tasks.spec import DatasetSpec, build_spec
+from tasks.spec import ISSUE_TYPES, DatasetSpec, Policy, build_spec
 
 
 def test_dataset_name_defaults_to_file_stem():
@@ -22,6 +22,7 @@ def test_yaml_config_and_flag_override(tmp_path):
     ({"source": "a.csv", "label": "y", "folds": 1}, "folds"),
     ({"source": "a.csv", "label": "y", "dataset": "x; DROP TABLE runs"}, "not usable"),
     ({"source": "a.csv", "label": "y", "colour": "red"}, "colour"),
+    ({"source": "a.csv", "label": "y", "issue_types": {"outliers": False}}, "unknown issue type"),
 ])
 def test_bad_settings_give_readable_errors(overrides, needle):
     with pytest.raises(CleansetError, match=needle):
@@ -33,3 +34,7 @@ def test_fingerprint_ignores_output_locations_but_not_settings():
     b = DatasetSpec(source="a.csv", label="y", db="two.duckdb")
     c = DatasetSpec(source="a.csv", label="y", folds=3)
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_policy_has_an_action_for_every_issue_type():
+    assert set(Policy.model_fields) == set(ISSUE_TYPES)

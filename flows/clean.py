@@ -1,5 +1,6 @@
 """The cleaning flow: ingest -> validate -> featurize -> estimate (per fold) -> detect -> decide
--> publish. Wiring only; every stage lives in tasks/."""
+(policy + review decisions) -> evaluate (optional) -> publish. Wiring only; every stage lives in
+tasks/."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from tasks.decide import decide
 from tasks.detect import detect, needs_knn
 from tasks.errors import hide_user_error_tracebacks
 from tasks.estimate import choose, estimate_fold, pred_probs, prune_set, supplied_pred_probs
+from tasks.evaluate import evaluate
 from tasks.featurize import featurize
 from tasks.ingest import ingest
 from tasks.knn import knn
 from tasks.publish import RunSummary, publish
+from tasks.review import load_decisions
 from tasks.spec import DatasetSpec
 from tasks.validate import load_suite_file, validate
 
@@ -97,12 +100,17 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         spec.issue_types) else None
     detection = staged(detect)(snapshot, validation, design, probs, neighbours, spec.label,
                                spec.issue_types, work)
-    decided = staged(decide)(detection, spec.policy, work)
-    summary = publish(spec, snapshot, validation, detection, decided, model)
+    decisions = load_decisions(spec.db, spec.dataset_name, work)
+    decided = staged(decide)(detection, spec.policy, decisions, work)
+    evaluation = staged(evaluate)(snapshot, design, decided, spec.label, spec.test,
+                                  spec.eval_holdout, spec.model, spec.seed, work) if (
+        spec.test or spec.eval_holdout) else None
+    summary = publish(spec, snapshot, validation, detection, decided, model, evaluation)
     create_table_artifact(
         key=_artifact_key(spec),
         table=[{"metric": k, "value": round(v, 4) if isinstance(v, float) else v}
-               for k, v in summary.model_dump().items() if k != "issue_counts"]
+               for k, v in summary.model_dump().items()
+                if k not in ("issue_counts", "evaluation", "orphan_decisions")]
         + [{"metric": f"issues: {t}", "value": n} for t, n in summary.issue_counts.items()],
         description=f"cleanset run {summary.run_id} of {summary.dataset}",
     )

@@ -118,9 +118,22 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     others = ", ".join(f"{t} {n:,}" for t, n in summary.issue_counts.items()
                        if n and t not in ("label",))
     t.add_row("other issues", others or "none")
+    t.add_row("actions", f"{summary.n_rows - summary.n_clean_rows:,} dropped, "
+                         f"{summary.n_relabelled:,} relabelled, {summary.n_review:,} to review "
+                         f"(`cleanset review -d {summary.dataset}`)")
+    if summary.n_reviewed or summary.orphan_decisions:
+        orphans = summary.orphan_decisions
+        t.add_row("decisions", f"{summary.n_reviewed:,} rows decided by reviewers" + (
+            f"; {len(orphans)} decision(s) for rows no longer in the data: "
+            + ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else "") if orphans else ""))
     t.add_row("clean rows", f"{summary.n_clean_rows:,} -> table {summary.clean_table}")
     t.add_row("health", f"{summary.health_score:.3f} of rows have no issue; label health "
                         f"{summary.label_health_score:.3f}")
+    if summary.evaluation:
+        before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
+        t.add_row("test accuracy", f"{before['accuracy']:.3f} trained as given -> "
+                                   f"{after['accuracy']:.3f} trained cleaned (macro-F1 "
+                                   f"{before['macro_f1']:.3f} -> {after['macro_f1']:.3f})")
     t.add_row("warehouse", summary.db)
     t.add_row("time", f"{seconds:.1f} s")
     console.print(t)
@@ -168,6 +181,12 @@ def run(
     embeddings: Annotated[Path | None, typer.Option(
         "--embeddings", help="Your own features (.npy, one row per input row) instead of the "
         "data's columns.")] = None,
+    test: Annotated[Path | None, typer.Option(
+        "--test", help="A labelled test file with the same columns: train the default model on "
+        "the data as given and on the cleaned data and report both accuracies.")] = None,
+    eval_holdout: Annotated[float | None, typer.Option(
+        "--eval-holdout", help="Or: hold out this share of rows (e.g. 0.2) as the test set; "
+        "its labels are taken as given.", min=0.01, max=0.89)] = None,
     folds: Annotated[int | None, typer.Option(
         "--folds", help="Cross-validation folds (default 5).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
@@ -217,8 +236,11 @@ def run(
             prune=prune, pred_probs=str(pred_probs) if pred_probs else None,
             pred_prob_columns=tuple(pred_prob_columns or ()),
             embeddings=str(embeddings) if embeddings else None, workers=workers,
+            test=str(test) if test else None, eval_holdout=eval_holdout,
         )
         resolve_source(spec.source)  # fail fast, before any server starts
+        if spec.test:
+            resolve_source(spec.test)
     except CleansetError as exc:
         _fail(str(exc))
     started = time.perf_counter()
@@ -333,6 +355,11 @@ def query(
 def _cell(value: object, width: int = 60) -> str:
     text = str(value).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+from flows.review_cli import review_app  # noqa: E402 - a sub-command group of its own module
+
+app.add_typer(review_app, name="review")
 
 
 def main() -> None:  # pragma: no cover - console entry point

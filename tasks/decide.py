@@ -1,4 +1,5 @@
-"""decide: turn flagged issues into an action per row (keep, drop, review) by the policy."""
+"""decide: an action per row (keep, drop, relabel, review) from the policy, then the reviewers'
+decisions on top: a human decision always wins over the policy, in every later run."""
 
 from __future__ import annotations
 
@@ -7,16 +8,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import STAGE_CACHE
 from tasks.detect import Detection
 from tasks.spec import ISSUE_TYPES, Policy
 from tasks.store import TableRef, write_table
 
+# Most severe first wins when a row has several issues.
+SEVERITY = {"keep": 0, "review": 1, "relabel": 2, "drop": 3}
+DECISIONS = ("keep", "drop", "relabel")
+
+
+class Decided(BaseModel):
+    """The issues frame with actions, plus what the run must report about the decisions."""
+
+    model_config = ConfigDict(frozen=True)
+    table: TableRef
+    decisions_sha256: str | None = None  # the decisions applied (part of the run id)
+    orphan_decisions: tuple[str, ...] = ()  # decided row ids no longer in the data
+    n_reviewed: int = 0
+
 
 def actions(issues: pd.DataFrame, policy: Policy) -> pd.Series:
-    """The action per row: the most severe action among the row's issues (drop > review > keep)."""
-    severity = {"keep": 0, "review": 1, "drop": 2}
+    """The action per row by the policy: the most severe action among the row's issues.
+
+    A label issue under `relabel` becomes `relabel` only when the suggested label's confidence is
+    at least `policy.relabel_threshold`; otherwise it gets `policy.relabel_fallback`.
+    """
     level = np.zeros(len(issues), dtype=np.int8)
     for issue_type in ISSUE_TYPES:
         column = f"is_{issue_type}_issue"
@@ -24,16 +43,79 @@ def actions(issues: pd.DataFrame, policy: Policy) -> pd.Series:
             continue
         action = getattr(policy, issue_type)
         flagged = issues[column].fillna(False).to_numpy(dtype=bool)
-        level = np.where(flagged, np.maximum(level, severity[action]), level)
-    names = np.array(["keep", "review", "drop"], dtype=object)
+        if action == "relabel":
+            confidence = issues.get("suggested_label_confidence",
+                                    pd.Series(0.0, index=issues.index)).fillna(0.0).to_numpy()
+            suggested = issues.get("suggested_label", pd.Series(None, index=issues.index))
+            confident = (confidence >= policy.relabel_threshold) & suggested.notna().to_numpy()
+            this = np.where(confident, SEVERITY["relabel"], SEVERITY[policy.relabel_fallback])
+        else:
+            this = np.full(len(issues), SEVERITY[action])
+        level = np.where(flagged, np.maximum(level, this), level)
+    names = np.array(sorted(SEVERITY, key=SEVERITY.get), dtype=object)
     return pd.Series(names[level], index=issues.index, name="action")
 
 
+def apply_policy(issues: pd.DataFrame, policy: Policy) -> pd.DataFrame:
+    """Add `action`, `final_label` (the label the clean table carries) and `decided_by`."""
+    out = issues.copy()
+    out["action"] = actions(out, policy)
+    relabel = out["action"] == "relabel"
+    out["final_label"] = out["given_label"].where(~relabel, out["suggested_label"]).astype("str")
+    out["decided_by"] = pd.Series("policy", index=out.index, dtype="str")
+    out["review_note"] = pd.Series(None, index=out.index, dtype="str")
+    return out
+
+
+def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None
+                    ) -> tuple[pd.DataFrame, list[str]]:
+    """Reviewers' decisions override the policy. Returns the frame and the row ids of decisions
+    whose row is no longer in the data (reported by the caller, never silently dropped).
+
+    keep: the row stays with its given label and its label is not flagged again;
+    relabel: the row takes the reviewer's label (and is no longer a label issue);
+    drop: the row is left out of the clean table.
+    """
+    if decisions is None or decisions.empty:
+        return decided, []
+    out = decided.copy()
+    latest = decisions.drop_duplicates("row_id", keep="last").set_index("row_id")
+    where = pd.Index(out["row_id"].astype(str))
+    found = latest.index.isin(where)
+    orphans = sorted(latest.index[~found].astype(str))
+    latest = latest[found]
+    pos = where.get_indexer(latest.index)
+    kind = latest["decision"].to_numpy()
+    cols = {c: out.columns.get_loc(c) for c in ("action", "final_label", "decided_by",
+                                                 "review_note", "is_label_issue")}
+    out.iloc[pos, cols["action"]] = kind
+    out.iloc[pos, cols["decided_by"]] = "review"
+    out.iloc[pos, cols["review_note"]] = latest["note"].to_numpy()
+    given = out["given_label"].to_numpy()[pos]
+    new = latest["new_label"].to_numpy()
+    out.iloc[pos, cols["final_label"]] = np.where(kind == "relabel", new, given)
+    resolved = pos[np.isin(kind, ("keep", "relabel"))]
+    label_flags = out["is_label_issue"].copy()
+    label_flags.iloc[resolved] = np.where(label_flags.iloc[resolved].isna(), pd.NA, False)
+    out["is_label_issue"] = label_flags
+    return out, orphans
+
+
 @task(name="decide", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2)
-def decide(detection: Detection, policy: Policy, work_dir: str) -> TableRef:
-    """Add the `action` column to the issues frame."""
-    issues = detection.issues.read()
-    issues["action"] = actions(issues, policy)
+def decide(detection: Detection, policy: Policy, decisions: TableRef | None, work_dir: str
+           ) -> Decided:
+    """Add `action`, `final_label`, `decided_by` to the issues frame: policy, then decisions."""
+    logger = get_run_logger()
+    issues = apply_policy(detection.issues.read(), policy)
+    issues, orphans = apply_decisions(issues, decisions.read() if decisions else None)
+    if orphans:
+        shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")
+        logger.warning("%d review decision(s) are for rows no longer in the data (kept in "
+                       "review_decisions, not applied): %s", len(orphans), shown)
     counts = issues["action"].value_counts().to_dict()
-    get_run_logger().info("actions: %s", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    return write_table(issues, Path(work_dir), "decided")
+    n_review = int((issues["decided_by"] == "review").sum())
+    logger.info("actions: %s; %d row(s) decided by reviewers",
+                ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), n_review)
+    return Decided(table=write_table(issues, Path(work_dir), "decided"),
+                   decisions_sha256=decisions.sha256 if decisions else None,
+                   orphan_decisions=tuple(orphans), n_reviewed=n_review)

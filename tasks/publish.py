@@ -21,11 +21,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.decide import Decided
 from tasks.detect import Detection
 from tasks.errors import CleansetError, is_retryable
+from tasks.evaluate import Evaluation
 from tasks.ingest import Snapshot
 from tasks.spec import DatasetSpec
-from tasks.store import TableRef
 from tasks.validate import Validation
 
 SCHEMA = [
@@ -52,13 +53,25 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS review_decisions (
         dataset VARCHAR, row_id VARCHAR, decision VARCHAR, new_label VARCHAR,
         decided_at TIMESTAMPTZ, note VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS evaluations (
+        run_id VARCHAR, dataset VARCHAR, trained_on VARCHAR, model VARCHAR, test_set VARCHAR,
+        n_train BIGINT, n_test BIGINT, accuracy DOUBLE, macro_f1 DOUBLE)""",
 ]
 # Columns added after a table was first released: applied to existing warehouses on connect.
 MIGRATIONS = [
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model VARCHAR",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS label_health_score DOUBLE",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS snapshot_path VARCHAR",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS id_column VARCHAR",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS n_relabelled BIGINT",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS n_review BIGINT",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS n_reviewed BIGINT",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS orphan_decisions VARCHAR[]",
+    "ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS reviewer VARCHAR",
+    "ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS source VARCHAR",
+    "ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS given_label VARCHAR",
 ]
-RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary")
+RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations")
 
 
 class RunSummary(BaseModel):
@@ -72,9 +85,14 @@ class RunSummary(BaseModel):
     n_clean_rows: int
     n_label_issues: int
     n_invalid: int
+    n_relabelled: int = 0
+    n_review: int = 0
+    n_reviewed: int = 0
+    orphan_decisions: tuple[str, ...] = ()
     health_score: float
     label_health_score: float = 1.0
     issue_counts: dict[str, int] = {}
+    evaluation: dict[str, dict[str, float]] = {}  # trained_on -> {accuracy, macro_f1}
     clean_table: str
 
 
@@ -85,9 +103,13 @@ def cleanset_version() -> str:
         return "0+unknown"
 
 
-def run_key(source_sha256: str, spec_fingerprint: str) -> str:
-    """The run id: same input bytes + same settings + same cleanset version = same run."""
+def run_key(source_sha256: str, spec_fingerprint: str, decisions_sha256: str | None = None
+            ) -> str:
+    """The run id: same input bytes + same settings + same review decisions + same cleanset
+    version = same run."""
     raw = f"{source_sha256}|{spec_fingerprint}|{cleanset_version()}"
+    if decisions_sha256:
+        raw += f"|{decisions_sha256}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -96,13 +118,16 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def connect(db: Path, attempts: int = 8, first_delay: float = 0.25) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse for writing, retrying with backoff while another process holds it."""
-    db.parent.mkdir(parents=True, exist_ok=True)
+def connect(db: Path, attempts: int = 8, first_delay: float = 0.25, read_only: bool = False
+            ) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (for writing unless read_only), retrying with backoff while another
+    process holds it."""
+    if not read_only:
+        db.parent.mkdir(parents=True, exist_ok=True)
     delay = first_delay
     for attempt in range(attempts):
         try:
-            return duckdb.connect(str(db))
+            return duckdb.connect(str(db), read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or attempt == attempts - 1:
                 if "lock" in str(exc).lower():
@@ -127,31 +152,51 @@ def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, source_sql:
     have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
     new = con.execute(f"DESCRIBE {source_sql}", params).fetchall()
     for name, dtype, *_ in new:
-        if name not in have:
+        if name not in have:  # an all-null column has type NULL: store it as text
+            dtype = "VARCHAR" if dtype == "NULL" else dtype
             con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {dtype}")
 
 
+def label_original_column(label: str, columns: list[str]) -> str:
+    """The clean table's column keeping the data's own label beside a relabelled one."""
+    name = f"{label}_original"
+    while name in columns:
+        name += "_"
+    return name
+
+
 def write_run(
-    db: Path, run_id: str, dataset: str, snapshot: Snapshot, decided: TableRef,
+    db: Path, run_id: str, dataset: str, label: str, snapshot: Snapshot, decided: Decided,
     validation: Validation, detection: Detection, run_row: dict,
+    evaluation: Evaluation | None = None,
 ) -> RunSummary:
-    """Replace everything for run_id in one transaction and swap <dataset>_clean to this run."""
+    """Replace everything for run_id in one transaction and swap <dataset>_clean to this run.
+
+    The clean table holds the rows whose action is not `drop`; a relabelled row carries its new
+    label in the label column and the data's own label in `<label>_original`."""
     clean = quote_ident(f"{dataset}_clean")
     history = quote_ident(f"{dataset}_clean_history")
-    clean_rows_sql = (
-        "SELECT ? AS run_id, s.* FROM read_parquet(?) s POSITIONAL JOIN "
-        "(SELECT action FROM read_parquet(?)) i WHERE i.action <> 'drop'"
-    )
-    clean_params = [run_id, snapshot.table.path, decided.path]
+    lab = quote_ident(label)
+    original = quote_ident(label_original_column(label, list(snapshot.columns)))
     con = connect(db)
     try:
+        label_type = con.execute(f"SELECT {lab} FROM read_parquet(?) LIMIT 0",
+                                 [snapshot.table.path]).description[0][1]
+        clean_rows_sql = (
+            f"SELECT ? AS run_id, s.* REPLACE (CASE WHEN i.action = 'relabel' THEN "
+            f"CAST(i.final_label AS {label_type}) ELSE s.{lab} END AS {lab}), "
+            f"s.{lab} AS {original} FROM read_parquet(?) s POSITIONAL JOIN "
+            "(SELECT action, final_label FROM read_parquet(?)) i WHERE i.action <> 'drop'"
+        )
+        clean_params = [run_id, snapshot.table.path, decided.table.path]
         con.execute("BEGIN TRANSACTION")
         ensure_schema(con)
         for table in (*RUN_TABLES, "runs"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         issues_sql = "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)"
-        _add_missing_columns(con, "issues", issues_sql, [run_id, dataset, decided.path])
-        con.execute(f"INSERT INTO issues BY NAME {issues_sql}", [run_id, dataset, decided.path])
+        issues_params = [run_id, dataset, decided.table.path]
+        _add_missing_columns(con, "issues", issues_sql, issues_params)
+        con.execute(f"INSERT INTO issues BY NAME {issues_sql}", issues_params)
         con.executemany(
             "INSERT INTO issue_summary VALUES (?, ?, ?, ?, ?)",
             [[run_id, dataset, t, n, s] for t, n, s in detection.summary],
@@ -165,6 +210,11 @@ def write_run(
                 [[run_id, dataset, o.suite, o.expectation, o.column_name, o.severity, o.success,
                   o.unexpected_count, o.details] for o in validation.outcomes],
             )
+        if evaluation is not None:
+            con.executemany(
+                "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [[run_id, dataset, r["trained_on"], r["model"], r["test_set"], r["n_train"],
+                  r["n_test"], r["accuracy"], r["macro_f1"]] for r in evaluation.rows])
         con.execute(f"CREATE TABLE IF NOT EXISTS {history} AS {clean_rows_sql} LIMIT 0",
                     clean_params)
         _add_missing_columns(con, history, clean_rows_sql, clean_params)
@@ -173,15 +223,18 @@ def write_run(
         con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM {history} "
                     "WHERE run_id = ?", [run_id])
         n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
-        n_label, n_invalid = con.execute(
+        n_label, n_invalid, n_relabelled, n_review = con.execute(
             "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "
-            "is_invalid_issue) FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
-        counts = {"label": n_label, "invalid": n_invalid}
+            "is_invalid_issue), count(*) FILTER (WHERE action = 'relabel'), count(*) FILTER "
+            "(WHERE action = 'review') FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
         row = {**run_row, "run_id": run_id, "dataset": dataset, "n_rows": snapshot.table.n_rows,
-               "n_clean_rows": n_clean, "n_label_issues": counts["label"],
+               "n_clean_rows": n_clean, "n_label_issues": n_label,
                "health_score": detection.health_score,
                "label_health_score": detection.label_health_score, "status": "completed",
-               "finished_at": datetime.now(UTC)}
+               "finished_at": datetime.now(UTC), "snapshot_path": snapshot.table.path,
+               "id_column": snapshot.id_column, "n_relabelled": n_relabelled,
+               "n_review": n_review, "n_reviewed": decided.n_reviewed,
+               "orphan_decisions": list(decided.orphan_decisions)}
         cols = list(row)
         con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                     [row[c] for c in cols])
@@ -191,12 +244,16 @@ def write_run(
         raise
     finally:
         con.close()
-    return RunSummary(run_id=run_id, dataset=dataset, db=str(db), n_rows=snapshot.table.n_rows,
-                      n_clean_rows=n_clean, n_label_issues=counts["label"],
-                      n_invalid=counts["invalid"], health_score=detection.health_score,
-                      label_health_score=detection.label_health_score,
-                      issue_counts={t: n for t, n, _ in detection.summary},
-                      clean_table=f"{dataset}_clean")
+    return RunSummary(
+        run_id=run_id, dataset=dataset, db=str(db), n_rows=snapshot.table.n_rows,
+        n_clean_rows=n_clean, n_label_issues=n_label, n_invalid=n_invalid,
+        n_relabelled=n_relabelled, n_review=n_review, n_reviewed=decided.n_reviewed,
+        orphan_decisions=decided.orphan_decisions, health_score=detection.health_score,
+        label_health_score=detection.label_health_score,
+        issue_counts={t: n for t, n, _ in detection.summary},
+        evaluation={r["trained_on"]: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+                    for r in evaluation.rows} if evaluation else {},
+        clean_table=f"{dataset}_clean")
 
 
 @task(
@@ -208,10 +265,10 @@ def write_run(
 )
 def publish(
     spec: DatasetSpec, snapshot: Snapshot, validation: Validation, detection: Detection,
-    decided: TableRef, model: str = "",
+    decided: Decided, model: str = "", evaluation: Evaluation | None = None,
 ) -> RunSummary:
     """Publish the run to DuckDB (never cached: the warehouse is the side effect)."""
-    run_id = run_key(snapshot.source_sha256, spec.fingerprint())
+    run_id = run_key(snapshot.source_sha256, spec.fingerprint(), decided.decisions_sha256)
     flow_ctx = FlowRunContext.get()
     started = flow_ctx.flow_run.start_time if flow_ctx and flow_ctx.flow_run else None
     run_row = {
@@ -223,8 +280,8 @@ def publish(
         "cleanset_version": cleanset_version(),
         "model": model,
     }
-    summary = write_run(spec.db_path, run_id, spec.dataset_name, snapshot, decided, validation,
-                        detection, run_row)
+    summary = write_run(spec.db_path, run_id, spec.dataset_name, spec.label, snapshot, decided,
+                        validation, detection, run_row, evaluation)
     get_run_logger().info("published run %s to %s: %d rows, %d clean, %d label issues",
                           run_id, spec.db, summary.n_rows, summary.n_clean_rows,
                           summary.n_label_issues)

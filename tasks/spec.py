@@ -16,7 +16,9 @@ from tasks.errors import CleansetError
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 DEFAULT_DB = Path("data/warehouse.duckdb")
 
-Action = Literal["keep", "drop", "review"]
+Action = Literal["keep", "drop", "relabel", "review"]
+# Issue types that come with a suggested label, so `relabel` is a possible action for them.
+RELABEL_TYPES = ("label",)
 # Every issue type cleanset reports (tasks/detect.py finds them; Policy has an action for each).
 ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label",
                "null", "class_imbalance", "non_iid", "underperforming_group", "data_valuation",
@@ -24,11 +26,19 @@ ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflic
 
 
 class Policy(BaseModel):
-    """What happens to a row flagged with an issue. `drop` rows are left out of <dataset>_clean."""
+    """What happens to a row flagged with an issue. `drop` rows are left out of <dataset>_clean;
+    `review` rows stay in it and wait in the review queue; `relabel` (label issues only) takes
+    the suggested label when its confidence is at least `relabel_threshold`, otherwise the row
+    gets `relabel_fallback`. When a row has several issues the most severe action wins:
+    drop > relabel > review > keep."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    label: Action = Field("drop", description="rows with a label issue")
+    label: Action = Field("relabel", description="rows with a label issue")
+    relabel_threshold: float = Field(
+        0.8, ge=0.0, le=1.0, description="least confidence of the suggested label to relabel")
+    relabel_fallback: Literal["keep", "drop", "review"] = Field(
+        "drop", description="action for a label issue whose suggestion is not confident enough")
     invalid: Action = Field("drop", description="rows failing a row-level expectation")
     class_imbalance: Action = Field("review", description="rows of a rare class")
     outlier: Action = Field("review", description="rows far from all others")
@@ -39,6 +49,16 @@ class Policy(BaseModel):
     non_iid: Action = "keep"
     underperforming_group: Action = "keep"
     data_valuation: Action = "keep"
+
+    @model_validator(mode="after")
+    def _relabel_needs_a_suggestion(self) -> Policy:
+        wrong = [t for t in ISSUE_TYPES
+                 if t not in RELABEL_TYPES and getattr(self, t) == "relabel"]
+        if wrong:
+            raise ValueError(f"relabel needs a suggested label, which only "
+                             f"{', '.join(RELABEL_TYPES)} issues have; choose keep, drop or "
+                             f"review for {', '.join(wrong)}")
+        return self
 
 
 class DatasetSpec(BaseModel):
@@ -78,6 +98,12 @@ class DatasetSpec(BaseModel):
     issue_types: dict[str, bool | dict] = Field(
         default_factory=dict, description="per issue type: false to switch off, true to switch "
         "on (data_valuation is off by default), or Datalab settings such as {threshold: 0.2}")
+    test: str | None = Field(
+        None, description="a labelled test file (same columns): train the default model on the "
+        "data as given and on the cleaned data, score both on it (table `evaluations`)")
+    eval_holdout: float | None = Field(
+        None, gt=0.0, lt=0.9, description="or: hold out this share of the rows as the test set "
+        "(their labels are taken as given)")
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()
@@ -89,6 +115,8 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
+        if self.test and self.eval_holdout:
+            raise ValueError("give either test (a test file) or eval_holdout (a share), not both")
         unknown = sorted(set(self.issue_types) - set(ISSUE_TYPES))
         if unknown:  # caught here, before any work is done, not after the models are trained
             raise ValueError(f"unknown issue type(s) {', '.join(unknown)} in issue_types; known: "
@@ -134,6 +162,9 @@ class DatasetSpec(BaseModel):
         payload["suite_sha256"] = (
             hashlib.sha256(suite.read_bytes()).hexdigest() if suite and suite.exists() else None
         )
+        test = Path(self.test) if self.test else None
+        payload["test_sha256"] = (
+            hashlib.sha256(test.read_bytes()).hexdigest() if test and test.is_file() else None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

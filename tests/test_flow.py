@@ -62,7 +62,14 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
                            "source_sha256, status, health_score FROM runs").fetchall()
         n_clean = con.execute("SELECT count(*) FROM wine_clean").fetchall()[0][0]
         kept_planted = con.execute("SELECT count(*) FROM wine_clean WHERE row_id IN "
-                                   f"({','.join(map(str, np.flatnonzero(mask)))})").fetchall()
+                                   f"({','.join(map(str, np.flatnonzero(mask)))}) "
+                                   "AND label = label_original").fetchall()
+        relabelled = con.execute("SELECT count(*) FROM wine_clean c JOIN issues i ON "
+                                 "CAST(c.row_id AS VARCHAR) = i.row_id WHERE i.action = "
+                                 "'relabel' AND CAST(c.label AS VARCHAR) = i.suggested_label "
+                                 "AND c.label <> c.label_original").fetchall()[0][0]
+        n_relabel = con.execute("SELECT count(*) FROM issues WHERE action = 'relabel'"
+                                ).fetchall()[0][0]
         types = con.execute("SELECT issue_type FROM issue_summary ORDER BY 1").fetchall()
         val = con.execute("SELECT suite, expectation, success FROM validations "
                           "WHERE suite = 'wine' ORDER BY expectation").fetchall()
@@ -76,11 +83,15 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert all(0 <= row[5] <= 1 for row in issues if row[5] is not None)
     assert [r[0] for r in invalid] == high_alcohol and len(high_alcohol) == 2
     assert not clean_ids & set(high_alcohol)
-    assert all(row[6] == "drop" for row in issues if row[1] or row[0] in high_alcohol)
+    assert all(row[6] == "drop" for row in issues if row[0] in high_alcohol)
+    # default policy: a label issue is relabelled when the suggestion is confident, else dropped
+    assert all(row[6] == ("relabel" if row[4] >= 0.8 else "drop") for row in issues
+               if row[1] and row[0] not in high_alcohol)
+    assert n_relabel > 0 and relabelled == n_relabel  # the clean table carries the new labels
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
                      runs[0][5], "completed", runs[0][7])]
-    assert n_clean == 178 - flagged.sum() - 2
-    assert kept_planted[0][0] < mask.sum() * 0.3
+    assert n_clean == 178 - sum(row[6] == "drop" for row in issues)
+    assert kept_planted[0][0] < mask.sum() * 0.3  # planted errors left uncorrected in the output
     assert [t for (t,) in types] == sorted(
         ["label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label", "null",
          "class_imbalance", "non_iid", "underperforming_group", "invalid"])
@@ -94,7 +105,8 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     first, first_id = run(spec)
     second, second_id = run(spec)
     states = task_states(second_id)
-    assert states.pop(next(n for n in states if n.startswith("publish"))) == "Completed"
+    for never_cached in ("publish", "load-decisions"):  # both read or write the warehouse
+        assert states.pop(next(n for n in states if n.startswith(never_cached))) == "Completed"
     assert set(states.values()) == {"Cached"}, states
     # ingest, validate, featurize, choose-model, 5 folds, pred-probs, first-pass-flags,
     # 5 second-pass folds, pred-probs, knn, detect, decide

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.decide import actions
+from tasks.decide import Decided, apply_policy
 from tasks.detect import Detection, issues_frame, summarize
 from tasks.errors import CleansetError
 from tasks.ingest import read_snapshot
@@ -28,7 +28,7 @@ def run_inputs(tmp_path):
     frame = issues_frame(pd.Series(range(6)), df["label"], np.arange(5),
                          np.array([0, 0, 1, 1, 1]), ("a", "b"), probs, np.array([5]))
     frame.loc[2, "is_label_issue"] = True  # pin the flag: this test is about publishing
-    frame["action"] = actions(frame, Policy())
+    frame = apply_policy(frame, Policy(label="drop"))
     detection = Detection(issues=write_table(frame, work, "issues"),
                           summary=tuple(summarize(frame)), health_score=0.8,
                           label_health_score=0.9)
@@ -36,13 +36,13 @@ def run_inputs(tmp_path):
                                  severity="warning", success=False, unexpected_count=1,
                                  details="{}")
     validation = Validation(outcomes=(outcome,), quarantined=write_array(np.array([5]), work, "q"))
-    decided = write_table(frame, work, "decided")
+    decided = Decided(table=write_table(frame, work, "decided"))
     return snap, decided, validation, detection
 
 
 def publish(db, run_id, inputs, dataset="toy"):
     snap, decided, validation, detection = inputs
-    return write_run(db, run_id, dataset, snap, decided, validation, detection,
+    return write_run(db, run_id, dataset, "label", snap, decided, validation, detection,
                      {"flow_run_id": "f", "source": "d.csv", "source_sha256": snap.source_sha256,
                       "started_at": pd.Timestamp.now(tz="UTC"), "spec": "{}",
                       "cleanset_version": "t"})

@@ -1,0 +1,214 @@
+"""`cleanset review`: go through flagged rows one at a time in the terminal, or export them to a
+CSV for a spreadsheet and apply the filled-in file. Decisions land in `review_decisions` and every
+later run honours them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+review_app = typer.Typer(
+    invoke_without_command=True,
+    rich_markup_mode="rich",
+)
+
+DbOpt = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file.")]
+DatasetOpt = Annotated[str | None, typer.Option(
+    "--dataset", "-d", help="Dataset to review (default: the only one in the warehouse).")]
+TopOpt = Annotated[int | None, typer.Option("--top", "-n", help="At most this many rows.")]
+ActionsOpt = Annotated[list[str] | None, typer.Option(
+    "--action", help="Rows whose policy action is this (repeatable). Default: review, relabel "
+    "and drop.")]
+ReviewerOpt = Annotated[str | None, typer.Option(
+    "--reviewer", help="Who decides (default: $CLEANSET_REVIEWER or your login).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print("[bold red]error:[/bold red] ", end="")
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _dataset(db: Path, dataset: str | None) -> str:
+    """The dataset to review: given, or the only one with runs."""
+    if dataset:
+        return dataset
+    from tasks.publish import connect
+
+    if not db.exists():
+        _fail(f"warehouse {db} does not exist yet: run `cleanset run` first")
+    con = connect(db, read_only=True)
+    try:
+        names = [r[0] for r in con.execute(
+            "SELECT DISTINCT dataset FROM runs ORDER BY 1").fetchall()]
+    except Exception:  # noqa: BLE001 - no runs table: nothing published yet
+        names = []
+    finally:
+        con.close()
+    if len(names) != 1:
+        _fail(f"say which dataset with --dataset; the warehouse has: {', '.join(names) or 'none'}")
+    return names[0]
+
+
+def _queue(db: Path, dataset: str | None, top: int | None, action: list[str] | None):  # noqa: ANN202
+    from tasks.errors import CleansetError
+    from tasks.review import review_queue
+
+    name = _dataset(db, dataset)
+    try:
+        return name, review_queue(db, name, top, tuple(action or ("review", "relabel", "drop")))
+    except CleansetError as exc:
+        _fail(str(exc))
+
+
+@review_app.callback()
+def review(
+    ctx: typer.Context,
+    dataset: DatasetOpt = None,
+    db: DbOpt = Path("data/warehouse.duckdb"),
+    top: TopOpt = None,
+    action: ActionsOpt = None,
+    reviewer: ReviewerOpt = None,
+) -> None:
+    """Review flagged rows, most severe first: one at a time here, or as a CSV (export, apply).
+
+    Without a sub-command, shows each row and takes one key: [k]eep (the label is right),
+    [r]elabel to the suggestion, [o]ther label, [d]rop, [s]kip, [q]uit. Each decision is saved
+    at once, so quitting loses nothing. Decisions land in review_decisions and every later run
+    honours them.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import pandas as pd
+
+    from tasks.review import check_decisions, default_reviewer, record_decisions
+
+    name, queue = _queue(db, dataset, top, action)
+    if queue.empty:
+        console.print(f"nothing to review in {name}: every flagged row has a decision")
+        return
+    who = reviewer or default_reviewer()
+    classes = sorted({*queue["given_label"].dropna(), *queue["suggested_label"].dropna()})
+    console.print(f"{len(queue)} row(s) of {name} to review, as {who}. Keys: k keep (the "
+                  "label is right), r relabel to the suggestion, o other label, d drop, s skip, "
+                  "q quit", markup=False)
+    done = 0
+    for i, row in queue.iterrows():
+        console.print(_panel(row, i + 1, len(queue)))
+        key = _key("decision (k/r/o/d/s/q): ")
+        if key == "q":
+            break
+        if key not in ("k", "r", "o", "d"):
+            continue
+        decision, new_label = {"k": ("keep", ""), "d": ("drop", ""),
+                               "r": ("relabel", row["suggested_label"] or ""),
+                               "o": ("relabel", None)}[key]
+        if new_label is None:
+            console.print("labels: " + ", ".join(classes))
+            new_label = _line("new label: ")
+        note = _line("note (Enter for none): ")
+        one = pd.DataFrame([{"row_id": row["row_id"], "decision": decision,
+                             "new_label": new_label, "note": note,
+                             "given_label": row["given_label"] or "", "dataset": name}])
+        try:
+            checked = check_decisions(one, name, {row["row_id"]}, set(classes), "decision")
+        except Exception as exc:  # noqa: BLE001 - a typo should not end the session
+            err.print(f"not saved: {exc}", markup=False)
+            continue
+        record_decisions(db, name, checked, who, "interactive")
+        done += 1
+        console.print(f"[green]saved[/green]: {decision} {new_label}".rstrip())
+    console.print(f"{done} decision(s) saved to review_decisions; the next run applies them.")
+
+
+MAX_FIELDS = 16
+
+
+def _panel(row, n: int, total: int) -> Panel:  # noqa: ANN001
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("given label", str(row["given_label"]))
+    if row["suggested_label"] is not None:
+        t.add_row("suggested", f"{row['suggested_label']} (confidence "
+                               f"{row['suggested_label_confidence']:.2f})")
+    t.add_row("why", str(row["reason"]))
+    t.add_row("policy", str(row["policy_action"]))
+    content = [(str(c)[4:], v) for c, v in row.items() if str(c).startswith("row.")]
+    for col, value in content[:MAX_FIELDS]:
+        text = str(value).replace("\n", " ")
+        t.add_row(col, text if len(text) <= 300 else text[:300] + " ...")
+    if len(content) > MAX_FIELDS:
+        t.add_row("", f"... {len(content) - MAX_FIELDS} more column(s) (see `review export`)")
+    return Panel(t, title=f"row {row['row_id']}  ({n}/{total})", title_align="left")
+
+
+def _key(prompt: str) -> str:
+    """One key press on a terminal; a line when input is piped (scripts, tests)."""
+    console.print(prompt, end="")
+    if sys.stdin.isatty():
+        key = typer.getchar()
+        console.print(key)
+        return key.lower()
+    line = sys.stdin.readline()
+    console.print()
+    if not line:
+        return "q"  # end of input: stop
+    return line.strip().lower()[:1]
+
+
+def _line(prompt: str) -> str:
+    console.print(prompt, end="")
+    return (sys.stdin.readline() or "").strip()
+
+
+@review_app.command("export")
+def export(
+    dataset: DatasetOpt = None,
+    db: DbOpt = Path("data/warehouse.duckdb"),
+    top: TopOpt = None,
+    action: ActionsOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="CSV to write (default: review_<dataset>.csv).")] = None,
+) -> None:
+    """Write the rows to review to a CSV, most severe first.
+
+    Fill in `decision` (keep, drop or relabel), `new_label` for relabel, optionally `reviewer`
+    and `note`; then run `cleanset review apply FILE`. Rows left blank are skipped.
+    """
+    name, queue = _queue(db, dataset, top, action)
+    path = out or Path(f"review_{name}.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    queue.to_csv(path, index=False)
+    console.print(f"wrote {len(queue)} row(s) to review to {path}")
+
+
+@review_app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Argument(help="The filled-in review CSV.", show_default=False)],
+    dataset: DatasetOpt = None,
+    db: DbOpt = Path("data/warehouse.duckdb"),
+    reviewer: ReviewerOpt = None,
+) -> None:
+    """Record the decisions of a filled-in review CSV.
+
+    The whole file is checked first (row ids, decisions, labels); on any problem nothing is
+    applied.
+    """
+    from tasks.errors import CleansetError
+    from tasks.review import apply_review_file
+
+    try:
+        name, n, blank = apply_review_file(db, file, dataset, reviewer)
+    except CleansetError as exc:
+        _fail(str(exc))
+    console.print(f"recorded {n} decision(s) for {name}" + (
+        f"; {blank} row(s) left blank were skipped" if blank else "")
+        + ". The next run applies them.")

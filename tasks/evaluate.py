@@ -1,0 +1,140 @@
+"""evaluate: does cleaning help? Train the default model on the data as given and on the cleaned
+data, score both on a test set (a labelled file, or a held-out share of the rows), and report
+accuracy and macro-F1 before and after (table `evaluations`).
+
+With a held-out share the test labels are the data's own (possibly noisy) labels; a separate,
+trusted test file (`--test`) is the better measure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+
+from tasks.caching import STAGE_CACHE, file_content
+from tasks.decide import Decided
+from tasks.errors import CleansetError, is_retryable
+from tasks.estimate import choose_model, make_model
+from tasks.featurize import Design, FeaturePlan, _label_text, build_transformer, prepare_frame
+from tasks.ingest import Snapshot, read_snapshot
+
+
+class Evaluation(BaseModel):
+    """Accuracy and macro-F1 of the default model trained on the given vs the cleaned data."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str
+    test_set: str
+    rows: tuple[dict, ...]  # one per trained_on: given, cleaned
+
+    def by(self, trained_on: str) -> dict:
+        return next(r for r in self.rows if r["trained_on"] == trained_on)
+
+
+def train_and_score(train: pd.DataFrame, y_train: np.ndarray, test: pd.DataFrame,
+                    y_test: np.ndarray, plan: FeaturePlan, models: tuple[str, ...],
+                    seed: int = 0) -> dict:
+    """Fit each model on the training rows (labels as text), average their probabilities, and
+    score the test rows. Encoders are fitted on the training rows only."""
+    probs, classes = [], None
+    for m in models:
+        if m in ("logreg", "nb"):
+            encoder = build_transformer(plan).fit(train)
+            x_train, x_test = encoder.transform(train), encoder.transform(test)
+        else:
+            x_train, x_test = train, test
+        estimator = make_model(m, plan, seed).fit(x_train, y_train)
+        classes = estimator.classes_
+        probs.append(estimator.predict_proba(x_test))
+    predicted = np.asarray(classes)[np.mean(probs, axis=0).argmax(axis=1)]
+    return {"accuracy": float(accuracy_score(y_test, predicted)),
+            "macro_f1": float(f1_score(y_test, predicted, average="macro", zero_division=0))}
+
+
+def label_text(values: pd.Series) -> pd.Series:
+    """Labels as the text the issues table uses (1.0 -> '1'); missing stays missing."""
+    return values.map(_label_text, na_action="ignore")
+
+
+def evaluation_sets(frame: pd.DataFrame, given: pd.Series, decided: pd.DataFrame,
+                    test: tuple[pd.DataFrame, pd.Series] | None, holdout: float | None,
+                    seed: int) -> dict:
+    """The training and test rows: `given` = every labelled row as it came, `cleaned` = the rows
+    the clean table keeps, with their final labels. A held-out share is taken from both."""
+    labelled = given.notna().to_numpy()
+    keep = labelled & (decided["action"] != "drop").to_numpy() & decided["final_label"].notna(
+    ).to_numpy()
+    idx = np.arange(len(frame))
+    if test is None:
+        rows = idx[labelled]
+        y = given.iloc[rows].to_numpy()
+        counts = pd.Series(y).value_counts()
+        stratify = y if counts.min() >= 2 else None
+        _, held = train_test_split(rows, test_size=holdout, random_state=seed, stratify=stratify)
+        in_test = np.zeros(len(frame), dtype=bool)
+        in_test[held] = True
+        test_frame, test_y = frame.iloc[held], given.iloc[held].to_numpy()
+    else:
+        in_test = np.zeros(len(frame), dtype=bool)
+        test_frame, test_y = test[0], test[1].to_numpy()
+    given_rows, clean_rows = idx[labelled & ~in_test], idx[keep & ~in_test]
+    return {
+        "given": (frame.iloc[given_rows], given.iloc[given_rows].to_numpy()),
+        "cleaned": (frame.iloc[clean_rows], decided["final_label"].iloc[clean_rows].to_numpy()),
+        "test": (test_frame, test_y),
+    }
+
+
+def _features(df: pd.DataFrame, design: Design, what: str) -> pd.DataFrame:
+    missing = [c for c in design.plan.used if c not in df.columns]
+    if missing:
+        raise CleansetError(f"{what} lacks the feature column(s) {', '.join(missing)}")
+    return prepare_frame(df.reset_index(drop=True), design.plan)
+
+
+@task(name="evaluate", cache_policy=STAGE_CACHE + file_content("test_source"), retries=2,
+      retry_delay_seconds=2, retry_condition_fn=is_retryable)
+def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
+             test_source: str | None, holdout: float | None, model: str, seed: int,
+             work_dir: str) -> Evaluation:
+    """Train on the given and on the cleaned data, score both on the test set."""
+    if design.embeddings is not None:
+        if test_source:
+            raise CleansetError("--test needs the data's own columns; with --embeddings use "
+                                "--eval-holdout instead")
+        frame = pd.DataFrame(design.embeddings.read(), columns=list(design.plan.numeric))
+    else:
+        frame = _features(snapshot.table.read(columns=design.plan.used), design, "the data")
+    given = label_text(snapshot.table.read(columns=[label])[label])
+    test = None
+    if test_source:
+        test_snap = read_snapshot(test_source, None, Path(work_dir))
+        test_df = test_snap.table.read()
+        if label not in test_df.columns:
+            raise CleansetError(f"test file {test_source} has no label column {label!r}")
+        test_df = test_df[test_df[label].notna()]
+        if test_df.empty:
+            raise CleansetError(f"test file {test_source} has no labelled rows")
+        test = (_features(test_df, design, f"test file {test_source}"),
+                label_text(test_df[label]))
+    sets = evaluation_sets(frame, given, decided.table.read(columns=["action", "final_label"]),
+                           test, holdout, seed)
+    models = choose_model(design.plan, len(frame), model, "off").models
+    test_set = test_source or f"holdout {holdout:.0%} (labels as given)"
+    rows = []
+    for trained_on in ("given", "cleaned"):
+        x, y = sets[trained_on]
+        scores = train_and_score(x, y, *sets["test"], design.plan, models, seed)
+        rows.append({"trained_on": trained_on, "model": "+".join(models), "test_set": test_set,
+                     "n_train": len(y), "n_test": len(sets["test"][1]), **scores})
+    before, after = rows
+    get_run_logger().info(
+        "evaluation on %s: accuracy %.3f -> %.3f, macro-F1 %.3f -> %.3f (given -> cleaned)",
+        test_set, before["accuracy"], after["accuracy"], before["macro_f1"], after["macro_f1"])
+    return Evaluation(model="+".join(models), test_set=test_set, rows=tuple(rows))

@@ -1,0 +1,268 @@
+"""review: the human side of cleaning. Export the rows a person should look at, check and record
+their decisions (keep / drop / relabel) in `review_decisions`, and load them for every later run.
+
+Decisions are append-only: a new decision for a row supersedes the older one (latest wins), and
+nothing is ever deleted, so who decided what, when and why stays auditable.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.decide import DECISIONS
+from tasks.errors import CleansetError, is_retryable
+from tasks.publish import connect, ensure_schema
+from tasks.spec import ISSUE_TYPES
+from tasks.store import TableRef, write_table
+
+REQUIRED = ("row_id", "decision")
+OPTIONAL = ("dataset", "new_label", "reviewer", "note", "given_label")
+CONTENT_PREFIX = "row."
+
+
+def default_reviewer() -> str:
+    try:
+        return os.environ.get("CLEANSET_REVIEWER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def read_decisions(db: Path, dataset: str) -> pd.DataFrame | None:
+    """Every decision recorded for the dataset, oldest first (None when there is none)."""
+    if not db.exists():
+        return None
+    con = connect(db, read_only=True)
+    try:
+        have = {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        if "review_decisions" not in have:
+            return None
+        cols = {r[0] for r in con.execute("DESCRIBE review_decisions").fetchall()}
+        extra = ", ".join(c for c in ("reviewer", "source", "given_label") if c in cols)
+        frame = con.execute(
+            "SELECT row_id, decision, new_label, decided_at, note"
+            + (f", {extra}" if extra else "")
+            + " FROM review_decisions WHERE dataset = ? ORDER BY decided_at, rowid",
+            [dataset]).df()
+    finally:
+        con.close()
+    return frame if len(frame) else None
+
+
+def latest_run(con: duckdb.DuckDBPyConnection, dataset: str) -> dict:
+    """The dataset's most recent run (a clear error when there is none)."""
+    rows = con.execute(
+        "SELECT run_id, snapshot_path, id_column FROM runs WHERE dataset = ? "
+        "ORDER BY finished_at DESC LIMIT 1", [dataset]).fetchall()
+    if not rows:
+        known = [r[0] for r in con.execute(
+            "SELECT DISTINCT dataset FROM runs ORDER BY 1").fetchall()]
+        raise CleansetError(f"no run of dataset {dataset!r} in the warehouse; datasets: "
+                            f"{', '.join(known) or 'none yet'}")
+    return dict(zip(("run_id", "snapshot_path", "id_column"), rows[0], strict=True))
+
+
+def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    if not db.exists():
+        raise CleansetError(f"warehouse {db} does not exist yet: run `cleanset run` first")
+    con = connect(db, read_only=read_only)
+    have = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables").fetchall()}
+    if "runs" not in have:
+        con.close()
+        raise CleansetError(f"warehouse {db} has no cleanset runs yet: run `cleanset run` first")
+    return con
+
+
+def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per row: a readable reason ("label 0.03 -> 'cat' (0.91); outlier 0.12") and a severity
+    (the lowest score among the row's issues; lower = worse, as in cleanlab)."""
+    parts = pd.Series([[] for _ in range(len(issues))], index=issues.index, dtype=object)
+    severity = np.ones(len(issues))
+    for t in ISSUE_TYPES:
+        flag, score = f"is_{t}_issue", f"{t}_score"
+        if flag not in issues:
+            continue
+        flagged = issues[flag].fillna(False).to_numpy(dtype=bool)
+        scores = (issues[score].to_numpy(dtype=float) if score in issues
+                  else np.zeros(len(issues)))
+        scores = np.where(np.isnan(scores), 0.0, scores)
+        severity = np.where(flagged, np.minimum(severity, scores), severity)
+        for i in np.flatnonzero(flagged):
+            text = f"{t} {scores[i]:.2f}"
+            if t == "label" and issues["suggested_label"].iloc[i] is not None:
+                text += (f" -> {issues['suggested_label'].iloc[i]!r} "
+                         f"({issues['suggested_label_confidence'].iloc[i]:.2f})")
+            parts.iloc[i].append(text)
+    return parts.map("; ".join), pd.Series(severity, index=issues.index)
+
+
+def review_queue(db: Path, dataset: str, top: int | None = None,
+                 actions: tuple[str, ...] = ("review", "relabel", "drop")) -> pd.DataFrame:
+    """The latest run's rows that a person should look at, most severe first: rows whose policy
+    action is one of `actions` and that no reviewer has decided (in that run or since).
+    Columns: the decision columns to fill in, the labels, scores and reason, then the row's
+    content (`row.<column>`)."""
+    con = _open(db, read_only=True)
+    try:
+        run = latest_run(con, dataset)
+        placeholders = ", ".join("?" * len(actions))
+        issues = con.execute(
+            f"SELECT * FROM issues WHERE run_id = ? AND action IN ({placeholders}) "
+            "AND coalesce(decided_by, 'policy') = 'policy' AND row_id NOT IN (SELECT row_id FROM "
+            "review_decisions WHERE dataset = ?)", [run["run_id"], *actions, dataset]).df()
+        content = None
+        snap = run.get("snapshot_path")
+        if snap and Path(snap).exists() and len(issues):
+            content = con.execute(
+                "SELECT * FROM read_parquet(?) WHERE CAST(\"" + run["id_column"].replace('"', '""')
+                + "\" AS VARCHAR) IN (SELECT unnest(?))", [snap, issues["row_id"].tolist()]).df()
+    finally:
+        con.close()
+    why, severity = reasons(issues)
+    queue = pd.DataFrame({
+        "dataset": dataset, "row_id": issues["row_id"].astype(str), "decision": "",
+        "new_label": "", "reviewer": "", "note": "", "given_label": issues["given_label"],
+        "suggested_label": issues["suggested_label"],
+        "suggested_label_confidence": issues["suggested_label_confidence"].round(4),
+        "policy_action": issues["action"], "reason": why, "severity": severity.round(4),
+    })
+    queue = queue.sort_values(["severity", "row_id"], kind="stable")
+    if top:
+        queue = queue.head(top)
+    if content is not None and len(content):
+        ident = run["id_column"]
+        content = content.rename(columns={c: f"{CONTENT_PREFIX}{c}" for c in content.columns})
+        content["row_id"] = content[f"{CONTENT_PREFIX}{ident}"].astype(str)
+        content = content.drop(columns=[f"{CONTENT_PREFIX}{ident}"])
+        queue = queue.merge(content, on="row_id", how="left")
+    return queue.reset_index(drop=True)
+
+
+def known_classes(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
+    rows = con.execute("SELECT DISTINCT given_label FROM issues WHERE run_id = ? AND given_label "
+                       "IS NOT NULL UNION SELECT DISTINCT suggested_label FROM issues WHERE "
+                       "run_id = ? AND suggested_label IS NOT NULL", [run_id, run_id]).fetchall()
+    return {r[0] for r in rows}
+
+
+def check_decisions(frame: pd.DataFrame, dataset: str, known_rows: set[str],
+                    classes: set[str], where: str = "review file") -> pd.DataFrame:
+    """Validate a filled-in review file; return the decisions to record (blank decisions are
+    rows not reviewed yet and are skipped). Every problem is listed; nothing is half-applied."""
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise CleansetError(
+            f"{where} lacks the column(s) {', '.join(missing)}; it needs {', '.join(REQUIRED)} "
+            f"(and optionally {', '.join(OPTIONAL)}): start from `cleanset review export`")
+    frame = frame.copy()
+    for c in ("row_id", "decision", *OPTIONAL):
+        if c in frame:
+            frame[c] = frame[c].astype(object).where(frame[c].notna(), "").astype(str).str.strip()
+        else:
+            frame[c] = ""
+    frame["decision"] = frame["decision"].str.lower()
+    frame = frame[frame["decision"] != ""]
+    problems: list[str] = []
+
+    def report(mask: pd.Series, what: str) -> None:
+        if mask.any():
+            lines = (frame.index[mask] + 2).tolist()  # +2: header line, 1-based
+            shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+            problems.append(f"{what} (line {shown})")
+
+    other = (frame["dataset"] != "") & (frame["dataset"] != dataset)
+    report(other, f"rows for another dataset than {dataset!r}")
+    report(~frame["decision"].isin(DECISIONS),
+           f"unknown decision; use one of {', '.join(DECISIONS)}")
+    report(~frame["row_id"].isin(known_rows), "row_id not in the latest run of the dataset")
+    relabel = frame["decision"] == "relabel"
+    report(relabel & (frame["new_label"] == ""), "relabel without a new_label")
+    unknown = relabel & (frame["new_label"] != "") & ~frame["new_label"].isin(classes)
+    if unknown.any():
+        shown = ", ".join(sorted(classes)[:20])
+        report(unknown, f"new_label is not a known class (known: {shown})")
+    report(frame.duplicated("row_id", keep=False), "the same row_id appears more than once")
+    if problems:
+        raise CleansetError(f"{where}: nothing was applied, fix these first:\n  "
+                            + "\n  ".join(problems))
+    frame.loc[frame["decision"] != "relabel", "new_label"] = ""
+    return frame
+
+
+def record_decisions(db: Path, dataset: str, decisions: pd.DataFrame, reviewer: str,
+                     source: str) -> int:
+    """Append checked decisions to review_decisions in one transaction; returns how many."""
+    if decisions.empty:
+        return 0
+    now = datetime.now(UTC)
+    rows = [[dataset, r.row_id, r.decision, r.new_label or None, now, r.note or None,
+             r.reviewer or reviewer, source, r.given_label or None]
+            for r in decisions.itertuples(index=False)]
+    con = connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        ensure_schema(con)
+        con.executemany(
+            "INSERT INTO review_decisions (dataset, row_id, decision, new_label, decided_at, "
+            "note, reviewer, source, given_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
+    return len(rows)
+
+
+def apply_review_file(db: Path, path: Path, dataset: str | None = None,
+                      reviewer: str | None = None) -> tuple[str, int, int]:
+    """Check a filled-in review CSV against the latest run and record its decisions.
+    Returns (dataset, decisions recorded, rows left blank)."""
+    if not path.is_file():
+        raise CleansetError(f"review file {path} does not exist")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CleansetError(f"review file {path} is not a readable CSV: {exc}") from None
+    if dataset is None:
+        names = sorted(set(frame.get("dataset", pd.Series(dtype=str))) - {""})
+        if len(names) != 1:
+            raise CleansetError(f"review file {path}: say which dataset with --dataset "
+                                f"(the file names {', '.join(names) or 'none'})")
+        dataset = names[0]
+    con = _open(db, read_only=True)
+    try:
+        run = latest_run(con, dataset)
+        known_rows = {r[0] for r in con.execute(
+            "SELECT row_id FROM issues WHERE run_id = ?", [run["run_id"]]).fetchall()}
+        classes = known_classes(con, run["run_id"])
+    finally:
+        con.close()
+    checked = check_decisions(frame, dataset, known_rows, classes, f"review file {path}")
+    n = record_decisions(db, dataset, checked, reviewer or default_reviewer(), str(path))
+    blank = len(frame) - len(checked)
+    return dataset, n, blank
+
+
+@task(name="load-decisions", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10],
+      retry_condition_fn=is_retryable)
+def load_decisions(db: str, dataset: str, work_dir: str) -> TableRef | None:
+    """The reviewers' decisions for the dataset, as a content-addressed table (so the decide
+    stage's cache changes exactly when a decision does)."""
+    frame = read_decisions(Path(db), dataset)
+    if frame is None:
+        return None
+    get_run_logger().info("%d review decision(s) on record for %s", len(frame), dataset)
+    cols = ["row_id", "decision", "new_label", "note"]
+    return write_table(frame[cols].astype(object).where(frame[cols].notna(), None),
+                       Path(work_dir), "decisions")

@@ -84,8 +84,8 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert [r[0] for r in invalid] == high_alcohol and len(high_alcohol) == 2
     assert not clean_ids & set(high_alcohol)
     assert all(row[6] == "drop" for row in issues if row[0] in high_alcohol)
-    # default policy: a label issue is relabelled when the suggestion is confident, else dropped
-    assert all(row[6] == ("relabel" if row[4] >= 0.8 else "drop") for row in issues
+    # default policy: a label issue is relabelled when the suggestion is confident, else reviewed
+    assert all(row[6] == ("relabel" if row[4] >= 0.9 else "review") for row in issues
                if row[1] and row[0] not in high_alcohol)
     assert n_relabel > 0 and relabelled == n_relabel  # the clean table carries the new labels
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),

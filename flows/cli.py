@@ -280,6 +280,7 @@ def demo(
         frame = load_builtin(name)
     except CleansetError as exc:
         _fail(str(exc))
+    truth = frame["label"].astype(str).to_numpy()
     noisy, mask = plant_noise(frame["label"].to_numpy(), noise, seed)
     frame["label"] = noisy
     out_dir = db.parent / "demo"
@@ -294,15 +295,20 @@ def demo(
     seconds = time.perf_counter() - started
     with duckdb.connect(str(db), read_only=True) as con:
         flagged = con.execute(
-            "SELECT CAST(row_id AS BIGINT), is_label_issue FROM issues WHERE run_id = ? "
-            "ORDER BY 1", [summary.run_id]).fetchall()
+            "SELECT CAST(row_id AS BIGINT), is_label_issue, action, final_label FROM issues "
+            "WHERE run_id = ? ORDER BY 1", [summary.run_id]).fetchall()
     found = np.zeros(len(mask), dtype=bool)
-    for rid, flag in flagged:
+    relabelled = right = 0
+    for rid, flag, action, final in flagged:
         found[rid] = bool(flag)
+        if action == "relabel":
+            relabelled += 1
+            right += final == truth[rid]
     p, r, f1 = precision_recall(found, mask)
     _print_summary(summary, seconds)
     console.print(f"[bold]against the planted errors:[/bold] precision {p:.2f}, recall {r:.2f}, "
-                  f"F1 {f1:.2f} ({int((found & mask).sum())} of {int(mask.sum())} found)",
+                  f"F1 {f1:.2f} ({int((found & mask).sum())} of {int(mask.sum())} found); "
+                  f"{right} of {relabelled} relabelled rows got their true label back",
                   soft_wrap=True)
     query = (f"SELECT row_id, given_label, suggested_label, round(label_score, 3) AS score "
              f"FROM issues WHERE run_id = '{summary.run_id}' AND is_label_issue "

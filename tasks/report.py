@@ -282,7 +282,7 @@ def _fields(row: dict | None, text: set[str]) -> dict[str, Any] | None:
         v = "∅" if v is None else str(v)
         if len(v) > TEXT_CHARS:
             v = v[: TEXT_CHARS - 1] + "…"
-        shown.append((k, v, k in text))
+        shown.append((k, v, k in text or len(v) > 40))  # long values wrap on their own line
     return {"fields": shown, "more": max(0, len(items) - MAX_FIELDS)}
 
 
@@ -306,16 +306,31 @@ def _plt():  # noqa: ANN202 - matplotlib is imported lazily and without a displa
     return plt
 
 
-def _png(fig) -> str:  # noqa: ANN001
-    """The figure as a data: URI (PNG, 2x for sharp text), closed afterwards."""
+DPI = 192  # 2x the CSS pixel density (96 per inch): sharp on high-density screens
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A rendered chart: its data: URI and the width (CSS px) that shows it at its design size,
+    so every chart's text has the same size on the page."""
+
+    src: str
+    width: int
+
+
+def _png(fig) -> Chart:  # noqa: ANN001
+    """The figure as an inline PNG, closed afterwards."""
     plt = _plt()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=160, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    data = buf.getvalue()
+    width = int.from_bytes(data[16:20], "big")  # the PNG header's IHDR width
+    return Chart("data:image/png;base64," + base64.b64encode(data).decode(),
+                 round(width * 96 / DPI))
 
 
-def chart_trend(history: list[dict], run_id: str) -> str | None:
+def chart_trend(history: list[dict], run_id: str) -> Chart | None:
     """Health over this dataset's runs; None when this is the first."""
     if len(history) < 2:
         return None
@@ -347,7 +362,7 @@ def _short_time(value: Any) -> str:
     return value.strftime("%m-%d %H:%M") if isinstance(value, datetime) else str(value or "")
 
 
-def chart_issue_counts(summary: list[dict], n_rows: int) -> str | None:
+def chart_issue_counts(summary: list[dict], n_rows: int) -> Chart | None:
     """Rows flagged per issue type (horizontal bars, counts and shares written on them)."""
     if not summary:
         return None
@@ -369,7 +384,7 @@ def chart_issue_counts(summary: list[dict], n_rows: int) -> str | None:
     return _png(fig)
 
 
-def chart_noise_matrix(noise: list[tuple[str, str, int]]) -> str | None:
+def chart_noise_matrix(noise: list[tuple[str, str, int]]) -> Chart | None:
     """Given label (rows) x suggested label (columns), counts of label issues, as a heatmap."""
     if not noise:
         return None
@@ -387,7 +402,7 @@ def chart_noise_matrix(noise: list[tuple[str, str, int]]) -> str | None:
     for g, s, n in noise:
         if g in index and s in index:
             m[index[g], index[s]] += n
-    size = min(6.0, 1.6 + 0.42 * len(classes))
+    size = min(4.6, max(3.0, 1.4 + 0.34 * len(classes)))
     fig, ax = plt.subplots(figsize=(size + 0.8, size))
     im = ax.imshow(m, cmap="Reds", vmin=0)
     ax.set_xticks(range(len(classes)), classes, rotation=45 if len(classes) > 6 else 0,
@@ -413,14 +428,15 @@ def _natural(value: str) -> tuple:
         return (1, 0.0, str(value))
 
 
-def chart_scores(histograms: dict[str, dict], types: list[str]) -> str | None:
+def chart_scores(histograms: dict[str, dict], types: list[str]) -> Chart | None:
     """Score histograms, one panel per type: flagged rows in red, the cut-off dashed."""
     if not types:
         return None
     plt = _plt()
-    cols = min(3, len(types))
+    cols = min(4, len(types))
     nrows = math.ceil(len(types) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 2.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.9 * max(cols, 3), 2.2 * nrows),
+                             squeeze=False)
     width = 1 / BINS
     lefts = [i * width for i in range(BINS)]
     for ax, t in zip(axes.flat, types, strict=False):
@@ -440,13 +456,15 @@ def chart_scores(histograms: dict[str, dict], types: list[str]) -> str | None:
             ax.set_ylabel("rows (log)", fontsize=7.5)
     for ax in list(axes.flat)[len(types):]:
         ax.set_visible(False)
-    axes.flat[0].legend(frameon=False, fontsize=7.5, loc="upper left")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, frameon=False, fontsize=8, loc="lower right", ncols=2,
+               bbox_to_anchor=(1, 0.98))
     fig.supxlabel("score (lower = more likely a problem)", fontsize=8.5)
     fig.tight_layout()
     return _png(fig)
 
 
-def chart_evaluation(evaluations: list[dict]) -> str | None:
+def chart_evaluation(evaluations: list[dict]) -> Chart | None:
     """Accuracy and macro F1 trained on the given labels vs on the cleaned data."""
     if not evaluations:
         return None

@@ -1,12 +1,12 @@
 """The cleaning flow: ingest -> validate -> featurize -> estimate (per fold) -> detect -> decide
-(policy + review decisions) -> evaluate (optional) -> publish. Wiring only; every stage lives in
-tasks/."""
+(policy + review decisions) -> evaluate (optional) -> publish -> report. Wiring only; every
+stage lives in tasks/."""
 
 from __future__ import annotations
 
 import os
 
-from prefect import flow, runtime
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
@@ -24,6 +24,7 @@ from tasks.featurize import featurize
 from tasks.ingest import ingest
 from tasks.knn import knn
 from tasks.publish import RunSummary, publish
+from tasks.report import report
 from tasks.review import load_decisions
 from tasks.spec import DatasetSpec
 from tasks.validate import load_suite_file, validate
@@ -114,4 +115,11 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         + [{"metric": f"issues: {t}", "value": n} for t, n in summary.issue_counts.items()],
         description=f"cleanset run {summary.run_id} of {summary.dataset}",
     )
+    # The data is already published: a report that fails is a warning, not a failed run (its
+    # task run shows Failed in the UI; `cleanset report` regenerates it).
+    reported = report(summary, return_state=True)
+    if reported.is_failed():
+        get_run_logger().warning("the HTML report failed (%s); the run is published. Regenerate "
+                                 "it with `cleanset report --db %s --run %s`", reported.message,
+                                 summary.db, summary.run_id)
     return summary

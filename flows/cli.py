@@ -363,6 +363,33 @@ def _cell(value: object, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+@app.command()
+def report(
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="Dataset to report on. Default: the only one in the warehouse.")
+    ] = None,
+    run: Annotated[str | None, typer.Option(
+        "--run", "-r", help="Run id. Default: the dataset's latest run.")] = None,
+    db: DbOpt = Path("data/warehouse.duckdb"),
+) -> None:
+    """(Re)generate a run's HTML data-health report and print its path.
+
+    The report is one self-contained file, <db folder>/reports/<dataset>/<run_id>.html: health
+    and its trend, issues per type, the label noise matrix, per-class quality, score
+    distributions, the worst rows, validation, actions and evaluation. It works offline.
+
+    Example: cleanset report --dataset demo_digits
+    """
+    from tasks.errors import CleansetError
+    from tasks.report import build_report
+
+    try:
+        path = build_report(db, dataset, run)
+    except CleansetError as exc:
+        _fail(str(exc))
+    print(path)
+
+
 from flows.review_cli import review_app  # noqa: E402 - a sub-command group of its own module
 
 app.add_typer(review_app, name="review")

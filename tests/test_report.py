@@ -115,8 +115,8 @@ def test_the_flow_run_links_the_report_in_a_markdown_artifact(warehouse):
 
 
 def test_row_content_comes_from_the_snapshot_and_evaluations_are_shown(warehouse, tmp_path):
-    """With the columns and table issue 5 adds (runs.snapshot_path, evaluations), a dropped row's
-    content and the before/after evaluation appear."""
+    """A flagged row's content comes from the run's input snapshot (runs.snapshot_path), and the
+    before/after evaluation (table evaluations) appears."""
     src, (_, second), _ = warehouse
     db = tmp_path / "wh.duckdb"
     shutil.copy(src, db)
@@ -124,19 +124,15 @@ def test_row_content_comes_from_the_snapshot_and_evaluations_are_shown(warehouse
     frame.insert(0, "row_id", np.arange(len(frame)))
     frame.to_parquet(tmp_path / "snapshot.parquet")
     with duckdb.connect(str(db)) as con:
-        con.execute("ALTER TABLE runs ADD COLUMN snapshot_path VARCHAR")
         con.execute("UPDATE runs SET snapshot_path = ? WHERE run_id = ?",
                     [str(tmp_path / "snapshot.parquet"), second.run_id])
         con.execute("UPDATE runs SET spec = json_merge_patch(spec, '{\"text\": [\"note\"]}') "
                     "WHERE run_id = ?", [second.run_id])
-        con.execute("CREATE TABLE evaluations (run_id VARCHAR, dataset VARCHAR, trained_on "
-                    "VARCHAR, model VARCHAR, test_set VARCHAR, n_train BIGINT, n_test BIGINT, "
-                    "accuracy DOUBLE, macro_f1 DOUBLE)")
         con.execute("INSERT INTO evaluations VALUES (?, 'blobs', 'given', 'logreg', 'holdout', "
                     "160, 40, 0.81, 0.8), (?, 'blobs', 'cleaned', 'logreg', 'holdout', 150, 40, "
                     "0.9, 0.893)", [second.run_id, second.run_id])
         worst = con.execute("SELECT row_id FROM issues WHERE run_id = ? AND is_label_issue "
-                            "AND action = 'drop' ORDER BY label_score, row_id LIMIT 1",
+                            "ORDER BY label_score, row_id LIMIT 1",
                             [second.run_id]).fetchall()[0][0]
     path = build_report(db, "blobs", second.run_id)
     html = path.read_text()

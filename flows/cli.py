@@ -135,6 +135,11 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
                                    f"{after['accuracy']:.3f} trained cleaned (macro-F1 "
                                    f"{before['macro_f1']:.3f} -> {after['macro_f1']:.3f})")
     t.add_row("warehouse", summary.db)
+    from tasks.report import report_path
+
+    page = report_path(Path(summary.db), summary.dataset, summary.run_id)
+    if page.exists():
+        t.add_row("report", str(page))
     t.add_row("time", f"{seconds:.1f} s")
     console.print(t)
 

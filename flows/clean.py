@@ -6,11 +6,7 @@ from __future__ import annotations
 import os
 
 from prefect import flow, runtime
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -23,7 +19,9 @@ from tasks.ingest import ingest
 from tasks.knn import knn
 from tasks.publish import RunSummary, publish
 from tasks.spec import DatasetSpec
+from tasks.summary import run_artifacts
 from tasks.validate import load_suite_file, validate
+from tasks.warehouse_lock import warehouse_slot
 
 hide_user_error_tracebacks()
 
@@ -98,12 +96,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     detection = staged(detect)(snapshot, validation, design, probs, neighbours, spec.label,
                                spec.issue_types, work)
     decided = staged(decide)(detection, spec.policy, work)
-    summary = publish(spec, snapshot, validation, detection, decided, model)
-    create_table_artifact(
-        key=_artifact_key(spec),
-        table=[{"metric": k, "value": round(v, 4) if isinstance(v, float) else v}
-               for k, v in summary.model_dump().items() if k != "issue_counts"]
-        + [{"metric": f"issues: {t}", "value": n} for t, n in summary.issue_counts.items()],
-        description=f"cleanset run {summary.run_id} of {summary.dataset}",
-    )
+    with warehouse_slot(spec.db_path):  # one writer per warehouse file, across deployments
+        summary = publish(spec, snapshot, validation, detection, decided, model)
+        run_artifacts(spec, summary.run_id)
     return summary

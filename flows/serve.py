@@ -122,7 +122,7 @@ def serve(prefect_file: Path = DEFAULT_PREFECT_FILE, names: list[str] | None = N
             stop.set()
         try:
             n = remove_trigger_automations([d.name for d in deployments])
-            print(f"cleanset serve: stopped; removed {n} trigger automation(s), schedules paused",
-                  flush=True)
+            print(f"cleanset serve: stopped; removed {n} trigger automation(s); deployments "
+                  "paused", flush=True)
         except Exception as exc:  # noqa: BLE001 - the server may already be gone
             print(f"cleanset serve: could not remove trigger automations: {exc}", flush=True)

@@ -132,14 +132,15 @@ def top_issues_markdown(rows: list[dict], total: int, dataset: str, run_id: str)
              + (" final label |" if show_final else "") + " action |",
              "|---|---|---|---|---|---|---|" + ("---|" if show_final else "") + "---|"]
 
-    def cell(v: object) -> str:
+    def cell(v: object, key: str = "") -> str:
         if v is None:
             return ""
-        text = f"{v:.3f}" if isinstance(v, float) else str(v)
-        return text.replace("|", "\\|").replace("\n", " ")
+        if isinstance(v, float):  # scores can be tiny: keep 3 significant digits
+            return f"{v:.3g}" if key == "score" else f"{v:.3f}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
 
     for r in rows:
-        lines.append("| " + " | ".join(cell(r[k]) for k in (
+        lines.append("| " + " | ".join(cell(r[k], k) for k in (
             "row_id", "issue", "also", "score", "given_label", "suggested_label", "confidence",
             *(("final_label",) if show_final else ()), "action")) + " |")
     lines += ["", f"All of them: `cleanset query \"SELECT * FROM issues WHERE run_id = '{run_id}'"

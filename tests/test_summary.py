@@ -65,6 +65,6 @@ def test_top_issues_are_the_lowest_scores_with_their_type(con):
     everything, _ = top_issues(con, "r2", limit=10)
     assert everything[-1]["row_id"] == "4" and everything[-1]["score"] is None  # unscored last
     md = top_issues_markdown(everything, total, "d", "r2")
-    assert "4 flagged rows" in md and "| 2 | outlier |  | 0.010 | b | b |" in md
+    assert "4 flagged rows" in md and "| 2 | outlier |  | 0.01 | b | b |" in md
     assert "a\\|x" in md  # a pipe in a label does not break the table
     assert "nothing to look at" in top_issues_markdown([], 0, "d", "r9")

@@ -403,11 +403,14 @@ def watch(
     DIR, or its stem) in its payload. Stop with Ctrl-C.
     """
     _needs_server("watch")
-    import logging as _logging
+    import signal
 
     from flows.watch import watch as watch_folder
 
-    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(message)s")
+    def _interrupt(*_):  # noqa: ANN002, ANN202 - SIGTERM stops like Ctrl-C: queued events are sent
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         watch_folder(directory, poll, state_path=state)
     except KeyboardInterrupt:

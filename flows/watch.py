@@ -13,6 +13,17 @@ from tasks.landing import EVENT_NAME, Arrival, LandingWatcher
 logger = logging.getLogger("cleanset.watch")
 
 
+def _log_to_console() -> None:
+    """Show the watcher's lines on stderr (Prefect's logging setup leaves this logger silent)."""
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s",
+                                               "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def emit_arrival(arrival: Arrival, root: Path) -> bool:
     """Send the arrival event; False when Prefect has no API to send it to."""
     from prefect.events import emit_event
@@ -35,6 +46,7 @@ def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = 
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
     watcher = LandingWatcher(root, state_path)
+    _log_to_console()
     logger.info("watching %s for new files (every %.1f s)", root, poll_seconds)
     while not stop.is_set():
         try:

@@ -251,6 +251,33 @@ def test_stopping_serve_leaves_no_trigger(served, client, project):
     assert len(_arrival_runs(client)) == before
 
 
+def test_cleanset_watch_emits_one_event_per_new_file(server, client, tmp_path):
+    landing = tmp_path / "landing"
+    log = open(tmp_path / "watch.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([str(BIN / "cleanset"), "watch", str(landing), "--poll", "0.5"],
+                            env=server["env"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        first = _drop(landing / "w1.csv", blobs(20, seed=7))
+        second = _drop(landing / "same_bytes.csv", blobs(20, seed=7))
+
+        def events() -> list:
+            found = client.request("POST", "/events/filter", json={
+                "filter": {"event": {"name": ["cleanset.file.arrived"]}}, "limit": 50}).json()
+            return [e for e in found["events"] if e["payload"]["path"].startswith(str(landing))]
+
+        (event,) = _wait(events, 30, "the watcher's event")
+        # both settle in one poll; whichever is announced, the other is the same content
+        assert event["payload"]["path"] in (str(first), str(second))
+        assert event["payload"]["dataset"] == Path(event["payload"]["path"]).stem
+        assert event["payload"]["size"] == first.stat().st_size
+        time.sleep(3)
+        assert len(events()) == 1  # the copy with the same content was not announced
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (tmp_path / "watch.log").read_text()
+        log.close()
+
+
 def test_prefect_deploy_all_with_a_process_pool(server, client, tmp_path):
     env = {**server["env"], "CLEANSET_HOME": str(tmp_path)}
     prefect = str(BIN / "prefect")

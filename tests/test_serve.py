@@ -49,7 +49,9 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-           "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+           "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING",
+           # a queued run re-checks its deployment slot every 5 s (default 30) to keep this short
+           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5"}
     for key in ("PREFECT_PROFILES_PATH", "PREFECT_API_KEY"):
         env.pop(key, None)
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed at teardown
@@ -204,6 +206,8 @@ def test_two_files_give_two_serialized_runs(served, client, project):
     assert sorted(r.parameters["spec"]["source"] for r in new) == sorted([str(a), str(b)])
     first, second = sorted(new, key=lambda r: r.start_time)
     assert first.end_time <= second.start_time, "the two runs overlapped"
+    waited = [st.name for st in client.read_flow_run_states(second.id)]
+    assert "AwaitingConcurrencySlot" in waited  # queued behind the first, not dropped
 
     def both():  # noqa: ANN202
         rows = [r for r in _published(project) if r[0] == "pair"]

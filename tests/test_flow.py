@@ -95,6 +95,7 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     second, second_id = run(spec)
     states = task_states(second_id)
     assert states.pop(next(n for n in states if n.startswith("publish"))) == "Completed"
+    assert states.pop(next(n for n in states if n.startswith("run-artifacts"))) == "Completed"
     assert set(states.values()) == {"Cached"}, states
     # ingest, validate, featurize, choose-model, 5 folds, pred-probs, first-pass-flags,
     # 5 second-pass folds, pred-probs, knn, detect, decide

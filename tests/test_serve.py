@@ -228,10 +228,7 @@ def test_two_files_give_two_serialized_runs(served, client, project):
     assert rows[0]["previous run"] == published[0][3]  # change against the first run of "pair"
 
 
-def test_stopping_serve_leaves_no_trigger(served, client, project):
-    from prefect.events import emit_event
-    from prefect.events.worker import EventsWorker
-
+def test_stopping_serve_leaves_no_trigger(server, served, client, project):
     arrival = client.read_deployment_by_name("cleanset/on-arrival")
     assert _owned_automations(client, arrival.id)
     served["proc"].send_signal(signal.SIGTERM)
@@ -241,9 +238,12 @@ def test_stopping_serve_leaves_no_trigger(served, client, project):
     nightly = client.read_deployment_by_name("cleanset/demo-nightly")
     assert nightly.paused  # Prefect pauses served deployments (and their schedules) on shutdown
     before = len(_arrival_runs(client))
-    emit_event("cleanset.file.arrived", resource={"prefect.resource.id": "cleanset.file.x"},
-               payload={"path": str(project / "nothing.csv"), "dataset": "nothing"})
-    EventsWorker.drain_all(timeout=5)
+    # from a separate process: this one's events client may be bound to the session's server
+    code = ("from prefect.events import emit_event; from prefect.events.worker import "
+            "EventsWorker; emit_event('cleanset.file.arrived', resource={'prefect.resource.id': "
+            f"'cleanset.file.x'}}, payload={{'path': {str(project / 'no.csv')!r}, "
+            "'dataset': 'no'}); EventsWorker.drain_all(timeout=10)")
+    subprocess.run([sys.executable, "-c", code], env=server["env"], check=True, timeout=120)
 
     def received() -> bool:  # the event reached the server: only the trigger is gone
         found = client.request("POST", "/events/filter", json={

@@ -7,11 +7,7 @@ from __future__ import annotations
 import os
 
 from prefect import flow, get_run_logger, runtime
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -27,7 +23,9 @@ from tasks.publish import RunSummary, publish
 from tasks.report import report
 from tasks.review import load_decisions
 from tasks.spec import DatasetSpec
+from tasks.summary import run_artifacts
 from tasks.validate import load_suite_file, validate
+from tasks.warehouse_lock import warehouse_slot
 
 hide_user_error_tracebacks()
 
@@ -106,15 +104,9 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     evaluation = staged(evaluate)(snapshot, design, decided, spec.label, spec.test,
                                   spec.eval_holdout, spec.model, spec.seed, work) if (
         spec.test or spec.eval_holdout) else None
-    summary = publish(spec, snapshot, validation, detection, decided, model, evaluation)
-    create_table_artifact(
-        key=_artifact_key(spec),
-        table=[{"metric": k, "value": round(v, 4) if isinstance(v, float) else v}
-               for k, v in summary.model_dump().items()
-                if k not in ("issue_counts", "evaluation", "orphan_decisions")]
-        + [{"metric": f"issues: {t}", "value": n} for t, n in summary.issue_counts.items()],
-        description=f"cleanset run {summary.run_id} of {summary.dataset}",
-    )
+    with warehouse_slot(spec.db_path):  # one writer per warehouse file, across deployments
+        summary = publish(spec, snapshot, validation, detection, decided, model, evaluation)
+        run_artifacts(spec, summary.run_id)
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)

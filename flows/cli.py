@@ -368,6 +368,92 @@ def _cell(value: object, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _needs_server(what: str) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        _fail(f"{what} needs a running Prefect server: start one with "
+              "`uv run prefect server start --host 127.0.0.1` and "
+              "`export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+
+
+@app.command()
+def serve(
+    prefect_file: Annotated[Path | None, typer.Option(
+        "--prefect-file", help="Deployment definitions. Default: the project's prefect.yaml.")
+    ] = None,
+    deployment: Annotated[list[str] | None, typer.Option(
+        "--deployment", help="Serve only this deployment; repeat for several. Default: all.")
+    ] = None,
+    landing: Annotated[Path, typer.Option(
+        "--landing", help="Landing folder to watch for new files.")] = Path("data/landing"),
+    watch_files: Annotated[bool, typer.Option(
+        "--watch/--no-watch", help="Watch --landing and emit an event per new file.")] = True,
+    poll: Annotated[float, typer.Option(
+        "--poll", help="Seconds between landing-folder scans and between queries for "
+        "runs.", min=0.2)] = 2.0,
+    limit: Annotated[int | None, typer.Option(
+        "--limit", help="Runs executed at once by this process. Default: Prefect's.")] = None,
+) -> None:
+    """Serve prefect.yaml's deployments from this process (no work pool needed).
+
+    The nightly schedule, the on-arrival trigger and the concurrency limits are those of
+    prefect.yaml. With --watch (default) a file dropped into --landing is announced as a
+    `cleanset.file.arrived` event, which starts a cleaning run of that file. Stop with Ctrl-C
+    (or SIGTERM): schedules are paused and the trigger automations removed, so nothing creates
+    runs while no process serves them.
+
+    Example: PREFECT_API_URL=http://127.0.0.1:4200/api cleanset serve
+    """
+    _needs_server("serve")
+    from flows.serve import DEFAULT_PREFECT_FILE, read_deployment_specs
+    from flows.serve import serve as serve_deployments
+    from tasks.errors import CleansetError
+
+    path = prefect_file or DEFAULT_PREFECT_FILE
+    try:
+        read_deployment_specs(path, deployment)
+    except CleansetError as exc:
+        _fail(str(exc))
+    serve_deployments(path, deployment, landing if watch_files else None, poll, limit)
+
+
+@app.command()
+def watch(
+    directory: Annotated[Path, typer.Argument(help="Landing folder (watched recursively).")] = Path(
+        "data/landing"),
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between scans.", min=0.2)] = 2.0,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="Where seen content hashes are kept. Default: DIR/.cleanset-landing.json")
+    ] = None,
+) -> None:
+    """Emit a Prefect event for each new complete file in DIR (for deployments served elsewhere).
+
+    A file counts once its size and modification time hold still for one poll; temporary names
+    (.part, .tmp, ...) and hidden files are ignored; content already announced (by sha256, kept in
+    the state file) is not announced again, also across restarts. The event,
+    `cleanset.file.arrived`, carries path, sha256, size and dataset (the file's sub-folder under
+    DIR, or its stem) in its payload. Stop with Ctrl-C.
+    """
+    _needs_server("watch")
+    import signal
+
+    from flows.watch import watch as watch_folder
+
+    def _interrupt(*_):  # noqa: ANN002, ANN202 - SIGTERM stops like Ctrl-C: queued events are sent
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        watch_folder(directory, poll, state_path=state)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=5)
+
+
 @app.command()
 def report(
     dataset: Annotated[str | None, typer.Option(

@@ -1,0 +1,74 @@
+"""The landing-folder watcher: one Prefect event per new complete file (tasks/landing.py decides
+which files count). A deployment trigger matching the event starts a cleaning run with the file's
+path as `spec.source` (see prefect.yaml)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from tasks.landing import EVENT_NAME, Arrival, LandingWatcher
+
+logger = logging.getLogger("cleanset.watch")
+
+
+def _log_to_console() -> None:
+    """Show the watcher's lines on stderr (Prefect's logging setup leaves this logger silent)."""
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(message)s",
+                                               "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def emit_arrival(arrival: Arrival, root: Path) -> bool:
+    """Send the arrival event; False when Prefect has no API to send it to."""
+    from prefect.events import emit_event
+
+    event = emit_event(
+        EVENT_NAME,
+        resource={"prefect.resource.id": f"cleanset.file.{arrival.sha256}",
+                  "prefect.resource.name": Path(arrival.path).name,
+                  "cleanset.dataset": arrival.dataset,
+                  "cleanset.landing": str(root)},
+        payload=arrival.payload(),
+    )
+    return event is not None
+
+
+def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = None,
+          state_path: Path | None = None, on_arrival=None) -> None:  # noqa: ANN001
+    """Poll `root` until `stop` is set, emitting one event per new complete file."""
+    stop = stop or threading.Event()
+    root = Path(root).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    watcher = LandingWatcher(root, state_path)
+    _log_to_console()
+    logger.info("watching %s for new files (every %.1f s)", root, poll_seconds)
+    while not stop.is_set():
+        try:
+            for arrival in watcher.poll():
+                if emit_arrival(arrival, root):
+                    watcher.mark_seen(arrival)
+                    logger.info("new file %s (%s, dataset %s): event %s emitted", arrival.path,
+                                arrival.sha256[:12], arrival.dataset, EVENT_NAME)
+                    if on_arrival:
+                        on_arrival(arrival)
+                else:
+                    logger.warning("no Prefect API configured: %s not announced", arrival.path)
+        except OSError as exc:  # a file vanished or is unreadable: try again next poll
+            logger.warning("landing scan failed: %s", exc)
+        stop.wait(poll_seconds)
+
+
+def start_watcher(root: Path, poll_seconds: float = 2.0,
+                  state_path: Path | None = None) -> tuple[threading.Thread, threading.Event]:
+    """The watcher in a daemon thread (used by `cleanset serve`)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(root, poll_seconds, stop, state_path),
+                              name="cleanset-landing-watcher", daemon=True)
+    thread.start()
+    return thread, stop

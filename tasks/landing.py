@@ -1,0 +1,120 @@
+"""landing: notice new, complete data files in a landing folder, once per content.
+
+A file counts as arrived when it has a supported data suffix (not a temporary one such as .part
+or .tmp), is not hidden, is non-empty, and its size and modification time are the same on two
+consecutive polls (a writer still appending changes one of them). Files are identified by their
+content sha256, kept in a small JSON state file, so a renamed copy or a restarted watcher does not
+announce the same data twice. Plain functions: `flows/watch.py` turns arrivals into Prefect events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tasks.ingest import _format_of
+from tasks.store import file_sha256
+
+EVENT_NAME = "cleanset.file.arrived"
+STATE_FILE = ".cleanset-landing.json"
+TEMP_SUFFIXES = (".part", ".tmp", ".temp", ".partial", ".crdownload", ".download", ".swp", "~")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One new complete file: what the event carries."""
+
+    path: str  # absolute
+    sha256: str
+    size: int
+    dataset: str
+
+    def payload(self) -> dict[str, object]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size,
+                "dataset": self.dataset}
+
+
+def dataset_for(path: Path, root: Path) -> str:
+    """The dataset a landed file belongs to: its first sub-folder under the landing root
+    (landing/churn/2026-01-02.csv -> churn), or the file's stem when it lies in the root."""
+    rel = path.relative_to(root)
+    raw = rel.parts[0] if len(rel.parts) > 1 else rel.name.split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9_]", "_", raw)[:63] or "dataset"
+    return name if name[:1].isalpha() else f"d_{name}"[:63]
+
+
+def is_candidate(path: Path) -> bool:
+    """A data file a writer has finished naming: supported suffix, not hidden, not temporary."""
+    name = path.name.lower()
+    if name.startswith(".") or name.endswith(TEMP_SUFFIXES):
+        return False
+    return _format_of(path) is not None
+
+
+@dataclass
+class LandingWatcher:
+    """Polls one folder (recursively); `poll()` returns the files that became complete and whose
+    content was never seen; `mark_seen()` records them in the state file."""
+
+    root: Path
+    state_path: Path | None = None
+    _last: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
+    _settled: dict[str, tuple[int, int]] = field(default_factory=dict)  # hashed at this stat
+    seen: dict[str, dict] = field(default_factory=dict)  # sha256 -> {path, at}
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).absolute()
+        self.state_path = Path(self.state_path) if self.state_path else self.root / STATE_FILE
+        self.seen = load_state(self.state_path)
+
+    def poll(self) -> list[Arrival]:
+        """One scan. A file is reported the first poll its (size, mtime) repeats the previous
+        poll's, and only if its content hash is new."""
+        current: dict[str, tuple[int, int]] = {}
+        arrivals: list[Arrival] = []
+        if not self.root.is_dir():
+            return arrivals
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file() and is_candidate(p)):
+            if any(part.startswith(".") for part in path.relative_to(self.root).parts):
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # removed between listing and stat
+                continue
+            key, stat = str(path), (st.st_size, st.st_mtime_ns)
+            current[key] = stat
+            if st.st_size == 0 or self._last.get(key) != stat or self._settled.get(key) == stat:
+                continue
+            self._settled[key] = stat
+            digest = file_sha256(path)
+            if digest in self.seen or any(a.sha256 == digest for a in arrivals):
+                continue
+            arrivals.append(Arrival(key, digest, st.st_size, dataset_for(path, self.root)))
+        self._last = current
+        self._settled = {k: v for k, v in self._settled.items() if k in current}
+        return arrivals
+
+    def mark_seen(self, arrival: Arrival) -> None:
+        """Remember the content for good (written atomically, so a crash never corrupts it)."""
+        self.seen[arrival.sha256] = {"path": arrival.path,
+                                     "at": datetime.now(UTC).isoformat(timespec="seconds")}
+        save_state(self.state_path, self.seen)
+
+
+def load_state(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data.get("seen", {}) if isinstance(data, dict) else {}
+
+
+def save_state(path: Path, seen: dict[str, dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"seen": seen}, indent=1, sort_keys=True))
+    os.replace(tmp, path)

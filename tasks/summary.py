@@ -1,0 +1,184 @@
+"""summary: what the Prefect UI shows for a run, read back from the warehouse after publish.
+
+A table artifact with the run's rows, issues per type and health scores next to the previous run
+of the same dataset (and the change), and a markdown artifact listing the worst flagged rows.
+Builders are plain functions of a DuckDB connection; `run_artifacts` is the thin @task.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import duckdb
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.spec import DatasetSpec
+
+FLAG_RE = re.compile(r"^is_(.+)_issue$")
+RUN_METRICS = (("rows", "n_rows"), ("clean rows", "n_clean_rows"),
+               ("health score", "health_score"), ("label health score", "label_health_score"))
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+
+
+def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
+    cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
+    names = [d[0] for d in cur.description]
+    rows = cur.fetchall()
+    return dict(zip(names, rows[0], strict=True)) if rows else None
+
+
+def previous_run_id(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> str | None:
+    """The latest other run of the dataset that finished before this one."""
+    rows = con.execute(
+        "SELECT run_id FROM runs WHERE dataset = ? AND run_id <> ? AND finished_at <= "
+        "(SELECT finished_at FROM runs WHERE run_id = ?) ORDER BY finished_at DESC LIMIT 1",
+        [dataset, run_id, run_id]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _issue_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
+    return {t: int(n) for t, n in con.execute(
+        "SELECT issue_type, num_issues FROM issue_summary WHERE run_id = ? ORDER BY issue_type",
+        [run_id]).fetchall()}
+
+
+def _change(now: object, before: object) -> object:
+    if now is None or before is None:
+        return ""
+    delta = now - before
+    if isinstance(delta, float):
+        return f"{delta:+.4f}"
+    return f"{delta:+d}"
+
+
+def _fmt(value: object) -> object:
+    if value is None:
+        return ""
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> list[dict]:
+    """Rows of the summary table artifact: metric, this run, previous run, change."""
+    this = _run_row(con, run_id) or {}
+    prev_id = previous_run_id(con, run_id, dataset)
+    prev = (_run_row(con, prev_id) or {}) if prev_id else {}
+    table = [{"metric": "run id", "this run": run_id, "previous run": prev_id or "none",
+              "change": ""}]
+    for label, col in RUN_METRICS:
+        now, before = this.get(col), prev.get(col)
+        table.append({"metric": label, "this run": _fmt(now), "previous run": _fmt(before),
+                      "change": _change(now, before)})
+    counts = _issue_counts(con, run_id)
+    before_counts = _issue_counts(con, prev_id) if prev_id else {}
+    for t in sorted(set(counts) | set(before_counts), key=lambda t: (-counts.get(t, 0), t)):
+        now, before = counts.get(t), before_counts.get(t)
+        table.append({"metric": f"issues: {t}", "this run": _fmt(now),
+                      "previous run": _fmt(before) if prev_id else "",
+                      "change": _change(now, before)})
+    return table
+
+
+def top_issues(con: duckdb.DuckDBPyConnection, run_id: str,
+               limit: int = 15) -> tuple[list[dict], int]:
+    """The `limit` flagged rows with the lowest score (lower = worse) and how many are flagged."""
+    have = _columns(con, "issues")
+    types = sorted(m.group(1) for c in have if (m := FLAG_RE.match(c)))
+    if not types:
+        return [], 0
+    flag = " OR ".join(f'coalesce("is_{t}_issue", false)' for t in types)
+    scored = [t for t in types if f"{t}_score" in have]
+    worst = ("least(" + ", ".join(f'CASE WHEN "is_{t}_issue" THEN "{t}_score" END' for t in scored)
+             + ")") if scored else "NULL"
+    extra = [c for c in ("suggested_label", "suggested_label_confidence", "final_label", "action")
+             if c in have]
+    cols = ["row_id", "given_label", *extra, *(f'"is_{t}_issue"' for t in types),
+            *(f'"{t}_score"' for t in scored)]
+    total = con.execute(f"SELECT count(*) FROM issues WHERE run_id = ? AND ({flag})",
+                        [run_id]).fetchall()[0][0]
+    cur = con.execute(f"SELECT {', '.join(cols)}, {worst} AS worst FROM issues WHERE run_id = ? "
+                      f"AND ({flag}) ORDER BY worst ASC NULLS LAST, row_id LIMIT ?",
+                      [run_id, limit])
+    names = [d[0] for d in cur.description]
+    out = []
+    for values in cur.fetchall():
+        r = dict(zip(names, values, strict=True))
+        flagged = [t for t in types if r[f"is_{t}_issue"]]
+        with_scores = [t for t in flagged if r.get(f"{t}_score") is not None]
+        main = min(with_scores, key=lambda t: r[f"{t}_score"]) if with_scores else flagged[0]
+        out.append({"row_id": r["row_id"], "issue": main,
+                    "also": ", ".join(t for t in flagged if t != main),
+                    "score": r.get(f"{main}_score"), "given_label": r["given_label"],
+                    "suggested_label": r.get("suggested_label"),
+                    "confidence": r.get("suggested_label_confidence"),
+                    "final_label": r.get("final_label"), "action": r.get("action")})
+    return out, int(total)
+
+
+def top_issues_markdown(rows: list[dict], total: int, dataset: str, run_id: str) -> str:
+    """Markdown for the top-issues artifact."""
+    head = f"# Top issues: {dataset}\n\nrun `{run_id}` · {total:,} flagged rows"
+    if not rows:
+        return head + " · nothing to look at.\n"
+    show_final = any(r.get("final_label") is not None for r in rows)
+    lines = [head + f"; the {len(rows)} with the lowest score (lower = more likely a problem):",
+             "",
+             "| row_id | issue | also | score | given label | suggested label | confidence |"
+             + (" final label |" if show_final else "") + " action |",
+             "|---|---|---|---|---|---|---|" + ("---|" if show_final else "") + "---|"]
+
+    def cell(v: object, key: str = "") -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):  # scores can be tiny: keep 3 significant digits
+            return f"{v:.3g}" if key == "score" else f"{v:.3f}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    for r in rows:
+        lines.append("| " + " | ".join(cell(r[k], k) for k in (
+            "row_id", "issue", "also", "score", "given_label", "suggested_label", "confidence",
+            *(("final_label",) if show_final else ()), "action")) + " |")
+    lines += ["", f"All of them: `cleanset query \"SELECT * FROM issues WHERE run_id = '{run_id}'"
+              "\"`"]
+    return "\n".join(lines) + "\n"
+
+
+def artifact_key(dataset: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes."""
+    return f"cleanset-{dataset.lower().replace('_', '-')}"
+
+
+def _read_only(db: str, attempts: int = 10) -> duckdb.DuckDBPyConnection:
+    for attempt in range(attempts):
+        try:
+            return duckdb.connect(db, read_only=True)
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+@task(name="run-artifacts", cache_policy=NO_CACHE)
+def run_artifacts(spec: DatasetSpec, run_id: str, top: int = 15) -> None:
+    """Summary table and top-issues markdown artifacts; a failure here never fails the run."""
+    dataset = spec.dataset_name
+    try:
+        with _read_only(spec.db) as con:
+            table = summary_table(con, run_id, dataset)
+            rows, total = top_issues(con, run_id, top)
+    except duckdb.Error as exc:
+        get_run_logger().warning("run artifacts skipped: cannot read %s: %s", spec.db, exc)
+        return
+    key = artifact_key(dataset)
+    create_table_artifact(key=key, table=table,
+                          description=f"cleanset run {run_id} of {dataset}: summary and change "
+                          "against the previous run")
+    create_markdown_artifact(key=f"{key}-top-issues",
+                             markdown=top_issues_markdown(rows, total, dataset, run_id),
+                             description=f"worst flagged rows of run {run_id}")

@@ -19,7 +19,9 @@ from tasks.spec import DatasetSpec
 
 FLAG_RE = re.compile(r"^is_(.+)_issue$")
 RUN_METRICS = (("rows", "n_rows"), ("clean rows", "n_clean_rows"),
-               ("health score", "health_score"), ("label health score", "label_health_score"))
+               ("health score", "health_score"), ("label health score", "label_health_score"),
+               ("relabelled", "n_relabelled"), ("to review", "n_review"),
+               ("decided by reviewers", "n_reviewed"))
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -81,6 +83,18 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
         table.append({"metric": f"issues: {t}", "this run": _fmt(now),
                       "previous run": _fmt(before) if prev_id else "",
                       "change": _change(now, before)})
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "evaluations" in tables:  # before/after test accuracy when the run was evaluated
+        scores = {(r[0], r[1]): r[2] for r in con.execute(
+            "SELECT trained_on, metric, value FROM (UNPIVOT (SELECT trained_on, accuracy, "
+            "macro_f1 FROM evaluations WHERE run_id = ?) ON accuracy, macro_f1 "
+            "INTO NAME metric VALUE value)", [run_id]).fetchall()}
+        for metric in ("accuracy", "macro_f1"):
+            if ("given", metric) in scores:
+                given, cleaned = scores[("given", metric)], scores.get(("cleaned", metric))
+                table.append({"metric": f"test {metric}: trained as given -> cleaned",
+                              "this run": f"{given:.4f} -> {cleaned:.4f}", "previous run": "",
+                              "change": _change(cleaned, given)})
     return table
 
 

@@ -164,6 +164,17 @@ def describe_failure(o: ExpectationOutcome) -> str:
     return line
 
 
+def label_variants(labels: pd.Series) -> list[list[str]]:
+    """Groups of distinct text labels that differ only in case or surrounding spaces
+    ('cat', 'Cat', 'cat '): almost always one class written several ways."""
+    values = pd.Series(pd.unique(labels.dropna()))
+    values = values[values.map(lambda v: isinstance(v, str))]
+    if values.empty:
+        return []
+    groups = values.groupby(values.str.strip().str.casefold().to_numpy()).agg(list)
+    return [sorted(g) for g in groups if len(g) > 1]
+
+
 def check(
     df: pd.DataFrame, label: str, id_column: str | None, required: list[str],
     dataset_suite: dict[str, Any] | None,
@@ -189,6 +200,14 @@ def check(
             f"validation failed, nothing was published; {len(critical)} critical "
             f"expectation(s) not met:\n" + "\n".join(lines) + hint
         )
+    variants = label_variants(df[label]) if label in df else []
+    if variants:
+        shown = "; ".join(" / ".join(map(repr, g)) for g in variants[:5])
+        raise CleansetError(
+            f"validation failed, nothing was published: label values of column {label!r} differ "
+            f"only in case or surrounding spaces ({shown}{' ...' if len(variants) > 5 else ''})"
+            "; they would count as different classes. Normalise the labels in the source "
+            "(e.g. trim and lower-case them) and run again")
     bad = [rows for o, rows in results if not o.success and o.severity == "warning"]
     return outcomes, np.unique(np.concatenate(bad)) if bad else np.array([], dtype=np.int64)
 

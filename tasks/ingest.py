@@ -141,6 +141,9 @@ def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
         rewrites = [Path(i.read_path) for f, i in zip(files, infos, strict=True)
                     if i.read_path != str(f)]
         for f, i in zip(files, infos, strict=True):
+            if not i.ends_with_newline:
+                warnings.append(f"{f} does not end with a line break: if it was cut short, its "
+                                "last row may be incomplete")
             if i.latin1_lines:
                 warnings.append(f"{f}: {i.latin1_lines} line(s) are not valid UTF-8; read them "
                                 "as latin-1 (check accented text)")

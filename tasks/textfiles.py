@@ -36,6 +36,7 @@ class TextFile(BaseModel):
     delimiter: str
     n_fields: int
     latin1_lines: int = 0
+    ends_with_newline: bool = True  # False: the last row may have been cut short
 
 
 def _open_bytes(path: Path):  # noqa: ANN202 - a binary file object
@@ -43,7 +44,8 @@ def _open_bytes(path: Path):  # noqa: ANN202 - a binary file object
 
 
 def _decoded_lines(path: Path, counter: list[int]) -> Iterator[str]:
-    """The file's lines as text: UTF-8 where valid, latin-1 otherwise (counted in counter[0])."""
+    """The file's lines as text: UTF-8 where valid, latin-1 otherwise (counted in counter[0]);
+    counter[1] ends as 1 when the last line has no line break."""
     with _open_bytes(path) as f:
         first = True
         try:
@@ -51,6 +53,7 @@ def _decoded_lines(path: Path, counter: list[int]) -> Iterator[str]:
                 if first:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
                     first = False
+                counter[1] = 0 if raw.endswith(b"\n") else 1
                 try:
                     yield raw.decode("utf-8")
                 except UnicodeDecodeError:
@@ -96,7 +99,7 @@ def inspect_text_file(path: Path, work: Path) -> TextFile:
                                 "compressed as its name says?)") from None
     default = "\t" if ".tsv" in path.name.lower() else ","
     delimiter = sniff_delimiter(head.removeprefix(b"\xef\xbb\xbf").decode("latin-1"), default)
-    counter = [0]
+    counter = [0, 0]
     csv.field_size_limit(MAX_FIELD)
     reader = csv.reader(_decoded_lines(path, counter), delimiter=delimiter, strict=True)
     width = None
@@ -118,7 +121,7 @@ def inspect_text_file(path: Path, work: Path) -> TextFile:
     if counter[0]:
         read_path = str(_rewrite_utf8(path, work))
     return TextFile(read_path=read_path, delimiter=delimiter, n_fields=width or 0,
-                    latin1_lines=counter[0])
+                    latin1_lines=counter[0], ends_with_newline=not counter[1])
 
 
 def _rewrite_utf8(path: Path, work: Path) -> Path:
@@ -126,7 +129,7 @@ def _rewrite_utf8(path: Path, work: Path) -> Path:
     folder = work / "text"
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=folder, suffix=".csv")
-    counter = [0]
+    counter = [0, 0]
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
         for line in _decoded_lines(path, counter):
             out.write(line)

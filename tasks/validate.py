@@ -164,6 +164,18 @@ def describe_failure(o: ExpectationOutcome) -> str:
     return line
 
 
+RESERVED_COLUMNS = ("run_id",)  # <dataset>_clean_history adds it to every row
+
+
+def check_reserved(columns: list[str]) -> None:
+    """Reject data columns whose names cleanset's tables use (DuckDB names ignore case)."""
+    clash = [c for c in columns if str(c).lower() in RESERVED_COLUMNS]
+    if clash:
+        raise CleansetError(
+            f"column {clash[0]!r} has a name cleanset reserves for its history table "
+            f"({', '.join(RESERVED_COLUMNS)}); rename the column in the source and run again")
+
+
 def label_variants(labels: pd.Series) -> list[list[str]]:
     """Groups of distinct text labels that differ only in case or surrounding spaces
     ('cat', 'Cat', 'cat '): almost always one class written several ways."""
@@ -184,6 +196,7 @@ def check(
     df is the data as the user gave it (without a row_id cleanset added); quarantined rows are
     returned as positions.
     """
+    check_reserved(list(df.columns))
     suites = [generic_suite(list(df.columns), label, id_column, required)]
     if dataset_suite is not None:
         suites.append(dataset_suite)

@@ -53,6 +53,12 @@ def make_data(n: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def _stage_lines(output: str) -> str:
+    """The timestamped log lines that show when each stage finished."""
+    keep = ("Finished in state", "published", "model:", "ingested", "issues:", "kNN graph")
+    return "\n".join(line for line in output.splitlines() if any(k in line for k in keep))
+
+
 def measure(cmd: list[str], cwd: Path, env: dict) -> dict:
     """Run cmd; wall time and peak RSS (sum over the process tree, and the largest process)."""
     started = time.perf_counter()
@@ -76,7 +82,7 @@ def measure(cmd: list[str], cwd: Path, env: dict) -> dict:
     output = proc.stdout.read()
     return {"seconds": round(time.perf_counter() - started, 1), "exit_code": proc.returncode,
             "peak_rss_tree_gib": round(peak_tree / 2**30, 3),
-            "peak_rss_largest_gib": round(peak_one / 2**30, 3), "output_tail": output[-1500:]}
+            "peak_rss_largest_gib": round(peak_one / 2**30, 3), "output_tail": _stage_lines(output)}
 
 
 def main() -> None:
@@ -99,7 +105,7 @@ def main() -> None:
             "s = read_snapshot(sys.argv[1], None, Path(sys.argv[2])); print(s.table.n_rows)"),
             str(path), str(folder / "ingest_only")], ROOT, env)
         cmd = ["uv", "run", "--frozen", "cleanset", "run", str(path), "--label", "label",
-               "--db", str(folder / "wh.duckdb"), "--quiet"]
+               "--db", str(folder / "wh.duckdb"), "--verbose"]
         run = measure(cmd, ROOT, env)
         row = {"rows": n, "columns": 20, "file_mib": round(path.stat().st_size / 2**20, 1),
                "command": " ".join(cmd), "load_before": [round(x, 2) for x in load_before],

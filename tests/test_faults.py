@@ -83,15 +83,17 @@ def _killed_run(workdir: Path, env: dict, stage: str, source: str) -> None:
          "--db", "wh.duckdb", "--quiet"],
         cwd=workdir, env={**env, "FAULT_STAGE": stage, "FAULT_MARKER": str(marker)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while not marker.exists():
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "the planted hang was never reached"
-        time.sleep(0.05)
-    if stage == "estimate":  # still inside estimate: no probabilities were assembled yet
-        assert set((workdir / "work").glob("pred_probs/*.npy")) == assembled
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the planted hang was never reached"
+            time.sleep(0.05)
+        if stage == "estimate":  # still inside estimate: no probabilities were assembled yet
+            assert set((workdir / "work").glob("pred_probs/*.npy")) == assembled
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # also when an assertion failed: never leave it hanging
+        proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
 
 

@@ -375,6 +375,11 @@ CASES = [
     Case("missing label column", file("nolabel.csv", csv(base())),
          args=["--label", "target"], needle="expect_column_to_exist(column='target')",
          outcome="rejected: lists the available columns"),
+    Case("label all null", file("nulllabel.csv", lambda: csv(base().assign(label=None))),
+         needle="expect_column_unique_value_count_to_be_between", outcome="rejected"),
+    Case("duplicate ids", file("dupid.csv", lambda: csv(with_column(
+        "key", [1, 1, *range(43)]))), args=["--label", "label", "--id", "key"],
+         needle="expect_column_values_to_be_unique", outcome="rejected"),
     Case("null ids", file("nullid.csv", lambda: csv(with_column(
         "key", [None, *range(44)]))), args=["--label", "label", "--id", "key"],
          needle="expect_column_values_to_not_be_null", outcome="rejected"),

@@ -4,13 +4,11 @@ stage lives in tasks/."""
 
 from __future__ import annotations
 
-import os
-
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.runners import task_runner
 from tasks.decide import decide
 from tasks.detect import detect, needs_knn
 from tasks.errors import hide_user_error_tracebacks
@@ -45,7 +43,7 @@ def _run_name() -> str:
 
 
 @flow(name="cleanset", flow_run_name=_run_name, log_prints=True,
-      task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2))
+      task_runner=task_runner())
 def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     """Clean one dataset and publish it to DuckDB. `refresh` recomputes every cached stage."""
     work = str(spec.work_path)

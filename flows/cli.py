@@ -70,21 +70,24 @@ class _StageProgress(logging.Handler):
             f"{self.fits} model fits"))
 
 
-def _run_flow(spec, refresh: bool, quiet: bool = False):  # noqa: ANN001, ANN202
+def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
+              address: str | None = None):
     """Run the cleaning flow with a live status line; user errors become a message and a
     non-zero exit."""
     from flows.local_server import LocalServer, wanted
-
-    server = LocalServer() if wanted() else None  # boots while the libraries below import
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.task_runners import ThreadPoolTaskRunner
-
-    from flows.clean import clean_dataset
+    from flows.runners import task_runner
     from tasks.errors import CleansetError
 
-    if spec.workers:
-        clean_dataset = clean_dataset.with_options(
-            task_runner=ThreadPoolTaskRunner(max_workers=spec.workers))
+    try:
+        chosen = task_runner(runner, spec.workers, address)
+    except CleansetError as exc:
+        _fail(str(exc))
+    server = LocalServer() if wanted() else None  # boots while the libraries below import
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.clean import clean_dataset
+
+    clean_dataset = clean_dataset.with_options(task_runner=chosen)
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                         console=err, transient=True, disable=quiet)
@@ -201,6 +204,12 @@ def run(
     work_dir: Annotated[Path | None, typer.Option(
         "--work-dir", help="Where intermediates and cache live. Default: <db folder>/work.")
     ] = None,
+    runner: Annotated[str, typer.Option(
+        "--runner", help="Where the fold fits run: threads (this machine, default) or dask "
+        "(a temporary local Dask cluster, or the one at --address).")] = "threads",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Dask scheduler address for --runner dask, e.g. tcp://host:8786.")
+    ] = None,
     refresh: Annotated[bool, typer.Option(
         "--refresh", help="Recompute every stage instead of reusing cached results.")] = False,
     quiet: Annotated[bool, typer.Option(
@@ -249,7 +258,7 @@ def run(
     except CleansetError as exc:
         _fail(str(exc))
     started = time.perf_counter()
-    summary = _run_flow(spec, refresh, quiet)
+    summary = _run_flow(spec, refresh, quiet, runner, address)
     _print_summary(summary, time.perf_counter() - started)
 
 

@@ -70,6 +70,23 @@ def _looks_like_text(s: pd.Series) -> bool:
     return bool(tokens >= 4 or long_and_varied)
 
 
+def _is_nested(s: pd.Series) -> bool:
+    """Struct, list or map values (nested Parquet/JSON types): not usable as features."""
+    sample = s.dropna().head(100)
+    return bool(len(sample)) and sample.map(
+        lambda v: isinstance(v, (dict, list, tuple, np.ndarray))).any()
+
+
+def _numeric_text(s: pd.Series) -> bool:
+    """Text that is all numbers (e.g. `inf`, `-inf`, `1e3` that a CSV reader kept as text)."""
+    values = s.dropna()
+
+    def numbers(v: pd.Series) -> bool:
+        return bool(pd.to_numeric(v.astype(str), errors="coerce").notna().all())
+
+    return bool(len(values)) and numbers(values.head(1000)) and numbers(values)
+
+
 def infer_roles(
     df: pd.DataFrame, label: str, exclude: list[str], text: list[str],
     features: list[str] | None,
@@ -94,6 +111,8 @@ def infer_roles(
             continue
         if s.isna().all():
             dropped.append((col, "all values missing"))
+        elif s.dtype == object and _is_nested(s):
+            dropped.append((col, "nested values (struct, list or map)"))
         elif s.nunique(dropna=True) <= 1 and not s.isna().any():
             dropped.append((col, "constant"))
         elif pd.api.types.is_bool_dtype(s):
@@ -102,6 +121,8 @@ def infer_roles(
             roles["numeric"].append(col)
         elif pd.api.types.is_datetime64_any_dtype(s):
             roles["datetime"].append(col)
+        elif _numeric_text(s):
+            roles["numeric"].append(col)
         elif _looks_like_text(s):
             roles["text"].append(col)
         elif s.nunique(dropna=True) <= max(50, int(0.05 * n)):
@@ -121,7 +142,8 @@ def prepare_frame(df: pd.DataFrame, plan: FeaturePlan) -> pd.DataFrame:
     """Cast the used columns into the types the transformer expects (no NaN in text/categorical)."""
     out = {}
     for c in plan.numeric:
-        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64").replace(
+        values = df[c] if pd.api.types.is_numeric_dtype(df[c]) else df[c].astype(str)
+        out[c] = pd.to_numeric(values, errors="coerce").astype("float64").replace(
             [np.inf, -np.inf], np.nan)
     for c in plan.datetime:
         out[c] = pd.to_datetime(df[c], errors="coerce").astype("int64").astype("float64") / 8.64e13

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.store import TableRef, file_sha256, write_batches
+from tasks.textfiles import MAX_FIELD, inspect_text_file
 
 FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv", ".tsv.gz": "csv",
@@ -89,21 +90,27 @@ def source_sha256(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _reader_sql(files: list[Path], fmt: str, encoding: str | None) -> tuple[str, list]:
+def _reader_sql(files: list[Path], fmt: str, delimiter: str = ",") -> tuple[str, list]:
     names = [str(f) for f in files]
     if fmt == "csv":
-        opts = "header = true, sample_size = -1, union_by_name = true"
-        if encoding:
-            opts += f", encoding = '{encoding}'"
+        assert delimiter in ",\t;|"  # from textfiles.DELIMITERS, never user text
+        opts = (f"header = true, sample_size = -1, union_by_name = true, delim = '{delimiter}', "
+                f"max_line_size = {MAX_FIELD}")
         return f"SELECT * FROM read_csv(?, {opts})", [names]
     if fmt == "parquet":
         return "SELECT * FROM read_parquet(?, union_by_name = true)", [names]
     return "SELECT * FROM read_json(?, format = 'newline_delimited', union_by_name = true)", [names]
 
 
-def _clean_duckdb_error(exc: Exception) -> str:
+def _clean_duckdb_error(exc: Exception, width: int = 300) -> str:
+    """DuckDB's first lines, each cut short: its messages quote whole input lines."""
     text = str(exc).strip().splitlines()
-    return " ".join(line.strip() for line in text[:3])
+    return " ".join(line.strip()[:width] + ("..." if len(line.strip()) > width else "")
+                    for line in text[:3])
+
+
+def _file_state(files: list[Path]) -> list[tuple[int, int]]:
+    return [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
 def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
@@ -119,30 +126,37 @@ def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
     for f in files:
         if f.stat().st_size == 0:
             raise CleansetError(f"input file {f} is empty: it has no header and no rows")
+    before = _file_state(files)
     digest = source_sha256(files)
     warnings: list[str] = []
+    read_files, delimiter, rewrites = files, ",", []
+    if fmt == "csv":
+        infos = [inspect_text_file(f, work) for f in files]
+        delimiters = {i.delimiter for i in infos}
+        if len(delimiters) > 1:
+            raise CleansetError(f"the files of {source!r} use different delimiters "
+                                f"({', '.join(map(repr, sorted(delimiters)))}); use one")
+        delimiter = delimiters.pop()
+        read_files = [Path(i.read_path) for i in infos]
+        rewrites = [Path(i.read_path) for f, i in zip(files, infos, strict=True)
+                    if i.read_path != str(f)]
+        for f, i in zip(files, infos, strict=True):
+            if not i.ends_with_newline:
+                warnings.append(f"{f} does not end with a line break: if it was cut short, its "
+                                "last row may be incomplete")
+            if i.latin1_lines:
+                warnings.append(f"{f}: {i.latin1_lines} line(s) are not valid UTF-8; read them "
+                                "as latin-1 (check accented text)")
     con = duckdb.connect()
     try:
-        encodings = [None, "latin-1"] if fmt == "csv" else [None]
         rel = None
-        for enc in encodings:
-            sql, params = _reader_sql(files, fmt, enc)
-            try:
-                rel = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
-                break
-            except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
-                if enc is None and fmt == "csv" and "unicode" in str(exc).lower():
-                    warnings.append(
-                        f"{source} is not valid UTF-8; read it as latin-1 (check accented text)"
-                    )
-                    continue
-                raise CleansetError(
-                    f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"
-                ) from None
-            except duckdb.Error as exc:
-                raise CleansetError(
-                    f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"
-                ) from None
+        sql, params = _reader_sql(read_files, fmt, delimiter)
+        try:
+            rel = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
+        except duckdb.Error as exc:
+            raise CleansetError(
+                f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"
+            ) from None
         assert rel is not None
         schema = rel.schema
         columns = list(schema.names)
@@ -172,6 +186,12 @@ def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
         table = write_batches(batches(), out_schema, work, "snapshots")
     finally:
         con.close()
+        for r in rewrites:
+            r.unlink(missing_ok=True)
+    if _file_state(files) != before or source_sha256(files) != digest:
+        raise CleansetError(
+            f"{source} changed while it was being read; nothing was published. Run again once "
+            "the file is completely written (write to a temporary name, then rename it)")
     if table.n_rows == 0:
         raise CleansetError(f"{source} has a header but no data rows")
     return Snapshot(

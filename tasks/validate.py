@@ -164,6 +164,29 @@ def describe_failure(o: ExpectationOutcome) -> str:
     return line
 
 
+RESERVED_COLUMNS = ("run_id",)  # <dataset>_clean_history adds it to every row
+
+
+def check_reserved(columns: list[str]) -> None:
+    """Reject data columns whose names cleanset's tables use (DuckDB names ignore case)."""
+    clash = [c for c in columns if str(c).lower() in RESERVED_COLUMNS]
+    if clash:
+        raise CleansetError(
+            f"column {clash[0]!r} has a name cleanset reserves for its history table "
+            f"({', '.join(RESERVED_COLUMNS)}); rename the column in the source and run again")
+
+
+def label_variants(labels: pd.Series) -> list[list[str]]:
+    """Groups of distinct text labels that differ only in case or surrounding spaces
+    ('cat', 'Cat', 'cat '): almost always one class written several ways."""
+    values = pd.Series(pd.unique(labels.dropna()))
+    values = values[values.map(lambda v: isinstance(v, str))]
+    if values.empty:
+        return []
+    groups = values.groupby(values.str.strip().str.casefold().to_numpy()).agg(list)
+    return [sorted(g) for g in groups if len(g) > 1]
+
+
 def check(
     df: pd.DataFrame, label: str, id_column: str | None, required: list[str],
     dataset_suite: dict[str, Any] | None,
@@ -173,6 +196,7 @@ def check(
     df is the data as the user gave it (without a row_id cleanset added); quarantined rows are
     returned as positions.
     """
+    check_reserved(list(df.columns))
     suites = [generic_suite(list(df.columns), label, id_column, required)]
     if dataset_suite is not None:
         suites.append(dataset_suite)
@@ -189,6 +213,14 @@ def check(
             f"validation failed, nothing was published; {len(critical)} critical "
             f"expectation(s) not met:\n" + "\n".join(lines) + hint
         )
+    variants = label_variants(df[label]) if label in df else []
+    if variants:
+        shown = "; ".join(" / ".join(map(repr, g)) for g in variants[:5])
+        raise CleansetError(
+            f"validation failed, nothing was published: label values of column {label!r} differ "
+            f"only in case or surrounding spaces ({shown}{' ...' if len(variants) > 5 else ''})"
+            "; they would count as different classes. Normalise the labels in the source "
+            "(e.g. trim and lower-case them) and run again")
     bad = [rows for o, rows in results if not o.success and o.severity == "warning"]
     return outcomes, np.unique(np.concatenate(bad)) if bad else np.array([], dtype=np.int64)
 

@@ -42,7 +42,9 @@ def _run_name() -> str:
         return "clean-dataset"
 
 
-@flow(name="cleanset", flow_run_name=_run_name, log_prints=True,
+# log_prints stays off: it reroutes print() inside libraries too, and dill (used by Datalab's
+# `datasets`) reads function globals by capturing dis.dis()'s printed output.
+@flow(name="cleanset", flow_run_name=_run_name, log_prints=False,
       task_runner=task_runner())
 def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     """Clean one dataset and publish it to DuckDB. `refresh` recomputes every cached stage."""
@@ -102,7 +104,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     evaluation = staged(evaluate)(snapshot, design, decided, spec.label, spec.test,
                                   spec.eval_holdout, spec.model, spec.seed, work) if (
         spec.test or spec.eval_holdout) else None
-    with warehouse_slot(spec.db_path):  # one writer per warehouse file, across deployments
+    with warehouse_slot(spec.db_path, get_run_logger()):  # one writer per warehouse file
         summary = publish(spec, snapshot, validation, detection, decided, model, evaluation)
         run_artifacts(spec, summary.run_id)
     # The data is already published: a report that fails is a warning, not a failed run (its

@@ -19,7 +19,6 @@ for _key, _value in {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "GX_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LOG_PRINTS": "true",
 }.items():
     os.environ.setdefault(_key, _value)
 

@@ -82,7 +82,8 @@ def run_row(con, dataset: str):  # noqa: ANN001, ANN201
 
 def published(n_rows: int, columns: list[str] | None = None):  # noqa: ANN201
     """The run is in `runs` with n_rows rows, one issues row per input row, and the clean table
-    has the given columns (in order, after row_id when added)."""
+    has the given columns (in order, after row_id when added), then `label_original` (the data's
+    own label beside a relabelled one)."""
     def check(con, dataset: str) -> None:  # noqa: ANN001
         rows, n_clean, run_id = run_row(con, dataset)
         assert rows == n_rows and 0 < n_clean <= n_rows
@@ -90,7 +91,7 @@ def published(n_rows: int, columns: list[str] | None = None):  # noqa: ANN201
         assert one(con, f'SELECT count(*) FROM "{dataset}_clean"') == n_clean
         if columns is not None:
             got = [r[0] for r in con.execute(f'DESCRIBE "{dataset}_clean"').fetchall()]
-            assert got == columns, got
+            assert got == [*columns, "label_original"], got
     return check
 
 

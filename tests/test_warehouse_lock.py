@@ -1,5 +1,6 @@
-"""One writer per warehouse: the global concurrency slot serializes holders, queued not dropped;
-`cleanset serve` / `watch` explain what they need instead of failing."""
+"""One writer per warehouse: the file lock serializes holders across processes, queued not
+dropped, and a killed holder frees it at once; `cleanset serve` / `watch` explain what they need
+instead of failing."""
 
 from __future__ import annotations
 
@@ -10,19 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from tasks.warehouse_lock import limit_name, warehouse_slot
+from tasks.warehouse_lock import lock_path, warehouse_slot
 
 
-def test_limit_name_is_per_file():
+def test_lock_file_is_per_warehouse(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     here = Path("data/warehouse.duckdb")
-    assert limit_name(here) == limit_name(here.absolute())
-    assert limit_name("a/warehouse.duckdb") != limit_name("b/warehouse.duckdb")
-    assert limit_name("data/My Warehouse.duckdb").startswith("cleanset-warehouse-my-warehouse-")
+    assert lock_path(here) == lock_path(here.absolute()) == tmp_path / "data/warehouse.duckdb.lock"
+    assert lock_path("a/warehouse.duckdb") != lock_path("b/warehouse.duckdb")
 
 
-@pytest.mark.usefixtures("prefect_server")
 def test_holders_of_one_warehouse_take_turns(tmp_path):
     spans: list[tuple[float, float]] = []
     errors: list[BaseException] = []
@@ -47,6 +45,39 @@ def test_holders_of_one_warehouse_take_turns(tmp_path):
     with warehouse_slot(tmp_path / "other.duckdb"):  # another file has its own slot
         with warehouse_slot(tmp_path / "third.duckdb"):
             pass
+
+
+HOLD = """
+import sys, time
+from tasks.warehouse_lock import warehouse_slot
+with warehouse_slot(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_holder_frees_the_warehouse_at_once(tmp_path):
+    db = tmp_path / "w.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        got = threading.Event()
+
+        def take() -> None:
+            with warehouse_slot(db):
+                got.set()
+
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        assert not got.wait(1.5)  # held by the other process: we queue
+        holder.kill()  # SIGKILL: no cleanup code runs in the holder
+        assert got.wait(10), "the lock of a killed process was not released"
+        assert time.monotonic() - started < 12
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_serve_and_watch_need_a_server(tmp_path):

@@ -30,7 +30,7 @@ setup-chromium:
 		:; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium for the report screenshot test (best effort)"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		(timeout 120 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq \
 			--no-install-recommends chromium) >/dev/null 2>&1 \
 			|| echo "could not install chromium: the screenshot test will be skipped"; \
 	else \

@@ -122,7 +122,7 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     t.add_row("other issues", others or "none")
     t.add_row("actions", f"{summary.n_rows - summary.n_clean_rows:,} dropped, "
                          f"{summary.n_relabelled:,} relabelled, {summary.n_review:,} to review "
-                         f"(`cleanset review -d {summary.dataset}`)")
+                         f"(`uv run cleanset review -d {summary.dataset}`)")
     if summary.n_reviewed or summary.orphan_decisions:
         orphans = summary.orphan_decisions
         t.add_row("decisions", f"{summary.n_reviewed:,} rows decided by reviewers" + (

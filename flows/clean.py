@@ -61,10 +61,11 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
 
     snapshot = staged(ingest)(spec.source, spec.id, work)
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
+    decisions = load_decisions(spec.db, spec.dataset_name, work)  # reviewers' decisions so far
     design = staged(featurize)(snapshot, validation, spec.label, list(spec.text),
                                list(spec.features) if spec.features else None, spec.folds,
                                spec.seed, work, spec.group, spec.embeddings,
-                               spec.pred_prob_columns)
+                               spec.pred_prob_columns, decisions)
 
     fits = {"done": 0, "artifact": None}
 
@@ -99,7 +100,6 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         spec.issue_types) else None
     detection = staged(detect)(snapshot, validation, design, probs, neighbours, spec.label,
                                spec.issue_types, work)
-    decisions = load_decisions(spec.db, spec.dataset_name, work)
     decided = staged(decide)(detection, spec.policy, decisions, work)
     evaluation = staged(evaluate)(snapshot, design, decided, spec.label, spec.test,
                                   spec.eval_holdout, spec.model, spec.seed, work) if (

@@ -24,7 +24,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tasks.caching import STAGE_CACHE, file_content
 from tasks.errors import CleansetError, is_retryable
 from tasks.ingest import Snapshot
-from tasks.store import ArrayRef, MatrixRef, write_array, write_matrix
+from tasks.store import ArrayRef, MatrixRef, TableRef, write_array, write_matrix
 from tasks.validate import Validation
 
 MISSING = "__missing__"
@@ -297,6 +297,30 @@ def design(
     return plan, classes, positions, y, folds, np.flatnonzero(is_rare), rare
 
 
+def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFrame | None
+                    ) -> tuple[pd.Series, np.ndarray, int]:
+    """Reviewers' decisions applied before training, so every later run's models learn from the
+    corrected labels: `relabel` replaces the row's label (with a value of the column's own type),
+    `drop` leaves the row out of training. Returns (labels, dropped positions, rows relabelled).
+    The latest decision per row wins; decisions for rows not in the data are ignored here (decide
+    reports them)."""
+    if decisions is None or decisions.empty:
+        return labels, np.array([], dtype=np.int64), 0
+    latest = decisions.drop_duplicates("row_id", keep="last").set_index("row_id")
+    pos = pd.Index(row_ids.astype(str)).get_indexer(latest.index.astype(str))
+    found = pos >= 0
+    latest, pos = latest[found], pos[found]
+    kinds = latest["decision"].to_numpy()
+    by_text = {_label_text(v): v for v in pd.unique(labels.dropna())}
+    out = labels.copy()
+    relabelled = 0
+    for p, kind, new in zip(pos, kinds, latest["new_label"].to_numpy(), strict=True):
+        if kind == "relabel" and new in by_text and _label_text(out.iloc[p]) != new:
+            out.iloc[p] = by_text[new]
+            relabelled += 1
+    return out, np.sort(pos[kinds == "drop"]).astype(np.int64), relabelled
+
+
 @task(
     name="featurize",
     cache_policy=STAGE_CACHE + file_content("embeddings"),
@@ -308,16 +332,25 @@ def featurize(
     snapshot: Snapshot, validation: Validation, label: str, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
     embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
+    decisions: TableRef | None = None,
 ) -> Design:
-    """Infer column roles, encode labels and plan folds for the rows that passed validation."""
+    """Infer column roles, encode labels and plan folds for the rows that passed validation,
+    with the reviewers' corrections applied (a reviewed drop is not trained on)."""
     df = snapshot.table.read()
     work = Path(work_dir)
+    quarantined = validation.quarantined.read()
+    if decisions is not None:
+        df[label], dropped, n_fixed = reviewed_labels(df[label], df[snapshot.id_column],
+                                                      decisions.read())
+        quarantined = np.union1d(quarantined, dropped).astype(np.int64)
+        get_run_logger().info("training on reviewed labels: %d relabelled, %d dropped by "
+                              "reviewers", n_fixed, len(dropped))
     emb_ref, given_plan = None, None
     if embeddings:
         emb = load_user_array(embeddings, len(df), "embeddings")
         given_plan, emb_ref = embedding_plan(emb.shape[1]), write_array(emb, work, "embeddings")
     plan, classes, positions, y, folds, rare, rare_counts = design(
-        df, label, snapshot.id_column, validation.quarantined.read(), text, features, n_folds,
+        df, label, snapshot.id_column, quarantined, text, features, n_folds,
         seed, group, pred_prob_columns, given_plan,
     )
     logger = get_run_logger()

@@ -13,6 +13,7 @@ from flows.clean import clean_dataset
 from flows.cli import app
 from tasks.decide import apply_decisions, apply_policy
 from tasks.errors import CleansetError
+from tasks.featurize import reviewed_labels
 from tasks.review import check_decisions
 from tasks.spec import DatasetSpec, Policy, build_spec
 from tests.conftest import blobs
@@ -66,6 +67,18 @@ def test_decisions_override_policy_and_orphans_are_reported():
     assert by_row.loc["c", "final_label"] == "z"
     assert (by_row.loc[["a", "b", "c"], "decided_by"] == "review").all()
     assert by_row.loc["d", "decided_by"] == "policy"
+
+
+def test_reviewed_labels_feed_training():
+    labels = pd.Series([0, 1, 2, 1, 0])
+    decisions = pd.DataFrame({"row_id": ["a", "b", "c", "zz", "a"],
+                              "decision": ["relabel", "drop", "keep", "relabel", "relabel"],
+                              "new_label": ["1", None, None, "2", "2"]})
+    out, dropped, n = reviewed_labels(labels, pd.Series(list("abcde")), decisions)
+    assert out.tolist() == [2, 1, 2, 1, 0]  # latest decision for a wins; the column's own type
+    assert out.dtype == labels.dtype and dropped.tolist() == [1] and n == 1
+    same, none, zero = reviewed_labels(labels, pd.Series(list("abcde")), None)
+    assert same is labels and len(none) == 0 and zero == 0
 
 
 def test_bad_review_files_are_rejected_with_every_problem_listed():
@@ -146,6 +159,9 @@ def test_run_review_apply_run_again_honours_decisions(noisy_blobs, workdir):
     assert not issues.loc[keep_row, "is_label_issue"]  # confirmed: not flagged again
     assert issues.loc[keep_row, "review_note"] == "checked by hand"
     assert issues.loc[relabel_row, "action"] == "relabel"
+    # the models were retrained on the corrected label: the row now scores as well labelled
+    assert issues.loc[relabel_row, "label_score"] > 0.5
+    assert pd.isna(issues.loc[drop_row, "label_score"])  # a reviewed drop is not trained on
     assert issues.loc[drop_row, "action"] == "drop"
     clean = _table(db, "SELECT * FROM blobs_clean").set_index("id")
     assert drop_row not in clean.index  # a drop stays dropped

@@ -21,16 +21,11 @@ from tasks.publish import RunSummary, publish
 from tasks.report import report
 from tasks.review import load_decisions
 from tasks.spec import DatasetSpec
-from tasks.summary import run_artifacts
+from tasks.summary import artifact_key, run_artifacts
 from tasks.validate import load_suite_file, validate
 from tasks.warehouse_lock import warehouse_slot
 
 hide_user_error_tracebacks()
-
-
-def _artifact_key(spec: DatasetSpec) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes."""
-    return f"cleanset-{spec.dataset_name.lower().replace('_', '-')}"
 
 
 def _run_name() -> str:
@@ -75,7 +70,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
                        for k in range(design.n_folds)] for m in models}
         if fits["artifact"] is None:
             fits["artifact"] = create_progress_artifact(
-                0.0, key=f"{_artifact_key(spec)}-folds",
+                0.0, key=f"{artifact_key(spec.dataset_name)}-folds",
                 description=f"cross-validation fits ({total} in all)")
         for _ in as_completed([f for fs in futures.values() for f in fs]):
             fits["done"] += 1

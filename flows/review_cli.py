@@ -38,34 +38,12 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _dataset(db: Path, dataset: str | None) -> str:
-    """The dataset to review: given, or the only one with runs."""
-    if dataset:
-        return dataset
-    from tasks.publish import connect
-
-    if not db.exists():
-        _fail(f"warehouse {db} does not exist yet: run `cleanset run` first")
-    con = connect(db, read_only=True)
-    try:
-        names = [r[0] for r in con.execute(
-            "SELECT DISTINCT dataset FROM runs ORDER BY 1").fetchall()]
-    except Exception:  # noqa: BLE001 - no runs table: nothing published yet
-        names = []
-    finally:
-        con.close()
-    if len(names) != 1:
-        _fail(f"say which dataset with --dataset; the warehouse has: {', '.join(names) or 'none'}")
-    return names[0]
-
-
 def _queue(db: Path, dataset: str | None, top: int | None, action: list[str] | None):  # noqa: ANN202
     from tasks.errors import CleansetError
     from tasks.review import review_queue
 
-    name = _dataset(db, dataset)
     try:
-        return name, review_queue(db, name, top, tuple(action or ("review", "relabel", "drop")))
+        return review_queue(db, dataset, top, tuple(action or ("review", "relabel", "drop")))
     except CleansetError as exc:
         _fail(str(exc))
 
@@ -90,6 +68,7 @@ def review(
         return
     import pandas as pd
 
+    from tasks.errors import CleansetError
     from tasks.review import check_decisions, default_reviewer, record_decisions
 
     name, queue = _queue(db, dataset, top, action)
@@ -121,10 +100,10 @@ def review(
                              "given_label": row["given_label"] or "", "dataset": name}])
         try:
             checked = check_decisions(one, name, {row["row_id"]}, set(classes), "decision")
-        except Exception as exc:  # noqa: BLE001 - a typo should not end the session
+            record_decisions(db, name, checked, who, "interactive")
+        except CleansetError as exc:  # a typo or a busy warehouse should not end the session
             err.print(f"not saved: {exc}", markup=False)
             continue
-        record_decisions(db, name, checked, who, "interactive")
         done += 1
         console.print(f"[green]saved[/green]: {decision} {new_label}".rstrip())
     console.print(f"{done} decision(s) saved to review_decisions; the next run applies them.")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import STAGE_CACHE
 from tasks.detect import Detection
+from tasks.featurize import match_decisions
 from tasks.spec import ISSUE_TYPES, Policy
 from tasks.store import TableRef, write_table
 
@@ -79,25 +80,16 @@ def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None
     if decisions is None or decisions.empty:
         return decided, []
     out = decided.copy()
-    latest = decisions.drop_duplicates("row_id", keep="last").set_index("row_id")
-    where = pd.Index(out["row_id"].astype(str))
-    found = latest.index.isin(where)
-    orphans = sorted(latest.index[~found].astype(str))
-    latest = latest[found]
-    pos = where.get_indexer(latest.index)
-    kind = latest["decision"].to_numpy()
-    cols = {c: out.columns.get_loc(c) for c in ("action", "final_label", "decided_by",
-                                                 "review_note", "is_label_issue")}
-    out.iloc[pos, cols["action"]] = kind
-    out.iloc[pos, cols["decided_by"]] = "review"
-    out.iloc[pos, cols["review_note"]] = latest["note"].to_numpy()
-    given = out["given_label"].to_numpy()[pos]
-    new = latest["new_label"].to_numpy()
-    out.iloc[pos, cols["final_label"]] = np.where(kind == "relabel", new, given)
-    resolved = pos[np.isin(kind, ("keep", "relabel"))]
-    label_flags = out["is_label_issue"].copy()
-    label_flags.iloc[resolved] = np.where(label_flags.iloc[resolved].isna(), pd.NA, False)
-    out["is_label_issue"] = label_flags
+    latest, pos, orphans = match_decisions(decisions, out["row_id"])
+    kind, rows = latest["decision"].to_numpy(), out.index[pos]
+    out.loc[rows, "action"] = kind
+    out.loc[rows, "decided_by"] = "review"
+    out.loc[rows, "review_note"] = latest["note"].to_numpy()
+    out.loc[rows, "final_label"] = np.where(kind == "relabel", latest["new_label"].to_numpy(),
+                                            out.loc[rows, "given_label"].to_numpy())
+    resolved = rows[np.isin(kind, ("keep", "relabel"))]
+    scored = resolved[out.loc[resolved, "is_label_issue"].notna().to_numpy()]
+    out.loc[scored, "is_label_issue"] = False  # not flagged again (unscored rows stay NA)
     return out, orphans
 
 

@@ -297,6 +297,16 @@ def design(
     return plan, classes, positions, y, folds, np.flatnonzero(is_rare), rare
 
 
+def match_decisions(decisions: pd.DataFrame, row_ids: pd.Series
+                    ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Each row's latest decision (a later decision supersedes an earlier one): the decisions
+    of rows in the data, their positions, and the row ids no longer in the data."""
+    latest = decisions.drop_duplicates("row_id", keep="last").set_index("row_id")
+    pos = pd.Index(row_ids.astype(str)).get_indexer(latest.index.astype(str))
+    found = pos >= 0
+    return latest[found], pos[found], sorted(latest.index[~found].astype(str))
+
+
 def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFrame | None
                     ) -> tuple[pd.Series, np.ndarray, int]:
     """Reviewers' decisions applied before training, so every later run's models learn from the
@@ -306,10 +316,7 @@ def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFra
     reports them)."""
     if decisions is None or decisions.empty:
         return labels, np.array([], dtype=np.int64), 0
-    latest = decisions.drop_duplicates("row_id", keep="last").set_index("row_id")
-    pos = pd.Index(row_ids.astype(str)).get_indexer(latest.index.astype(str))
-    found = pos >= 0
-    latest, pos = latest[found], pos[found]
+    latest, pos, _ = match_decisions(decisions, row_ids)
     kinds = latest["decision"].to_numpy()
     by_text = {_label_text(v): v for v in pd.unique(labels.dropna())}
     out = labels.copy()

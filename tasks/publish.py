@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,11 +24,12 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.decide import Decided
 from tasks.detect import Detection
-from tasks.errors import CleansetError, is_retryable
+from tasks.errors import is_retryable
 from tasks.evaluate import Evaluation
 from tasks.ingest import Snapshot
 from tasks.spec import DatasetSpec
 from tasks.validate import Validation
+from tasks.warehouse import connect, quote_ident
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS runs (
@@ -113,37 +115,26 @@ def run_key(source_sha256: str, spec_fingerprint: str, decisions_sha256: str | N
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def quote_ident(name: str) -> str:
-    """A SQL identifier, double-quoted with embedded quotes doubled."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def connect(db: Path, attempts: int = 8, first_delay: float = 0.25, read_only: bool = False
-            ) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (for writing unless read_only), retrying with backoff while another
-    process holds it."""
-    if not read_only:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    delay = first_delay
-    for attempt in range(attempts):
-        try:
-            return duckdb.connect(str(db), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or attempt == attempts - 1:
-                if "lock" in str(exc).lower():
-                    raise CleansetError(
-                        f"warehouse {db} is locked by another process after {attempts} attempts; "
-                        f"close other DuckDB sessions on it and run again ({exc})"
-                    ) from None
-                raise CleansetError(f"cannot open warehouse {db}: {exc}") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
-
-
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in [*SCHEMA, *MIGRATIONS]:
         con.execute(ddl)
+
+
+@contextmanager
+def transaction(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One write transaction on the warehouse, schema ensured: committed when the block ends,
+    rolled back on any error (a crash before COMMIT leaves the warehouse as it was)."""
+    con = connect(db)
+    try:
+        con.execute("BEGIN TRANSACTION")
+        ensure_schema(con)
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.close()
 
 
 def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, source_sql: str,
@@ -178,8 +169,7 @@ def write_run(
     history = quote_ident(f"{dataset}_clean_history")
     lab = quote_ident(label)
     original = quote_ident(label_original_column(label, list(snapshot.columns)))
-    con = connect(db)
-    try:
+    with transaction(db) as con:
         label_type = con.execute(f"SELECT {lab} FROM read_parquet(?) LIMIT 0",
                                  [snapshot.table.path]).description[0][1]
         clean_rows_sql = (
@@ -189,8 +179,6 @@ def write_run(
             "(SELECT action, final_label FROM read_parquet(?)) i WHERE i.action <> 'drop'"
         )
         clean_params = [run_id, snapshot.table.path, decided.table.path]
-        con.execute("BEGIN TRANSACTION")
-        ensure_schema(con)
         for table in (*RUN_TABLES, "runs"):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         issues_sql = "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)"
@@ -238,12 +226,6 @@ def write_run(
         cols = list(row)
         con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                     [row[c] for c in cols])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
     return RunSummary(
         run_id=run_id, dataset=dataset, db=str(db), n_rows=snapshot.table.n_rows,
         n_clean_rows=n_clean, n_label_issues=n_label, n_invalid=n_invalid,

@@ -25,6 +25,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.errors import CleansetError, is_retryable
 from tasks.spec import ISSUE_TYPES
+from tasks.summary import artifact_key
+from tasks.warehouse import (
+    column_names,
+    open_warehouse,
+    quote_ident,
+    resolve_run,
+    table_names,
+)
 
 if TYPE_CHECKING:  # importing publish would pull in cleanlab: seconds for `cleanset report`
     from tasks.publish import RunSummary
@@ -58,67 +66,9 @@ def report_path(db: Path, dataset: str, run_id: str) -> Path:
 # ---------------------------------------------------------------------------- reading
 
 
-def _open(db: Path) -> duckdb.DuckDBPyConnection:
-    if not Path(db).is_file():
-        raise CleansetError(f"warehouse {db} does not exist yet: run `cleanset run` or "
-                            "`cleanset demo` first (or pass --db)")
-    try:
-        return duckdb.connect(str(db), read_only=True)
-    except duckdb.Error as exc:
-        raise CleansetError(f"cannot open warehouse {db}: {str(exc).splitlines()[0]}") from None
-
-
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-
-
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [r[0] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()]
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
-def resolve_run(db: Path, dataset: str | None = None, run: str | None = None) -> tuple[str, str]:
-    """(dataset, run_id) to report on: the given run, else the dataset's latest run; the dataset
-    may be left out when the warehouse holds only one. Raises CleansetError naming the choices."""
-    with _open(db) as con:
-        if "runs" not in _tables(con):
-            raise CleansetError(f"warehouse {db} has no runs yet: run `cleanset run` first")
-        datasets = [r[0] for r in con.execute(
-            "SELECT DISTINCT dataset FROM runs ORDER BY 1").fetchall()]
-        if run is not None:
-            found = con.execute("SELECT dataset FROM runs WHERE run_id = ?", [run]).fetchall()
-            if not found:
-                recent = [r[0] for r in con.execute(
-                    "SELECT run_id FROM runs ORDER BY finished_at DESC NULLS LAST LIMIT 5"
-                ).fetchall()]
-                raise CleansetError(f"no run {run!r} in {db}; recent runs: {', '.join(recent)}")
-            if dataset is not None and found[0][0] != dataset:
-                raise CleansetError(f"run {run} belongs to dataset {found[0][0]!r}, not "
-                                    f"{dataset!r}")
-            return found[0][0], run
-        if dataset is None:
-            if not datasets:
-                raise CleansetError(f"warehouse {db} has no runs yet: run `cleanset run` first")
-            if len(datasets) > 1:
-                raise CleansetError(f"{db} holds several datasets; pick one with --dataset: "
-                                    f"{', '.join(datasets)}")
-            dataset = datasets[0]
-        if dataset not in datasets:
-            raise CleansetError(f"no runs of dataset {dataset!r} in {db}; datasets: "
-                                f"{', '.join(datasets) or 'none'}")
-        latest = con.execute(
-            "SELECT run_id FROM runs WHERE dataset = ? ORDER BY finished_at DESC NULLS LAST, "
-            "started_at DESC NULLS LAST LIMIT 1", [dataset]).fetchall()
-        return dataset, latest[0][0]
 
 
 @dataclass
@@ -145,8 +95,8 @@ class ReportData:
 
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
     """Read one run's figures from the warehouse (read-only, aggregated in SQL)."""
-    with _open(db) as con:
-        tables = _tables(con)
+    with open_warehouse(db) as con:
+        tables = table_names(con)
         runs = _dicts(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
         if not runs:
             raise CleansetError(f"no run {run_id!r} in {db}")
@@ -155,14 +105,14 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
         history = _dicts(con.execute(
             "SELECT run_id, started_at, finished_at, n_rows, n_clean_rows, n_label_issues, "
             "health_score, " + ("label_health_score" if "label_health_score" in
-                                _columns(con, "runs") else "NULL AS label_health_score") +
+                                column_names(con, "runs") else "NULL AS label_health_score") +
             " FROM runs WHERE dataset = ? AND (finished_at <= ? OR run_id = ?) "
             "ORDER BY finished_at NULLS FIRST, started_at", [dataset, run["finished_at"], run_id]))
         summary = _dicts(con.execute(
             "SELECT issue_type, num_issues, score FROM issue_summary WHERE run_id = ?", [run_id]))
         order = {t: i for i, t in enumerate(ISSUE_TYPES)}
         summary.sort(key=lambda r: (order.get(r["issue_type"], 99), r["issue_type"]))
-        issue_cols = set(_columns(con, "issues"))
+        issue_cols = set(column_names(con, "issues"))
         types = [r["issue_type"] for r in summary
                  if {f"is_{r['issue_type']}_issue", f"{r['issue_type']}_score"} <= issue_cols]
         flagged = [r["issue_type"] for r in summary if r["num_issues"] and
@@ -190,11 +140,11 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
             top={}, content_source="", evaluations=[], reviews={})
         data.top = {t: _dicts(con.execute(
             "SELECT row_id, given_label, suggested_label, suggested_label_confidence, "
-            f"{_q(t + '_score')} AS score, action"
+            f"{quote_ident(t + '_score')} AS score, action"
             + (", final_label" if "final_label" in issue_cols else "")
-            + (f", {_q(t + '_set')} AS set_id" if f"{t}_set" in issue_cols else "")
-            + f" FROM issues WHERE run_id = ? AND {_q('is_' + t + '_issue')} "
-            f"ORDER BY {_q(t + '_score')} NULLS LAST, row_id LIMIT {TOP_N}", [run_id]))
+            + (f", {quote_ident(t + '_set')} AS set_id" if f"{t}_set" in issue_cols else "")
+            + f" FROM issues WHERE run_id = ? AND {quote_ident('is_' + t + '_issue')} "
+            f"ORDER BY {quote_ident(t + '_score')} NULLS LAST, row_id LIMIT {TOP_N}", [run_id]))
             for t in flagged}
         data.content_source = _attach_content(con, tables, run, spec, dataset, data.top)
         if "evaluations" in tables:
@@ -220,7 +170,7 @@ def _spec(raw: Any) -> dict[str, Any]:
 def _histogram(con: duckdb.DuckDBPyConnection, run_id: str, t: str) -> dict[str, Any]:
     """Score counts in BINS equal bins over [0, 1], flagged rows apart; the cut-off is the
     highest score among flagged rows."""
-    score, flag = _q(f"{t}_score"), _q(f"is_{t}_issue")
+    score, flag = quote_ident(f"{t}_score"), quote_ident(f"is_{t}_issue")
     rows = con.execute(
         f"SELECT least(greatest(floor({score} * {BINS}), 0), {BINS - 1})::INT AS b, "
         f"count(*) FILTER (WHERE {flag}), count(*) FILTER (WHERE NOT coalesce({flag}, false)) "
@@ -246,14 +196,14 @@ def _attach_content(con: duckdb.DuckDBPyConnection, tables: set[str], run: dict,
     found: dict[str, dict] = {}
     if snapshot and Path(snapshot).is_file():
         source = f"the run's input snapshot ({snapshot})"
-        sql = f"SELECT * FROM read_parquet(?) WHERE CAST({_q(id_col)} AS VARCHAR) IN " \
+        sql = f"SELECT * FROM read_parquet(?) WHERE CAST({quote_ident(id_col)} AS VARCHAR) IN " \
               f"({', '.join('?' * len(ids))})"
         params: list = [str(snapshot), *ids]
     elif f"{dataset}_clean_history" in tables:
         source = (f"{dataset}_clean_history: kept rows only, as this warehouse records no input "
                   "snapshot for the run")
-        sql = f"SELECT * FROM {_q(dataset + '_clean_history')} WHERE run_id = ? AND " \
-              f"CAST({_q(id_col)} AS VARCHAR) IN ({', '.join('?' * len(ids))})"
+        sql = f"SELECT * FROM {quote_ident(dataset + '_clean_history')} WHERE run_id = ? AND " \
+              f"CAST({quote_ident(id_col)} AS VARCHAR) IN ({', '.join('?' * len(ids))})"
         params = [run["run_id"], *ids]
     else:
         return "not available: no input snapshot and no history table"
@@ -575,7 +525,7 @@ def build_report(db: Path, dataset: str | None = None, run: str | None = None,
 
 def key_figures(db: Path, dataset: str, run_id: str, path: Path) -> str:
     """Markdown for the Prefect artifact: the headline numbers and a link to the report."""
-    with _open(db) as con:
+    with open_warehouse(db) as con:
         run = _dicts(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))[0]
         counts = con.execute(
             "SELECT issue_type, num_issues FROM issue_summary WHERE run_id = ? AND num_issues > 0",
@@ -608,7 +558,7 @@ def report(summary: RunSummary) -> str:
     db = Path(summary.db)
     path = build_report(db, summary.dataset, summary.run_id)
     create_markdown_artifact(
-        key=f"cleanset-{summary.dataset.lower().replace('_', '-')}-report",
+        key=f"{artifact_key(summary.dataset)}-report",
         markdown=key_figures(db, summary.dataset, summary.run_id, path),
         description=f"data-health report of run {summary.run_id}")
     get_run_logger().info("report: %s", path.resolve().as_uri())

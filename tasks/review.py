@@ -20,9 +20,16 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.decide import DECISIONS
 from tasks.errors import CleansetError, is_retryable
-from tasks.publish import connect, ensure_schema
+from tasks.publish import transaction
 from tasks.spec import ISSUE_TYPES
 from tasks.store import TableRef, write_table
+from tasks.warehouse import (
+    column_names,
+    open_warehouse,
+    quote_ident,
+    resolve_run_in,
+    table_names,
+)
 
 REQUIRED = ("row_id", "decision")
 OPTIONAL = ("dataset", "new_label", "reviewer", "note", "given_label")
@@ -37,50 +44,27 @@ def default_reviewer() -> str:
 
 
 def read_decisions(db: Path, dataset: str) -> pd.DataFrame | None:
-    """Every decision recorded for the dataset, oldest first (None when there is none)."""
+    """The dataset's decisions as the runs apply them, oldest first (None when there is none)."""
     if not db.exists():
         return None
-    con = connect(db, read_only=True)
-    try:
-        have = {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
-        if "review_decisions" not in have:
+    with open_warehouse(db) as con:
+        if "review_decisions" not in table_names(con):
             return None
-        cols = {r[0] for r in con.execute("DESCRIBE review_decisions").fetchall()}
-        extra = ", ".join(c for c in ("reviewer", "source", "given_label") if c in cols)
         frame = con.execute(
-            "SELECT row_id, decision, new_label, decided_at, note"
-            + (f", {extra}" if extra else "")
-            + " FROM review_decisions WHERE dataset = ? ORDER BY decided_at, rowid",
-            [dataset]).df()
-    finally:
-        con.close()
+            "SELECT row_id, decision, new_label, note FROM review_decisions WHERE dataset = ? "
+            "ORDER BY decided_at, rowid", [dataset]).df()
     return frame if len(frame) else None
 
 
-def latest_run(con: duckdb.DuckDBPyConnection, dataset: str) -> dict:
-    """The dataset's most recent run (a clear error when there is none)."""
-    rows = con.execute(
-        "SELECT run_id, snapshot_path, id_column FROM runs WHERE dataset = ? "
-        "ORDER BY finished_at DESC LIMIT 1", [dataset]).fetchall()
-    if not rows:
-        known = [r[0] for r in con.execute(
-            "SELECT DISTINCT dataset FROM runs ORDER BY 1").fetchall()]
-        raise CleansetError(f"no run of dataset {dataset!r} in the warehouse; datasets: "
-                            f"{', '.join(known) or 'none yet'}")
-    return dict(zip(("run_id", "snapshot_path", "id_column"), rows[0], strict=True))
-
-
-def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    if not db.exists():
-        raise CleansetError(f"warehouse {db} does not exist yet: run `cleanset run` first")
-    con = connect(db, read_only=read_only)
-    have = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables").fetchall()}
-    if "runs" not in have:
-        con.close()
-        raise CleansetError(f"warehouse {db} has no cleanset runs yet: run `cleanset run` first")
-    return con
+def _latest_run(con: duckdb.DuckDBPyConnection, db: Path, dataset: str | None) -> dict:
+    """The dataset's most recent run: run_id, dataset, snapshot_path, id_column."""
+    name, run_id = resolve_run_in(con, db, dataset)
+    have = set(column_names(con, "runs"))
+    snap = "snapshot_path" if "snapshot_path" in have else "NULL"
+    ident = "id_column" if "id_column" in have else "NULL"
+    path, id_column = con.execute(f"SELECT {snap}, {ident} FROM runs WHERE run_id = ?",
+                                  [run_id]).fetchall()[0]
+    return {"run_id": run_id, "dataset": name, "snapshot_path": path, "id_column": id_column}
 
 
 def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -106,28 +90,29 @@ def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return parts.map("; ".join), pd.Series(severity, index=issues.index)
 
 
-def review_queue(db: Path, dataset: str, top: int | None = None,
-                 actions: tuple[str, ...] = ("review", "relabel", "drop")) -> pd.DataFrame:
-    """The latest run's rows that a person should look at, most severe first: rows whose policy
-    action is one of `actions` and that no reviewer has decided (in that run or since).
-    Columns: the decision columns to fill in, the labels, scores and reason, then the row's
-    content (`row.<column>`)."""
-    con = _open(db, read_only=True)
-    try:
-        run = latest_run(con, dataset)
+def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
+                 actions: tuple[str, ...] = ("review", "relabel", "drop")
+                 ) -> tuple[str, pd.DataFrame]:
+    """The dataset (default: the only one) and its latest run's rows that a person should look
+    at, most severe first: rows whose policy action is one of `actions` and that no reviewer has
+    decided (in that run or since). Columns: the decision columns to fill in, the labels, scores
+    and reason, then the row's content (`row.<column>`)."""
+    with open_warehouse(db) as con:
+        run = _latest_run(con, db, dataset)
+        dataset = run["dataset"]
+        undecided = ("coalesce(decided_by, 'policy') = 'policy' AND "
+                     if "decided_by" in column_names(con, "issues") else "")
         placeholders = ", ".join("?" * len(actions))
         issues = con.execute(
-            f"SELECT * FROM issues WHERE run_id = ? AND action IN ({placeholders}) "
-            "AND coalesce(decided_by, 'policy') = 'policy' AND row_id NOT IN (SELECT row_id FROM "
-            "review_decisions WHERE dataset = ?)", [run["run_id"], *actions, dataset]).df()
+            f"SELECT * FROM issues WHERE run_id = ? AND action IN ({placeholders}) AND "
+            f"{undecided}row_id NOT IN (SELECT row_id FROM review_decisions WHERE dataset = ?)",
+            [run["run_id"], *actions, dataset]).df()
         content = None
-        snap = run.get("snapshot_path")
+        snap = run["snapshot_path"]
         if snap and Path(snap).exists() and len(issues):
             content = con.execute(
-                "SELECT * FROM read_parquet(?) WHERE CAST(\"" + run["id_column"].replace('"', '""')
-                + "\" AS VARCHAR) IN (SELECT unnest(?))", [snap, issues["row_id"].tolist()]).df()
-    finally:
-        con.close()
+                f"SELECT * FROM read_parquet(?) WHERE CAST({quote_ident(run['id_column'])} AS "
+                "VARCHAR) IN (SELECT unnest(?))", [snap, issues["row_id"].tolist()]).df()
     why, severity = reasons(issues)
     queue = pd.DataFrame({
         "dataset": dataset, "row_id": issues["row_id"].astype(str), "decision": "",
@@ -145,7 +130,7 @@ def review_queue(db: Path, dataset: str, top: int | None = None,
         content["row_id"] = content[f"{CONTENT_PREFIX}{ident}"].astype(str)
         content = content.drop(columns=[f"{CONTENT_PREFIX}{ident}"])
         queue = queue.merge(content, on="row_id", how="left")
-    return queue.reset_index(drop=True)
+    return dataset, queue.reset_index(drop=True)
 
 
 def known_classes(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
@@ -208,19 +193,10 @@ def record_decisions(db: Path, dataset: str, decisions: pd.DataFrame, reviewer: 
     rows = [[dataset, r.row_id, r.decision, r.new_label or None, now, r.note or None,
              r.reviewer or reviewer, source, r.given_label or None]
             for r in decisions.itertuples(index=False)]
-    con = connect(db)
-    try:
-        con.execute("BEGIN TRANSACTION")
-        ensure_schema(con)
+    with transaction(db) as con:
         con.executemany(
             "INSERT INTO review_decisions (dataset, row_id, decision, new_label, decided_at, "
             "note, reviewer, source, given_label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.close()
     return len(rows)
 
 
@@ -234,20 +210,18 @@ def apply_review_file(db: Path, path: Path, dataset: str | None = None,
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CleansetError(f"review file {path} is not a readable CSV: {exc}") from None
-    if dataset is None:
+    if dataset is None:  # the file's own dataset column, else the warehouse's only dataset
         names = sorted(set(frame.get("dataset", pd.Series(dtype=str))) - {""})
-        if len(names) != 1:
-            raise CleansetError(f"review file {path}: say which dataset with --dataset "
-                                f"(the file names {', '.join(names) or 'none'})")
-        dataset = names[0]
-    con = _open(db, read_only=True)
-    try:
-        run = latest_run(con, dataset)
+        if len(names) > 1:
+            raise CleansetError(f"review file {path} names several datasets "
+                                f"({', '.join(names)}): say which with --dataset")
+        dataset = names[0] if names else None
+    with open_warehouse(db) as con:
+        run = _latest_run(con, db, dataset)
+        dataset = run["dataset"]
         known_rows = {r[0] for r in con.execute(
             "SELECT row_id FROM issues WHERE run_id = ?", [run["run_id"]]).fetchall()}
         classes = known_classes(con, run["run_id"])
-    finally:
-        con.close()
     checked = check_decisions(frame, dataset, known_rows, classes, f"review file {path}")
     n = record_decisions(db, dataset, checked, reviewer or default_reviewer(), str(path))
     blank = len(frame) - len(checked)
@@ -263,6 +237,5 @@ def load_decisions(db: str, dataset: str, work_dir: str) -> TableRef | None:
     if frame is None:
         return None
     get_run_logger().info("%d review decision(s) on record for %s", len(frame), dataset)
-    cols = ["row_id", "decision", "new_label", "note"]
-    return write_table(frame[cols].astype(object).where(frame[cols].notna(), None),
-                       Path(work_dir), "decisions")
+    return write_table(frame.astype(object).where(frame.notna(), None), Path(work_dir),
+                       "decisions")

@@ -8,24 +8,21 @@ Builders are plain functions of a DuckDB connection; `run_artifacts` is the thin
 from __future__ import annotations
 
 import re
-import time
 
 import duckdb
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.errors import CleansetError
 from tasks.spec import DatasetSpec
+from tasks.warehouse import column_names, open_warehouse
 
 FLAG_RE = re.compile(r"^is_(.+)_issue$")
 RUN_METRICS = (("rows", "n_rows"), ("clean rows", "n_clean_rows"),
                ("health score", "health_score"), ("label health score", "label_health_score"),
                ("relabelled", "n_relabelled"), ("to review", "n_review"),
                ("decided by reviewers", "n_reviewed"))
-
-
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
 def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
@@ -101,7 +98,7 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
 def top_issues(con: duckdb.DuckDBPyConnection, run_id: str,
                limit: int = 15) -> tuple[list[dict], int]:
     """The `limit` flagged rows with the lowest score (lower = worse) and how many are flagged."""
-    have = _columns(con, "issues")
+    have = set(column_names(con, "issues"))
     types = sorted(m.group(1) for c in have if (m := FLAG_RE.match(c)))
     if not types:
         return [], 0
@@ -167,26 +164,15 @@ def artifact_key(dataset: str) -> str:
     return f"cleanset-{dataset.lower().replace('_', '-')}"
 
 
-def _read_only(db: str, attempts: int = 10) -> duckdb.DuckDBPyConnection:
-    for attempt in range(attempts):
-        try:
-            return duckdb.connect(db, read_only=True)
-        except duckdb.IOException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5)
-    raise AssertionError("unreachable")
-
-
 @task(name="run-artifacts", cache_policy=NO_CACHE)
 def run_artifacts(spec: DatasetSpec, run_id: str, top: int = 15) -> None:
     """Summary table and top-issues markdown artifacts; a failure here never fails the run."""
     dataset = spec.dataset_name
     try:
-        with _read_only(spec.db) as con:
+        with open_warehouse(spec.db) as con:
             table = summary_table(con, run_id, dataset)
             rows, total = top_issues(con, run_id, top)
-    except duckdb.Error as exc:
+    except (duckdb.Error, CleansetError) as exc:
         get_run_logger().warning("run artifacts skipped: cannot read %s: %s", spec.db, exc)
         return
     key = artifact_key(dataset)

@@ -28,10 +28,10 @@ from tasks.report import (
     build_report,
     load_report_data,
     report_path,
-    resolve_run,
 )
 from tasks.sample import plant_noise
 from tasks.spec import DatasetSpec
+from tasks.warehouse import resolve_run
 from tests.conftest import blobs
 
 CHART = re.compile(r'<img class="chart"[^>]*src="data:image/png;base64,')

@@ -379,10 +379,18 @@ def _cell(value: object, width: int = 60) -> str:
 def _needs_server(what: str) -> None:
     from prefect.settings import PREFECT_API_URL
 
+    start = ("start one with `uv run prefect server start --host 127.0.0.1` and "
+             "`export PREFECT_API_URL=http://127.0.0.1:4200/api`")
     if not PREFECT_API_URL.value():
-        _fail(f"{what} needs a running Prefect server: start one with "
-              "`uv run prefect server start --host 127.0.0.1` and "
-              "`export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+        _fail(f"{what} needs a running Prefect server: {start}")
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        problem = client.api_healthcheck()
+    if problem is not None:
+        _fail(f"{what} cannot reach the Prefect server at {PREFECT_API_URL.value()} "
+              f"({str(problem).splitlines()[0] if str(problem) else type(problem).__name__}): "
+              f"{start}")
 
 
 @app.command()
@@ -413,7 +421,6 @@ def serve(
 
     Example: PREFECT_API_URL=http://127.0.0.1:4200/api cleanset serve
     """
-    _needs_server("serve")
     from flows.serve import DEFAULT_PREFECT_FILE, read_deployment_specs
     from flows.serve import serve as serve_deployments
     from tasks.errors import CleansetError
@@ -423,6 +430,7 @@ def serve(
         read_deployment_specs(path, deployment)
     except CleansetError as exc:
         _fail(str(exc))
+    _needs_server("serve")
     serve_deployments(path, deployment, landing if watch_files else None, poll, limit)
 
 
@@ -456,6 +464,8 @@ def watch(
         watch_folder(directory, poll, state_path=state)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # DIR is a file, the state file is a folder, no permission, ...
+        _fail(f"cannot watch {directory}: {exc}")
     finally:
         from prefect.events.worker import EventsWorker
 
@@ -479,6 +489,8 @@ def report(
 
     Example: cleanset report --dataset demo_digits
     """
+    import duckdb
+
     from tasks.errors import CleansetError
     from tasks.report import build_report
 
@@ -486,6 +498,10 @@ def report(
         path = build_report(db, dataset, run)
     except CleansetError as exc:
         _fail(str(exc))
+    except duckdb.Error as exc:  # e.g. a warehouse not written by cleanset
+        _fail(f"cannot read the run from {db}: {str(exc).splitlines()[0]}")
+    except OSError as exc:  # the reports folder cannot be written
+        _fail(f"cannot write the report: {exc}")
     print(path)
 
 

@@ -30,6 +30,21 @@ def task_runner(runner: str = "threads", workers: int = 0, address: str | None =
     from prefect_dask import DaskTaskRunner
 
     if address:
+        reachable(address)
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1,
                                           "processes": True, "dashboard_address": None})
+
+
+def reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast, with a message, when no Dask scheduler answers at `address` (otherwise the
+    flow would crash after a 30 s timeout with Dask's tracebacks)."""
+    from distributed import Client
+
+    from tasks.errors import CleansetError
+
+    try:
+        Client(address, timeout=timeout).close()
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CleansetError(f"no Dask scheduler answers at {address} ({exc}); start one "
+                            "(`dask scheduler`) or drop --address for a local cluster") from None

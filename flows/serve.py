@@ -10,7 +10,6 @@ the automations our deployments own (serve recreates them on the next start).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ FLOW_ENTRYPOINT = "flows/clean.py:clean_dataset"
 FLOW_NAME = "cleanset"
 DEFAULT_PREFECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"
 
-logger = logging.getLogger("cleanset.serve")
 
 
 def read_deployment_specs(prefect_file: Path, names: list[str] | None = None) -> list[dict]:
@@ -33,8 +31,14 @@ def read_deployment_specs(prefect_file: Path, names: list[str] | None = None) ->
         raise CleansetError(f"deployment file {prefect_file} does not exist") from None
     except yaml.YAMLError as exc:
         raise CleansetError(f"deployment file {prefect_file} is not valid YAML: {exc}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("deployments") or [], list):
+        raise CleansetError(f"{prefect_file} must be a mapping with a `deployments:` list")
     specs = [d for d in config.get("deployments") or []
-             if d.get("entrypoint") == FLOW_ENTRYPOINT]
+             if isinstance(d, dict) and d.get("entrypoint") == FLOW_ENTRYPOINT]
+    nameless = [i for i, d in enumerate(specs) if not d.get("name")]
+    if nameless:
+        raise CleansetError(f"{prefect_file}: every deployment of {FLOW_ENTRYPOINT} needs a "
+                            "`name:`")
     if names:
         unknown = sorted(set(names) - {d.get("name") for d in specs})
         if unknown:

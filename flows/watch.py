@@ -40,7 +40,7 @@ def emit_arrival(arrival: Arrival, root: Path) -> bool:
 
 
 def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = None,
-          state_path: Path | None = None, on_arrival=None) -> None:  # noqa: ANN001
+          state_path: Path | None = None) -> None:
     """Poll `root` until `stop` is set, emitting one event per new complete file."""
     stop = stop or threading.Event()
     root = Path(root).absolute()
@@ -55,8 +55,6 @@ def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = 
                     watcher.mark_seen(arrival)
                     logger.info("new file %s (%s, dataset %s): event %s emitted", arrival.path,
                                 arrival.sha256[:12], arrival.dataset, EVENT_NAME)
-                    if on_arrival:
-                        on_arrival(arrival)
                 else:
                     logger.warning("no Prefect API configured: %s not announced", arrival.path)
         except OSError as exc:  # a file vanished or is unreadable: try again next poll

@@ -76,7 +76,13 @@ def evaluation_sets(frame: pd.DataFrame, given: pd.Series, decided: pd.DataFrame
         y = given.iloc[rows].to_numpy()
         counts = pd.Series(y).value_counts()
         stratify = y if counts.min() >= 2 else None
-        _, held = train_test_split(rows, test_size=holdout, random_state=seed, stratify=stratify)
+        try:
+            _, held = train_test_split(rows, test_size=holdout, random_state=seed,
+                                       stratify=stratify)
+        except ValueError as exc:  # e.g. fewer held-out rows than classes
+            raise CleansetError(f"cannot hold out {holdout:.0%} of {len(rows)} labelled rows as "
+                                f"a test set ({exc}); choose a larger --eval-holdout or give "
+                                "--test FILE") from None
         in_test = np.zeros(len(frame), dtype=bool)
         in_test[held] = True
         test_frame, test_y = frame.iloc[held], given.iloc[held].to_numpy()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob as globlib
 import hashlib
+import os
 from pathlib import Path
 
 import duckdb
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.store import TableRef, file_sha256, write_batches
-from tasks.textfiles import MAX_FIELD, inspect_text_file
+from tasks.textfiles import DELIMITERS, MAX_FIELD, inspect_text_file
 
 FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv", ".tsv.gz": "csv",
@@ -52,7 +53,16 @@ def _format_of(path: Path) -> str | None:
 
 
 def resolve_source(source: str) -> list[Path]:
-    """The input files named by a path, a folder (its supported files) or a glob, sorted."""
+    """The input files named by a path, a folder (its supported files) or a glob, sorted; each
+    readable (a clear error otherwise)."""
+    files = _named_files(source)
+    unreadable = [str(f) for f in files if not os.access(f, os.R_OK)]
+    if unreadable:
+        raise CleansetError(f"cannot read {', '.join(unreadable[:5])}: permission denied")
+    return files
+
+
+def _named_files(source: str) -> list[Path]:
     path = Path(source)
     if any(ch in source for ch in "*?["):
         files = [Path(p) for p in sorted(globlib.glob(source, recursive=True))]
@@ -93,7 +103,8 @@ def source_sha256(files: list[Path]) -> str:
 def _reader_sql(files: list[Path], fmt: str, delimiter: str = ",") -> tuple[str, list]:
     names = [str(f) for f in files]
     if fmt == "csv":
-        assert delimiter in ",\t;|"  # from textfiles.DELIMITERS, never user text
+        if delimiter not in DELIMITERS:  # it goes into the SQL text: only the known ones
+            raise ValueError(f"unexpected delimiter {delimiter!r}")
         opts = (f"header = true, sample_size = -1, union_by_name = true, delim = '{delimiter}', "
                 f"max_line_size = {MAX_FIELD}")
         return f"SELECT * FROM read_csv(?, {opts})", [names]
@@ -149,7 +160,6 @@ def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
                                 "as latin-1 (check accented text)")
     con = duckdb.connect()
     try:
-        rel = None
         sql, params = _reader_sql(read_files, fmt, delimiter)
         try:
             rel = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
@@ -157,7 +167,6 @@ def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
             raise CleansetError(
                 f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"
             ) from None
-        assert rel is not None
         schema = rel.schema
         columns = list(schema.names)
         if id_column is None and ROW_ID in columns:

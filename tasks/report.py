@@ -14,7 +14,7 @@ import base64
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +90,6 @@ class ReportData:
     content_source: str  # where row content came from (or why there is none)
     evaluations: list[dict[str, Any]]
     reviews: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
 
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
@@ -510,28 +509,27 @@ def _details(raw: Any) -> str:
     return text if len(text) <= 140 else text[:139] + "…"
 
 
-def build_report(db: Path, dataset: str | None = None, run: str | None = None,
-                 out: Path | None = None) -> Path:
+def build_report(db: Path, dataset: str | None = None, run: str | None = None) -> Path:
     """Write the report of a run (default: the dataset's latest) and return its path."""
-    dataset, run_id = resolve_run(Path(db), dataset, run)
+    return write_report(db, *resolve_run(Path(db), dataset, run))[0]
+
+
+def write_report(db: Path, dataset: str, run_id: str) -> tuple[Path, ReportData]:
+    """Write one run's report; return its path and the figures it shows."""
     data = load_report_data(Path(db), dataset, run_id)
-    path = out or report_path(Path(db), dataset, run_id)
+    path = report_path(Path(db), dataset, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(render_html(data), encoding="utf-8")
     tmp.replace(path)  # readers never see half a report
-    return path
+    return path, data
 
 
-def key_figures(db: Path, dataset: str, run_id: str, path: Path) -> str:
+def key_figures(data: ReportData, dataset: str, run_id: str, path: Path) -> str:
     """Markdown for the Prefect artifact: the headline numbers and a link to the report."""
-    with open_warehouse(db) as con:
-        run = _dicts(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))[0]
-        counts = con.execute(
-            "SELECT issue_type, num_issues FROM issue_summary WHERE run_id = ? AND num_issues > 0",
-            [run_id]).fetchall()
-        acts = con.execute("SELECT action, count(*) FROM issues WHERE run_id = ? GROUP BY ALL "
-                           "ORDER BY 2 DESC", [run_id]).fetchall()
+    run = data.run
+    counts = [(r["issue_type"], r["num_issues"]) for r in data.summary if r["num_issues"]]
+    acts = sorted(((a, n) for a, n in data.actions.items() if n), key=lambda an: -an[1])
     uri = path.resolve().as_uri()
     lines = [
         f"# cleanset report: {dataset}", "",
@@ -555,11 +553,10 @@ def report(summary: RunSummary) -> str:
     the warehouse)."""
     from prefect.artifacts import create_markdown_artifact
 
-    db = Path(summary.db)
-    path = build_report(db, summary.dataset, summary.run_id)
+    path, data = write_report(Path(summary.db), summary.dataset, summary.run_id)
     create_markdown_artifact(
         key=f"{artifact_key(summary.dataset)}-report",
-        markdown=key_figures(db, summary.dataset, summary.run_id, path),
+        markdown=key_figures(data, summary.dataset, summary.run_id, path),
         description=f"data-health report of run {summary.run_id}")
     get_run_logger().info("report: %s", path.resolve().as_uri())
     return str(path)

@@ -34,7 +34,6 @@ class TextFile(BaseModel):
     model_config = ConfigDict(frozen=True)
     read_path: str  # the file itself, or its UTF-8 rewrite when some lines were latin-1
     delimiter: str
-    n_fields: int
     latin1_lines: int = 0
     ends_with_newline: bool = True  # False: the last row may have been cut short
 
@@ -49,16 +48,17 @@ def _decoded_lines(path: Path, counter: list[int]) -> Iterator[str]:
     with _open_bytes(path) as f:
         first = True
         try:
-            for raw in f:
+            for chunk in f:  # split at \n; splitlines also splits old Mac files' bare \r
                 if first:
-                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+                    chunk = chunk.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
                     first = False
-                counter[1] = 0 if raw.endswith(b"\n") else 1
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    counter[0] += 1
-                    yield raw.decode("latin-1")
+                for raw in chunk.splitlines(keepends=True):
+                    counter[1] = 0 if raw.endswith((b"\n", b"\r")) else 1
+                    try:
+                        yield raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        counter[0] += 1
+                        yield raw.decode("latin-1")
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             raise CleansetError(f"cannot read {path}: {exc} (is the file truncated or not "
                                 "compressed as its name says?)") from None
@@ -120,7 +120,7 @@ def inspect_text_file(path: Path, work: Path) -> TextFile:
     read_path = str(path)
     if counter[0]:
         read_path = str(_rewrite_utf8(path, work))
-    return TextFile(read_path=read_path, delimiter=delimiter, n_fields=width or 0,
+    return TextFile(read_path=read_path, delimiter=delimiter,
                     latin1_lines=counter[0], ends_with_newline=not counter[1])
 
 

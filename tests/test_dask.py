@@ -21,7 +21,9 @@ def test_runner_choice_is_validated():
         task_runner("ray")
     with pytest.raises(CleansetError, match="use it with --runner dask"):
         task_runner("threads", address="tcp://127.0.0.1:8786")
-    assert type(task_runner("dask", address="tcp://127.0.0.1:8786")).__name__ == "DaskTaskRunner"
+    # without --address: a temporary local cluster, started only when the flow runs (the
+    # --address form is checked against a live scheduler below, and a dead one just after)
+    assert type(task_runner("dask")).__name__ == "DaskTaskRunner"
 
 
 def test_fold_tasks_run_on_a_dask_cluster(workdir, monkeypatch):
@@ -49,3 +51,10 @@ def test_fold_tasks_run_on_a_dask_cluster(workdir, monkeypatch):
     assert ran_on_dask == len(folds)  # exactly the submitted fold tasks went to the cluster
     with duckdb.connect(str(workdir / "wh.duckdb"), read_only=True) as con:
         assert con.execute("SELECT n_rows FROM runs").fetchall() == [(60,)]
+
+
+def test_an_unreachable_scheduler_is_a_message():
+    from flows.runners import reachable
+
+    with pytest.raises(CleansetError, match="no Dask scheduler answers at tcp://127.0.0.1:1"):
+        reachable("tcp://127.0.0.1:1", timeout=1)

@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.decide import actions
+from tasks.decide import SEVERITY, actions
 from tasks.detect import exact_duplicates, health, label_issues, summarize
 from tasks.estimate import assemble, combine, fit_predict_fold
 from tasks.featurize import FeaturePlan
@@ -99,16 +99,26 @@ def test_summary_and_health_agree_with_the_flags(data):
 
 @FAST
 @given(issues_frames(), st.fixed_dictionaries(
-    {t: st.sampled_from(["keep", "drop", "review"]) for t in ISSUE_TYPES}))
-def test_action_is_the_most_severe_policy_among_a_rows_flags(data, policy_values):
+    {t: st.sampled_from(["keep", "drop", "review", *(["relabel"] if t == "label" else [])])
+     for t in ISSUE_TYPES}), st.floats(0.0, 1.0), st.sampled_from(["keep", "drop", "review"]),
+    st.integers(0, 2**16))
+def test_action_is_the_most_severe_policy_among_a_rows_flags(data, policy_values, threshold,
+                                                             fallback, seed):
     frame, types = data
-    policy = Policy(**policy_values)
+    rng = np.random.default_rng(seed)
+    frame = frame.assign(  # suggestions of random confidence, some rows without one
+        suggested_label=np.where(rng.random(len(frame)) < 0.2, None, "a"),
+        suggested_label_confidence=rng.random(len(frame)).round(2))
+    policy = Policy(**policy_values, relabel_threshold=threshold, relabel_fallback=fallback)
     got = actions(frame, policy)
-    severity = {"keep": 0, "review": 1, "drop": 2}
     for i in range(len(frame)):
         flagged = [t for t in types if frame[f"is_{t}_issue"].fillna(False).iloc[i]]
-        want = max((getattr(policy, t) for t in flagged), key=severity.get, default="keep")
-        assert got.iloc[i] == want
+        wanted = [getattr(policy, t) for t in flagged]
+        if "label" in flagged and policy.label == "relabel":
+            confident = (pd.notna(frame["suggested_label"].iloc[i])
+                         and frame["suggested_label_confidence"].iloc[i] >= threshold)
+            wanted[flagged.index("label")] = "relabel" if confident else fallback
+        assert got.iloc[i] == max(wanted, key=SEVERITY.get, default="keep")
 
 
 @FAST

@@ -252,6 +252,16 @@ def test_evaluation_before_and_after(noisy_blobs, workdir):
     assert given == 180
 
 
+def test_a_holdout_too_small_for_the_classes_is_a_message():
+    from tasks.evaluate import evaluation_sets
+
+    frame = pd.DataFrame({"x": range(20)})
+    given = pd.Series(list("abc") * 6 + ["a", "b"])
+    decided = pd.DataFrame({"action": ["keep"] * 20, "final_label": given})
+    with pytest.raises(CleansetError, match="cannot hold out 5% of 20 labelled rows"):
+        evaluation_sets(frame, given, decided, None, 0.05, 0)
+
+
 def test_test_and_holdout_are_exclusive():
     with pytest.raises(CleansetError, match="either test"):
         build_spec(source="x.csv", label="y", test="t.csv", eval_holdout=0.2)

@@ -42,9 +42,10 @@ def test_holders_of_one_warehouse_take_turns(tmp_path):
     assert not errors and len(spans) == 2  # both ran: the second waited, it was not dropped
     first, second = sorted(spans)
     assert first[1] <= second[0]
-    with warehouse_slot(tmp_path / "other.duckdb"):  # another file has its own slot
-        with warehouse_slot(tmp_path / "third.duckdb"):
-            pass
+    with warehouse_slot(tmp_path / "w.duckdb"):  # while this warehouse is held ...
+        started = time.monotonic()
+        with warehouse_slot(tmp_path / "other.duckdb"):  # ... another one is free at once
+            assert time.monotonic() - started < 1.0
 
 
 HOLD = """
@@ -97,3 +98,13 @@ def test_serve_names_an_unknown_deployment(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "no deployment named nope" in proc.stderr and "demo-nightly" in proc.stderr
+
+
+def test_serve_says_when_the_server_does_not_answer(tmp_path):
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve"],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "cannot reach the Prefect server at http://127.0.0.1:9/api" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -181,12 +181,18 @@ def test_run_review_apply_run_again_honours_decisions(noisy_blobs, workdir):
     assert len(_table(db, "SELECT * FROM review_decisions")) == 3
 
 
-@pytest.mark.usefixtures("prefect_server")
-def test_bad_review_file_applies_nothing(noisy_blobs, workdir):
+@pytest.fixture()
+def published(noisy_blobs, workdir, prefect_server):
+    """The warehouse after one run of the noisy blobs (dataset `blobs`)."""
     path, *_ = noisy_blobs
     db = workdir / "w.duckdb"
     clean_dataset(DatasetSpec(source=str(path), label="label", id="id", db=str(db),
                               dataset="blobs"))
+    return db
+
+
+def test_bad_review_file_applies_nothing(published, workdir):
+    db = published
     runner = CliRunner()
     bad = workdir / "bad.csv"
     pd.DataFrame({"dataset": ["blobs"] * 2, "row_id": ["r1", "no_such_row"],
@@ -205,12 +211,8 @@ def test_bad_review_file_applies_nothing(noisy_blobs, workdir):
     assert len(_table(db, "SELECT * FROM review_decisions")) == 0
 
 
-@pytest.mark.usefixtures("prefect_server")
-def test_interactive_review_saves_each_decision(noisy_blobs, workdir):
-    path, *_ = noisy_blobs
-    db = workdir / "w.duckdb"
-    clean_dataset(DatasetSpec(source=str(path), label="label", id="id", db=str(db),
-                              dataset="blobs"))
+def test_interactive_review_saves_each_decision(published, workdir):
+    db = published
     queue_before = CliRunner().invoke(app, ["review", "export", "--db", str(db), "-o",
                                             str(workdir / "q.csv")])
     assert queue_before.exit_code == 0

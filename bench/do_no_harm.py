@@ -337,6 +337,8 @@ def summarise(rows: list[dict]) -> dict:
             noisy, key=lambda r: r["f1_delta"])["noise"] if noisy else None,
         "mean_auroc_cleanset": _mean([r["cleanset"]["auroc"] for r in noisy]),
         "mean_auroc_script": _mean([r["script"]["auroc"] for r in noisy]),
+        "mean_p_at_n_cleanset": _mean([r["cleanset"]["p_at_n"] for r in noisy]),
+        "mean_p_at_n_script": _mean([r["script"]["p_at_n"] for r in noisy]),
         "median_ratio": float(np.median(ratios)) if ratios else None,
         "max_ratio": max(ratios) if ratios else None,
         "median_ratio_cold": float(np.median([r["ratio_cold"] for r in rows])) if rows else None,
@@ -380,10 +382,11 @@ def markdown(rows: list[dict], summaries: dict, env: dict, startup_s: float,
         "F1/AUROC/P@n are over the noisy cases only", "",
         "## Summary per half (HELDOUT is the headline)", "",
         "| half | cases | mean F1 cleanset | mean F1 script | mean ΔF1 | worst ΔF1 (case) | "
-        "mean AUROC cs / script | median time ratio | max ratio | median ratio cold | "
-        "cases label acc fell | right labels changed/dropped at 0% | min relabel precision "
-        "(cases relabelling) | cases (c) < (b) | mean test acc given / script-pruned / clean |",
-        "|---|" + "---|" * 14,
+        "mean AUROC cs / script | mean P@n cs / script | median time ratio | max ratio | "
+        "median ratio cold | cases label acc fell | right labels changed/dropped at 0% | "
+        "min relabel precision (cases relabelling) | cases (c) < (b) | "
+        "mean test acc given / script-pruned / clean |",
+        "|---|" + "---|" * 15,
     ]
     for name in ("heldout", "design", "other"):
         s = summaries.get(name)
@@ -395,6 +398,7 @@ def markdown(rows: list[dict], summaries: dict, env: dict, startup_s: float,
             f"{_f(s['mean_f1_script'])} | {_f(s['mean_f1_delta'], '+.3f')} | "
             f"{_f(s['worst_f1_delta'], '+.3f')} ({s['worst_f1_case']}) | "
             f"{_f(s['mean_auroc_cleanset'])} / {_f(s['mean_auroc_script'])} | "
+            f"{_f(s['mean_p_at_n_cleanset'])} / {_f(s['mean_p_at_n_script'])} | "
             f"{_f(s['median_ratio'], '.1f')}x | {_f(s['max_ratio'], '.1f')}x | "
             f"{_f(s['median_ratio_cold'], '.1f')}x | {s['cases_acc_fell']} of {s['cases']} | "
             f"{s['right_harmed_at_0pct']} | {_f(s['min_relabel_precision'])} "

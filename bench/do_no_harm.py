@@ -43,11 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/datasets.py would shadow the
-# `datasets` package that cleanlab's Datalab imports: import everything from the project root.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# (bench.common also takes bench/ off sys.path: bench/datasets.py must not shadow `datasets`)
 from bench.common import RESULTS, machine, pin_threads, save  # noqa: E402
 
 pin_threads()

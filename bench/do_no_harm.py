@@ -460,6 +460,7 @@ def main() -> None:
     prefect = Prefect()
     print(f"Prefect server up in {prefect.startup_s:.1f} s", flush=True)
     rows: list[dict] = []
+    failed: list[dict] = []
     try:
         with prefect.settings(), tempfile.TemporaryDirectory(prefix="do_no_harm_") as tmp:
             root = Path(tmp)
@@ -473,7 +474,14 @@ def main() -> None:
                 split = {**prepare(ds), "startup_s": prefect.startup_s}
                 for noise in noises:
                     start = time.perf_counter()
-                    row = run_case(ds, noise, split, settings, root, args.out)
+                    try:
+                        row = run_case(ds, noise, split, settings, root, args.out)
+                    except Exception as exc:  # noqa: BLE001 - a failed case is reported, not fatal
+                        failed.append({"dataset": name, "noise": noise,
+                                       "error": f"{type(exc).__name__}: {exc}"[:500]})
+                        print(f"[{half(name)}] {name:18s} {noise:17s} FAILED: "
+                              f"{failed[-1]['error']}", flush=True)
+                        continue
                     rows.append(row)
                     c, s, o, t = row["cleanset"], row["script"], row["outcome"], row["test_acc"]
                     print(f"[{row['half']}] {name:18s} {noise:17s} F1 {_f(c['f1'])} vs "
@@ -494,9 +502,12 @@ def main() -> None:
         summaries["other"] = summarise([r for r in rows if r["half"] == "none"])
     env = machine()
     text = markdown(rows, summaries, env, prefect.startup_s, settings)
+    if failed:
+        text += "\n## Failed cases\n\n" + "\n".join(
+            f"- {f['dataset']} / {f['noise']}: {f['error']}" for f in failed) + "\n"
     path = save(args.out, {"machine": env, "settings": settings, "cap": args.cap,
                            "prefect_startup_s": prefect.startup_s, "summaries": summaries,
-                           "rows": rows}, text)
+                           "rows": rows, "failed": failed}, text)
     print(text)
     print(f"written to {path} and per-row data to {ROWS_DIR / args.out}/")
 

@@ -57,10 +57,14 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.Se
 
     A label issue under `relabel` becomes `relabel` only where `safe_relabel` holds; otherwise it
     gets `policy.relabel_fallback`. A model too weak to judge labels (`trusted` false) changes
-    and drops nothing for label issues: they go to review. `policy.auto_fix` false changes and
-    drops nothing at all."""
+    and drops nothing for label issues: they go to review. Exact copies are kept (flagged) when
+    they are more than `policy.max_duplicate_share` of the rows. `policy.auto_fix` false changes
+    and drops nothing at all."""
     level = np.zeros(len(issues), dtype=np.int8)
     safe = safe_relabel(issues, policy, trusted)
+    copies_common = "is_exact_duplicate_issue" in issues and (
+        issues["is_exact_duplicate_issue"].fillna(False).to_numpy(dtype=bool).mean()
+        > policy.max_duplicate_share)
     for issue_type in ISSUE_TYPES:
         column = f"is_{issue_type}_issue"
         if column not in issues:
@@ -69,6 +73,8 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.Se
         flagged = issues[column].fillna(False).to_numpy(dtype=bool)
         if issue_type in RELABEL_TYPES and not trusted and action in ("relabel", "drop"):
             action = "review"
+        if issue_type == "exact_duplicate" and copies_common and action == "drop":
+            action = "keep"  # copies are a property of this data, not accidents
         if action == "relabel":
             fallback = policy.relabel_fallback if trusted else "review"
             this = np.where(safe, SEVERITY["relabel"], SEVERITY[fallback])

@@ -41,11 +41,14 @@ FAMILIES = ("logreg", "hgb", "nb", "knn")
 LINEAR = ("logreg", "nb")  # families that take the encoded matrix (featurize.encode)
 EPS = 1e-6
 
-# The model is too weak to judge labels when its out-of-fold log loss is not this much below
-# the class-frequency baseline (skill = 1 - log loss / baseline log loss), or its accuracy not
-# this much above the majority class's share. Chosen on the design half of bench/do_no_harm.py.
+# The model is too weak to judge labels when its out-of-fold log loss is not at least MIN_SKILL
+# below the class-frequency baseline (skill = 1 - log loss / baseline), when it gets most rows
+# wrong (accuracy below MIN_ACCURACY), or when its accuracy is not above always guessing the
+# largest class by two standard errors. Chosen on the design half of bench/do_no_harm.py
+# (bench/tune_policy.py): on the hard text and ordinal cases it blocks, dropping the flagged
+# rows was as likely to lower test accuracy as to raise it.
 MIN_SKILL = 0.2
-MIN_ACCURACY_GAIN = 0.05
+MIN_ACCURACY = 0.5
 
 
 def family(model: str) -> str:
@@ -212,8 +215,11 @@ def check_model(y: np.ndarray, probs: np.ndarray, n_classes: int) -> ModelCheck:
     if skill < MIN_SKILL:
         reasons.append(f"its out-of-fold log loss {ll:.3f} is close to chance ({chance_ll:.3f}; "
                        f"skill {skill:.2f} < {MIN_SKILL})")
-    if acc < chance_acc + MIN_ACCURACY_GAIN:
-        reasons.append(f"its accuracy {acc:.3f} is close to always guessing the largest class "
+    if acc < MIN_ACCURACY:
+        reasons.append(f"it gets most rows wrong (out-of-fold accuracy {acc:.3f})")
+    margin = 2.0 * float(np.sqrt(chance_acc * (1.0 - chance_acc) / max(len(y), 1)))
+    if acc <= chance_acc + margin:
+        reasons.append(f"its accuracy {acc:.3f} is not above always guessing the largest class "
                        f"({chance_acc:.3f})")
     warning = ("the model is too weak to judge labels: " + "; ".join(reasons) + ". Label "
                "issues are listed for review; no label is changed or dropped automatically"

@@ -341,6 +341,9 @@ def query(
 ) -> None:
     """Run a read-only SQL query on the warehouse and print the result as a table.
 
+    On a terminal the table fits the window (long values are cut with …); piped or redirected,
+    it is plain text with every value in full, one line per row (--csv for a program to read).
+
     Example: cleanset query "SELECT dataset, run_id, n_rows, n_label_issues FROM runs"
     """
     import duckdb
@@ -361,6 +364,12 @@ def query(
         writer.writerow(names)
         writer.writerows(rows)
         return
+    more = f"({len(rows) - limit} more rows; raise --limit to see them)"
+    if not console.is_terminal:  # a file or a pipe has no width to fit: nothing is cut
+        sys.stdout.write(plain_table(names, rows[:limit]))
+        if len(rows) > limit:
+            err.print(more, markup=False, highlight=False)
+        return
     table = Table(*names)
     for column in table.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
@@ -368,12 +377,23 @@ def query(
         table.add_row(*("" if v is None else _cell(v) for v in row))
     console.print(table)
     if len(rows) > limit:
-        console.print(f"({len(rows) - limit} more rows; raise --limit to see them)")
+        console.print(more)
 
 
 def _cell(value: object, width: int = 60) -> str:
     text = str(value).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plain_table(names: list[str], rows: list[tuple]) -> str:
+    """Rows as aligned plain text, every value in full (newlines shown as spaces, None empty):
+    a header, a rule of dashes, one line per row."""
+    cells = [[("" if v is None else str(v)).replace("\r", " ").replace("\n", " ") for v in row]
+             for row in rows]
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+    lines = [names, ["-" * w for w in widths], *cells]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                   + "\n" for line in lines)
 
 
 def _needs_server(what: str) -> None:

@@ -57,10 +57,10 @@ def review(
     action: ActionsOpt = None,
     reviewer: ReviewerOpt = None,
 ) -> None:
-    """Review flagged rows, most severe first: one at a time here, or as a CSV (export, apply).
+    r"""Review flagged rows, most severe first: one at a time here, or as a CSV (export, apply).
 
-    Without a sub-command, shows each row and takes one key: [k]eep (the label is right),
-    [r]elabel to the suggestion, [o]ther label, [d]rop, [s]kip, [q]uit. Each decision is saved
+    Without a sub-command, shows each row and takes one key: \[k]eep (the label is right),
+    \[r]elabel to the suggestion, \[o]ther label, \[d]rop, \[s]kip, \[q]uit. Each decision is saved
     at once, so quitting loses nothing. Decisions land in review_decisions and every later run
     honours them.
     """

@@ -127,3 +127,57 @@ def test_bad_config_file_is_a_message(workdir, invoke):
     (workdir / "c.yaml").write_text("label: [unclosed\n")
     result = invoke("run", "a.csv", "--config", "c.yaml")
     assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+def _commands(group, path=()):  # noqa: ANN001, ANN202
+    """Every (path, click command) of the typer app, sub-groups included."""
+    import click
+
+    yield path, group
+    if isinstance(group, click.Group):
+        for name, command in group.commands.items():
+            yield from _commands(command, (*path, name))
+
+
+def test_every_help_text_is_printed_whole():
+    """Rich markup must not eat words: `[k]eep` in a docstring once printed as `eep`."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root = typer.main.get_command(app)
+    for path, command in _commands(root):
+        result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        shown = set(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+        doc = (command.help or "").replace("\\[", "[").replace("\b", "")
+        lost = [word for word in doc.split() if word not in shown]
+        assert not lost, f"cleanset {' '.join(path)} --help lost {lost}"
+    review = CliRunner().invoke(app, ["review", "--help"], terminal_width=200).output
+    assert "[k]eep" in review and "[q]uit" in review
+
+
+def test_query_into_a_file_or_pipe_prints_every_value_in_full(tmp_path):
+    """Piped, the rich table once squeezed 30 columns into 80 characters (zero-width columns)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        columns = ", ".join(f"'value_{i}_' || repeat('x', {i}) AS column_{i}" for i in range(30))
+        con.execute(f"CREATE TABLE wide AS SELECT {columns} FROM range(3)")
+    result = CliRunner().invoke(app, ["query", "SELECT * FROM wide", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == [f"column_{i}" for i in range(30)]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split() == [f"value_{i}_" + "x" * i for i in range(30)]
+    assert len(lines) == 5 and "…" not in result.output
+    limited = CliRunner().invoke(app, ["query", "SELECT * FROM range(5)", "--db", str(db),
+                                       "--limit", "2"])
+    assert limited.stdout.splitlines() == ["range", "-----", "0", "1"]
+    assert "3 more rows" in limited.stderr

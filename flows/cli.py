@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.options import split_commas
+
 # Quiet, offline-friendly defaults; set before Prefect is imported. A user's own settings win.
 for _key, _value in {
     "DO_NOT_TRACK": "1",
@@ -148,18 +150,20 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Argument(
+    source: Annotated[str | None, typer.Argument(
         help="CSV/TSV/Parquet/JSON Lines file, a folder of them, or a quoted glob "
-        "like 'landing/*.csv'.", show_default=False)],
+        "like 'landing/*.csv'. May instead be `source:` in --config.", show_default=False)
+    ] = None,
     label: Annotated[str | None, typer.Option(
         "--label", "-l", help="Label column (required here or in --config).")] = None,
     id: Annotated[str | None, typer.Option(
         "--id", help="Unique id column; without it a `row_id` (0, 1, ...) is added.")] = None,
     text: Annotated[list[str] | None, typer.Option(
-        "--text", help="A free-text column (TF-IDF); repeat for several.")] = None,
+        "--text", help="Free-text columns (TF-IDF): comma-separated or repeated, e.g. "
+        "--text title,body.", callback=split_commas)] = None,
     features: Annotated[list[str] | None, typer.Option(
-        "--feature", help="Use only these feature columns; repeat for several. "
-        "Default: all columns but label and id.")] = None,
+        "--feature", "--features", help="Use only these feature columns: comma-separated or "
+        "repeated. Default: all columns but label and id.", callback=split_commas)] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="Dataset name (tables are named after it). Default: file stem.")
     ] = None,
@@ -183,8 +187,9 @@ def run(
         "--pred-probs", help="Your own out-of-fold probabilities (.npy, one row per input row, "
         "one column per class in sorted order); skips training.")] = None,
     pred_prob_columns: Annotated[list[str] | None, typer.Option(
-        "--pred-prob-column", help="Or: a data column holding one class's probability; repeat "
-        "once per class, in sorted class order.")] = None,
+        "--pred-prob-column", help="Or: data columns holding each class's probability, one "
+        "per class in sorted class order (comma-separated or repeated).",
+        callback=split_commas)] = None,
     embeddings: Annotated[Path | None, typer.Option(
         "--embeddings", help="Your own features (.npy, one row per input row) instead of the "
         "data's columns.")] = None,
@@ -419,8 +424,8 @@ def serve(
         "--prefect-file", help="Deployment definitions. Default: the project's prefect.yaml.")
     ] = None,
     deployment: Annotated[list[str] | None, typer.Option(
-        "--deployment", help="Serve only this deployment; repeat for several. Default: all.")
-    ] = None,
+        "--deployment", help="Serve only these deployments (comma-separated or repeated). "
+        "Default: all.", callback=split_commas)] = None,
     landing: Annotated[Path, typer.Option(
         "--landing", help="Landing folder to watch for new files.")] = Path("data/landing"),
     watch_files: Annotated[bool, typer.Option(

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from flows.options import split_commas
+
 console = Console()
 err = Console(stderr=True)
 
@@ -26,8 +28,8 @@ DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", "-d", help="Dataset to review (default: the only one in the warehouse).")]
 TopOpt = Annotated[int | None, typer.Option("--top", "-n", help="At most this many rows.")]
 ActionsOpt = Annotated[list[str] | None, typer.Option(
-    "--action", help="Rows whose policy action is this (repeatable). Default: review, relabel "
-    "and drop.")]
+    "--action", help="Rows whose policy action is one of these (comma-separated or repeated). "
+    "Default: review, relabel and drop.", callback=split_commas)]
 ReviewerOpt = Annotated[str | None, typer.Option(
     "--reviewer", help="Who decides (default: $CLEANSET_REVIEWER or your login).")]
 

@@ -191,6 +191,10 @@ def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  #
             raise CleansetError(f"config file {path} must hold a mapping of settings")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v not in (None, (), [])})
+    if not values.get("source"):
+        raise CleansetError("no data to read: give the file, folder or glob as the first "
+                            "argument (`cleanset run FILE --label COLUMN`) or as `source:` in "
+                            "the --config file")
     try:
         return DatasetSpec(**values)
     except ValidationError as exc:

@@ -181,3 +181,51 @@ def test_query_into_a_file_or_pipe_prints_every_value_in_full(tmp_path):
                                        "--limit", "2"])
     assert limited.stdout.splitlines() == ["range", "-----", "0", "1"]
     assert "3 more rows" in limited.stderr
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture()
+def spec_of(workdir, monkeypatch):
+    """`cleanset run ...` in-process up to the flow: returns the DatasetSpec the flow would get
+    (or the CLI's result when it stopped before that)."""
+    from typer.testing import CliRunner
+
+    import flows.cli
+    from flows.cli import app
+
+    seen = []
+
+    def stop(spec, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(spec)
+        raise _Stop
+
+    monkeypatch.setattr(flows.cli, "_run_flow", stop)
+    blobs(30).assign(title="a b", body="c d").to_csv(workdir / "d.csv", index=False)
+
+    def run(*args: str):  # noqa: ANN202
+        result = CliRunner().invoke(app, ["run", *args])
+        return seen.pop() if seen else result
+
+    return run
+
+
+def test_source_may_come_from_the_config_file(spec_of, workdir):
+    (workdir / "c.yaml").write_text("source: d.csv\nlabel: label\n")
+    assert spec_of("--config", "c.yaml").source == "d.csv"
+    (workdir / "other.csv").write_bytes((workdir / "d.csv").read_bytes())
+    assert spec_of("other.csv", "--config", "c.yaml").source == "other.csv"  # flags win
+    (workdir / "c.yaml").write_text("label: label\n")
+    result = spec_of("--config", "c.yaml")
+    assert result.exit_code == 2 and "no data to read" in result.output
+    assert "source:" in result.output and "Traceback" not in result.output
+
+
+def test_list_flags_take_comma_separated_values(spec_of):
+    spec = spec_of("d.csv", "--label", "label", "--text", "title, body", "--features",
+                   "x0,x1", "--feature", "x2")
+    assert spec.text == ("title", "body") and spec.features == ("x0", "x1", "x2")
+    assert spec_of("d.csv", "--label", "label", "--text", "title", "--text",
+                   "body").text == ("title", "body")

@@ -151,7 +151,7 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
 @app.command()
 def run(
     source: Annotated[str | None, typer.Argument(
-        help="CSV/TSV/Parquet/JSON Lines file, a folder of them, or a quoted glob "
+        help="CSV/TSV/Parquet/JSON Lines/Excel file, a folder of them, or a quoted glob "
         "like 'landing/*.csv'. May instead be `source:` in --config.", show_default=False)
     ] = None,
     label: Annotated[str | None, typer.Option(

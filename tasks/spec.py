@@ -71,7 +71,8 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: str = Field(description="file, folder or glob of CSV/TSV/Parquet/JSON Lines files")
+    source: str = Field(
+        description="file, folder or glob of CSV/TSV/Parquet/JSON Lines/Excel files")
     label: str = Field(description="name of the label column")
     id: str | None = Field(None, description="id column; a `row_id` is added when absent")
     text: tuple[str, ...] = Field((), description="columns to treat as free text (TF-IDF)")

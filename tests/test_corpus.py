@@ -368,7 +368,7 @@ CASES = [
     Case("dataset name with SQL", file("ok2.csv", csv(base())),
          args=["--label", "label", "--dataset", 'x"; DROP TABLE runs; --'],
          needle="not usable as a table name", outcome="rejected before any work"),
-    Case("empty folder", empty_folder, needle="holds no CSV/TSV/Parquet/JSON Lines files",
+    Case("empty folder", empty_folder, needle="holds no CSV/TSV/Parquet/JSON Lines/Excel files",
          outcome="rejected before any work"),
     Case("glob matching nothing", lambda root: "nothing/*.csv", needle="no CSV/TSV/Parquet",
          outcome="rejected before any work"),

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.options import split_commas
+
 # Quiet, offline-friendly defaults; set before Prefect is imported. A user's own settings win.
 for _key, _value in {
     "DO_NOT_TRACK": "1",
@@ -148,18 +150,20 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Argument(
-        help="CSV/TSV/Parquet/JSON Lines file, a folder of them, or a quoted glob "
-        "like 'landing/*.csv'.", show_default=False)],
+    source: Annotated[str | None, typer.Argument(
+        help="CSV/TSV/Parquet/JSON Lines/Excel file, a folder of them, or a quoted glob "
+        "like 'landing/*.csv'. May instead be `source:` in --config.", show_default=False)
+    ] = None,
     label: Annotated[str | None, typer.Option(
         "--label", "-l", help="Label column (required here or in --config).")] = None,
     id: Annotated[str | None, typer.Option(
         "--id", help="Unique id column; without it a `row_id` (0, 1, ...) is added.")] = None,
     text: Annotated[list[str] | None, typer.Option(
-        "--text", help="A free-text column (TF-IDF); repeat for several.")] = None,
+        "--text", help="Free-text columns (TF-IDF): comma-separated or repeated, e.g. "
+        "--text title,body.", callback=split_commas)] = None,
     features: Annotated[list[str] | None, typer.Option(
-        "--feature", help="Use only these feature columns; repeat for several. "
-        "Default: all columns but label and id.")] = None,
+        "--feature", "--features", help="Use only these feature columns: comma-separated or "
+        "repeated. Default: all columns but label and id.", callback=split_commas)] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="Dataset name (tables are named after it). Default: file stem.")
     ] = None,
@@ -183,8 +187,9 @@ def run(
         "--pred-probs", help="Your own out-of-fold probabilities (.npy, one row per input row, "
         "one column per class in sorted order); skips training.")] = None,
     pred_prob_columns: Annotated[list[str] | None, typer.Option(
-        "--pred-prob-column", help="Or: a data column holding one class's probability; repeat "
-        "once per class, in sorted class order.")] = None,
+        "--pred-prob-column", help="Or: data columns holding each class's probability, one "
+        "per class in sorted class order (comma-separated or repeated).",
+        callback=split_commas)] = None,
     embeddings: Annotated[Path | None, typer.Option(
         "--embeddings", help="Your own features (.npy, one row per input row) instead of the "
         "data's columns.")] = None,
@@ -341,6 +346,9 @@ def query(
 ) -> None:
     """Run a read-only SQL query on the warehouse and print the result as a table.
 
+    On a terminal the table fits the window (long values are cut with …); piped or redirected,
+    it is plain text with every value in full, one line per row (--csv for a program to read).
+
     Example: cleanset query "SELECT dataset, run_id, n_rows, n_label_issues FROM runs"
     """
     import duckdb
@@ -361,6 +369,12 @@ def query(
         writer.writerow(names)
         writer.writerows(rows)
         return
+    more = f"({len(rows) - limit} more rows; raise --limit to see them)"
+    if not console.is_terminal:  # a file or a pipe has no width to fit: nothing is cut
+        sys.stdout.write(plain_table(names, rows[:limit]))
+        if len(rows) > limit:
+            err.print(more, markup=False, highlight=False)
+        return
     table = Table(*names)
     for column in table.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
@@ -368,12 +382,23 @@ def query(
         table.add_row(*("" if v is None else _cell(v) for v in row))
     console.print(table)
     if len(rows) > limit:
-        console.print(f"({len(rows) - limit} more rows; raise --limit to see them)")
+        console.print(more)
 
 
 def _cell(value: object, width: int = 60) -> str:
     text = str(value).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plain_table(names: list[str], rows: list[tuple]) -> str:
+    """Rows as aligned plain text, every value in full (newlines shown as spaces, None empty):
+    a header, a rule of dashes, one line per row."""
+    cells = [[("" if v is None else str(v)).replace("\r", " ").replace("\n", " ") for v in row]
+             for row in rows]
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+    lines = [names, ["-" * w for w in widths], *cells]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                   + "\n" for line in lines)
 
 
 def _needs_server(what: str) -> None:
@@ -399,8 +424,8 @@ def serve(
         "--prefect-file", help="Deployment definitions. Default: the project's prefect.yaml.")
     ] = None,
     deployment: Annotated[list[str] | None, typer.Option(
-        "--deployment", help="Serve only this deployment; repeat for several. Default: all.")
-    ] = None,
+        "--deployment", help="Serve only these deployments (comma-separated or repeated). "
+        "Default: all.", callback=split_commas)] = None,
     landing: Annotated[Path, typer.Option(
         "--landing", help="Landing folder to watch for new files.")] = Path("data/landing"),
     watch_files: Annotated[bool, typer.Option(

@@ -10,6 +10,7 @@ tests/test_faults.py keep real subprocesses for the process-level behaviour.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import shutil
 import threading
@@ -39,6 +40,14 @@ def base(n: int = 45) -> pd.DataFrame:
 
 def csv(df: pd.DataFrame, **kw) -> bytes:
     return df.to_csv(index=False, **kw).encode()
+
+
+def xlsx(df: pd.DataFrame, **other_sheets: pd.DataFrame) -> bytes:
+    out = io.BytesIO()
+    with pd.ExcelWriter(out, engine="openpyxl") as book:
+        for name, frame in {"data": df, **other_sheets}.items():
+            frame.to_excel(book, sheet_name=name, index=False)
+    return out.getvalue()
 
 
 @dataclass
@@ -359,12 +368,20 @@ CASES = [
     Case("dataset name with SQL", file("ok2.csv", csv(base())),
          args=["--label", "label", "--dataset", 'x"; DROP TABLE runs; --'],
          needle="not usable as a table name", outcome="rejected before any work"),
-    Case("empty folder", empty_folder, needle="holds no CSV/TSV/Parquet/JSON Lines files",
+    Case("empty folder", empty_folder, needle="holds no CSV/TSV/Parquet/JSON Lines/Excel files",
          outcome="rejected before any work"),
     Case("glob matching nothing", lambda root: "nothing/*.csv", needle="no CSV/TSV/Parquet",
          outcome="rejected before any work"),
-    Case("unsupported file type", file("data.xlsx", b"PK\x03\x04"), needle="cannot tell the "
+    Case("unsupported file type", file("data.docx", b"PK\x03\x04"), needle="cannot tell the "
          "format", outcome="rejected before any work"),
+    Case("Excel workbook, two sheets", file("book.xlsx", lambda: xlsx(base(), notes=base()[:2])),
+         check=published(45, ["row_id", "x0", "x1", "x2", "label"]),
+         outcome="cleaned: the first sheet, with a warning naming the others"),
+    Case("password-protected workbook", file("locked.xlsx", bytes.fromhex("d0cf11e0a1b11ae1")
+                                             + bytes(504)),
+         needle="password-protected workbook", outcome="rejected: save it without a password"),
+    Case("damaged workbook", file("cut.xlsx", lambda: xlsx(base())[:300]),
+         needle="as an Excel workbook", outcome="rejected: save it again"),
     Case("folder mixing CSV and Parquet", folder({"a.csv": csv(base()),
                                                   "b.parquet": parquet_bytes()}),
          needle="mixes file formats", outcome="rejected"),

@@ -98,6 +98,7 @@ def test_dataset_name_is_quoted_as_identifier():
     assert quote_ident('we"ird') == '"we""ird"'
 
 
+@pytest.mark.slow  # another process holds the warehouse
 def test_locked_warehouse_is_retried_then_reported(tmp_path):
     db = tmp_path / "w.duckdb"
     holder = subprocess.Popen([sys.executable, "-c",

@@ -35,7 +35,8 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
 def previous_run_id(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> str | None:
     """The latest other run of the dataset that finished before this one."""
     rows = con.execute(
-        "SELECT run_id FROM runs WHERE dataset = ? AND run_id <> ? AND finished_at <= "
+        "SELECT run_id FROM runs WHERE dataset = ? AND run_id <> ? AND status IS DISTINCT FROM "
+        "'failed' AND finished_at <= "
         "(SELECT finished_at FROM runs WHERE run_id = ?) ORDER BY finished_at DESC LIMIT 1",
         [dataset, run_id, run_id]).fetchall()
     return rows[0][0] if rows else None

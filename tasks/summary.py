@@ -74,6 +74,9 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
         now, before = this.get(col), prev.get(col)
         table.append({"metric": label, "this run": _fmt(now), "previous run": _fmt(before),
                       "change": _change(now, before)})
+    if this.get("left_out"):  # data columns not used as features (nested, all empty)
+        table.append({"metric": "columns left out", "this run": "; ".join(this["left_out"]),
+                      "previous run": "", "change": ""})
     counts = _issue_counts(con, run_id)
     before_counts = _issue_counts(con, prev_id) if prev_id else {}
     for t in sorted(set(counts) | set(before_counts), key=lambda t: (-counts.get(t, 0), t)):

@@ -196,7 +196,7 @@ def test_a_failed_run_is_recorded_and_shown(workdir):
 
     from flows.cli import app
     from tasks.errors import CleansetError
-    from tasks.report import load_report_data
+    from tasks.report import load_report_data, render_html
 
     blobs(60).to_csv(workdir / "d.csv", index=False)
     db = workdir / "w.duckdb"
@@ -222,3 +222,5 @@ def test_a_failed_run_is_recorded_and_shown(workdir):
     data = load_report_data(db, "d", summary.run_id)
     assert [r["run_id"] for r in data.failed_runs] == [failed_id]
     assert [r["run_id"] for r in data.history] == [summary.run_id]
+    page = render_html(data)
+    assert f"failed run {failed_id[:8]}" in page and "stage <code>validate</code>" in page

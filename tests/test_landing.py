@@ -137,3 +137,21 @@ def test_a_file_whose_last_run_completed_is_not_retried(tmp_path):
     os.utime(f, (now, now))
     w.poll()
     assert w.poll() == [] and "its last run completed" in w.skipped[0][1]
+
+
+def test_watch_retry_forgets_the_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    f = tmp_path / "d" / "b.csv"
+    f.parent.mkdir()
+    f.write_text("a,label\n1,x\n")
+    _announce(LandingWatcher(tmp_path))
+    result = CliRunner().invoke(app, ["watch", str(tmp_path), "--retry", str(f)])
+    assert result.exit_code == 0 and "announces it again at its next poll" in result.output
+    w = LandingWatcher(tmp_path)
+    w.poll()
+    assert [a.path for a in w.poll()] == [str(f)]
+    missing = CliRunner().invoke(app, ["watch", str(tmp_path), "--retry", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and "no such file" in missing.output

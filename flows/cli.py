@@ -130,6 +130,8 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
         t.add_row("decisions", f"{summary.n_reviewed:,} rows decided by reviewers" + (
             f"; {len(orphans)} decision(s) for rows no longer in the data: "
             + ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else "") if orphans else ""))
+    if summary.left_out:
+        t.add_row("left out", "\n".join(summary.left_out))
     t.add_row("clean rows", f"{summary.n_clean_rows:,} -> table {summary.clean_table}")
     t.add_row("health", f"{summary.health_score:.3f} of rows have no issue; label health "
                         f"{summary.label_health_score:.3f}")
@@ -467,6 +469,12 @@ def watch(
     state: Annotated[Path | None, typer.Option(
         "--state", help="Where seen content hashes are kept. Default: DIR/.cleanset-landing.json")
     ] = None,
+    db: Annotated[Path, typer.Option(
+        "--db", help="Warehouse the runs publish into: a seen file dropped again is announced "
+        "again when its last run there failed.")] = Path("data/warehouse.duckdb"),
+    retry: Annotated[Path | None, typer.Option(
+        "--retry", help="Forget FILE's content in the state file, so the watcher (this one, or "
+        "one already running) announces it again; then exit.", metavar="FILE")] = None,
 ) -> None:
     """Emit a Prefect event for each new complete file in DIR (for deployments served elsewhere).
 
@@ -474,8 +482,26 @@ def watch(
     (.part, .tmp, ...) and hidden files are ignored; content already announced (by sha256, kept in
     the state file) is not announced again, also across restarts. The event,
     `cleanset.file.arrived`, carries path, sha256, size and dataset (the file's sub-folder under
-    DIR, or its stem) in its payload. Stop with Ctrl-C.
+    DIR, or its stem) in its payload. A seen file is skipped with a logged reason; one dropped
+    again (copied or touched) after its run failed is announced again. Stop with Ctrl-C.
+
+    Example: cleanset watch data/landing --retry data/landing/churn/2026-01-02.csv
     """
+    if retry is not None:
+        from tasks.landing import STATE_FILE, forget
+
+        if not retry.is_file():
+            _fail(f"--retry {retry}: no such file")
+        state_file = state or directory / STATE_FILE
+        digest, record = forget(state_file, retry)
+        if record is None:
+            console.print(f"{retry} ({digest[:12]}) is not in {state_file}: the watcher will "
+                          "announce it as new", soft_wrap=True)
+        else:
+            console.print(f"forgot {retry} ({digest[:12]}, announced {record.get('at')}) in "
+                          f"{state_file}: the watcher announces it again at its next poll",
+                          soft_wrap=True)
+        return
     _needs_server("watch")
     import signal
 
@@ -486,7 +512,7 @@ def watch(
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        watch_folder(directory, poll, state_path=state)
+        watch_folder(directory, poll, state_path=state, db=db)
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # DIR is a file, the state file is a folder, no permission, ...

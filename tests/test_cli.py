@@ -67,10 +67,13 @@ def _good_db(workdir, invoke):
 
 
 def snapshot_tables(db):
+    """Rows per table; `runs` counts completed runs only (a rejected run leaves one `failed`
+    row there and nothing anywhere else)."""
     with duckdb.connect(str(db), read_only=True) as con:
         names = sorted(t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()")
                        .fetchall())
-        return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in names}
+        return {t: con.execute(f'SELECT count(*) FROM "{t}"' + (
+            " WHERE status <> 'failed'" if t == "runs" else "")).fetchall()[0][0] for t in names}
 
 
 def write(path, text: str | bytes):

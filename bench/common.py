@@ -12,6 +12,11 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+# A script run as `python bench/x.py` gets bench/ first on sys.path, where bench/datasets.py would
+# shadow the `datasets` package that cleanlab's Datalab imports: every script importing this
+# module drops that entry (they import the project from its root).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 RESULTS = Path(__file__).parent / "results"
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

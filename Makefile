@@ -6,7 +6,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: demo test lint bench bench-data setup setup-chromium
+.PHONY: demo test test-fast lint bench bench-data setup setup-chromium
 
 setup: .venv/.synced
 
@@ -20,11 +20,21 @@ setup: .venv/.synced
 demo: setup
 	$(UV) run --frozen cleanset demo
 
-test: setup setup-chromium
+# What CI runs (.ci/run). Installs nothing outside .venv/: without chromium the report's
+# screenshot test is skipped, saying why (`make setup-chromium` to run it).
+test: setup
 	$(UV) run --frozen pytest
 
-# Best effort, never fails the build: Debian's chromium for the report's screenshot test, only
-# when running as root with apt-get and no chromium yet (the test skips, saying why, without it).
+# The inner loop: tests that start no Prefect server, flow run or other process (under a minute;
+# tests/conftest.py marks the others `slow`). The slowest tests are listed at the end. One
+# OpenMP/BLAS thread unless you set them: on a busy machine OpenMP's spin-waiting made one
+# HistGradientBoosting test take 29 s instead of 1.4 s.
+test-fast: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} \
+		MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(UV) run --frozen pytest -m "not slow" -q --durations=5
+
+# Opt-in, best effort: Debian's chromium for the report's screenshot test, only when running as
+# root with apt-get and no chromium yet.
 setup-chromium:
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
 		:; \

@@ -288,6 +288,8 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
 
     rows_dir = ROWS_DIR / out_name
     rows_dir.mkdir(parents=True, exist_ok=True)
+    flags = {c: issues[c].to_numpy() for c in issues.columns  # every issue type's flag
+             if c.startswith("is_") and c.endswith("_issue") and c != "is_label_issue"}
     pd.DataFrame({
         "row_id": np.arange(len(train)), "is_planted": mask, "given_label": given,
         "true_label": truth, "label_score": col("label_score"),
@@ -297,7 +299,7 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
         "action": col("action"), "final_label": np.where(kept, final, None), "kept": kept,
         "script_flag": script["flags"], "script_score": script["score"],
         "script_suggested": classes[script["probs"].argmax(axis=1)],
-        "script_suggested_confidence": script["probs"].max(axis=1),
+        "script_suggested_confidence": script["probs"].max(axis=1), **flags,
     }).to_parquet(rows_dir / f"{ds.name}__{noise}.parquet", index=False)
     return row
 

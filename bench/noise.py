@@ -2,9 +2,14 @@
 
 - `none`: no flips (every change a tool makes is a harm);
 - `symmetric`: `rate` of the rows, chosen at random, flipped to any other class uniformly;
-- `class_conditional`: `rate` of the rows, chosen at random, each flipped into its class's most
-  confusable class: the off-diagonal maximum of the confusion matrix of a reference model
-  (out-of-fold on the TRUE labels; ties broken by the mean predicted probability);
+- `class_conditional`: `rate` of the rows, each flipped into its class's most confusable class
+  (the off-diagonal maximum of the confusion matrix of a reference model, out-of-fold on the TRUE
+  labels; ties broken by the mean predicted probability); flips are shared among the classes in
+  proportion to class size x how often the reference model confuses the class with that
+  partner, rows drawn at random within a class: a class that is often mistaken is often
+  mislabelled (at most 30% of a class, so its
+  true label stays the majority). So the flip rate depends on the class; on binary data it is
+  not the same as `symmetric`, which flips both classes alike;
 - `feature_dependent`: the `rate` of the rows with the smallest margin of the reference model
   (true class probability minus the best other class), i.e. the hardest rows, each flipped to
   that runner-up class: what real annotators get wrong.
@@ -20,10 +25,12 @@ import numpy as np
 
 NOISES = ("none", "symmetric", "class_conditional", "feature_dependent")
 RATE = 0.10
+CLASS_CAP = 0.3  # class_conditional: at most this share of a class is flipped
 
 
-def confusable(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """For each class, the other class the reference model confuses it with most."""
+def confusion(y: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each class: the other class the reference model confuses it with most, and the share
+    of the class's rows it puts there (at least a small floor, so every class can be drawn)."""
     k = probs.shape[1]
     counts = np.zeros((k, k))
     np.add.at(counts, (y, probs.argmax(axis=1)), 1.0)
@@ -31,7 +38,34 @@ def confusable(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     np.add.at(soft, y, probs)
     score = counts + soft / (soft.sum() + 1.0)  # counts first, probability mass breaks ties
     np.fill_diagonal(score, -np.inf)
-    return score.argmax(axis=1)
+    partner = score.argmax(axis=1)
+    sizes = np.maximum(np.bincount(y, minlength=k), 1)
+    share = counts[np.arange(k), partner] / sizes
+    return partner, np.maximum(share, 0.01)
+
+
+def allocate(n_flip: int, sizes: np.ndarray, share: np.ndarray, cap: float = CLASS_CAP
+              ) -> np.ndarray:
+    """Flips per class, proportional to size x confusion share, no class above `cap` of its
+    rows (water-filling: what a capped class cannot take goes to the others)."""
+    limit = np.floor(cap * sizes).astype(int)
+    out = np.zeros(len(sizes), dtype=int)
+    open_ = limit > 0
+    left = min(n_flip, int(limit.sum()))
+    while left > 0 and open_.any():
+        weight = np.where(open_, sizes * share, 0.0)
+        want = np.floor(left * weight / weight.sum()).astype(int)
+        want[np.argmax(weight)] += left - want.sum()  # rounding remainder to the largest
+        take = np.minimum(want, limit - out)
+        out += take
+        left -= int(take.sum())
+        open_ &= out < limit
+    return out
+
+
+def confusable(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """For each class, the other class the reference model confuses it with most."""
+    return confusion(y, probs)[0]
 
 
 def plant(y: np.ndarray, kind: str, probs: np.ndarray | None, rate: float = RATE,
@@ -49,8 +83,10 @@ def plant(y: np.ndarray, kind: str, probs: np.ndarray | None, rate: float = RATE
         idx = rng.choice(n, size=n_flip, replace=False)
         noisy[idx] = (y[idx] + rng.integers(1, k, size=n_flip)) % k
     elif kind == "class_conditional":
-        partner = confusable(y, probs)
-        idx = rng.choice(n, size=n_flip, replace=False)
+        partner, share = confusion(y, probs)
+        counts = allocate(n_flip, np.bincount(y, minlength=k), share)
+        idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=m, replace=False)
+                              for c, m in enumerate(counts) if m])
         noisy[idx] = partner[y[idx]]
     elif kind == "feature_dependent":
         others = probs.copy()

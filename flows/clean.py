@@ -24,7 +24,7 @@ from tasks.evaluate import evaluate
 from tasks.featurize import featurize
 from tasks.ingest import ingest
 from tasks.knn import knn
-from tasks.publish import RunSummary, publish
+from tasks.publish import RunSummary, on_flow_failure, publish
 from tasks.report import report
 from tasks.review import load_decisions
 from tasks.spec import DatasetSpec
@@ -77,8 +77,9 @@ def out_of_fold(*, snapshot, design, choice, neighbours, spec: DatasetSpec, stag
 
 # log_prints stays off: it reroutes print() inside libraries too, and dill (used by Datalab's
 # `datasets`) reads function globals by capturing dis.dis()'s printed output.
+# on_failure: a failed run is recorded in the warehouse (runs.status = failed, stage, message).
 @flow(name="cleanset", flow_run_name=_run_name, log_prints=False,
-      task_runner=task_runner())
+      task_runner=task_runner(), on_failure=[on_flow_failure])
 def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     """Clean one dataset and publish it to DuckDB. `refresh` recomputes every cached stage."""
     work = str(spec.work_path)

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flows.options import split_commas
+
 # Quiet, offline-friendly defaults; set before Prefect is imported. A user's own settings win.
 for _key, _value in {
     "DO_NOT_TRACK": "1",
@@ -132,13 +134,13 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
                          f"{summary.n_relabelled:,} relabelled, {summary.n_review:,} to review "
                          f"(`uv run cleanset review -d {summary.dataset}`)" + (
                              "" if summary.auto_fix else " - dry run: nothing changed"))
-    if summary.left_out:
-        t.add_row("columns left out", "; ".join(f"{c} ({why})" for c, why in summary.left_out))
     if summary.n_reviewed or summary.orphan_decisions:
         orphans = summary.orphan_decisions
         t.add_row("decisions", f"{summary.n_reviewed:,} rows decided by reviewers" + (
             f"; {len(orphans)} decision(s) for rows no longer in the data: "
             + ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else "") if orphans else ""))
+    if summary.left_out:
+        t.add_row("left out", "\n".join(summary.left_out))
     t.add_row("clean rows", f"{summary.n_clean_rows:,} -> table {summary.clean_table}")
     t.add_row("health", f"{summary.health_score:.3f} of rows have no issue; label health "
                         f"{summary.label_health_score:.3f}")
@@ -163,18 +165,20 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
 
 @app.command()
 def run(
-    source: Annotated[str, typer.Argument(
-        help="CSV/TSV/Parquet/JSON Lines file, a folder of them, or a quoted glob "
-        "like 'landing/*.csv'.", show_default=False)],
+    source: Annotated[str | None, typer.Argument(
+        help="CSV/TSV/Parquet/JSON Lines/Excel file, a folder of them, or a quoted glob "
+        "like 'landing/*.csv'. May instead be `source:` in --config.", show_default=False)
+    ] = None,
     label: Annotated[str | None, typer.Option(
         "--label", "-l", help="Label column (required here or in --config).")] = None,
     id: Annotated[str | None, typer.Option(
         "--id", help="Unique id column; without it a `row_id` (0, 1, ...) is added.")] = None,
     text: Annotated[list[str] | None, typer.Option(
-        "--text", help="A free-text column (TF-IDF); repeat for several.")] = None,
+        "--text", help="Free-text columns (TF-IDF): comma-separated or repeated, e.g. "
+        "--text title,body.", callback=split_commas)] = None,
     features: Annotated[list[str] | None, typer.Option(
-        "--feature", help="Use only these feature columns; repeat for several. "
-        "Default: all columns but label and id.")] = None,
+        "--feature", "--features", help="Use only these feature columns: comma-separated or "
+        "repeated. Default: all columns but label and id.", callback=split_commas)] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="Dataset name (tables are named after it). Default: file stem.")
     ] = None,
@@ -207,8 +211,9 @@ def run(
         "--pred-probs", help="Your own out-of-fold probabilities (.npy, one row per input row, "
         "one column per class in sorted order); skips training.")] = None,
     pred_prob_columns: Annotated[list[str] | None, typer.Option(
-        "--pred-prob-column", help="Or: a data column holding one class's probability; repeat "
-        "once per class, in sorted class order.")] = None,
+        "--pred-prob-column", help="Or: data columns holding each class's probability, one "
+        "per class in sorted class order (comma-separated or repeated).",
+        callback=split_commas)] = None,
     embeddings: Annotated[Path | None, typer.Option(
         "--embeddings", help="Your own features (.npy, one row per input row) instead of the "
         "data's columns.")] = None,
@@ -366,6 +371,9 @@ def query(
 ) -> None:
     """Run a read-only SQL query on the warehouse and print the result as a table.
 
+    On a terminal the table fits the window (long values are cut with …); piped or redirected,
+    it is plain text with every value in full, one line per row (--csv for a program to read).
+
     Example: cleanset query "SELECT dataset, run_id, n_rows, n_label_issues FROM runs"
     """
     import duckdb
@@ -386,6 +394,12 @@ def query(
         writer.writerow(names)
         writer.writerows(rows)
         return
+    more = f"({len(rows) - limit} more rows; raise --limit to see them)"
+    if not console.is_terminal:  # a file or a pipe has no width to fit: nothing is cut
+        sys.stdout.write(plain_table(names, rows[:limit]))
+        if len(rows) > limit:
+            err.print(more, markup=False, highlight=False)
+        return
     table = Table(*names)
     for column in table.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
@@ -393,12 +407,23 @@ def query(
         table.add_row(*("" if v is None else _cell(v) for v in row))
     console.print(table)
     if len(rows) > limit:
-        console.print(f"({len(rows) - limit} more rows; raise --limit to see them)")
+        console.print(more)
 
 
 def _cell(value: object, width: int = 60) -> str:
     text = str(value).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plain_table(names: list[str], rows: list[tuple]) -> str:
+    """Rows as aligned plain text, every value in full (newlines shown as spaces, None empty):
+    a header, a rule of dashes, one line per row."""
+    cells = [[("" if v is None else str(v)).replace("\r", " ").replace("\n", " ") for v in row]
+             for row in rows]
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+    lines = [names, ["-" * w for w in widths], *cells]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                   + "\n" for line in lines)
 
 
 def _needs_server(what: str) -> None:
@@ -424,8 +449,8 @@ def serve(
         "--prefect-file", help="Deployment definitions. Default: the project's prefect.yaml.")
     ] = None,
     deployment: Annotated[list[str] | None, typer.Option(
-        "--deployment", help="Serve only this deployment; repeat for several. Default: all.")
-    ] = None,
+        "--deployment", help="Serve only these deployments (comma-separated or repeated). "
+        "Default: all.", callback=split_commas)] = None,
     landing: Annotated[Path, typer.Option(
         "--landing", help="Landing folder to watch for new files.")] = Path("data/landing"),
     watch_files: Annotated[bool, typer.Option(
@@ -467,6 +492,12 @@ def watch(
     state: Annotated[Path | None, typer.Option(
         "--state", help="Where seen content hashes are kept. Default: DIR/.cleanset-landing.json")
     ] = None,
+    db: Annotated[Path, typer.Option(
+        "--db", help="Warehouse the runs publish into: a seen file dropped again is announced "
+        "again when its last run there failed.")] = Path("data/warehouse.duckdb"),
+    retry: Annotated[Path | None, typer.Option(
+        "--retry", help="Forget FILE's content in the state file, so the watcher (this one, or "
+        "one already running) announces it again; then exit.", metavar="FILE")] = None,
 ) -> None:
     """Emit a Prefect event for each new complete file in DIR (for deployments served elsewhere).
 
@@ -474,8 +505,26 @@ def watch(
     (.part, .tmp, ...) and hidden files are ignored; content already announced (by sha256, kept in
     the state file) is not announced again, also across restarts. The event,
     `cleanset.file.arrived`, carries path, sha256, size and dataset (the file's sub-folder under
-    DIR, or its stem) in its payload. Stop with Ctrl-C.
+    DIR, or its stem) in its payload. A seen file is skipped with a logged reason; one dropped
+    again (copied or touched) after its run failed is announced again. Stop with Ctrl-C.
+
+    Example: cleanset watch data/landing --retry data/landing/churn/2026-01-02.csv
     """
+    if retry is not None:
+        from tasks.landing import STATE_FILE, forget
+
+        if not retry.is_file():
+            _fail(f"--retry {retry}: no such file")
+        state_file = state or directory / STATE_FILE
+        digest, record = forget(state_file, retry)
+        if record is None:
+            console.print(f"{retry} ({digest[:12]}) is not in {state_file}: the watcher will "
+                          "announce it as new", soft_wrap=True)
+        else:
+            console.print(f"forgot {retry} ({digest[:12]}, announced {record.get('at')}) in "
+                          f"{state_file}: the watcher announces it again at its next poll",
+                          soft_wrap=True)
+        return
     _needs_server("watch")
     import signal
 
@@ -486,7 +535,7 @@ def watch(
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        watch_folder(directory, poll, state_path=state)
+        watch_folder(directory, poll, state_path=state, db=db)
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # DIR is a file, the state file is a folder, no permission, ...

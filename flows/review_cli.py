@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from flows.options import split_commas
+
 console = Console()
 err = Console(stderr=True)
 
@@ -26,8 +28,8 @@ DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", "-d", help="Dataset to review (default: the only one in the warehouse).")]
 TopOpt = Annotated[int | None, typer.Option("--top", "-n", help="At most this many rows.")]
 ActionsOpt = Annotated[list[str] | None, typer.Option(
-    "--action", help="Rows whose policy action is this (repeatable). Default: review, relabel "
-    "and drop.")]
+    "--action", help="Rows whose policy action is one of these (comma-separated or repeated). "
+    "Default: review, relabel and drop.", callback=split_commas)]
 ReviewerOpt = Annotated[str | None, typer.Option(
     "--reviewer", help="Who decides (default: $CLEANSET_REVIEWER or your login).")]
 
@@ -57,10 +59,10 @@ def review(
     action: ActionsOpt = None,
     reviewer: ReviewerOpt = None,
 ) -> None:
-    """Review flagged rows, most severe first: one at a time here, or as a CSV (export, apply).
+    r"""Review flagged rows, most severe first: one at a time here, or as a CSV (export, apply).
 
-    Without a sub-command, shows each row and takes one key: [k]eep (the label is right),
-    [r]elabel to the suggestion, [o]ther label, [d]rop, [s]kip, [q]uit. Each decision is saved
+    Without a sub-command, shows each row and takes one key: \[k]eep (the label is right),
+    \[r]elabel to the suggestion, \[o]ther label, \[d]rop, \[s]kip, \[q]uit. Each decision is saved
     at once, so quitting loses nothing. Decisions land in review_decisions and every later run
     honours them.
     """

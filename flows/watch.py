@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from tasks.landing import EVENT_NAME, Arrival, LandingWatcher
+from tasks.spec import DEFAULT_DB
 
 logger = logging.getLogger("cleanset.watch")
 
@@ -40,12 +41,13 @@ def emit_arrival(arrival: Arrival, root: Path) -> bool:
 
 
 def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = None,
-          state_path: Path | None = None) -> None:
-    """Poll `root` until `stop` is set, emitting one event per new complete file."""
+          state_path: Path | None = None, db: Path = DEFAULT_DB) -> None:
+    """Poll `root` until `stop` is set, emitting one event per new complete file (and per file
+    dropped again after its run failed, as recorded in `db`); says why it skips a seen file."""
     stop = stop or threading.Event()
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
-    watcher = LandingWatcher(root, state_path)
+    watcher = LandingWatcher(root, state_path, db)
     _log_to_console()
     logger.info("watching %s for new files (every %.1f s)", root, poll_seconds)
     while not stop.is_set():
@@ -53,20 +55,24 @@ def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = 
             for arrival in watcher.poll():
                 if emit_arrival(arrival, root):
                     watcher.mark_seen(arrival)
-                    logger.info("new file %s (%s, dataset %s): event %s emitted", arrival.path,
-                                arrival.sha256[:12], arrival.dataset, EVENT_NAME)
+                    logger.info("%s %s (%s, dataset %s): event %s emitted",
+                                "retrying file (its last run failed)" if arrival.retry else
+                                "new file", arrival.path, arrival.sha256[:12], arrival.dataset,
+                                EVENT_NAME)
                 else:
                     logger.warning("no Prefect API configured: %s not announced", arrival.path)
+            for path, why in watcher.skipped:
+                logger.info("skipping %s: %s", path, why)
         except OSError as exc:  # a file vanished or is unreadable: try again next poll
             logger.warning("landing scan failed: %s", exc)
         stop.wait(poll_seconds)
 
 
-def start_watcher(root: Path, poll_seconds: float = 2.0,
-                  state_path: Path | None = None) -> tuple[threading.Thread, threading.Event]:
+def start_watcher(root: Path, poll_seconds: float = 2.0, state_path: Path | None = None,
+                  db: Path = DEFAULT_DB) -> tuple[threading.Thread, threading.Event]:
     """The watcher in a daemon thread (used by `cleanset serve`)."""
     stop = threading.Event()
-    thread = threading.Thread(target=watch, args=(root, poll_seconds, stop, state_path),
+    thread = threading.Thread(target=watch, args=(root, poll_seconds, stop, state_path, db),
                               name="cleanset-landing-watcher", daemon=True)
     thread.start()
     return thread, stop

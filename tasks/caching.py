@@ -2,8 +2,12 @@
 
 Prefect's TASK_SOURCE covers only the decorated function's own lines, not the helpers it calls
 or the ref classes it returns, so a change to, say, the model pipeline would be served stale
-results. The key therefore also includes a hash of all code in tasks/ (and cleanset's version):
-any code change recomputes, an unchanged install re-runs from cache.
+results. The key is therefore the task's source, its inputs, and a hash of every module directly
+in tasks/ (tasks/*.py): any change to that code recomputes, an unchanged install re-runs from
+cache. Not in the key: cleanset's version number (only the run id carries it), the versions of
+the libraries that compute the results (cleanlab, scikit-learn, ...; after upgrading them, run
+with --refresh), and files in sub-folders of tasks/ (templates/ only shapes the report, which is
+not cached).
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ Scores follow cleanlab's convention: in [0, 1], lower = more likely a problem.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from cleanlab.dataset import overall_label_health_score
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import STAGE_CACHE
@@ -142,6 +147,35 @@ def health(issues: pd.DataFrame) -> float:
     return float(1.0 - np.logical_or.reduce(flags).mean()) if flags else 1.0
 
 
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger inside a Prefect task, else this module's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def _find_issues(lab, **kwargs) -> None:  # noqa: ANN001, ANN003
+    """Datalab's find_issues, its prints turned into log lines.
+
+    A check that cannot run (typically underperforming_group on small or even data: "No
+    meaningful clusters were generated") is printed by Datalab as "Error in <type>: ..." and
+    leaves that type's columns out; the run is fine, so it becomes an info line, not console
+    noise."""
+    printed = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(printed):
+        # we pass both on purpose: features for the feature-only checks
+        warnings.filterwarnings("ignore", message="Both `features` and `knn_graph`")
+        lab.find_issues(**kwargs)
+    for line in printed.getvalue().splitlines():
+        failed = re.match(r"Error in (\w+): (.*)", line)
+        if failed:
+            _logger().info("Datalab did not check %s (its columns stay empty): %s",
+                           *failed.groups())
+        elif line.strip() and not line.startswith("Failed to check for these issue types"):
+            _logger().info("Datalab: %s", line)
+
+
 def datalab_issues(
     labels: np.ndarray, pred_probs: np.ndarray, features: np.ndarray, graph,  # noqa: ANN001
     types: dict[str, dict],
@@ -159,10 +193,8 @@ def datalab_issues(
     sampled_non_iid = "non_iid" in wanted and n > NON_IID_MAX_ROWS
     main = {t: kw for t, kw in wanted.items() if not (sampled_non_iid and t == "non_iid")}
     lab = Datalab({"label": labels}, label_name="label", verbosity=0)
-    with warnings.catch_warnings():  # we pass both on purpose: features for the feature-only checks
-        warnings.filterwarnings("ignore", message="Both `features` and `knn_graph`")
-        lab.find_issues(pred_probs=pred_probs, features=features, knn_graph=graph,
-                        issue_types=main)
+    _find_issues(lab, pred_probs=pred_probs, features=features, knn_graph=graph,
+                 issue_types=main)
     found = lab.get_issues()
     cols = [c for t in main for c in (f"is_{t}_issue", f"{t}_score") if c in found]
     out = found[cols].reset_index(drop=True)
@@ -191,10 +223,8 @@ def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.
     sample = np.arange(0, n, step)
     graph, _, _ = knn_graph(np.ascontiguousarray(features[sample]), 10)
     lab = Datalab({"label": labels[sample]}, label_name="label", verbosity=0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Both `features` and `knn_graph`")
-        lab.find_issues(pred_probs=pred_probs[sample], features=features[sample],
-                        knn_graph=graph, issue_types={"non_iid": settings})
+    _find_issues(lab, pred_probs=pred_probs[sample], features=features[sample],
+                 knn_graph=graph, issue_types={"non_iid": settings})
     found = lab.get_issues()
     flags = pd.array([pd.NA] * n, dtype="boolean")
     flags[sample] = found["is_non_iid_issue"].to_numpy(bool)

@@ -1,7 +1,10 @@
-"""ingest: read CSV/TSV/Parquet/JSON Lines (a file, a folder or a glob) into a Parquet snapshot.
+"""ingest: read CSV/TSV/Parquet/JSON Lines/Excel (a file, a folder or a glob) into a Parquet
+snapshot.
 
 DuckDB reads the files and streams record batches into the snapshot, so a large input never sits
-in memory whole. A `row_id` column is added (0, 1, ...) when the data has no id column.
+in memory whole. Excel workbooks (.xlsx/.xlsm: the first sheet, its first row the header) are read
+by pandas with openpyxl, whole (a sheet holds at most 1,048,576 rows). A `row_id` column is added
+(0, 1, ...) when the data has no id column.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ FORMATS = {
     ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv", ".tsv.gz": "csv",
     ".parquet": "parquet", ".pq": "parquet",
     ".jsonl": "json", ".ndjson": "json", ".json": "json", ".jsonl.gz": "json",
+    ".xlsx": "excel", ".xlsm": "excel", ".xls": "excel",
 }
+EXCEL_OWNER_PREFIX = "~$"  # the lock file Excel keeps beside an open workbook: not data
+ZIP_MAGIC = b"PK\x03\x04"  # an .xlsx is a zip archive
+EXCEL_MISSING = ["", "#N/A", "#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!"]
+OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # a password-protected workbook, or an old .xls
 ROW_ID = "row_id"
 BATCH_ROWS = 100_000
 
@@ -46,6 +54,8 @@ class Snapshot(BaseModel):
 
 def _format_of(path: Path) -> str | None:
     name = path.name.lower()
+    if name.startswith(EXCEL_OWNER_PREFIX):
+        return None
     for ext in sorted(FORMATS, key=len, reverse=True):
         if name.endswith(ext):
             return FORMATS[ext]
@@ -68,13 +78,13 @@ def _named_files(source: str) -> list[Path]:
         files = [Path(p) for p in sorted(globlib.glob(source, recursive=True))]
         files = [p for p in files if p.is_file() and _format_of(p)]
         if not files:
-            raise CleansetError(f"no CSV/TSV/Parquet/JSON Lines files match {source!r}")
+            raise CleansetError(f"no CSV/TSV/Parquet/JSON Lines/Excel files match {source!r}")
         return files
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and _format_of(p))
         if not files:
             raise CleansetError(
-                f"folder {path} holds no CSV/TSV/Parquet/JSON Lines files "
+                f"folder {path} holds no CSV/TSV/Parquet/JSON Lines/Excel files "
                 f"(supported endings: {', '.join(sorted(FORMATS))})"
             )
         return files
@@ -120,6 +130,64 @@ def _clean_duckdb_error(exc: Exception, width: int = 300) -> str:
                     for line in text[:3])
 
 
+def excel_sheet(path: Path) -> tuple[pa.Table, list[str]]:
+    """The first sheet of an Excel workbook as an Arrow table (its first row is the header),
+    and warnings. A column mixing numbers and text is kept as text."""
+    import pandas as pd
+
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic == OLE_MAGIC:
+        raise CleansetError(
+            f"cannot read {path}: it is a password-protected workbook or an old Excel 97-2003 "
+            ".xls file; open it in Excel and save it without a password as .xlsx (or as CSV)")
+    if magic[:4] != ZIP_MAGIC:
+        raise CleansetError(f"cannot read {path}: it is not an Excel .xlsx workbook (not a zip "
+                            "archive); save it again from Excel as .xlsx, or as CSV")
+    try:
+        with pd.ExcelFile(path, engine="openpyxl") as book:
+            sheets = [str(name) for name in book.sheet_names]
+            if not sheets:
+                raise CleansetError(f"{path} holds no worksheet")
+            # cells as openpyxl gives them; only empty cells and Excel's error values are
+            # missing (as for CSV, "NA" or "None" may be a label)
+            frame = book.parse(sheets[0], dtype=object, keep_default_na=False,
+                               na_values=EXCEL_MISSING)
+    except CleansetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many types for a damaged workbook
+        raise CleansetError(f"cannot read {path} as an Excel workbook ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); save "
+                            "it again from Excel, or as CSV") from None
+    warnings = []
+    if len(sheets) > 1:
+        warnings.append(f"{path}: read its first sheet, {sheets[0]!r}; the workbook's other "
+                        f"sheet(s) ({', '.join(map(repr, sheets[1:]))}) are not read")
+    if frame.columns.empty:
+        raise CleansetError(f"the first sheet of {path}, {sheets[0]!r}, is empty")
+    frame.columns = [str(c) for c in frame.columns]
+    for col in frame.columns:  # numbers and text in one column (a "n/a" among numbers): text
+        if pd.api.types.infer_dtype(frame[col], skipna=True) in ("mixed", "mixed-integer"):
+            frame[col] = frame[col].map(str, na_action="ignore")
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise CleansetError(f"cannot read {path}: {exc}") from None
+    return table.replace_schema_metadata(None), warnings
+
+
+def _excel_reader(files: list[Path], warnings: list[str]) -> pa.RecordBatchReader:
+    """The first sheet of each workbook, rows in file order, columns united by name."""
+    tables = []
+    for f in files:
+        table, notes = excel_sheet(f)
+        tables.append(table)
+        warnings.extend(notes)
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 \
+        else tables[0]
+    return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(BATCH_ROWS))
+
+
 def _file_state(files: list[Path]) -> list[tuple[int, int]]:
     return [(f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
@@ -160,9 +228,12 @@ def read_snapshot(source: str, id_column: str | None, work: Path) -> Snapshot:
                                 "as latin-1 (check accented text)")
     con = duckdb.connect()
     try:
-        sql, params = _reader_sql(read_files, fmt, delimiter)
         try:
-            rel = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
+            if fmt == "excel":
+                rel = _excel_reader(files, warnings)
+            else:
+                sql, params = _reader_sql(read_files, fmt, delimiter)
+                rel = con.sql(sql, params=params).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
             raise CleansetError(
                 f"cannot read {source} as {fmt.upper()}: {_clean_duckdb_error(exc)}"

@@ -4,7 +4,11 @@ A file counts as arrived when it has a supported data suffix (not a temporary on
 or .tmp), is not hidden, is non-empty, and its size and modification time are the same on two
 consecutive polls (a writer still appending changes one of them). Files are identified by their
 content sha256, kept in a small JSON state file, so a renamed copy or a restarted watcher does not
-announce the same data twice. Plain functions: `flows/watch.py` turns arrivals into Prefect events.
+announce the same data twice. A seen file is skipped with a reason (`skipped`), except when it was
+dropped again (modified after it was announced) and the warehouse's latest run of that content
+failed: then it is announced again. `forget` (`cleanset watch --retry FILE`) removes a content
+from the state, so the watcher announces it at its next poll. Plain functions: `flows/watch.py`
+turns arrivals into Prefect events.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
+
 from tasks.ingest import _format_of
+from tasks.spec import DEFAULT_DB
 from tasks.store import file_sha256
 
 EVENT_NAME = "cleanset.file.arrived"
@@ -32,6 +39,7 @@ class Arrival:
     sha256: str
     size: int
     dataset: str
+    retry: bool = False  # seen before; announced again because its last run failed
 
     def payload(self) -> dict[str, object]:
         return {"path": self.path, "sha256": self.sha256, "size": self.size,
@@ -58,26 +66,41 @@ def is_candidate(path: Path) -> bool:
 @dataclass
 class LandingWatcher:
     """Polls one folder (recursively); `poll()` returns the files that became complete and whose
-    content was never seen; `mark_seen()` records them in the state file."""
+    content was never seen (or was re-dropped after a failed run); `skipped` holds the seen files
+    of the last poll with the reason; `mark_seen()` records arrivals in the state file."""
 
     root: Path
     state_path: Path | None = None
+    db: Path = DEFAULT_DB  # the warehouse consulted for the last run of a re-dropped file
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
     _settled: dict[str, tuple[int, int]] = field(default_factory=dict)  # hashed at this stat
+    _digests: dict[str, str] = field(default_factory=dict)  # path -> sha256 when hashed
     seen: dict[str, dict] = field(default_factory=dict)  # sha256 -> {path, at}
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why), last poll
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).absolute()
         self.state_path = Path(self.state_path) if self.state_path else self.root / STATE_FILE
+        self.db = Path(self.db)
         self.seen = load_state(self.state_path)
+
+    def _reload(self) -> None:
+        """Pick up `cleanset watch --retry` from another process: a forgotten content is hashed
+        and judged again at this poll."""
+        self.seen = load_state(self.state_path)
+        for key, digest in list(self._digests.items()):
+            if digest not in self.seen:
+                self._settled.pop(key, None)
 
     def poll(self) -> list[Arrival]:
         """One scan. A file is reported the first poll its (size, mtime) repeats the previous
-        poll's, and only if its content hash is new."""
+        poll's, and only if its content hash is new (or it is a retry, see the module doc)."""
         current: dict[str, tuple[int, int]] = {}
         arrivals: list[Arrival] = []
+        self.skipped = []
         if not self.root.is_dir():
             return arrivals
+        self._reload()
         for path in sorted(p for p in self.root.rglob("*") if p.is_file() and is_candidate(p)):
             if any(part.startswith(".") for part in path.relative_to(self.root).parts):
                 continue
@@ -91,18 +114,78 @@ class LandingWatcher:
                 continue
             self._settled[key] = stat
             digest = file_sha256(path)
-            if digest in self.seen or any(a.sha256 == digest for a in arrivals):
+            self._digests[key] = digest
+            if any(a.sha256 == digest for a in arrivals):
                 continue
-            arrivals.append(Arrival(key, digest, st.st_size, dataset_for(path, self.root)))
+            retry = False
+            if digest in self.seen:
+                retry, why = self._judge(path, st.st_mtime, digest)
+                if not retry:
+                    self.skipped.append((key, why))
+                    continue
+            arrivals.append(Arrival(key, digest, st.st_size, dataset_for(path, self.root),
+                                    retry))
         self._last = current
         self._settled = {k: v for k, v in self._settled.items() if k in current}
+        self._digests = {k: v for k, v in self._digests.items() if k in current}
         return arrivals
+
+    def _judge(self, path: Path, mtime: float, digest: str) -> tuple[bool, str]:
+        """(announce again?, why not) for a content already seen."""
+        seen = self.seen[digest]
+        why = f"same content as {seen.get('path')} announced {seen.get('at')}"
+        last = last_run(self.db, digest)
+        if last is None:
+            return False, why + f"; no run of it in {self.db} yet"
+        status, stage, message = last
+        if status != "failed":
+            return False, why + f"; its last run {status}"
+        try:
+            redropped = mtime > datetime.fromisoformat(seen["at"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            redropped = True
+        if redropped:
+            return True, ""
+        return False, (why + f"; its last run failed at stage {stage}: {message}. After fixing "
+                       f"the cause, drop it again or run `cleanset watch --retry {path}`")
 
     def mark_seen(self, arrival: Arrival) -> None:
         """Remember the content for good (written atomically, so a crash never corrupts it)."""
         self.seen[arrival.sha256] = {"path": arrival.path,
                                      "at": datetime.now(UTC).isoformat(timespec="seconds")}
         save_state(self.state_path, self.seen)
+
+
+def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None:
+    """(status, stage, message) of the warehouse's latest run of this content; None when there
+    is none or the warehouse cannot be read right now (another process is writing it)."""
+    if not Path(db).is_file():
+        return None
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        cols = {r[0] for r in con.execute("DESCRIBE runs").fetchall()}
+        stage = "stage, message" if "stage" in cols else "NULL, NULL"
+        rows = con.execute(f"SELECT status, {stage} FROM runs WHERE source_sha256 = ? ORDER BY "
+                           "finished_at DESC NULLS LAST LIMIT 1", [sha256]).fetchall()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return tuple(rows[0]) if rows else None
+
+
+def forget(state_path: Path, file: Path) -> tuple[str, dict | None]:
+    """Remove a file's content from the watcher's state (so it is announced again); returns its
+    sha256 and the record removed (None when it was not there)."""
+    digest = file_sha256(file)
+    seen = load_state(state_path)
+    record = seen.pop(digest, None)
+    if record is not None:
+        save_state(state_path, seen)
+    return digest, record
 
 
 def load_state(path: Path) -> dict[str, dict]:

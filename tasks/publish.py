@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -25,71 +26,83 @@ from pydantic import BaseModel, ConfigDict
 from tasks.choose import ModelChoice
 from tasks.decide import Decided
 from tasks.detect import Detection
-from tasks.errors import is_retryable
+from tasks.errors import CleansetError, is_retryable
 from tasks.estimate import ModelCheck
 from tasks.evaluate import Evaluation
 from tasks.featurize import Design, FeaturePlan
 from tasks.ingest import Snapshot
-from tasks.spec import DatasetSpec
+from tasks.spec import ISSUE_TYPES, DatasetSpec
+from tasks.store import file_sha256
 from tasks.validate import Validation
 from tasks.warehouse import connect, quote_ident
+from tasks.warehouse_lock import warehouse_slot
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS runs (
-        run_id VARCHAR PRIMARY KEY, dataset VARCHAR, flow_run_id VARCHAR, source VARCHAR,
-        source_sha256 VARCHAR, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
-        n_rows BIGINT, n_clean_rows BIGINT, n_label_issues BIGINT, health_score DOUBLE,
-        spec JSON, cleanset_version VARCHAR, model VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS issues (
-        run_id VARCHAR, dataset VARCHAR, row_id VARCHAR, given_label VARCHAR,
-        suggested_label VARCHAR, suggested_label_confidence DOUBLE, is_label_issue BOOLEAN,
-        label_score DOUBLE, is_invalid_issue BOOLEAN, invalid_score DOUBLE, action VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS issue_summary (
-        run_id VARCHAR, dataset VARCHAR, issue_type VARCHAR, num_issues BIGINT, score DOUBLE)""",
-    """CREATE TABLE IF NOT EXISTS validations (
-        run_id VARCHAR, dataset VARCHAR, suite VARCHAR, expectation VARCHAR,
-        column_name VARCHAR, severity VARCHAR, success BOOLEAN, unexpected_count BIGINT,
-        details JSON)""",
-    """CREATE TABLE IF NOT EXISTS class_summary (
-        run_id VARCHAR, dataset VARCHAR, class_name VARCHAR, n_rows BIGINT,
-        n_label_issues BIGINT, label_noise DOUBLE, inverse_label_noise DOUBLE,
-        label_quality DOUBLE, most_overlapping_class VARCHAR,
-        overlap_joint_probability DOUBLE)""",
-    """CREATE TABLE IF NOT EXISTS review_decisions (
-        dataset VARCHAR, row_id VARCHAR, decision VARCHAR, new_label VARCHAR,
-        decided_at TIMESTAMPTZ, note VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS model_screening (
-        run_id VARCHAR, dataset VARCHAR, model VARCHAR, n_rows BIGINT, log_loss DOUBLE,
-        accuracy DOUBLE, seconds DOUBLE, projected_seconds DOUBLE, within_budget BOOLEAN,
-        chosen BOOLEAN)""",
-    """CREATE TABLE IF NOT EXISTS column_roles (
-        run_id VARCHAR, dataset VARCHAR, column_name VARCHAR, role VARCHAR, reason VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS evaluations (
-        run_id VARCHAR, dataset VARCHAR, trained_on VARCHAR, model VARCHAR, test_set VARCHAR,
-        n_train BIGINT, n_test BIGINT, accuracy DOUBLE, macro_f1 DOUBLE)""",
-]
-# Columns added after a table was first released: applied to existing warehouses on connect.
-MIGRATIONS = [
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model VARCHAR",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS label_health_score DOUBLE",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS snapshot_path VARCHAR",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS id_column VARCHAR",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS n_relabelled BIGINT",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS n_review BIGINT",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS n_reviewed BIGINT",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS orphan_decisions VARCHAR[]",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model_accuracy DOUBLE",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model_log_loss DOUBLE",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS chance_accuracy DOUBLE",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS chance_log_loss DOUBLE",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model_skill DOUBLE",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model_trusted BOOLEAN",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS model_warning VARCHAR",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS auto_fix BOOLEAN",
-    "ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS reviewer VARCHAR",
-    "ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS source VARCHAR",
-    "ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS given_label VARCHAR",
-]
+# The declared schema of every cleanset table: (column, DuckDB type), in order. A warehouse is
+# shared by many datasets and runs, so no column type may depend on one run's data (an all-null
+# column would otherwise be created with DuckDB's NULL type and refuse every later value).
+SET_COLUMNS = {"near_duplicate": "near_duplicate_set", "exact_duplicate": "exact_duplicate_set"}
+
+
+def _issue_columns() -> list[tuple[str, str]]:
+    """issues: one BOOLEAN flag and one DOUBLE score per registered issue type, set ids VARCHAR."""
+    cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
+            ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
+            ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE")]
+    for t in ISSUE_TYPES:
+        cols += [(f"is_{t}_issue", "BOOLEAN"), (f"{t}_score", "DOUBLE")]
+        if t in SET_COLUMNS:
+            cols.append((SET_COLUMNS[t], "VARCHAR"))
+    return [*cols, ("action", "VARCHAR"), ("final_label", "VARCHAR"), ("decided_by", "VARCHAR"),
+            ("review_note", "VARCHAR")]
+
+
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "runs": [("run_id", "VARCHAR PRIMARY KEY"), ("dataset", "VARCHAR"), ("flow_run_id", "VARCHAR"),
+             ("source", "VARCHAR"), ("source_sha256", "VARCHAR"), ("started_at", "TIMESTAMPTZ"),
+             ("finished_at", "TIMESTAMPTZ"), ("status", "VARCHAR"), ("n_rows", "BIGINT"),
+             ("n_clean_rows", "BIGINT"), ("n_label_issues", "BIGINT"),
+             ("health_score", "DOUBLE"), ("spec", "JSON"), ("cleanset_version", "VARCHAR"),
+             ("model", "VARCHAR"), ("label_health_score", "DOUBLE"),
+             ("snapshot_path", "VARCHAR"), ("id_column", "VARCHAR"), ("n_relabelled", "BIGINT"),
+             ("n_review", "BIGINT"), ("n_reviewed", "BIGINT"), ("orphan_decisions", "VARCHAR[]"),
+             ("stage", "VARCHAR"), ("message", "VARCHAR"), ("left_out", "VARCHAR[]"),
+             ("model_accuracy", "DOUBLE"), ("model_log_loss", "DOUBLE"),
+             ("chance_accuracy", "DOUBLE"), ("chance_log_loss", "DOUBLE"),
+             ("model_skill", "DOUBLE"), ("model_trusted", "BOOLEAN"),
+             ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN")],
+    "issues": _issue_columns(),
+    "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
+                      ("num_issues", "BIGINT"), ("score", "DOUBLE")],
+    "validations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("suite", "VARCHAR"),
+                    ("expectation", "VARCHAR"), ("column_name", "VARCHAR"),
+                    ("severity", "VARCHAR"), ("success", "BOOLEAN"),
+                    ("unexpected_count", "BIGINT"), ("details", "JSON")],
+    "class_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("class_name", "VARCHAR"),
+                      ("n_rows", "BIGINT"), ("n_label_issues", "BIGINT"),
+                      ("label_noise", "DOUBLE"), ("inverse_label_noise", "DOUBLE"),
+                      ("label_quality", "DOUBLE"), ("most_overlapping_class", "VARCHAR"),
+                      ("overlap_joint_probability", "DOUBLE")],
+    "review_decisions": [("dataset", "VARCHAR"), ("row_id", "VARCHAR"), ("decision", "VARCHAR"),
+                         ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
+                         ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
+                         ("given_label", "VARCHAR")],
+    "model_screening": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("model", "VARCHAR"),
+                        ("n_rows", "BIGINT"), ("log_loss", "DOUBLE"), ("accuracy", "DOUBLE"),
+                        ("seconds", "DOUBLE"), ("projected_seconds", "DOUBLE"),
+                        ("within_budget", "BOOLEAN"), ("chosen", "BOOLEAN")],
+    "column_roles": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("column_name", "VARCHAR"),
+                     ("role", "VARCHAR"), ("reason", "VARCHAR")],
+    "evaluations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("trained_on", "VARCHAR"),
+                    ("model", "VARCHAR"), ("test_set", "VARCHAR"), ("n_train", "BIGINT"),
+                    ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE")],
+}
+SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
+          for t, cols in TABLES.items()]
+# Migrations: every declared column is added to a warehouse written by an older cleanset (with its
+# declared type), and a column an older cleanset created with DuckDB's NULL type (issue 12) is
+# given its declared type (VARCHAR for a dataset's own columns). Applied on every write.
+MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
+              for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
 RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
               "model_screening", "column_roles")
 
@@ -109,6 +122,7 @@ class RunSummary(BaseModel):
     n_review: int = 0
     n_reviewed: int = 0
     orphan_decisions: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()  # data columns not used as features, and why
     health_score: float
     label_health_score: float = 1.0
     issue_counts: dict[str, int] = {}
@@ -118,7 +132,6 @@ class RunSummary(BaseModel):
     model: str = ""
     model_check: dict[str, float | bool | str] = {}  # estimate.ModelCheck as a dict
     auto_fix: bool = True
-    left_out: tuple[tuple[str, str], ...] = ()  # (column, why) not used as a feature
 
 
 CHECK_COLUMNS = ("model_accuracy", "model_log_loss", "chance_accuracy", "chance_log_loss",
@@ -160,8 +173,35 @@ def run_key(source_sha256: str, spec_fingerprint: str, decisions_sha256: str | N
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the declared tables, add declared columns an older warehouse lacks, and give every
+    column DuckDB typed NULL (made by cleanset before issue 12) its declared type or VARCHAR."""
     for ddl in [*SCHEMA, *MIGRATIONS]:
         con.execute(ddl)
+    declared = {(t, c): d for t, cols in TABLES.items() for c, d in cols}
+    for table, column in con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE "
+            "table_schema = 'main' AND trim(data_type, '\"') = 'NULL'").fetchall():
+        dtype = declared.get((table, column), "VARCHAR")
+        con.execute(f"ALTER TABLE {quote_ident(table)} ALTER COLUMN {quote_ident(column)} "
+                    f"TYPE {dtype}")
+
+
+@contextmanager
+def _begun(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Committed when the block ends, rolled back on any error."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _schema_ready(con: duckdb.DuckDBPyConnection) -> None:
+    """ensure_schema in its own short transaction (declared tables and columns only: no data)."""
+    with _begun(con):
+        ensure_schema(con)
 
 
 @contextmanager
@@ -170,26 +210,157 @@ def transaction(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     rolled back on any error (a crash before COMMIT leaves the warehouse as it was)."""
     con = connect(db)
     try:
-        con.execute("BEGIN TRANSACTION")
-        ensure_schema(con)
-        yield con
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        _schema_ready(con)
+        with _begun(con):
+            yield con
     finally:
         con.close()
 
 
-def _add_missing_columns(con: duckdb.DuckDBPyConnection, table: str, source_sql: str,
-                         params: list) -> None:
-    """Schema evolution: add to `table` any column the new rows have and it lacks."""
-    have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
-    new = con.execute(f"DESCRIBE {source_sql}", params).fetchall()
-    for name, dtype, *_ in new:
-        if name not in have:  # an all-null column has type NULL: store it as text
-            dtype = "VARCHAR" if dtype == "NULL" else dtype
-            con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {dtype}")
+# ---- types: what a dataset's own columns become in the warehouse -----------------------------
+
+SMALL_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT",
+                  "UINTEGER")  # all fit BIGINT
+NUMERIC_TYPES = (*SMALL_INTEGERS, "UBIGINT", "HUGEINT", "UHUGEINT", "FLOAT", "DOUBLE")
+
+
+def is_nested(dtype: str) -> bool:
+    """LIST, ARRAY, STRUCT, MAP or UNION: stored as JSON text (see stored_type)."""
+    return dtype.endswith("]") or dtype.startswith(("STRUCT", "MAP", "UNION"))
+
+
+def is_null_type(dtype: str) -> bool:
+    return dtype.strip('"') == "NULL"
+
+
+def stored_type(dtype: str) -> str:
+    """The type a data column is stored with: its own, except nested values as JSON (one type
+    whatever fields or lengths a run brings) and an all-null column (DuckDB's NULL type, which
+    accepts no later value) as VARCHAR."""
+    if is_nested(dtype):
+        return "JSON"
+    return "VARCHAR" if is_null_type(dtype) else dtype
+
+
+def widened(old: str, new: str) -> str:
+    """The history column type holding both `old` and `new` values: integers -> BIGINT, numbers
+    -> DOUBLE, anything else -> VARCHAR (every value keeps its text)."""
+    if old == new:
+        return old
+    if old in SMALL_INTEGERS and new in SMALL_INTEGERS:
+        return "BIGINT"
+    numeric = [t in NUMERIC_TYPES or t.startswith("DECIMAL") for t in (old, new)]
+    return "DOUBLE" if all(numeric) else "VARCHAR"
+
+
+def _describe(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {sql}", params).fetchall()]
+
+
+def _table_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    return {r[0]: r[1] for r in con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
+        "'main' AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()}
+
+
+def _check_fits(con: duckdb.DuckDBPyConnection, table: str, source_sql: str, params: list,
+                casts: dict[str, tuple[str, str]]) -> None:
+    """Raise a CleansetError naming table, column and types when a value of the source cannot be
+    cast to its column's type (run before the write transaction starts)."""
+    for column, (src, dst) in casts.items():
+        q = quote_ident(column)
+        bad = con.execute(
+            f"SELECT count(*), any_value(CAST({q} AS VARCHAR)) FROM ({source_sql}) WHERE {q} IS "
+            f"NOT NULL AND TRY_CAST({q} AS {dst}) IS NULL", params).fetchall()[0]
+        if bad[0]:
+            raise CleansetError(
+                f"cannot publish into table {table}: column {column!r} is declared {dst} but "
+                f"{bad[0]} value(s) of this run's type {src} do not fit (e.g. {bad[1]!r}); "
+                "nothing was published")
+
+
+def _insert_plan(con: duckdb.DuckDBPyConnection, table: str, source_sql: str, params: list
+                 ) -> tuple[list[str], str]:
+    """(ALTER statements, INSERT statement) putting the rows of `source_sql` into a declared
+    table, every value cast to its column's type. A source column the table lacks is added (its
+    own type; VARCHAR for an all-null one); a value that cannot be cast is a CleansetError."""
+    have = _table_types(con, table)
+    alters, select, casts = [], [], {}
+    for name, dtype in _describe(con, source_sql, params):
+        q = quote_ident(name)
+        target = have.get(name)
+        if target is None:
+            target = stored_type(dtype)
+            alters.append(f"ALTER TABLE {quote_ident(table)} ADD COLUMN {q} {target}")
+        elif dtype != target and not is_null_type(dtype):
+            casts[name] = (dtype, target)
+        select.append(f"CAST({q} AS {target}) AS {q}")
+    _check_fits(con, table, source_sql, params, casts)
+    return alters, (f"INSERT INTO {quote_ident(table)} BY NAME SELECT {', '.join(select)} "
+                    f"FROM ({source_sql})")
+
+
+def clean_rows(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, decided: Decided, label: str
+               ) -> tuple[str, list, list[tuple[str, str]], list[str]]:
+    """The run's clean rows as SQL: (sql, params, [(column, stored type)], notes on columns left
+    out of the features). Nested columns become JSON text, all-null ones VARCHAR; the label
+    carries the decided label (relabelled rows) and `<label>_original` the data's own."""
+    source = snapshot.table.path
+    own = _describe(con, "SELECT * FROM read_parquet(?)", [source])
+    lab = quote_ident(label)
+    original = label_original_column(label, [c for c, _ in own])
+    nulls = con.execute("SELECT " + ", ".join(
+        f"count({quote_ident(c)})" for c, _ in own) + " FROM read_parquet(?)", [source]
+    ).fetchall()[0] if own else ()
+    select, types, notes = [], [], []
+    for (name, dtype), n_values in zip(own, nulls, strict=True):
+        q = quote_ident(name)
+        kept = stored_type(dtype)
+        if name == label:
+            expr = (f"CASE WHEN i.action = 'relabel' THEN CAST(i.final_label AS {kept}) "
+                    f"ELSE CAST(s.{q} AS {kept}) END")
+        elif is_nested(dtype):
+            expr = f"CAST(to_json(s.{q}) AS JSON)"
+            notes.append(f"{name}: nested values ({dtype.split('(')[0]}) not used as features; "
+                         "kept as JSON text in the clean table")
+        else:
+            expr = f"CAST(s.{q} AS {kept})"
+        if n_values == 0 and name not in (label, snapshot.id_column):
+            notes.append(f"{name}: all values missing; not used as a feature")
+        select.append(f"{expr} AS {q}")
+        types.append((name, kept))
+    label_type = dict(types)[label]
+    select.append(f"CAST(s.{lab} AS {label_type}) AS {quote_ident(original)}")
+    types.append((original, label_type))
+    sql = (f"SELECT ? AS run_id, {', '.join(select)} FROM read_parquet(?) s POSITIONAL JOIN "
+           "(SELECT action, final_label FROM read_parquet(?)) i WHERE i.action <> 'drop'")
+    return sql, ["", source, decided.table.path], types, notes
+
+
+def _history_plan(con: duckdb.DuckDBPyConnection, history: str, types: list[tuple[str, str]]
+                  ) -> tuple[list[str], dict[str, str]]:
+    """Schema evolution of `<dataset>_clean_history`: (DDL, column -> type to insert as).
+
+    The history widens and never loses a value: a new column is added (earlier runs read NULL),
+    a column this run lacks is NULL for its rows, and a column whose type changed takes the type
+    holding both (`widened`: integers -> BIGINT, numbers -> DOUBLE, else VARCHAR)."""
+    have = _table_types(con, history)
+    q = quote_ident(history)
+    if not have:
+        cols = ", ".join(f"{quote_ident(c)} {t}" for c, t in [("run_id", "VARCHAR"), *types])
+        return [f"CREATE TABLE {q} ({cols})"], dict(types)
+    ddl, as_type = [], {}
+    for name, dtype in types:
+        old = have.get(name)
+        if old is None:
+            ddl.append(f"ALTER TABLE {q} ADD COLUMN {quote_ident(name)} {dtype}")
+            as_type[name] = dtype
+            continue
+        wide = stored_type(old) if is_null_type(old) else widened(old, dtype)
+        if wide != old:
+            ddl.append(f"ALTER TABLE {q} ALTER COLUMN {quote_ident(name)} TYPE {wide}")
+        as_type[name] = wide
+    return ddl, as_type
 
 
 def label_original_column(label: str, columns: list[str]) -> str:
@@ -211,80 +382,97 @@ def write_run(
     The clean table holds the rows whose action is not `drop`; a relabelled row carries its new
     label in the label column and the data's own label in `<label>_original`."""
     clean = quote_ident(f"{dataset}_clean")
-    history = quote_ident(f"{dataset}_clean_history")
-    lab = quote_ident(label)
-    original = quote_ident(label_original_column(label, list(snapshot.columns)))
-    with transaction(db) as con:
-        label_type = con.execute(f"SELECT {lab} FROM read_parquet(?) LIMIT 0",
-                                 [snapshot.table.path]).description[0][1]
-        clean_rows_sql = (
-            f"SELECT ? AS run_id, s.* REPLACE (CASE WHEN i.action = 'relabel' THEN "
-            f"CAST(i.final_label AS {label_type}) ELSE s.{lab} END AS {lab}), "
-            f"s.{lab} AS {original} FROM read_parquet(?) s POSITIONAL JOIN "
-            "(SELECT action, final_label FROM read_parquet(?)) i WHERE i.action <> 'drop'"
-        )
-        clean_params = [run_id, snapshot.table.path, decided.table.path]
-        for table in (*RUN_TABLES, "runs"):
-            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-        issues_sql = "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)"
-        issues_params = [run_id, dataset, decided.table.path]
-        _add_missing_columns(con, "issues", issues_sql, issues_params)
-        con.execute(f"INSERT INTO issues BY NAME {issues_sql}", issues_params)
-        con.executemany(
-            "INSERT INTO issue_summary VALUES (?, ?, ?, ?, ?)",
-            [[run_id, dataset, t, n, s] for t, n, s in detection.summary],
-        )
-        if detection.classes is not None:
-            con.execute("INSERT INTO class_summary BY NAME SELECT ? AS run_id, ? AS dataset, * "
-                        "FROM read_parquet(?)", [run_id, dataset, detection.classes.path])
-        if validation.outcomes:
+    history_name = f"{dataset}_clean_history"
+    history = quote_ident(history_name)
+    issues_sql = "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)"
+    issues_params = [run_id, dataset, decided.table.path]
+    con = connect(db)
+    try:
+        # Before the write transaction: the declared schema, then every type decision and every
+        # check a value could fail (a CleansetError here leaves the warehouse as it was).
+        _schema_ready(con)
+        issue_ddl, insert_issues = _insert_plan(con, "issues", issues_sql, issues_params)
+        class_ddl, insert_classes = _insert_plan(
+            con, "class_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
+            [run_id, dataset, detection.classes.path]) if detection.classes is not None else (
+                [], None)
+        clean_sql, clean_params, types, left_out = clean_rows(con, snapshot, decided, label)
+        noted = {note.split(":")[0] for note in left_out}
+        left_out = [*left_out, *(f"{c}: {why}" for c, role, why in (columns or [])
+                                 if role == "ignore" and c not in noted)]
+        clean_params[0] = run_id
+        history_ddl, as_type = _history_plan(con, history_name, types)
+        names = ", ".join(quote_ident(c) for c, _ in types)
+        history_insert = (
+            f"INSERT INTO {history} (run_id, {names}) SELECT run_id, " + ", ".join(
+                f"CAST({quote_ident(c)} AS {as_type[c]})" for c, _ in types)
+            + f" FROM ({clean_sql})")
+        with _begun(con):
+            for table in (*RUN_TABLES, "runs"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            for ddl in issue_ddl:
+                con.execute(ddl)
+            con.execute(insert_issues, issues_params)
             con.executemany(
-                "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[run_id, dataset, o.suite, o.expectation, o.column_name, o.severity, o.success,
-                  o.unexpected_count, o.details] for o in validation.outcomes],
+                "INSERT INTO issue_summary VALUES (?, ?, ?, ?, ?)",
+                [[run_id, dataset, t, n, s] for t, n, s in detection.summary],
             )
-        if evaluation is not None:
-            con.executemany(
-                "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[run_id, dataset, r["trained_on"], r["model"], r["test_set"], r["n_train"],
-                  r["n_test"], r["accuracy"], r["macro_f1"]] for r in evaluation.rows])
-        if screening:
-            con.executemany(
-                "INSERT INTO model_screening VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[run_id, dataset, r["model"], r["rows"], r["log_loss"], r["accuracy"],
-                  r["seconds"], r["projected_seconds"], r["within_budget"], r["chosen"]]
-                 for r in screening])
-        if columns:
-            con.executemany("INSERT INTO column_roles VALUES (?, ?, ?, ?, ?)",
-                            [[run_id, dataset, c, role, why] for c, role, why in columns])
-        con.execute(f"CREATE TABLE IF NOT EXISTS {history} AS {clean_rows_sql} LIMIT 0",
-                    clean_params)
-        _add_missing_columns(con, history, clean_rows_sql, clean_params)
-        con.execute(f"DELETE FROM {history} WHERE run_id = ?", [run_id])
-        con.execute(f"INSERT INTO {history} BY NAME {clean_rows_sql}", clean_params)
-        con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM {history} "
-                    "WHERE run_id = ?", [run_id])
-        n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
-        n_label, n_invalid, n_relabelled, n_review = con.execute(
-            "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "
-            "is_invalid_issue), count(*) FILTER (WHERE action = 'relabel'), count(*) FILTER "
-            "(WHERE action = 'review') FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
-        row = {**run_row, "run_id": run_id, "dataset": dataset, "n_rows": snapshot.table.n_rows,
-               "n_clean_rows": n_clean, "n_label_issues": n_label,
-               "health_score": detection.health_score,
-               "label_health_score": detection.label_health_score, "status": "completed",
-               "finished_at": datetime.now(UTC), "snapshot_path": snapshot.table.path,
-               "id_column": snapshot.id_column, "n_relabelled": n_relabelled,
-               "n_review": n_review, "n_reviewed": decided.n_reviewed,
-               "orphan_decisions": list(decided.orphan_decisions)}
-        cols = list(row)
-        con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                    [row[c] for c in cols])
+            if insert_classes is not None:
+                for ddl in class_ddl:
+                    con.execute(ddl)
+                con.execute(insert_classes, [run_id, dataset, detection.classes.path])
+            if validation.outcomes:
+                con.executemany(
+                    "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, dataset, o.suite, o.expectation, o.column_name, o.severity,
+                      o.success, o.unexpected_count, o.details] for o in validation.outcomes],
+                )
+            if evaluation is not None:
+                con.executemany(
+                    "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, dataset, r["trained_on"], r["model"], r["test_set"], r["n_train"],
+                      r["n_test"], r["accuracy"], r["macro_f1"]] for r in evaluation.rows])
+            if screening:
+                con.executemany(
+                    "INSERT INTO model_screening VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, dataset, r["model"], r["rows"], r["log_loss"], r["accuracy"],
+                      r["seconds"], r["projected_seconds"], r["within_budget"], r["chosen"]]
+                     for r in screening])
+            if columns:
+                con.executemany("INSERT INTO column_roles VALUES (?, ?, ?, ?, ?)",
+                                [[run_id, dataset, c, role, why] for c, role, why in columns])
+            for ddl in history_ddl:
+                con.execute(ddl)
+            con.execute(f"DELETE FROM {history} WHERE run_id = ?", [run_id])
+            con.execute(history_insert, clean_params)
+            # The clean table is this run's rows with this run's own types (not the history's
+            # widened ones): recreated from the run, so its columns follow the data.
+            con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM "
+                        f"({clean_sql})", clean_params)
+            n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
+            n_label, n_invalid, n_relabelled, n_review = con.execute(
+                "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "
+                "is_invalid_issue), count(*) FILTER (WHERE action = 'relabel'), count(*) FILTER "
+                "(WHERE action = 'review') FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
+            row = {**run_row, "run_id": run_id, "dataset": dataset,
+                   "n_rows": snapshot.table.n_rows, "n_clean_rows": n_clean,
+                   "n_label_issues": n_label, "health_score": detection.health_score,
+                   "label_health_score": detection.label_health_score, "status": "completed",
+                   "finished_at": datetime.now(UTC), "snapshot_path": snapshot.table.path,
+                   "id_column": snapshot.id_column, "n_relabelled": n_relabelled,
+                   "n_review": n_review, "n_reviewed": decided.n_reviewed,
+                   "orphan_decisions": list(decided.orphan_decisions), "left_out": left_out}
+            cols = list(row)
+            con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES "
+                        f"({', '.join('?' * len(cols))})", [row[c] for c in cols])
+    finally:
+        con.close()
     return RunSummary(
         run_id=run_id, dataset=dataset, db=str(db), n_rows=snapshot.table.n_rows,
         n_clean_rows=n_clean, n_label_issues=n_label, n_invalid=n_invalid,
         n_relabelled=n_relabelled, n_review=n_review, n_reviewed=decided.n_reviewed,
-        orphan_decisions=decided.orphan_decisions, health_score=detection.health_score,
+        orphan_decisions=decided.orphan_decisions, left_out=tuple(left_out),
+        health_score=detection.health_score,
         label_health_score=detection.label_health_score,
         issue_counts={t: n for t, n, _ in detection.summary},
         evaluation={r["trained_on"]: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
@@ -292,8 +480,7 @@ def write_run(
         test_set=evaluation.test_set if evaluation else "",
         clean_table=f"{dataset}_clean", model=run_row.get("model") or "",
         model_check={k: run_row[k] for k in CHECK_COLUMNS if run_row.get(k) is not None},
-        auto_fix=bool(run_row.get("auto_fix", True)),
-        left_out=tuple((c, why) for c, role, why in (columns or []) if role == "ignore"))
+        auto_fix=bool(run_row.get("auto_fix", True)))
 
 
 @task(
@@ -332,3 +519,67 @@ def publish(
                           run_id, spec.db, summary.n_rows, summary.n_clean_rows,
                           summary.n_label_issues)
     return summary
+
+
+# ---- failed runs ------------------------------------------------------------------------------
+
+HELPER_MODULES = {"errors", "store", "caching", "warehouse", "warehouse_lock", "textfiles", "spec"}
+
+
+def failed_stage(exc: BaseException) -> str:
+    """The stage an error came from: the outermost tasks/<stage>.py frame of its traceback
+    (helpers such as tasks/store.py are skipped), else `flow`."""
+    tb = exc.__traceback__
+    while tb is not None:
+        path = Path(tb.tb_frame.f_code.co_filename)
+        if path.parent.name == "tasks" and path.stem not in HELPER_MODULES:
+            return path.stem
+        tb = tb.tb_next
+    return "flow"
+
+
+def record_failed_run(db: Path, dataset: str, stage: str, message: str, *, flow_run_id: str = "",
+                      source: str = "", source_sha256: str | None = None,
+                      started_at: datetime | None = None, spec: str | None = None) -> str:
+    """Write one `runs` row with status `failed`, the stage and the message, in its own short
+    transaction (nothing of the run is published). Returns its run id (`failed-...`, never one of
+    the content-derived ids of completed runs). The caller holds the warehouse lock."""
+    run_id = "failed-" + hashlib.sha256(
+        f"{flow_run_id}|{dataset}|{time.time_ns()}".encode()).hexdigest()[:9]
+    row = {"run_id": run_id, "dataset": dataset, "flow_run_id": flow_run_id, "source": source,
+           "source_sha256": source_sha256, "started_at": started_at or datetime.now(UTC),
+           "finished_at": datetime.now(UTC), "status": "failed", "stage": stage,
+           "message": message[:4000], "spec": spec, "cleanset_version": cleanset_version()}
+    with transaction(db) as con:
+        cols = list(row)
+        con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [row[c] for c in cols])
+    return run_id
+
+
+def on_flow_failure(flow, flow_run, state) -> None:  # noqa: ANN001 - Prefect's hook signature
+    """The cleaning flow's on_failure hook: record the failed run in the warehouse (its stage and
+    message), under the warehouse lock. Never raises: a failure to record is a warning."""
+    from prefect.logging import get_logger
+
+    logger = get_logger("cleanset.failed_run")
+    try:
+        spec = flow_run.parameters.get("spec")
+        spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.model_validate(spec)
+        exc = state.result(raise_on_failure=False)
+        if isinstance(exc, BaseException):
+            stage = failed_stage(exc)
+            message = str(exc) if isinstance(exc, CleansetError) else (
+                f"{type(exc).__name__}: {exc}")
+        else:
+            stage, message = "flow", state.message or "failed"
+        source = Path(spec.source)
+        sha = file_sha256(source) if source.is_file() else None
+        with warehouse_slot(spec.db_path, logger):
+            run_id = record_failed_run(
+                spec.db_path, spec.dataset_name, stage, message, flow_run_id=str(flow_run.id),
+                source=spec.source, source_sha256=sha, started_at=flow_run.start_time,
+                spec=json.dumps(spec.model_dump(mode="json")))
+        logger.info("recorded failed run %s (stage %s) in %s", run_id, stage, spec.db)
+    except Exception as exc:  # noqa: BLE001 - the run has failed already; say why we could not
+        logger.warning("could not record the failed run in the warehouse: %s", exc)

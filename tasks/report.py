@@ -78,6 +78,7 @@ class ReportData:
     run: dict[str, Any]
     spec: dict[str, Any]
     history: list[dict[str, Any]]  # this dataset's runs up to this one, oldest first
+    failed_runs: list[dict[str, Any]]  # its failed runs up to this one (latest 10): stage, message
     summary: list[dict[str, Any]]  # issue_summary rows, in ISSUE_TYPES order
     flagged_types: list[str]
     histograms: dict[str, dict[str, list]]  # type -> bins / flagged / other counts, cut-off
@@ -103,12 +104,17 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
             raise CleansetError(f"no run {run_id!r} in {db}")
         run = runs[0]
         spec = _spec(run.get("spec"))
-        history = _dicts(con.execute(
-            "SELECT run_id, started_at, finished_at, n_rows, n_clean_rows, n_label_issues, "
-            "health_score, " + ("label_health_score" if "label_health_score" in
-                                column_names(con, "runs") else "NULL AS label_health_score") +
-            " FROM runs WHERE dataset = ? AND (finished_at <= ? OR run_id = ?) "
-            "ORDER BY finished_at NULLS FIRST, started_at", [dataset, run["finished_at"], run_id]))
+        run_cols = column_names(con, "runs")
+        optional = ", ".join(c if c in run_cols else f"NULL AS {c}"
+                             for c in ("label_health_score", "stage", "message"))
+        everything = _dicts(con.execute(
+            "SELECT run_id, started_at, finished_at, status, n_rows, n_clean_rows, "
+            f"n_label_issues, health_score, {optional} FROM runs WHERE dataset = ? AND "
+            "(finished_at <= ? OR run_id = ?) ORDER BY finished_at NULLS FIRST, started_at",
+            [dataset, run["finished_at"], run_id]))
+        # Failed runs (recorded by the flow's failure hook) are listed, not charted.
+        history = [r for r in everything if r["status"] != "failed" or r["run_id"] == run_id]
+        failed_runs = [r for r in everything if r["status"] == "failed"][-10:]
         summary = _dicts(con.execute(
             "SELECT issue_type, num_issues, score FROM issue_summary WHERE run_id = ?", [run_id]))
         order = {t: i for i, t in enumerate(ISSUE_TYPES)}
@@ -119,7 +125,8 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
         flagged = [r["issue_type"] for r in summary if r["num_issues"] and
                    r["issue_type"] in types]
         data = ReportData(
-            run=run, spec=spec, history=history, summary=summary, flagged_types=flagged,
+            run=run, spec=spec, history=history, failed_runs=failed_runs, summary=summary,
+            flagged_types=flagged,
             histograms={t: _histogram(con, run_id, t) for t in types},
             noise=[tuple(r) for r in con.execute(
                 "SELECT given_label, suggested_label, count(*) FROM issues WHERE run_id = ? AND "

@@ -159,24 +159,30 @@ def check_decisions(frame: pd.DataFrame, dataset: str, known_rows: set[str],
     frame = frame[frame["decision"] != ""]
     problems: list[str] = []
 
-    def report(mask: pd.Series, what: str) -> None:
+    def report(mask: pd.Series, what: str, column: str | None = None) -> None:
+        """One problem: its lines in the file (+2: the header line, 1-based), with the
+        offending value of `column` when that names the culprit."""
         if mask.any():
-            lines = (frame.index[mask] + 2).tolist()  # +2: header line, 1-based
-            shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
-            problems.append(f"{what} (line {shown})")
+            lines = (frame.index[mask] + 2).tolist()
+            values = frame.loc[mask, column].tolist() if column else [None] * len(lines)
+            shown = ", ".join(f"line {n}" + ("" if v is None else f" {column} {v!r}")
+                              for n, v in zip(lines[:10], values[:10], strict=True))
+            problems.append(f"{what} ({shown}{' ...' if len(lines) > 10 else ''})")
 
     other = (frame["dataset"] != "") & (frame["dataset"] != dataset)
-    report(other, f"rows for another dataset than {dataset!r}")
+    report(other, f"rows for another dataset than {dataset!r}", "dataset")
     report(~frame["decision"].isin(DECISIONS),
-           f"unknown decision; use one of {', '.join(DECISIONS)}")
-    report(~frame["row_id"].isin(known_rows), "row_id not in the latest run of the dataset")
+           f"unknown decision; use one of {', '.join(DECISIONS)}", "decision")
+    report(~frame["row_id"].isin(known_rows), "row_id not in the latest run of the dataset",
+           "row_id")
     relabel = frame["decision"] == "relabel"
-    report(relabel & (frame["new_label"] == ""), "relabel without a new_label")
+    report(relabel & (frame["new_label"] == ""), "relabel without a new_label", "row_id")
     unknown = relabel & (frame["new_label"] != "") & ~frame["new_label"].isin(classes)
     if unknown.any():
         shown = ", ".join(sorted(classes)[:20])
-        report(unknown, f"new_label is not a known class (known: {shown})")
-    report(frame.duplicated("row_id", keep=False), "the same row_id appears more than once")
+        report(unknown, f"new_label is not a known class (known: {shown})", "new_label")
+    report(frame.duplicated("row_id", keep=False), "the same row_id appears more than once",
+           "row_id")
     if problems:
         raise CleansetError(f"{where}: nothing was applied, fix these first:\n  "
                             + "\n  ".join(problems))

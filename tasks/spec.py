@@ -88,7 +88,8 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    source: str = Field(description="file, folder or glob of CSV/TSV/Parquet/JSON Lines files")
+    source: str = Field(
+        description="file, folder or glob of CSV/TSV/Parquet/JSON Lines/Excel files")
     label: str = Field(description="name of the label column")
     id: str | None = Field(None, description="id column; a `row_id` is added when absent")
     text: tuple[str, ...] = Field((), description="columns to treat as free text (TF-IDF)")
@@ -233,6 +234,10 @@ def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  #
         values["roles"] = {**values.get("roles", {}), **overrides["roles"]}
     if dry_run:  # --dry-run: the policy changes nothing
         values["policy"] = {**dict(values.get("policy") or {}), "auto_fix": False}
+    if not values.get("source"):
+        raise CleansetError("no data to read: give the file, folder or glob as the first "
+                            "argument (`cleanset run FILE --label COLUMN`) or as `source:` in "
+                            "the --config file")
     try:
         return DatasetSpec(**values)
     except ValidationError as exc:

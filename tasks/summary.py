@@ -40,7 +40,8 @@ def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
 def previous_run_id(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> str | None:
     """The latest other run of the dataset that finished before this one."""
     rows = con.execute(
-        "SELECT run_id FROM runs WHERE dataset = ? AND run_id <> ? AND finished_at <= "
+        "SELECT run_id FROM runs WHERE dataset = ? AND run_id <> ? AND status IS DISTINCT FROM "
+        "'failed' AND finished_at <= "
         "(SELECT finished_at FROM runs WHERE run_id = ?) ORDER BY finished_at DESC LIMIT 1",
         [dataset, run_id, run_id]).fetchall()
     return rows[0][0] if rows else None
@@ -85,6 +86,9 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
         now, before = this.get(col), prev.get(col)
         table.append({"metric": label, "this run": _fmt(now), "previous run": _fmt(before),
                       "change": _change(now, before)})
+    if this.get("left_out"):  # data columns not used as features (nested, all empty)
+        table.append({"metric": "columns left out", "this run": "; ".join(this["left_out"]),
+                      "previous run": "", "change": ""})
     counts = _issue_counts(con, run_id)
     before_counts = _issue_counts(con, prev_id) if prev_id else {}
     for t in sorted(set(counts) | set(before_counts), key=lambda t: (-counts.get(t, 0), t)):

@@ -72,15 +72,20 @@ def resolve_run_in(con: duckdb.DuckDBPyConnection, db: str | Path, dataset: str 
     """resolve_run on an open connection."""
     if "runs" not in table_names(con):
         raise CleansetError(f"warehouse {db} has no runs yet: run `cleanset run` first")
-    datasets = [r[0] for r in con.execute(
-        "SELECT DISTINCT dataset FROM runs ORDER BY 1").fetchall()]
+    datasets = [r[0] for r in con.execute(  # failed runs published nothing to be about
+        "SELECT DISTINCT dataset FROM runs WHERE status IS DISTINCT FROM 'failed' ORDER BY 1"
+    ).fetchall()]
     if run is not None:
-        found = con.execute("SELECT dataset FROM runs WHERE run_id = ?", [run]).fetchall()
+        found = con.execute("SELECT dataset, status FROM runs WHERE run_id = ?",
+                            [run]).fetchall()
         if not found:
             recent = [r[0] for r in con.execute(
                 "SELECT run_id FROM runs ORDER BY finished_at DESC NULLS LAST LIMIT 5"
             ).fetchall()]
             raise CleansetError(f"no run {run!r} in {db}; recent runs: {', '.join(recent)}")
+        if found[0][1] == "failed":
+            raise CleansetError(f"run {run} failed and published nothing; see `cleanset query "
+                                f"\"SELECT stage, message FROM runs WHERE run_id = '{run}'\"`")
         if dataset is not None and found[0][0] != dataset:
             raise CleansetError(f"run {run} belongs to dataset {found[0][0]!r}, not "
                                 f"{dataset!r}")
@@ -96,6 +101,7 @@ def resolve_run_in(con: duckdb.DuckDBPyConnection, db: str | Path, dataset: str 
         raise CleansetError(f"no runs of dataset {dataset!r} in {db}; datasets: "
                             f"{', '.join(datasets) or 'none'}")
     latest = con.execute(
-        "SELECT run_id FROM runs WHERE dataset = ? ORDER BY finished_at DESC NULLS LAST, "
+        "SELECT run_id FROM runs WHERE dataset = ? AND status IS DISTINCT FROM 'failed' "
+        "ORDER BY finished_at DESC NULLS LAST, "
         "started_at DESC NULLS LAST LIMIT 1", [dataset]).fetchall()
     return dataset, latest[0][0]

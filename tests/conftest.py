@@ -1,4 +1,12 @@
-"""Shared fixtures: a real (temporary) Prefect server for flow tests, small frames built in code."""
+"""Shared fixtures: a real (temporary) Prefect server for flow tests, small frames built in code.
+
+Fast and slow tests: `make test-fast` runs `pytest -m "not slow"`, the tests that start no Prefect
+server, no flow run and no other process. A test is marked `slow` here, at collection, when it
+uses a fixture of SLOW_FIXTURES (directly or through another fixture: `prefect_server` covers
+every flow run), or by hand with `@pytest.mark.slow`. A test that is not marked slow and starts a
+Python, Prefect, cleanset or browser process anyway fails, naming the fix, so a new slow test
+cannot land in the fast set unnoticed (in `make test` as well as in `make test-fast`).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +16,62 @@ for _k, _v in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "GX_ANALYTICS_ENABLED": "false"}.items():
     os.environ.setdefault(_k, _v)
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+
+# Fixtures that make a test slow: a Prefect server (so any flow run) or a process of their own.
+# (`invoke` is tests/test_cli.py's: the CLI in a process of its own.)
+SLOW_FIXTURES = {"prefect_server", "invoke"}
+# Programs a fast test may not start: a Python interpreter costs seconds of imports.
+SLOW_PROGRAMS = ("python", "prefect", "cleanset", "chromium", "uvicorn")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def _slow_program(args) -> str | None:  # noqa: ANN001
+    """The program name when `args` (Popen's first argument) starts a slow process."""
+    first = args if isinstance(args, str | bytes | Path) else (args[0] if args else "")
+    first = str(first.decode() if isinstance(first, bytes) else first).split()[0:1]
+    name = Path(first[0]).name if first else ""
+    if first and (Path(first[0]) == Path(sys.executable) or name.startswith(SLOW_PROGRAMS)
+                  or Path(first[0]).parent == Path(sys.executable).parent):
+        return name
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):  # noqa: ANN001, ANN201
+    """Around a test not marked slow (its fixtures' setup and teardown included), starting a
+    Python/Prefect/browser process raises, naming the fix."""
+    if item.get_closest_marker("slow"):
+        yield
+        return
+    real = subprocess.Popen
+
+    class Guarded(real):  # type: ignore[misc, valid-type]
+        def __init__(self, args, *rest, **kw) -> None:  # noqa: ANN001, ANN002, ANN003
+            name = _slow_program(args)
+            if name:
+                raise RuntimeError(
+                    f"{item.nodeid} starts a process ({name}) but is not marked slow: add "
+                    "@pytest.mark.slow (or use a fixture of SLOW_FIXTURES in tests/conftest.py) "
+                    "so that `make test-fast` leaves it out")
+            super().__init__(args, *rest, **kw)
+
+    subprocess.Popen = Guarded
+    try:
+        yield
+    finally:
+        subprocess.Popen = real
 
 
 @pytest.fixture(scope="session")

@@ -67,10 +67,13 @@ def _good_db(workdir, invoke):
 
 
 def snapshot_tables(db):
+    """Rows per table; `runs` counts completed runs only (a rejected run leaves one `failed`
+    row there and nothing anywhere else)."""
     with duckdb.connect(str(db), read_only=True) as con:
         names = sorted(t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()")
                        .fetchall())
-        return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in names}
+        return {t: con.execute(f'SELECT count(*) FROM "{t}"' + (
+            " WHERE status <> 'failed'" if t == "runs" else "")).fetchall()[0][0] for t in names}
 
 
 def write(path, text: str | bytes):
@@ -127,3 +130,105 @@ def test_bad_config_file_is_a_message(workdir, invoke):
     (workdir / "c.yaml").write_text("label: [unclosed\n")
     result = invoke("run", "a.csv", "--config", "c.yaml")
     assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+def _commands(group, path=()):  # noqa: ANN001, ANN202
+    """Every (path, click command) of the typer app, sub-groups included."""
+    import click
+
+    yield path, group
+    if isinstance(group, click.Group):
+        for name, command in group.commands.items():
+            yield from _commands(command, (*path, name))
+
+
+def test_every_help_text_is_printed_whole():
+    """Rich markup must not eat words: `[k]eep` in a docstring once printed as `eep`."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    root = typer.main.get_command(app)
+    for path, command in _commands(root):
+        result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        shown = set(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
+        doc = (command.help or "").replace("\\[", "[").replace("\b", "")
+        lost = [word for word in doc.split() if word not in shown]
+        assert not lost, f"cleanset {' '.join(path)} --help lost {lost}"
+    review = CliRunner().invoke(app, ["review", "--help"], terminal_width=200).output
+    assert "[k]eep" in review and "[q]uit" in review
+
+
+def test_query_into_a_file_or_pipe_prints_every_value_in_full(tmp_path):
+    """Piped, the rich table once squeezed 30 columns into 80 characters (zero-width columns)."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:
+        columns = ", ".join(f"'value_{i}_' || repeat('x', {i}) AS column_{i}" for i in range(30))
+        con.execute(f"CREATE TABLE wide AS SELECT {columns} FROM range(3)")
+    result = CliRunner().invoke(app, ["query", "SELECT * FROM wide", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == [f"column_{i}" for i in range(30)]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert lines[2].split() == [f"value_{i}_" + "x" * i for i in range(30)]
+    assert len(lines) == 5 and "…" not in result.output
+    limited = CliRunner().invoke(app, ["query", "SELECT * FROM range(5)", "--db", str(db),
+                                       "--limit", "2"])
+    assert limited.stdout.splitlines() == ["range", "-----", "0", "1"]
+    assert "3 more rows" in limited.stderr
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture()
+def spec_of(workdir, monkeypatch):
+    """`cleanset run ...` in-process up to the flow: returns the DatasetSpec the flow would get
+    (or the CLI's result when it stopped before that)."""
+    from typer.testing import CliRunner
+
+    import flows.cli
+    from flows.cli import app
+
+    seen = []
+
+    def stop(spec, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(spec)
+        raise _Stop
+
+    monkeypatch.setattr(flows.cli, "_run_flow", stop)
+    blobs(30).assign(title="a b", body="c d").to_csv(workdir / "d.csv", index=False)
+
+    def run(*args: str):  # noqa: ANN202
+        result = CliRunner().invoke(app, ["run", *args])
+        return seen.pop() if seen else result
+
+    return run
+
+
+def test_source_may_come_from_the_config_file(spec_of, workdir):
+    (workdir / "c.yaml").write_text("source: d.csv\nlabel: label\n")
+    assert spec_of("--config", "c.yaml").source == "d.csv"
+    (workdir / "other.csv").write_bytes((workdir / "d.csv").read_bytes())
+    assert spec_of("other.csv", "--config", "c.yaml").source == "other.csv"  # flags win
+    (workdir / "c.yaml").write_text("label: label\n")
+    result = spec_of("--config", "c.yaml")
+    assert result.exit_code == 2 and "no data to read" in result.output
+    assert "source:" in result.output and "Traceback" not in result.output
+
+
+def test_list_flags_take_comma_separated_values(spec_of):
+    spec = spec_of("d.csv", "--label", "label", "--text", "title, body", "--features",
+                   "x0,x1", "--feature", "x2")
+    assert spec.text == ("title", "body") and spec.features == ("x0", "x1", "x2")
+    assert spec_of("d.csv", "--label", "label", "--text", "title", "--text",
+                   "body").text == ("title", "body")

@@ -1,6 +1,11 @@
 """A corpus of bad inputs, each run through the `cleanset run` command: it is either cleaned
 correctly (what was published is checked) or rejected with a clear message (exit 2, an `error:`
-line, no traceback anywhere, the warehouse byte-for-byte as before).
+line, no traceback anywhere, nothing published: the warehouse byte-for-byte as before but for
+one `runs` row with status `failed`, its stage and the message).
+
+All cases run in order against ONE warehouse (issue 12: nothing a dataset contains may break the
+warehouse for the next one); after each case a normal dataset with near and exact duplicates
+must still publish into it.
 
 The files are built in code. Cases run through the Typer app in-process against the session's
 Prefect server (a subprocess per case would spend ~5 s importing); tests/test_cli.py and
@@ -10,8 +15,9 @@ tests/test_faults.py keep real subprocesses for the process-level behaviour.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
-import shutil
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +45,14 @@ def base(n: int = 45) -> pd.DataFrame:
 
 def csv(df: pd.DataFrame, **kw) -> bytes:
     return df.to_csv(index=False, **kw).encode()
+
+
+def xlsx(df: pd.DataFrame, **other_sheets: pd.DataFrame) -> bytes:
+    out = io.BytesIO()
+    with pd.ExcelWriter(out, engine="openpyxl") as book:
+        for name, frame in {"data": df, **other_sheets}.items():
+            frame.to_excel(book, sheet_name=name, index=False)
+    return out.getvalue()
 
 
 @dataclass
@@ -76,8 +90,19 @@ def one(con, sql: str, *params):  # noqa: ANN001, ANN201
 
 
 def run_row(con, dataset: str):  # noqa: ANN001, ANN201
-    return con.execute("SELECT n_rows, n_clean_rows, run_id FROM runs WHERE dataset = ?",
+    """The dataset's latest completed run (the shared warehouse may hold several)."""
+    return con.execute("SELECT n_rows, n_clean_rows, run_id FROM runs WHERE dataset = ? AND "
+                       "status = 'completed' ORDER BY finished_at DESC LIMIT 1",
                        [dataset]).fetchall()[0]
+
+
+def left_out(fragment: str):  # noqa: ANN201
+    """The run's `left_out` notes (also in the CLI summary and the report) mention fragment."""
+    def check(con, dataset: str) -> None:  # noqa: ANN001
+        run_id = run_row(con, dataset)[2]
+        notes = one(con, "SELECT left_out FROM runs WHERE run_id = ?", run_id) or []
+        assert any(fragment in n for n in notes), notes
+    return check
 
 
 def published(n_rows: int, columns: list[str] | None = None):  # noqa: ANN201
@@ -201,6 +226,8 @@ def nested() -> pa.Table:
         "x0": df["x0"], "x1": df["x1"],
         "meta": pa.array([{"source": "web", "n": i} for i in range(len(df))]),
         "tags": pa.array([[i, i + 1] for i in range(len(df))]),
+        "attrs": pa.array([[("k", i)] for i in range(len(df))], type=pa.map_(pa.string(),
+                                                                            pa.int64())),
         "label": df["label"]})
 
 
@@ -280,7 +307,9 @@ CASES = [
              con, f'SELECT max(length(blob)) FROM "{d}_clean"') in (1, 3_000_000))),
          outcome="cleaned: lines up to 64 MiB accepted"),
     Case("all-NaN feature", file("allnan.csv", lambda: csv(with_column("empty", [np.nan] * 45))),
-         check=published(45), outcome="cleaned: the empty column is not used as a feature"),
+         check=both(published(45), left_out("empty: all values missing")),
+         outcome="cleaned: the empty column is not used as a feature (said in the summary, "
+         "runs.left_out and the report); stored as VARCHAR"),
     Case("infinities (CSV text inf/-inf)", file("inf.csv", infinities), check=published(45),
          outcome="cleaned: numeric text is numeric; infinities imputed like missing values"),
     Case("infinities (Parquet float)", parquet("inf.parquet", infinities_parquet),
@@ -308,7 +337,8 @@ CASES = [
          outcome="cleaned: the second copy renamed x_1"),
     Case("column names with quotes, semicolons, SQL", file("sqlcols.csv", sql_columns),
          check=both(published(45, ["row_id", 'a"b', "c;d", SQL_NAME, "label"]),
-                    lambda con, d: _assert(one(con, "SELECT count(*) FROM runs") == 2)),
+                    lambda con, d: _assert(one(con, "SELECT count(*) FROM runs WHERE dataset = "
+                                               "'good'") == 1)),
          outcome="cleaned: names quoted everywhere; no statement injected"),
     Case("label and id columns named with SQL, ids with quotes", file("sqlid.csv",
                                                                      sql_label_and_id),
@@ -317,10 +347,13 @@ CASES = [
              con, "SELECT count(*) FROM issues WHERE dataset = ? AND row_id LIKE "
              "'''); DROP TABLE runs; -- %'", d) == 45)),
          outcome="cleaned: identifiers quoted, values bound as parameters"),
-    Case("nested Parquet types (struct, list)", parquet("nested.parquet", nested),
-         check=both(published(45), lambda con, d: _assert(one(
-             con, f'SELECT count(*) FROM "{d}_clean" WHERE meta.source = \'web\'') > 0)),
-         outcome="cleaned: nested columns kept in the clean table, not used as features"),
+    Case("nested Parquet types (struct, list, map)", parquet("nested.parquet", nested),
+         check=both(published(45), left_out("meta: nested values"), left_out("tags: nested"),
+                    left_out("attrs: nested"), lambda con, d: _assert(one(
+                        con, f'SELECT count(*) FROM "{d}_clean" WHERE meta->>\'$.source\' = '
+                        "'web' AND tags->>'$[1]' IS NOT NULL") == 45)),
+         outcome="cleaned: nested columns not used as features (said in the summary and "
+         "report), kept as JSON text in the clean table"),
     Case("a data column named run_id", file("runidcol.csv", run_id_column),
          needle="name cleanset reserves", outcome="rejected: run_id is the history table's "
          "key (was: a DuckDB binder error and a traceback at publish)"),
@@ -359,12 +392,20 @@ CASES = [
     Case("dataset name with SQL", file("ok2.csv", csv(base())),
          args=["--label", "label", "--dataset", 'x"; DROP TABLE runs; --'],
          needle="not usable as a table name", outcome="rejected before any work"),
-    Case("empty folder", empty_folder, needle="holds no CSV/TSV/Parquet/JSON Lines files",
+    Case("empty folder", empty_folder, needle="holds no CSV/TSV/Parquet/JSON Lines/Excel files",
          outcome="rejected before any work"),
     Case("glob matching nothing", lambda root: "nothing/*.csv", needle="no CSV/TSV/Parquet",
          outcome="rejected before any work"),
-    Case("unsupported file type", file("data.xlsx", b"PK\x03\x04"), needle="cannot tell the "
+    Case("unsupported file type", file("data.docx", b"PK\x03\x04"), needle="cannot tell the "
          "format", outcome="rejected before any work"),
+    Case("Excel workbook, two sheets", file("book.xlsx", lambda: xlsx(base(), notes=base()[:2])),
+         check=published(45, ["row_id", "x0", "x1", "x2", "label"]),
+         outcome="cleaned: the first sheet, with a warning naming the others"),
+    Case("password-protected workbook", file("locked.xlsx", bytes.fromhex("d0cf11e0a1b11ae1")
+                                             + bytes(504)),
+         needle="password-protected workbook", outcome="rejected: save it without a password"),
+    Case("damaged workbook", file("cut.xlsx", lambda: xlsx(base())[:300]),
+         needle="as an Excel workbook", outcome="rejected: save it again"),
     Case("folder mixing CSV and Parquet", folder({"a.csv": csv(base()),
                                                   "b.parquet": parquet_bytes()}),
          needle="mixes file formats", outcome="rejected"),
@@ -394,34 +435,46 @@ def _assert(condition: bool) -> None:
     assert condition
 
 
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory, prefect_server) -> Path:
-    """A warehouse holding one published run, built once: every case starts from a copy."""
-    from prefect.settings import get_current_settings
+def with_duplicates() -> pd.DataFrame:
+    """A normal dataset with exact duplicates (rows 0-4 copied) and near duplicates (rows 5-9
+    copied with a tiny offset)."""
+    df = blobs(90, k=3, d=3, seed=3)
+    near = df.iloc[5:10].copy()
+    near[["x0", "x1", "x2"]] += 1e-6
+    return pd.concat([df, df.iloc[0:5], near], ignore_index=True)
 
-    folder = tmp_path_factory.mktemp("baseline")
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, prefect_server) -> Path:
+    """ONE warehouse for the whole module, holding a first run of `good`: every case publishes
+    into it in turn, followed each time by the duplicates dataset."""
+    folder = tmp_path_factory.mktemp("shared")
     blobs(60).to_csv(folder / "good.csv", index=False)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PREFECT_API_URL", str(get_current_settings().api.url))
-    mp.chdir(folder)
-    try:
-        result = CliRunner().invoke(app, ["run", "good.csv", "--label", "label", "--db",
-                                          "wh.duckdb", "--quiet"])
-    finally:
-        mp.undo()
+    with_duplicates().to_csv(folder / "dups.csv", index=False)
+    result = _invoke(folder, ["run", str(folder / "good.csv"), "--label", "label", "--db",
+                              str(folder / "wh.duckdb"), "--quiet"])
     assert result.exit_code == 0, result.output
     return folder / "wh.duckdb"
 
 
-@pytest.fixture()
-def cli(workdir, monkeypatch, baseline):
-    """Run `cleanset run ...` in-process against the session's Prefect server, on a copy of
-    the baseline warehouse; returns (result, tracebacks logged by Prefect)."""
+def _invoke(cwd: Path, args: list[str]):  # noqa: ANN202
     from prefect.settings import get_current_settings
 
-    monkeypatch.setenv("PREFECT_API_URL", str(get_current_settings().api.url))
-    monkeypatch.setenv("COLUMNS", "200")
-    shutil.copy(baseline, workdir / "wh.duckdb")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFECT_API_URL", str(get_current_settings().api.url))
+    mp.setenv("COLUMNS", "200")
+    mp.chdir(cwd)
+    try:
+        _drop_closed_console_handlers()
+        return CliRunner().invoke(app, args)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture()
+def cli(workdir, shared):
+    """Run `cleanset run ...` in-process against the session's Prefect server, into the shared
+    warehouse; returns (result, tracebacks logged by Prefect)."""
     handler = TracebackRecords()
     loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
     for logger in loggers:
@@ -429,13 +482,33 @@ def cli(workdir, monkeypatch, baseline):
 
     def run(*args: str):  # noqa: ANN202
         handler.records.clear()
-        _drop_closed_console_handlers()
-        result = CliRunner().invoke(app, ["run", *args, "--db", "wh.duckdb", "--quiet"])
+        result = _invoke(workdir, ["run", *args, "--db", str(shared), "--quiet"])
         return result, list(handler.records)
 
     yield run
     for logger in loggers:
         logger.removeHandler(handler)
+
+
+def failed_rows(db: Path) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT run_id, dataset, stage, message FROM runs WHERE status = "
+                           "'failed' ORDER BY finished_at").fetchall()
+
+
+def assert_duplicates_still_publish(cli, db: Path) -> None:  # noqa: ANN001
+    """The normal dataset with near and exact duplicates publishes into the shared warehouse."""
+    result, tracebacks = cli(str(db.parent / "dups.csv"), "--label", "label")
+    assert result.exit_code == 0 and not tracebacks, (result.output, tracebacks)
+    with duckdb.connect(str(db), read_only=True) as con:
+        n_rows, n_clean, run_id = run_row(con, "dups")
+        assert n_rows == 100
+        near, exact = con.execute(
+            "SELECT count(near_duplicate_set), count(exact_duplicate_set) FROM issues WHERE "
+            "run_id = ? ", [run_id]).fetchall()[0]
+        assert near >= 10 and exact == 10, (near, exact)
+        assert con.execute("SELECT count(*) FROM information_schema.columns WHERE "
+                           "trim(data_type, '\"') = 'NULL'").fetchall() == [(0,)]
 
 
 def _drop_closed_console_handlers() -> None:
@@ -455,9 +528,10 @@ def dataset_of(source: str, args: list[str]) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_corpus_case(case: Case, cli, workdir):
+def test_corpus_case(case: Case, cli, workdir, shared):
     source = case.make(workdir)
-    before = checksums(workdir / "wh.duckdb")
+    before = checksums(shared, published_only=True)
+    failed_before = failed_rows(shared)
     result, tracebacks = cli(source, *case.args)
     output = result.output
     assert "Traceback" not in output and not tracebacks, (output, tracebacks)
@@ -465,28 +539,41 @@ def test_corpus_case(case: Case, cli, workdir):
         assert result.exit_code == 2, output
         assert isinstance(result.exception, SystemExit)
         assert "error:" in output and case.needle in output, output
-        assert checksums(workdir / "wh.duckdb") == before
+        assert checksums(shared, published_only=True) == before
+        new = failed_rows(shared)[len(failed_before):]
+        assert len(new) <= 1, new  # none when rejected before the flow started (bad settings)
+        for _, dataset, stage, message in new:
+            assert dataset == dataset_of(source, case.args) and stage
+            assert case.needle in message, message
+        what = f"rejected (exit 2); failed run recorded, stage {new[0][2]}" if new else (
+            "rejected (exit 2) before the flow started; nothing recorded")
     else:
         assert result.exit_code == 0, output
-        with duckdb.connect(str(workdir / "wh.duckdb"), read_only=True) as con:
+        with duckdb.connect(str(shared), read_only=True) as con:
             case.check(con, dataset_of(source, case.args))
             assert one(con, "SELECT count(*) FROM good_clean") == before["good_clean"][0]
+        what = "published (exit 0)"
+    assert_duplicates_still_publish(cli, shared)
+    log = os.environ.get("CLEANSET_CORPUS_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"| {case.name} | {what} | dups dataset published |\n")
 
 
-def test_file_changing_while_read_is_rejected(cli, workdir):
+def test_file_changing_while_read_is_rejected(cli, workdir, shared):
     """A writer appends to the file while cleanset streams it: the snapshot would not match
     the sha256 recorded for it, so the run stops before anything is published."""
     rng = np.random.default_rng(0)
     big = pd.DataFrame(rng.normal(size=(300_000, 3)), columns=["x0", "x1", "x2"])
     big["label"] = np.where(big["x0"] > 0, "a", "b")
     big.to_csv(workdir / "growing.csv", index=False)
-    before = checksums(workdir / "wh.duckdb")
+    before = checksums(shared, published_only=True)
     done = threading.Event()
 
     def writer() -> None:  # append once the snapshot is being written
         deadline = time.monotonic() + 120
         while not done.is_set() and time.monotonic() < deadline:
-            if list((workdir / "work" / "snapshots").glob("*.tmp")):
+            if list((shared.parent / "work" / "snapshots").glob("*.tmp")):
                 with open(workdir / "growing.csv", "a") as f:
                     f.write("0.1,0.2,0.3,a\n")
                 return
@@ -501,4 +588,5 @@ def test_file_changing_while_read_is_rejected(cli, workdir):
         thread.join()
     assert result.exit_code == 2, result.output
     assert "changed while it was being read" in result.output and not tracebacks
-    assert checksums(workdir / "wh.duckdb") == before
+    assert checksums(shared, published_only=True) == before
+    assert failed_rows(shared)[-1][1:3] == ("growing", "ingest")

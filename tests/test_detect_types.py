@@ -171,3 +171,24 @@ def test_underperforming_group_is_the_cluster_the_model_fails_on():
     probs[300:] = [0.01, 0.98, 0.01]  # a separate cluster whose labels the model gets wrong
     frame = detect(X, np.array(["a", "b", "c"], dtype=object)[y], probs)
     assert flagged(frame, "underperforming_group") == list(range(300, 340))
+
+
+def test_a_check_datalab_cannot_run_is_a_log_line_not_console_noise(capsys, caplog):
+    """Even, tight clusters give Datalab's underperforming_group no cluster to judge: it printed
+    "Error in underperforming_group: No meaningful clusters ..." in the middle of a good run."""
+    import logging
+
+    from tasks.detect import datalab_issues
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    X = (CENTERS[y] + rng.normal(0, 1, (60, 3))).astype(np.float32)
+    probs = np.full((60, 3), 0.02)
+    probs[np.arange(60), y] = 0.96
+    graph, _, _ = knn_graph(X, 10)
+    with caplog.at_level(logging.INFO, logger="tasks.detect"):
+        found = datalab_issues(y, probs, X, graph, {"underperforming_group": {}, "outlier": {}})
+    assert capsys.readouterr().out == ""
+    assert "is_outlier_issue" in found and "is_underperforming_group_issue" not in found
+    assert any("did not check underperforming_group" in r.getMessage()
+               and "No meaningful clusters" in r.getMessage() for r in caplog.records)

@@ -215,3 +215,41 @@ def test_embeddings_replace_the_columns(workdir):
                               ).fetchall()
     p, r, _ = precision_recall(np.array([f for (f,) in flagged]), mask)
     assert r >= 0.9 and p >= 0.8
+
+
+def test_a_failed_run_is_recorded_and_shown(workdir):
+    """Issue 12, item 4: the flow ends Failed in Prefect, the warehouse gets a `runs` row with
+    status failed, the stage and the message (nothing else), `cleanset query` shows it and the
+    report of the next good run lists it."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.errors import CleansetError
+    from tasks.report import load_report_data, render_html
+
+    blobs(60).to_csv(workdir / "d.csv", index=False)
+    db = workdir / "w.duckdb"
+    bad = DatasetSpec(source=str(workdir / "d.csv"), label="target", db=str(db), dataset="d")
+    state = clean_dataset(bad, return_state=True)
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).state.is_failed()
+    with pytest.raises(CleansetError):
+        state.result()
+    with duckdb.connect(str(db), read_only=True) as con:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        rows = con.execute("SELECT run_id, status, stage, message, flow_run_id FROM runs"
+                           ).fetchall()
+        assert con.execute("SELECT count(*) FROM issues").fetchall() == [(0,)]
+    assert "d_clean" not in tables
+    (failed_id, status, stage, message, flow_run_id), = rows
+    assert (status, stage) == ("failed", "validate") and "target" in message
+    assert flow_run_id == str(state.state_details.flow_run_id)
+    query = CliRunner().invoke(app, ["query", "SELECT status, stage FROM runs", "--db", str(db)])
+    assert query.exit_code == 0 and "failed" in query.output and "validate" in query.output
+    summary, _ = run(bad.model_copy(update={"label": "label"}))
+    data = load_report_data(db, "d", summary.run_id)
+    assert [r["run_id"] for r in data.failed_runs] == [failed_id]
+    assert [r["run_id"] for r in data.history] == [summary.run_id]
+    page = render_html(data)
+    assert f"failed run {failed_id[:8]}" in page and "stage <code>validate</code>" in page

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from tasks.landing import STATE_FILE, LandingWatcher, dataset_for, is_candidate
+from tasks.landing import STATE_FILE, LandingWatcher, dataset_for, forget, is_candidate
+from tasks.publish import record_failed_run, transaction
+from tasks.store import file_sha256
 
 
 def test_a_file_is_reported_once_its_size_and_mtime_hold_still(tmp_path):
@@ -67,3 +70,88 @@ def test_dataset_is_the_sub_folder_or_the_stem(tmp_path):
     assert dataset_for(tmp_path / "churn" / "2026-01-02.csv", tmp_path) == "churn"
     assert dataset_for(tmp_path / "my-data.v2.csv", tmp_path) == "my_data"
     assert dataset_for(tmp_path / "2026.csv", tmp_path) == "d_2026"
+
+
+def _announce(w: LandingWatcher) -> None:
+    w.poll()
+    (arrival,) = w.poll()
+    w.mark_seen(arrival)
+
+
+def test_a_seen_file_is_skipped_with_the_reason(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    f = landing / "daily.csv"
+    f.write_text("a,label\n1,x\n")
+    w = LandingWatcher(landing, db=tmp_path / "wh.duckdb")
+    _announce(w)
+    (landing / "copy.csv").write_text("a,label\n1,x\n")
+    w.poll()
+    assert w.poll() == []
+    (path, why), = w.skipped
+    assert path == str(landing / "copy.csv")
+    assert f"same content as {f} announced" in why and "no run of it" in why
+
+
+def test_a_file_whose_run_failed_is_retried_when_dropped_again_or_forgotten(tmp_path):
+    landing, db = tmp_path / "landing", tmp_path / "wh.duckdb"
+    landing.mkdir()
+    f = landing / "daily.csv"
+    f.write_text("a,label\n1,x\n")
+    w = LandingWatcher(landing, db=db)
+    _announce(w)
+    record_failed_run(db, "daily", "validate", "label column 'label' has one class",
+                      source=str(f), source_sha256=file_sha256(f))
+    os.utime(f, (1, 1))  # the same file, not dropped again (an older mtime): skipped, and why
+    w.poll()
+    assert w.poll() == []
+    (_, why), = w.skipped
+    assert "last run failed at stage validate: label column 'label' has one class" in why
+    assert f"cleanset watch --retry {f}" in why
+    now = time.time() + 5  # dropped again after the fix (copied over: a newer mtime)
+    os.utime(f, (now, now))
+    w.poll()
+    (again,) = w.poll()
+    assert again.retry and again.path == str(f)
+    w.mark_seen(again)
+    # `cleanset watch --retry FILE` from another process: this watcher picks it up at its next
+    # poll, without the file changing
+    digest, record = forget(landing / STATE_FILE, f)
+    assert digest == again.sha256 and record is not None
+    (forgotten,) = w.poll()
+    assert forgotten.sha256 == digest and not forgotten.retry
+    assert forget(landing / STATE_FILE, f)[1] is None  # already forgotten
+
+
+def test_a_file_whose_last_run_completed_is_not_retried(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    f = landing / "daily.csv"
+    f.write_text("a,label\n1,x\n")
+    w = LandingWatcher(landing, db=tmp_path / "wh.duckdb")
+    _announce(w)
+    with transaction(tmp_path / "wh.duckdb") as con:
+        con.execute("INSERT INTO runs (run_id, dataset, source_sha256, status, finished_at) "
+                    "VALUES ('r1', 'daily', ?, 'completed', now())", [file_sha256(f)])
+    now = time.time() + 5
+    os.utime(f, (now, now))
+    w.poll()
+    assert w.poll() == [] and "its last run completed" in w.skipped[0][1]
+
+
+def test_watch_retry_forgets_the_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    f = tmp_path / "d" / "b.csv"
+    f.parent.mkdir()
+    f.write_text("a,label\n1,x\n")
+    _announce(LandingWatcher(tmp_path))
+    result = CliRunner().invoke(app, ["watch", str(tmp_path), "--retry", str(f)])
+    assert result.exit_code == 0 and "announces it again at its next poll" in result.output
+    w = LandingWatcher(tmp_path)
+    w.poll()
+    assert [a.path for a in w.poll()] == [str(f)]
+    missing = CliRunner().invoke(app, ["watch", str(tmp_path), "--retry", str(tmp_path / "x")])
+    assert missing.exit_code == 2 and "no such file" in missing.output

@@ -1,20 +1,24 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from tasks.decide import Decided, apply_policy
 from tasks.detect import Detection, issues_frame, summarize
 from tasks.errors import CleansetError
 from tasks.ingest import read_snapshot
-from tasks.publish import connect, quote_ident, write_run
+from tasks.publish import connect, failed_stage, quote_ident, record_failed_run, write_run
 from tasks.spec import Policy
 from tasks.store import write_array, write_table
 from tasks.validate import ExpectationOutcome, Validation
+from tasks.warehouse import resolve_run
+from tests.warehouse import checksums, null_typed_columns, publish_parts, run_parts
 
 
 @pytest.fixture()
@@ -98,6 +102,7 @@ def test_dataset_name_is_quoted_as_identifier():
     assert quote_ident('we"ird') == '"we""ird"'
 
 
+@pytest.mark.slow  # another process holds the warehouse
 def test_locked_warehouse_is_retried_then_reported(tmp_path):
     db = tmp_path / "w.duckdb"
     holder = subprocess.Popen([sys.executable, "-c",
@@ -114,3 +119,119 @@ def test_locked_warehouse_is_retried_then_reported(tmp_path):
         holder.kill()
         holder.wait()
     connect(db).close()  # free again once the other process is gone
+
+
+# ---- issue 12: a shared warehouse ------------------------------------------------------------
+
+def frame_a(n: int = 8) -> pd.DataFrame:
+    return pd.DataFrame({"x": np.arange(n, dtype=np.int64), "y": np.linspace(0, 1, n),
+                         "tag": [f"t{i}" for i in range(n)],
+                         "label": ["a", "b"] * (n // 2)})
+
+
+def column_types(db, table):
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {r[0]: r[1] for r in con.execute(f"DESCRIBE {quote_ident(table)}").fetchall()}
+
+
+def test_a_quiet_dataset_does_not_poison_the_warehouse(tmp_path):
+    """Issue 12, item 1: a run without duplicates first, then one with them (was: the set
+    columns created with DuckDB's NULL type, and a ConversionException for every later run)."""
+    db = tmp_path / "w.duckdb"
+    publish_parts(db, "quiet", "a", run_parts(tmp_path / "a", frame_a()))
+    types = column_types(db, "issues")
+    assert types["near_duplicate_set"] == types["exact_duplicate_set"] == "VARCHAR"
+    assert types["is_outlier_issue"] == "BOOLEAN" and types["outlier_score"] == "DOUBLE"
+    publish_parts(db, "dups", "b", run_parts(tmp_path / "b", frame_a(), sets=True))
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT row_id, near_duplicate_set, exact_duplicate_set FROM issues "
+                           "WHERE run_id = 'dups' AND is_exact_duplicate_issue ORDER BY 1"
+                           ).fetchall() == [("0", "0", "0"), ("1", "0", "0")]
+    assert null_typed_columns(db) == []
+
+
+def test_a_warehouse_poisoned_by_an_older_cleanset_is_repaired(tmp_path):
+    db = tmp_path / "w.duckdb"
+    with duckdb.connect(str(db)) as con:  # what cleanset before issue 12 left behind
+        con.execute("CREATE TABLE issues AS SELECT 'r' AS run_id, NULL AS near_duplicate_set")
+        con.execute('CREATE TABLE "a_clean_history" AS SELECT \'r\' AS run_id, NULL AS empty')
+    assert len(null_typed_columns(db)) == 2
+    publish_parts(db, "dups", "b", run_parts(tmp_path / "b", frame_a(), sets=True))
+    assert null_typed_columns(db) == []
+    assert column_types(db, "issues")["near_duplicate_set"] == "VARCHAR"
+
+
+def test_a_value_that_does_not_fit_is_named_and_nothing_is_written(tmp_path):
+    db = tmp_path / "w.duckdb"
+    publish_parts(db, "r1", "a", run_parts(tmp_path / "a", frame_a()))
+    before = checksums(db)
+    snap, decided, validation, detection = run_parts(tmp_path / "b", frame_a())
+    frame = decided.table.read()
+    frame["label_score"] = "not a number"
+    bad = Decided(table=write_table(frame, tmp_path / "b" / "work", "decided"))
+    with pytest.raises(CleansetError, match=r"table issues: column 'label_score' is declared "
+                       r"DOUBLE but 8 value\(s\) of this run's type VARCHAR do not fit"):
+        publish_parts(db, "r2", "a", (snap, bad, validation, detection))
+    assert checksums(db) == before
+
+
+def test_one_dataset_through_columns_that_appear_disappear_and_change_type(tmp_path):
+    """Issue 12, item 2: the history widens (new columns added, missing ones NULL, a retyped
+    column takes a type holding both); the clean table is each run's own rows and types."""
+    db = tmp_path / "w.duckdb"
+    first = frame_a()
+    publish_parts(db, "r1", "d", run_parts(tmp_path / "1", first))
+    second = first.drop(columns=["tag"]).assign(  # tag disappears, x becomes text, z appears
+        x=[f"code-{i}" for i in range(8)], z=np.arange(8) * 1.5)
+    publish_parts(db, "r2", "d", run_parts(tmp_path / "2", second))
+    third = first.assign(y=np.arange(8, dtype=np.int32),  # y: DOUBLE -> INTEGER
+                         empty=pd.Series([None] * 8, dtype=object))  # an all-null column
+    third_table = pa.Table.from_pandas(third, preserve_index=False).append_column(
+        "nested", pa.array([{"k": i, "v": [i, i]} for i in range(8)]))
+    summary = publish_parts(db, "r3", "d", run_parts(tmp_path / "3", third_table))
+    assert any(line.startswith("nested: nested values") for line in summary.left_out)
+    assert any(line.startswith("empty: all values missing") for line in summary.left_out)
+    history = column_types(db, "d_clean_history")
+    assert (history["x"], history["y"], history["z"], history["tag"]) == (
+        "VARCHAR", "DOUBLE", "DOUBLE", "VARCHAR")
+    assert history["empty"] == "VARCHAR" and history["nested"] == "JSON"
+    clean = column_types(db, "d_clean")
+    assert (clean["x"], clean["y"], clean["empty"], clean["nested"]) == (
+        "BIGINT", "INTEGER", "VARCHAR", "JSON")
+    assert "z" not in clean
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT run_id, count(*), count(tag), count(z), min(x), max(x) FROM "
+                           "d_clean_history GROUP BY 1 ORDER BY 1").fetchall()
+        assert rows == [("r1", 8, 8, 0, "0", "7"), ("r2", 8, 0, 8, "code-0", "code-7"),
+                        ("r3", 8, 8, 0, "0", "7")]
+        assert con.execute("SELECT nested->>'$.k', nested->'$.v' FROM d_clean WHERE x = 3"
+                           ).fetchall() == [("3", "[3,3]")]
+        assert con.execute("SELECT left_out FROM runs WHERE run_id = 'r3'").fetchall()[0][0]
+    assert null_typed_columns(db) == []
+
+
+def test_a_failed_run_is_recorded_apart_and_never_taken_as_the_latest(tmp_path):
+    db = tmp_path / "w.duckdb"
+    publish_parts(db, "r1", "a", run_parts(tmp_path / "a", frame_a()))
+    before = checksums(db)
+    run_id = record_failed_run(db, "a", "validate", "label column missing", flow_run_id="f1")
+    after = checksums(db)
+    assert {t: v for t, v in after.items() if t != "runs"} == {
+        t: v for t, v in before.items() if t != "runs"}
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT status, stage, message, n_rows FROM runs WHERE run_id = ?",
+                           [run_id]).fetchall() == [("failed", "validate",
+                                                     "label column missing", None)]
+    assert resolve_run(db, "a") == ("a", "r1")
+    with pytest.raises(CleansetError, match="failed and published nothing"):
+        resolve_run(db, run=run_id)
+
+
+def test_failed_stage_is_the_outermost_stage_module():
+    from tasks.ingest import read_snapshot as reader
+
+    try:
+        reader("/nonexistent/file.csv", None, Path("/tmp"))
+    except CleansetError as exc:
+        assert failed_stage(exc) == "ingest"
+    assert failed_stage(ValueError("no traceback")) == "flow"

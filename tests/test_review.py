@@ -98,6 +98,10 @@ def test_bad_review_files_are_rejected_with_every_problem_listed():
     for expected in ("unknown decision", "row_id not in the latest run", "not a known class",
                      "more than once", "nothing was applied"):
         assert expected in message
+    # each problem names the lines and the value at fault, not only the line number
+    assert "row_id not in the latest run of the dataset (line 3 row_id 'zz')" in message
+    assert "(line 2 decision 'maybe')" in message and "(line 4 new_label 'nope')" in message
+    assert "(line 4 row_id 'c', line 5 row_id 'c')" in message
 
 
 @pytest.fixture()
@@ -200,7 +204,8 @@ def test_bad_review_file_applies_nothing(published, workdir):
                   "decision": ["keep", "drop"]}).to_csv(bad, index=False)
     result = runner.invoke(app, ["review", "apply", str(bad), "--db", str(db)])
     assert result.exit_code == 2
-    assert "row_id not in the latest run" in result.output and "line 3" in result.output
+    assert "row_id not in the latest run" in result.output
+    assert "line 3 row_id 'no_such_row'" in result.output
     pd.DataFrame({"dataset": ["blobs"], "row_id": ["r1"], "decision": ["relabel"],
                   "new_label": ["wasp"]}).to_csv(bad, index=False)
     result = runner.invoke(app, ["review", "apply", str(bad), "--db", str(db)])

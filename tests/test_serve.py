@@ -22,6 +22,7 @@ from tests.conftest import blobs
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # a Prefect server and `cleanset serve` processes of its own
 RUN_TIMEOUT = 300  # s, for one cleaning run of 150 rows including the served subprocess start
 
 

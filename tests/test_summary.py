@@ -15,8 +15,6 @@ from tasks.summary import previous_run_id, summary_table, top_issues, top_issues
 def con(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     ensure_schema(con)
-    con.execute("ALTER TABLE issues ADD COLUMN is_outlier_issue BOOLEAN")
-    con.execute("ALTER TABLE issues ADD COLUMN outlier_score DOUBLE")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     for i, (run, ds, n, health) in enumerate([("r1", "d", 100, 0.9), ("other", "e", 5, 0.1),
                                               ("r2", "d", 120, 0.8)]):

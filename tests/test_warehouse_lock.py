@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tasks.warehouse_lock import lock_path, warehouse_slot
 
 
@@ -57,6 +59,7 @@ with warehouse_slot(sys.argv[1]):
 """
 
 
+@pytest.mark.slow  # starts a process
 def test_a_killed_holder_frees_the_warehouse_at_once(tmp_path):
     db = tmp_path / "w.duckdb"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdout=subprocess.PIPE,
@@ -81,6 +84,7 @@ def test_a_killed_holder_frees_the_warehouse_at_once(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow  # starts a process
 def test_serve_and_watch_need_a_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "home")
@@ -92,6 +96,7 @@ def test_serve_and_watch_need_a_server(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # starts a process
 def test_serve_names_an_unknown_deployment(tmp_path):
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--deployment", "nope"],
@@ -100,6 +105,7 @@ def test_serve_names_an_unknown_deployment(tmp_path):
     assert "no deployment named nope" in proc.stderr and "demo-nightly" in proc.stderr
 
 
+@pytest.mark.slow  # starts a process
 def test_serve_says_when_the_server_does_not_answer(tmp_path):
     env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve"],

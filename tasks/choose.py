@@ -107,6 +107,20 @@ def stratified_sample(y: np.ndarray, rows: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+PROBE_ROWS = 300
+
+
+def probe_seconds(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
+                  seed: int) -> float:
+    """Seconds per training row of one fit on a small stratified sample (at least one row of
+    every class present)."""
+    rows = stratified_sample(y, PROBE_ROWS, seed)
+    started = time.perf_counter()
+    fit_predict(inputs[model], y, rows, rows[:10], n_classes, model, plan, seed,
+                inputs.get("high"))
+    return (time.perf_counter() - started) / len(rows)
+
+
 def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
                seed: int, knn_k: int) -> tuple[np.ndarray, float]:
     """Out-of-sample probabilities of one candidate on the sample (3-fold CV) and the seconds."""
@@ -125,7 +139,8 @@ def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Fe
                                                                           minlength=n_classes))
         else:
             X = inputs[model]
-            out[test] = fit_predict(X, y, train, test, n_classes, model, plan, seed)
+            out[test] = fit_predict(X, y, train, test, n_classes, model, plan, seed,
+                                    inputs.get("high"))
     return out, time.perf_counter() - started
 
 
@@ -133,9 +148,11 @@ def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray
          ) -> tuple[tuple[str, ...], tuple[float, ...], str]:
     """The best candidate within budget by log loss, or a weighted pair when it is clearly
     better. Returns (models, weights, reason)."""
-    ok = sorted((r for r in results if r.within_budget), key=lambda r: r.log_loss)
+    ok = sorted((r for r in results if r.within_budget and r.model in probs),
+                key=lambda r: r.log_loss)
     if not ok:
-        ok = sorted(results, key=lambda r: r.projected_seconds)[:1]
+        ok = sorted((r for r in results if r.model in probs),
+                    key=lambda r: r.projected_seconds)[:1]
     best = ok[0]
     reason = f"lowest log loss on a {best.rows:,}-row sample ({best.log_loss:.3f})"
     others = [r for r in ok if family(r.model) != family(best.model)]
@@ -187,26 +204,48 @@ def choose_model(
     ys = y[sample]
     n = len(y)
     train_rows = max(1.0, len(sample) * (SCREEN_FOLDS - 1) / SCREEN_FOLDS)
+    full_rows = n_folds * n * (n_folds - 1) / n_folds  # rows fitted by the full K-fold pass
     results, probs = [], {}
     for m in admitted:
         part = {m: _rows(inputs[m], sample)}
+        if "high" in inputs:
+            part["high"] = inputs["high"][sample]
+        if m != "knn" and budget is not None:
+            # a probe fit on a few hundred rows says what screening and the full pass would cost;
+            # a candidate that cannot fit the budget is not screened at all
+            per_row = probe_seconds(m, part, ys, n_classes, plan, seed)
+            if per_row * full_rows > budget:
+                results.append(dict(model=m, rows=len(sample), log_loss=float("nan"),
+                                    accuracy=float("nan"), seconds=0.0,
+                                    projected_seconds=per_row * full_rows))
+                continue
         p, seconds = screen_one(m, part, ys, n_classes, plan, seed, knn_k)
         probs[m] = p
         per_row = seconds / (SCREEN_FOLDS * train_rows)
-        projected = 0.0 if m == "knn" else per_row * n_folds * n * (n_folds - 1) / n_folds
+        projected = 0.0 if m == "knn" else per_row * full_rows
         results.append(dict(model=m, rows=len(sample), log_loss=log_loss(ys, p),
                             accuracy=float((p.argmax(1) == ys).mean()), seconds=seconds,
                             projected_seconds=projected))
-    linear = next((r["projected_seconds"] for r in results if r["model"] == "logreg"), None)
+        if m == "logreg" and budget is None:  # the default budget follows the linear model
+            budget = max(DEFAULT_BUDGET_FLOOR, BUDGET_VS_LINEAR * projected)
     if budget is None:
-        budget = max(DEFAULT_BUDGET_FLOOR, BUDGET_VS_LINEAR * (linear or 0.0))
+        budget = DEFAULT_BUDGET_FLOOR
+    if not probs:  # nothing fits the budget: the cheapest candidate still has to run
+        cheapest = min(results, key=lambda r: r["projected_seconds"])
+        part = {cheapest["model"]: _rows(inputs[cheapest["model"]], sample)}
+        if "high" in inputs:
+            part["high"] = inputs["high"][sample]
+        p, seconds = screen_one(cheapest["model"], part, ys, n_classes, plan, seed, knn_k)
+        probs[cheapest["model"]] = p
+        cheapest.update(log_loss=log_loss(ys, p), accuracy=float((p.argmax(1) == ys).mean()),
+                        seconds=seconds)
     screened = [Screened(**r, within_budget=r["projected_seconds"] <= budget) for r in results]
     if model == "ensemble":
         screened = [s.model_copy(update={"within_budget": True}) for s in screened]
     models, weights, reason = pick(screened, probs, ys)
     if model == "ensemble" and len(models) == 1:
-        others = sorted((s for s in screened if family(s.model) != family(models[0])),
-                        key=lambda s: s.log_loss)
+        others = sorted((s for s in screened if family(s.model) != family(models[0])
+                         and s.model in probs), key=lambda s: s.log_loss)
         if others:
             models, weights = (models[0], others[0].model), (0.5, 0.5)
             reason = "set in config (ensemble): the two best families, equal weights"

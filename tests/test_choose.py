@@ -57,8 +57,9 @@ def test_the_budget_keeps_a_slow_family_out():
     free = choose_model(inputs, y, k, plan, n_folds=5)
     assert free.models == ("hgb",)
     tight = choose_model(inputs, y, k, plan, n_folds=5, budget=1e-6)
-    assert "hgb" not in tight.models
-    assert not next(s for s in tight.screening if s.model == "hgb").within_budget
+    assert "hgb" not in tight.models and len(tight.models) == 1
+    hgb = next(s for s in tight.screening if s.model == "hgb")
+    assert not hgb.within_budget and hgb.seconds == 0.0  # not even screened: the probe said so
     assert tight.budget_seconds == 0.0
 
 
@@ -100,9 +101,17 @@ def label_issue_rows(confidence, agreement):
         "is_invalid_issue": [False] * n})
 
 
+def test_label_issues_are_dropped_only_when_the_model_is_trusted():
+    issues = label_issue_rows([0.99, 0.6], [1.0, 0.3])
+    assert actions(issues, Policy()).tolist() == ["drop", "drop"]  # the measured default
+    assert actions(issues, Policy(), trusted=False).tolist() == ["review", "review"]
+    out = apply_policy(issues, Policy())
+    assert out["final_label"].tolist() == ["a", "a"]  # no label is rewritten by default
+
+
 def test_relabel_needs_confidence_agreement_and_a_trusted_model():
     issues = label_issue_rows([0.99, 0.99, 0.80, 0.99], [1.0, 0.3, 1.0, np.nan])
-    policy = Policy()
+    policy = Policy(label="relabel")
     assert actions(issues, policy).tolist() == ["relabel", "review", "review", "review"]
     assert actions(issues, policy, trusted=False).tolist() == ["review"] * 4
     # a weak model drops nothing either, even when the policy says drop
@@ -117,7 +126,17 @@ def test_dry_run_changes_and_drops_nothing():
     dry = build_spec(source="x.csv", label="y", dry_run=True).policy
     assert dry.auto_fix is False
     assert actions(issues, dry).tolist() == ["review", "review"]
-    assert actions(issues, Policy()).tolist() == ["drop", "relabel"]
+    assert actions(issues, Policy(label="relabel")).tolist() == ["drop", "relabel"]
+
+
+def test_common_exact_copies_are_kept_rare_ones_dropped():
+    n = 200
+    rows = pd.DataFrame({"is_exact_duplicate_issue": [False] * n})
+    rows.loc[:1, "is_exact_duplicate_issue"] = True  # 1% of rows: accidental copies
+    assert (actions(rows, Policy()) == "drop").sum() == 2
+    rows.loc[:9, "is_exact_duplicate_issue"] = True  # 5%: a property of the data
+    assert (actions(rows, Policy()) == "drop").sum() == 0
+    assert (actions(rows, Policy(max_duplicate_share=0.1)) == "drop").sum() == 10
 
 
 def test_forced_roles_and_named_identifiers_are_used():

@@ -72,9 +72,10 @@ def test_actions_follow_policy_and_most_severe_wins():
                            "is_invalid_issue": [False, False, True, True]})
     assert actions(issues, Policy(label="drop")).tolist() == ["drop", "keep", "drop", "drop"]
     # relabel without a (confident) suggestion falls back (default fallback: review)
-    assert actions(issues, Policy(invalid="keep")).tolist() == ["review", "keep", "review", "keep"]
-    assert actions(issues, Policy(invalid="keep", relabel_fallback="drop")).tolist() == [
-        "drop", "keep", "drop", "keep"]
+    assert actions(issues, Policy(label="relabel", invalid="keep")).tolist() == [
+        "review", "keep", "review", "keep"]
+    assert actions(issues, Policy(label="relabel", invalid="keep", relabel_fallback="drop")
+                   ).tolist() == ["drop", "keep", "drop", "keep"]
     assert actions(issues, Policy(label="review", invalid="keep")).tolist() == [
         "review", "keep", "review", "keep"]
 

@@ -33,16 +33,18 @@ def issues_frame(**cols) -> pd.DataFrame:
 
 
 def test_relabel_only_when_confident_else_fallback():
-    out = apply_policy(issues_frame(), Policy(relabel_threshold=0.9, relabel_fallback="review"))
+    out = apply_policy(issues_frame(), Policy(label="relabel", relabel_threshold=0.9,
+                                              relabel_fallback="review"))
     assert out["action"].tolist() == ["relabel", "review", "review", "keep"]
     assert out["final_label"].tolist()[:3] == ["y", "x", "y"]  # only the confident one changes
     assert (out["decided_by"] == "policy").all()
-    dropping = apply_policy(issues_frame(), Policy(relabel_fallback="drop", outlier="drop"))
+    dropping = apply_policy(issues_frame(), Policy(label="relabel", relabel_fallback="drop",
+                                                   outlier="drop"))
     assert dropping["action"].tolist() == ["relabel", "drop", "drop", "keep"]
     # drop beats relabel when a row has both issues
     both = apply_policy(issues_frame(is_outlier_issue=pd.array([True, False, True, False],
                                                                dtype="boolean")),
-                        Policy(outlier="drop"))
+                        Policy(label="relabel", outlier="drop"))
     assert both["action"].iloc[0] == "drop"
 
 

@@ -341,18 +341,25 @@ def demo(
             "SELECT CAST(row_id AS BIGINT), is_label_issue, action, final_label FROM issues "
             "WHERE run_id = ? ORDER BY 1", [summary.run_id]).fetchall()
     found = np.zeros(len(mask), dtype=bool)
+    dropped = np.zeros(len(mask), dtype=bool)
     relabelled = right = 0
     for rid, flag, action, final in flagged:
         found[rid] = bool(flag)
+        dropped[rid] = action == "drop"
         if action == "relabel":
             relabelled += 1
             right += final == truth[rid]
     p, r, f1 = precision_recall(found, mask)
     _print_summary(summary, seconds)
+    kept = ~dropped
+    before, after = 1 - mask.mean(), 1 - mask[kept].mean() if kept.any() else float("nan")
+    fixes = f"; {right} of {relabelled} relabelled rows got their true label back" if (
+        relabelled) else ""
     console.print(f"[bold]against the planted errors:[/bold] precision {p:.2f}, recall {r:.2f}, "
                   f"F1 {f1:.2f} ({int((found & mask).sum())} of {int(mask.sum())} found); "
-                  f"{right} of {relabelled} relabelled rows got their true label back",
-                  soft_wrap=True)
+                  f"{int(dropped.sum())} rows left out, {int((dropped & mask).sum())} of them "
+                  f"planted errors; labels right {before:.1%} as given -> {after:.1%} in the "
+                  f"clean table{fixes}", soft_wrap=True)
     query = (f"SELECT row_id, given_label, suggested_label, round(label_score, 3) AS score "
              f"FROM issues WHERE run_id = '{summary.run_id}' AND is_label_issue "
              f"ORDER BY label_score LIMIT 10")

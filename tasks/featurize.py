@@ -146,12 +146,14 @@ def infer_roles(
         if col in text:
             use(col, "text", "named with --text")
             continue
-        distinct = s.nunique(dropna=True)
         if s.isna().all():
             dropped.append((col, "all values missing"))
-        elif s.dtype == object and _is_nested(s):
+            continue
+        if s.dtype == object and _is_nested(s):
             dropped.append((col, "nested values (struct, list or map)"))
-        elif distinct <= 1 and not s.isna().any():
+            continue
+        distinct = s.nunique(dropna=True)
+        if distinct <= 1 and not s.isna().any():
             dropped.append((col, "constant"))
         elif pd.api.types.is_bool_dtype(s):
             use(col, "categorical", "true/false values")

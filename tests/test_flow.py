@@ -91,16 +91,15 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert check[0] > check[1] + 0.3 and check[2] < check[3] / 2 and check[4] is True
     assert {m for m, _ in screened} >= {"logreg", "hgb", "knn"} and any(c for _, c in screened)
     assert roles["alcohol"] == "numeric" and len(roles) == 13
-    # default policy: a label issue is relabelled when the suggestion is confident and the
-    # row's neighbours agree with it, else reviewed
-    assert all(row[6] == ("relabel" if row[4] >= 0.95 and row[7] >= 0.8 else "review")
-               for row in issues if row[1] and row[0] not in high_alcohol)
-    assert relabelled == n_relabel  # the clean table carries the new labels
+    # measured default: a trusted model's label issues are left out of the clean table (and wait
+    # in the review queue); no label is rewritten without a person
+    label_issue_ids = {row[0] for row in issues if row[1]}
+    assert all(row[6] == "drop" for row in issues if row[1])
+    assert not clean_ids & label_issue_ids
+    assert n_relabel == 0 and relabelled == 0 and changed == []
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
                      runs[0][5], "completed", runs[0][7])]
     assert n_clean == 178 - sum(row[6] == "drop" for row in issues)
-    truth = load_builtin("wine")["label"].to_numpy()
-    assert len(changed) == n_relabel and all(truth[i] == label for i, label in changed)
     assert [t for (t,) in types] == sorted(
         ["label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label", "null",
          "class_imbalance", "non_iid", "underperforming_group", "invalid"])

@@ -4,7 +4,7 @@ script, on the same featurization, in the same run.
 Peer (BENCHMARKING.md): the feature matrix cleanset's linear baseline uses (scaled numerics,
 one-hot categoricals, TF-IDF text), `cleanlab.count.estimate_cv_predicted_probabilities` with a
 `LogisticRegression()` (5 folds), then `cleanlab.filter.find_label_issues` defaults.
-cleanset: its default model choice (tasks/estimate.py: `choose_model`) run by
+cleanset: its default model choice (tasks/choose.py: `choose_model`, screened on a sample) run by
 `out_of_fold_probs`, the same code the flow's fold tasks run (features encoded once, as in the
 flow's featurize task), then the same find_label_issues.
 Both single-threaded; times are medians of --repeats runs, alternating peer and cleanset
@@ -35,7 +35,9 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from bench.loaders import LOADERS  # noqa: E402
-from tasks.estimate import choose_model, model_inputs, out_of_fold_probs  # noqa: E402
+from tasks.choose import candidates, choose_model  # noqa: E402
+from tasks.estimate import model_inputs, out_of_fold_probs  # noqa: E402
+from tasks.knn import dense_embedding, knn_graph  # noqa: E402
 from tasks.featurize import (  # noqa: E402
     build_transformer,
     encode_labels,
@@ -62,10 +64,15 @@ def peer(X_frame, plan, labels: np.ndarray) -> np.ndarray:  # noqa: ANN001
 
 
 def ours(X_frame, plan, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, str]:  # noqa: ANN001
-    choice = choose_model(plan, len(labels))
     folds = plan_folds(labels, 5, 0)
-    inputs = model_inputs(X_frame, plan, choice.models)
-    return out_of_fold_probs(inputs, labels, folds, n_classes, plan, choice), choice.label
+    inputs = model_inputs(X_frame, plan, tuple(candidates(plan, False)))
+    encoded = inputs.get("logreg")
+    encoded = encoded if encoded is not None else build_transformer(plan).fit_transform(X_frame)
+    inputs["knn"] = dense_embedding(encoded)
+    graph, _, _ = knn_graph(inputs["knn"], 10)
+    choice = choose_model(inputs, labels, n_classes, plan, 5)
+    return (out_of_fold_probs(inputs, labels, folds, n_classes, plan, choice, graph=graph),
+            choice.label)
 
 
 def timed(fn, *args):  # noqa: ANN001, ANN002, ANN202

@@ -9,10 +9,17 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from flows.runners import task_runner
+from tasks.choose import choose
 from tasks.decide import decide
-from tasks.detect import detect, needs_knn
+from tasks.detect import detect
 from tasks.errors import hide_user_error_tracebacks
-from tasks.estimate import choose, estimate_fold, pred_probs, prune_set, supplied_pred_probs
+from tasks.estimate import (
+    estimate_fold,
+    model_check,
+    pred_probs,
+    prune_set,
+    supplied_pred_probs,
+)
 from tasks.evaluate import evaluate
 from tasks.featurize import featurize
 from tasks.ingest import ingest
@@ -37,6 +44,37 @@ def _run_name() -> str:
         return "clean-dataset"
 
 
+class FitProgress:
+    """The Prefect progress artifact of the model fits, advanced as fold tasks finish."""
+
+    def __init__(self, dataset: str, total: int) -> None:
+        self.total, self.done = max(total, 1), 0
+        self.artifact = create_progress_artifact(
+            0.0, key=f"{artifact_key(dataset)}-folds",
+            description=f"cross-validation fits ({total} in all)")
+
+    def advance(self) -> None:
+        self.done += 1
+        update_progress_artifact(self.artifact, 100.0 * self.done / self.total)
+
+
+def out_of_fold(*, snapshot, design, choice, neighbours, spec: DatasetSpec, staged,  # noqa: ANN001
+                progress: FitProgress, exclude=None, average_with=None,  # noqa: ANN001
+                pass_name: str = ""):  # noqa: ANN202
+    """Fan out one estimate-fold task per (fitted model, fold), then assemble pred_probs."""
+    futures = {m: [staged(estimate_fold).submit(
+        snapshot=snapshot, design=design, fold=k, model=m, seed=spec.seed,
+        work_dir=str(spec.work_path), exclude=exclude, pass_name=pass_name)
+        for k in range(design.n_folds)] for m in choice.fitted}
+    for _ in as_completed([f for fs in futures.values() for f in fs]):
+        progress.advance()
+    parts = {m: [f.result() for f in fs] for m, fs in futures.items()}
+    return staged(pred_probs)(design=design, parts=parts,
+                              weights=dict(zip(choice.models, choice.weights, strict=True)),
+                              work_dir=str(spec.work_path), neighbours=neighbours,
+                              average_with=average_with)
+
+
 # log_prints stays off: it reroutes print() inside libraries too, and dill (used by Datalab's
 # `datasets`) reads function globals by capturing dis.dis()'s printed output.
 # on_failure: a failed run is recorded in the warehouse (runs.status = failed, stage, message).
@@ -58,50 +96,49 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     snapshot = staged(ingest)(spec.source, spec.id, work)
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
     decisions = load_decisions(spec.db, spec.dataset_name, work)  # reviewers' decisions so far
-    design = staged(featurize)(snapshot, validation, spec.label, list(spec.text),
-                               list(spec.features) if spec.features else None, spec.folds,
-                               spec.seed, work, spec.group, spec.embeddings,
-                               spec.pred_prob_columns, decisions)
-
-    fits = {"done": 0, "artifact": None}
-
-    def out_of_fold(models, total, exclude=None, average_with=None, pass_name=""):  # noqa: ANN001, ANN202
-        futures = {m: [staged(estimate_fold).submit(snapshot, design, k, m, spec.seed, work,
-                                                   exclude, pass_name)
-                       for k in range(design.n_folds)] for m in models}
-        if fits["artifact"] is None:
-            fits["artifact"] = create_progress_artifact(
-                0.0, key=f"{artifact_key(spec.dataset_name)}-folds",
-                description=f"cross-validation fits ({total} in all)")
-        for _ in as_completed([f for fs in futures.values() for f in fs]):
-            fits["done"] += 1
-            update_progress_artifact(fits["artifact"], 100.0 * fits["done"] / total)
-        parts = {m: [f.result() for f in fs] for m, fs in futures.items()}
-        return staged(pred_probs)(design, parts, work, average_with)
-
+    design = staged(featurize)(
+        snapshot=snapshot, validation=validation, label=spec.label, text=list(spec.text),
+        features=list(spec.features) if spec.features else None, n_folds=spec.folds,
+        seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
+        pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=dict(spec.roles))
+    neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
+                             exact=spec.knn_exact)
+    choice = None
     if spec.pred_probs or spec.pred_prob_columns:
-        probs = staged(supplied_pred_probs)(snapshot, design, spec.label, spec.pred_probs,
-                                            list(spec.pred_prob_columns), work)
+        probs = staged(supplied_pred_probs)(
+            snapshot=snapshot, design=design, label=spec.label, path=spec.pred_probs,
+            columns=list(spec.pred_prob_columns), work_dir=work)
         model = "supplied pred_probs"
     else:
-        choice = staged(choose)(design, spec.model, spec.prune)
+        choice = staged(choose)(design=design, snapshot=snapshot, neighbours=neighbours,
+                                model=spec.model, prune=spec.prune, budget=spec.budget,
+                                seed=spec.seed, knn_k=spec.knn_k)
         model = f"{choice.label} ({choice.reason})"
-        total = len(choice.models) * design.n_folds * (1 if choice.prune == "off" else 2)
-        probs = out_of_fold(choice.models, total)
+        passes = 1 if choice.prune == "off" else 2
+        progress = FitProgress(spec.dataset_name, len(choice.fitted) * design.n_folds * passes)
+        fan_out = {"snapshot": snapshot, "design": design, "choice": choice,
+                   "neighbours": neighbours, "spec": spec, "staged": staged,
+                   "progress": progress}
+        probs = out_of_fold(**fan_out)
         if choice.prune != "off":
-            flagged = staged(prune_set)(design, probs, work)
-            probs = out_of_fold(choice.models, total, flagged,
-                                probs if choice.prune == "average" else None, "-pass2")
-    neighbours = staged(knn)(design, spec.knn_k, spec.seed, work, spec.knn_exact) if needs_knn(
-        spec.issue_types) else None
-    detection = staged(detect)(snapshot, validation, design, probs, neighbours, spec.label,
-                               spec.issue_types, work)
-    decided = staged(decide)(detection, spec.policy, decisions, work)
-    evaluation = staged(evaluate)(snapshot, design, decided, spec.label, spec.test,
-                                  spec.eval_holdout, spec.model, spec.seed, work) if (
-        spec.test or spec.eval_holdout) else None
+            flagged = staged(prune_set)(design=design, first_pass=probs, work_dir=work)
+            probs = out_of_fold(**fan_out, exclude=flagged, pass_name="-pass2",
+                                average_with=probs if choice.prune == "average" else None)
+    check = staged(model_check)(design=design, pred_probs=probs)
+    detection = staged(detect)(
+        snapshot=snapshot, validation=validation, design=design, pred_probs=probs,
+        neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work)
+    decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
+                             work_dir=work, trusted=check.trusted)
+    evaluation = staged(evaluate)(
+        snapshot=snapshot, design=design, decided=decided, label=spec.label,
+        test_source=spec.test, holdout=spec.eval_holdout,
+        models=choice.fitted if choice and choice.fitted else ("logreg",), seed=spec.seed,
+        work_dir=work) if (spec.test or spec.eval_holdout) else None
     with warehouse_slot(spec.db_path, get_run_logger()):  # one writer per warehouse file
-        summary = publish(spec, snapshot, validation, detection, decided, model, evaluation)
+        summary = publish(spec=spec, snapshot=snapshot, validation=validation,
+                          detection=detection, decided=decided, model=model,
+                          evaluation=evaluation, check=check, choice=choice, design=design)
         run_artifacts(spec, summary.run_id)
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).

@@ -118,13 +118,22 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_row("run", summary.run_id)
     t.add_row("rows", f"{summary.n_rows:,}")
+    check = summary.model_check
+    if check:
+        t.add_row("model", f"{summary.model}")
+        t.add_row("model check", f"out-of-fold accuracy {check['model_accuracy']:.3f} (chance "
+                                 f"{check['chance_accuracy']:.3f}), log loss "
+                                 f"{check['model_log_loss']:.3f} (chance "
+                                 f"{check['chance_log_loss']:.3f})" + (
+                                     "" if check.get("model_trusted") else " - TOO WEAK"))
     t.add_row("label issues", f"{summary.n_label_issues:,}")
     others = ", ".join(f"{t} {n:,}" for t, n in summary.issue_counts.items()
                        if n and t not in ("label",))
     t.add_row("other issues", others or "none")
     t.add_row("actions", f"{summary.n_rows - summary.n_clean_rows:,} dropped, "
                          f"{summary.n_relabelled:,} relabelled, {summary.n_review:,} to review "
-                         f"(`uv run cleanset review -d {summary.dataset}`)")
+                         f"(`uv run cleanset review -d {summary.dataset}`)" + (
+                             "" if summary.auto_fix else " - dry run: nothing changed"))
     if summary.n_reviewed or summary.orphan_decisions:
         orphans = summary.orphan_decisions
         t.add_row("decisions", f"{summary.n_reviewed:,} rows decided by reviewers" + (
@@ -139,7 +148,8 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
         before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
         t.add_row("test accuracy", f"{before['accuracy']:.3f} trained as given -> "
                                    f"{after['accuracy']:.3f} trained cleaned (macro-F1 "
-                                   f"{before['macro_f1']:.3f} -> {after['macro_f1']:.3f})")
+                                   f"{before['macro_f1']:.3f} -> {after['macro_f1']:.3f}), "
+                                   f"scored on {summary.test_set}")
     t.add_row("warehouse", summary.db)
     from tasks.report import report_path
 
@@ -148,6 +158,9 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
         t.add_row("report", str(page))
     t.add_row("time", f"{seconds:.1f} s")
     console.print(t)
+    if check and check.get("model_warning"):
+        err.print(f"[bold yellow]warning:[/bold yellow] {check['model_warning']}",
+                  highlight=False)
 
 
 @app.command()
@@ -180,8 +193,17 @@ def run(
         "--group", help="Rows sharing this column's value stay in one fold (e.g. a user or "
         "product id), so near-copies cannot leak between training and scoring.")] = None,
     model: Annotated[str | None, typer.Option(
-        "--model", help="auto (default, chosen by the data), logreg, hgb, nb (text only) or "
-        "ensemble (logreg + hgb).")] = None,
+        "--model", help="auto (default: candidates measured by log loss on a sample of the data),"
+        " or force a family: logreg, hgb, nb (text only), knn, ensemble (best two).")] = None,
+    budget: Annotated[float | None, typer.Option(
+        "--budget", help="Seconds the model fits may take (projected from the screening). "
+        "Default: 3x logistic regression's, at least 30 s.", min=0.1)] = None,
+    role: Annotated[list[str] | None, typer.Option(
+        "--role", help="Force a column's role: COLUMN=numeric|categorical|text|datetime|"
+        "high_cardinality|ignore; repeat for several.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Publish every finding but change nothing: no relabel, no drop "
+        "(<dataset>_clean = the data as given).")] = False,
     prune: Annotated[str | None, typer.Option(
         "--prune", help="Second pass without first-pass flagged rows: auto (default), off, "
         "replace, average.")] = None,
@@ -245,7 +267,7 @@ def run(
     _quiet_prefect(verbose)  # before anything imports Prefect (it reads logging settings once)
     from tasks.errors import CleansetError
     from tasks.ingest import resolve_source
-    from tasks.spec import build_spec
+    from tasks.spec import build_spec, parse_roles
 
     try:
         spec = build_spec(
@@ -256,7 +278,8 @@ def run(
             prune=prune, pred_probs=str(pred_probs) if pred_probs else None,
             pred_prob_columns=tuple(pred_prob_columns or ()),
             embeddings=str(embeddings) if embeddings else None, workers=workers,
-            test=str(test) if test else None, eval_holdout=eval_holdout,
+            test=str(test) if test else None, eval_holdout=eval_holdout, budget=budget,
+            roles=parse_roles(role), dry_run=dry_run or None,
         )
         resolve_source(spec.source)  # fail fast, before any server starts
         if spec.test:
@@ -318,18 +341,25 @@ def demo(
             "SELECT CAST(row_id AS BIGINT), is_label_issue, action, final_label FROM issues "
             "WHERE run_id = ? ORDER BY 1", [summary.run_id]).fetchall()
     found = np.zeros(len(mask), dtype=bool)
+    dropped = np.zeros(len(mask), dtype=bool)
     relabelled = right = 0
     for rid, flag, action, final in flagged:
         found[rid] = bool(flag)
+        dropped[rid] = action == "drop"
         if action == "relabel":
             relabelled += 1
             right += final == truth[rid]
     p, r, f1 = precision_recall(found, mask)
     _print_summary(summary, seconds)
+    kept = ~dropped
+    before, after = 1 - mask.mean(), 1 - mask[kept].mean() if kept.any() else float("nan")
+    fixes = f"; {right} of {relabelled} relabelled rows got their true label back" if (
+        relabelled) else ""
     console.print(f"[bold]against the planted errors:[/bold] precision {p:.2f}, recall {r:.2f}, "
                   f"F1 {f1:.2f} ({int((found & mask).sum())} of {int(mask.sum())} found); "
-                  f"{right} of {relabelled} relabelled rows got their true label back",
-                  soft_wrap=True)
+                  f"{int(dropped.sum())} rows left out, {int((dropped & mask).sum())} of them "
+                  f"planted errors; labels right {before:.1%} as given -> {after:.1%} in the "
+                  f"clean table{fixes}", soft_wrap=True)
     query = (f"SELECT row_id, given_label, suggested_label, round(label_score, 3) AS score "
              f"FROM issues WHERE run_id = '{summary.run_id}' AND is_label_issue "
              f"ORDER BY label_score LIMIT 10")

@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import STAGE_CACHE
 from tasks.detect import Detection
+from tasks.errors import is_retryable
 from tasks.featurize import match_decisions
-from tasks.spec import ISSUE_TYPES, Policy
+from tasks.spec import ISSUE_TYPES, RELABEL_TYPES, Policy
 from tasks.store import TableRef, write_table
 
 # Most severe first wins when a row has several issues.
@@ -31,36 +32,65 @@ class Decided(BaseModel):
     n_reviewed: int = 0
 
 
-def actions(issues: pd.DataFrame, policy: Policy) -> pd.Series:
+def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool) -> np.ndarray:
+    """Rows whose suggested label may replace the given one without a person: the model passed
+    its check, the suggestion is confident, and the row's neighbours (another model family)
+    mostly carry the suggested label. Measured in bench/do_no_harm.py (design half)."""
+    n = len(issues)
+    if not (trusted and policy.auto_fix):
+        return np.zeros(n, dtype=bool)
+
+    def column(name: str, default: float) -> np.ndarray:
+        values = issues[name] if name in issues else pd.Series(default, index=issues.index)
+        return values.astype("float64").fillna(default).to_numpy()
+
+    suggested = issues.get("suggested_label", pd.Series(None, index=issues.index))
+    given = issues.get("given_label", pd.Series(None, index=issues.index))
+    return ((column("suggested_label_confidence", 0.0) >= policy.relabel_threshold)
+            & (column("suggested_label_agreement", 0.0) >= policy.relabel_agreement)
+            & suggested.notna().to_numpy()
+            & (suggested.astype(str).to_numpy() != given.astype(str).to_numpy()))
+
+
+def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.Series:
     """The action per row by the policy: the most severe action among the row's issues.
 
-    A label issue under `relabel` becomes `relabel` only when the suggested label's confidence is
-    at least `policy.relabel_threshold`; otherwise it gets `policy.relabel_fallback`.
-    """
+    A label issue under `relabel` becomes `relabel` only where `safe_relabel` holds; otherwise it
+    gets `policy.relabel_fallback`. A model too weak to judge labels (`trusted` false) changes
+    and drops nothing for label issues: they go to review. Exact copies are kept (flagged) when
+    they are more than `policy.max_duplicate_share` of the rows. `policy.auto_fix` false changes
+    and drops nothing at all."""
     level = np.zeros(len(issues), dtype=np.int8)
+    safe = safe_relabel(issues, policy, trusted)
+    copies_common = "is_exact_duplicate_issue" in issues and (
+        issues["is_exact_duplicate_issue"].fillna(False).to_numpy(dtype=bool).mean()
+        > policy.max_duplicate_share)
     for issue_type in ISSUE_TYPES:
         column = f"is_{issue_type}_issue"
         if column not in issues:
             continue
         action = getattr(policy, issue_type)
         flagged = issues[column].fillna(False).to_numpy(dtype=bool)
+        if issue_type in RELABEL_TYPES and not trusted and action in ("relabel", "drop"):
+            action = "review"
+        if issue_type == "exact_duplicate" and copies_common and action == "drop":
+            action = "keep"  # copies are a property of this data, not accidents
         if action == "relabel":
-            confidence = issues.get("suggested_label_confidence",
-                                    pd.Series(0.0, index=issues.index)).fillna(0.0).to_numpy()
-            suggested = issues.get("suggested_label", pd.Series(None, index=issues.index))
-            confident = (confidence >= policy.relabel_threshold) & suggested.notna().to_numpy()
-            this = np.where(confident, SEVERITY["relabel"], SEVERITY[policy.relabel_fallback])
+            fallback = policy.relabel_fallback if trusted else "review"
+            this = np.where(safe, SEVERITY["relabel"], SEVERITY[fallback])
         else:
             this = np.full(len(issues), SEVERITY[action])
         level = np.where(flagged, np.maximum(level, this), level)
+    if not policy.auto_fix:
+        level = np.minimum(level, SEVERITY["review"])
     names = np.array(sorted(SEVERITY, key=SEVERITY.get), dtype=object)
     return pd.Series(names[level], index=issues.index, name="action")
 
 
-def apply_policy(issues: pd.DataFrame, policy: Policy) -> pd.DataFrame:
+def apply_policy(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.DataFrame:
     """Add `action`, `final_label` (the label the clean table carries) and `decided_by`."""
     out = issues.copy()
-    out["action"] = actions(out, policy)
+    out["action"] = actions(out, policy, trusted)
     relabel = out["action"] == "relabel"
     out["final_label"] = out["given_label"].where(~relabel, out["suggested_label"]).astype("str")
     out["decided_by"] = pd.Series("policy", index=out.index, dtype="str")
@@ -93,12 +123,14 @@ def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None
     return out, orphans
 
 
-@task(name="decide", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2)
-def decide(detection: Detection, policy: Policy, decisions: TableRef | None, work_dir: str
-           ) -> Decided:
-    """Add `action`, `final_label`, `decided_by` to the issues frame: policy, then decisions."""
+@task(name="decide", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=is_retryable)
+def decide(detection: Detection, policy: Policy, decisions: TableRef | None, work_dir: str,
+           trusted: bool = True) -> Decided:
+    """Add `action`, `final_label`, `decided_by` to the issues frame: policy, then decisions.
+    `trusted`: whether the model passed its check (estimate.check_model)."""
     logger = get_run_logger()
-    issues = apply_policy(detection.issues.read(), policy)
+    issues = apply_policy(detection.issues.read(), policy, trusted)
     issues, orphans = apply_decisions(issues, decisions.read() if decisions else None)
     if orphans:
         shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")

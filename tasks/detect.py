@@ -32,7 +32,7 @@ from tasks.caching import STAGE_CACHE
 from tasks.errors import CleansetError, is_retryable
 from tasks.featurize import Design
 from tasks.ingest import Snapshot
-from tasks.knn import Neighbours
+from tasks.knn import Neighbours, neighbour_agreement
 from tasks.spec import ISSUE_TYPES
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.validate import Validation
@@ -248,27 +248,29 @@ def _set_ids(neighbour_sets: np.ndarray, flagged: np.ndarray) -> np.ndarray:
 
 
 def exact_duplicates(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
-    """Rows whose feature values are identical to an earlier row's (every copy after the first
-    is flagged, so dropping them keeps one), and conflicting labels: identical features,
-    different labels (every row of such a set is flagged; score = share of the set that agrees
-    with the row's label)."""
+    """Exact copies: rows whose feature values and label are identical to an earlier row's
+    (every copy after the first is flagged, so dropping them keeps one), and conflicting labels:
+    identical features, different labels (every row of such a set is flagged, none is a copy;
+    score = share of the set that agrees with the row's label)."""
     n = len(features)
     # NaN hashes equal to NaN, so rows missing the same values compare equal, as they should
     key = pd.util.hash_pandas_object(features, index=False).to_numpy() if features.shape[1] \
         else np.arange(n)
-    groups = pd.Series(key).groupby(key)
-    first = groups.cumcount().to_numpy() == 0
-    size = groups.transform("size").to_numpy()
-    set_id = pd.Series(np.arange(n)).groupby(key).transform("min").to_numpy()
     text = labels.astype(object).where(labels.notna(), None).astype(str)
-    agree = text.groupby([key, text.to_numpy()]).transform("size").to_numpy()
+    copy_key = pd.util.hash_pandas_object(
+        pd.DataFrame({"f": key, "y": text.to_numpy()}), index=False).to_numpy()
+    copies = pd.Series(copy_key).groupby(copy_key)
+    first = copies.cumcount().to_numpy() == 0
+    size = copies.transform("size").to_numpy()
+    set_id = pd.Series(np.arange(n)).groupby(copy_key).transform("min").to_numpy()
+    same_features = pd.Series(key).groupby(key).transform("size").to_numpy()
     distinct = text.groupby(key).transform("nunique").to_numpy()
     return pd.DataFrame({
         "is_exact_duplicate_issue": (size > 1) & ~first,
         "exact_duplicate_score": np.where((size > 1) & ~first, 0.0, 1.0),
         "exact_duplicate_set": np.where(size > 1, set_id, -1),
         "is_conflicting_label_issue": distinct > 1,
-        "conflicting_label_score": agree / size,
+        "conflicting_label_score": size / same_features,
     })
 
 
@@ -316,6 +318,11 @@ def detect_all(
     row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows')."""
     frame = issues_frame(row_ids, given, positions, labels, classes, pred_probs, quarantined,
                          rare)
+    agreement = np.full(len(frame), np.nan)
+    if graph is not None:  # a second opinion on each suggestion: the neighbours' given labels
+        agreement[positions] = neighbour_agreement(graph, labels, pred_probs.argmax(axis=1))
+    frame.insert(frame.columns.get_loc("suggested_label_confidence") + 1,
+                 "suggested_label_agreement", agreement)
     if embedding is not None and graph is not None:
         found = datalab_issues(labels, pred_probs, embedding, graph, types)
         for col in found:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from prefect import get_run_logger, task
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import accuracy_score, f1_score
@@ -20,7 +21,7 @@ from sklearn.model_selection import train_test_split
 from tasks.caching import STAGE_CACHE, file_content
 from tasks.decide import Decided
 from tasks.errors import CleansetError, is_retryable
-from tasks.estimate import choose_model, make_model
+from tasks.estimate import LINEAR, family, fit_predict
 from tasks.featurize import Design, FeaturePlan, _label_text, build_transformer, prepare_frame
 from tasks.ingest import Snapshot, read_snapshot
 
@@ -42,19 +43,27 @@ def train_and_score(train: pd.DataFrame, y_train: np.ndarray, test: pd.DataFrame
                     seed: int = 0) -> dict:
     """Fit each model on the training rows (labels as text), average their probabilities, and
     score the test rows. Encoders are fitted on the training rows only."""
-    probs, classes = [], None
+    classes, y = np.unique(np.asarray(y_train, dtype=object).astype(str), return_inverse=True)
+    rows = np.arange(len(train) + len(test))
+    fit_rows, test_rows = rows[:len(train)], rows[len(train):]
+    y_all = np.concatenate([y, np.zeros(len(test), dtype=y.dtype)])
+    probs = []
     for m in models:
-        if m in ("logreg", "nb"):
+        both = pd.concat([train, test], ignore_index=True)
+        if family(m) in LINEAR:
             encoder = build_transformer(plan).fit(train)
-            x_train, x_test = encoder.transform(train), encoder.transform(test)
+            X = encoder.transform(both)
+            X = X.tocsr() if sp.issparse(X) else X
         else:
-            x_train, x_test = train, test
-        estimator = make_model(m, plan, seed).fit(x_train, y_train)
-        classes = estimator.classes_
-        probs.append(estimator.predict_proba(x_test))
-    predicted = np.asarray(classes)[np.mean(probs, axis=0).argmax(axis=1)]
-    return {"accuracy": float(accuracy_score(y_test, predicted)),
-            "macro_f1": float(f1_score(y_test, predicted, average="macro", zero_division=0))}
+            X = both
+        high = (both[list(plan.high_cardinality)].to_numpy(dtype=object)
+                if plan.high_cardinality else None)
+        probs.append(fit_predict(X, y_all, fit_rows, test_rows, len(classes), m, plan, seed,
+                                 high))
+    predicted = classes[np.mean(probs, axis=0).argmax(axis=1)]
+    truth = np.asarray(y_test, dtype=object).astype(str)
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
 
 
 def label_text(values: pd.Series) -> pd.Series:
@@ -107,8 +116,8 @@ def _features(df: pd.DataFrame, design: Design, what: str) -> pd.DataFrame:
 @task(name="evaluate", cache_policy=STAGE_CACHE + file_content("test_source"), retries=2,
       retry_delay_seconds=2, retry_condition_fn=is_retryable)
 def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
-             test_source: str | None, holdout: float | None, model: str, seed: int,
-             work_dir: str) -> Evaluation:
+             test_source: str | None, holdout: float | None, models: tuple[str, ...],
+             seed: int, work_dir: str) -> Evaluation:
     """Train on the given and on the cleaned data, score both on the test set."""
     if design.embeddings is not None:
         if test_source:
@@ -131,7 +140,6 @@ def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
                 label_text(test_df[label]))
     sets = evaluation_sets(frame, given, decided.table.read(columns=["action", "final_label"]),
                            test, holdout, seed)
-    models = choose_model(design.plan, len(frame), model, "off").models
     test_set = test_source or f"holdout {holdout:.0%} (labels as given)"
     rows = []
     for trained_on in ("given", "cleaned"):

@@ -19,7 +19,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from tasks.caching import STAGE_CACHE, file_content
 from tasks.errors import CleansetError, is_retryable
@@ -28,6 +28,12 @@ from tasks.store import ArrayRef, MatrixRef, TableRef, write_array, write_matrix
 from tasks.validate import Validation
 
 MISSING = "__missing__"
+ROLES = ("numeric", "categorical", "text", "datetime", "high_cardinality", "ignore")
+# A string column with more distinct values than this (and than 50) is high-cardinality: it is
+# target-encoded inside the training folds instead of one-hot encoded. Above IDENTIFIER_SHARE
+# distinct values per row it is taken for an identifier and left out (unless named by the user).
+CATEGORICAL_SHARE = 0.05
+IDENTIFIER_SHARE = 0.5
 
 
 class FeaturePlan(BaseModel):
@@ -38,11 +44,20 @@ class FeaturePlan(BaseModel):
     categorical: tuple[str, ...] = ()
     text: tuple[str, ...] = ()
     datetime: tuple[str, ...] = ()
+    high_cardinality: tuple[str, ...] = ()  # categoricals with many values: target-encoded
     dropped: tuple[tuple[str, str], ...] = ()  # (column, reason)
+    reasons: tuple[tuple[str, str], ...] = ()  # (column, why it has its role)
 
     @property
     def used(self) -> list[str]:
-        return [*self.numeric, *self.categorical, *self.text, *self.datetime]
+        return [*self.numeric, *self.categorical, *self.text, *self.datetime,
+                *self.high_cardinality]
+
+    def role_of(self, column: str) -> str:
+        for role in ROLES[:-1]:
+            if column in getattr(self, role):
+                return role
+        return "ignore"
 
 
 class Design(BaseModel):
@@ -89,51 +104,81 @@ def _numeric_text(s: pd.Series) -> bool:
 
 def infer_roles(
     df: pd.DataFrame, label: str, exclude: list[str], text: list[str],
-    features: list[str] | None,
+    features: list[str] | None, roles: dict[str, str] | None = None,
 ) -> FeaturePlan:
-    """Assign each candidate column a role from its dtype and values."""
-    roles: dict[str, list[str]] = {"numeric": [], "categorical": [], "text": [], "datetime": []}
+    """Assign each candidate column a role from its dtype and values; `roles` (the user's) and
+    `text` win over inference. A column the user named (in `features` or `roles`) is never left
+    out for looking like an identifier: it is target-encoded instead."""
+    roles = dict(roles or {})
+    found: dict[str, list[str]] = {r: [] for r in ROLES[:-1]}
     dropped: list[tuple[str, str]] = []
-    missing = [c for c in [*text, *(features or [])] if c not in df.columns]
+    reasons: list[tuple[str, str]] = []
+    named = [*text, *(features or []), *roles]
+    missing = [c for c in named if c not in df.columns]
     if missing:
         raise CleansetError(
-            f"column(s) {', '.join(map(repr, missing))} named in --text/--features are not in the "
-            f"data; available columns: {', '.join(map(str, df.columns))}"
+            f"column(s) {', '.join(map(repr, missing))} named in --text/--feature/roles are not "
+            f"in the data; available columns: {', '.join(map(str, df.columns))}"
         )
+    bad = {c: r for c, r in roles.items() if r not in ROLES}
+    if bad:
+        raise CleansetError(f"unknown role(s) {bad}; a role is one of {', '.join(ROLES)}")
     candidates = features if features is not None else [c for c in df.columns]
+    if features is not None:  # roles may name columns beyond --feature: they are used too
+        candidates = [*candidates, *(c for c in roles if c not in candidates)]
     n = len(df)
+    chosen_by_user = set(features or ()) | set(roles)
+
+    def use(col: str, role: str, why: str) -> None:
+        found[role].append(col)
+        reasons.append((col, why))
+
     for col in candidates:
         if col == label or col in exclude:
             continue
         s = df[col]
+        if col in roles:
+            if roles[col] == "ignore":
+                dropped.append((col, "role set to ignore"))
+            else:
+                use(col, roles[col], "set by the user")
+            continue
         if col in text:
-            roles["text"].append(col)
+            use(col, "text", "named with --text")
             continue
         if s.isna().all():
             dropped.append((col, "all values missing"))
-        elif s.dtype == object and _is_nested(s):
+            continue
+        if s.dtype == object and _is_nested(s):
             dropped.append((col, "nested values (struct, list or map)"))
-        elif s.nunique(dropna=True) <= 1 and not s.isna().any():
+            continue
+        distinct = s.nunique(dropna=True)
+        if distinct <= 1 and not s.isna().any():
             dropped.append((col, "constant"))
         elif pd.api.types.is_bool_dtype(s):
-            roles["categorical"].append(col)
+            use(col, "categorical", "true/false values")
         elif pd.api.types.is_numeric_dtype(s):
-            roles["numeric"].append(col)
+            use(col, "numeric", "numbers")
         elif pd.api.types.is_datetime64_any_dtype(s):
-            roles["datetime"].append(col)
+            use(col, "datetime", "dates")
         elif _numeric_text(s):
-            roles["numeric"].append(col)
+            use(col, "numeric", "text holding numbers")
         elif _looks_like_text(s):
-            roles["text"].append(col)
-        elif s.nunique(dropna=True) <= max(50, int(0.05 * n)):
-            roles["categorical"].append(col)
+            use(col, "text", "long, varied strings")
+        elif distinct <= max(50, int(CATEGORICAL_SHARE * n)):
+            use(col, "categorical", f"{distinct} distinct values")
+        elif distinct <= IDENTIFIER_SHARE * n or col in chosen_by_user:
+            use(col, "high_cardinality", f"{distinct:,} distinct values: target-encoded in folds")
         else:
-            dropped.append((col, "high-cardinality identifier-like strings"))
-    plan = FeaturePlan(**{k: tuple(v) for k, v in roles.items()}, dropped=tuple(dropped))
+            dropped.append((col, f"identifier-like ({distinct:,} distinct values in {n:,} rows;"
+                                 " name it with --feature or roles to use it)"))
+    plan = FeaturePlan(**{k: tuple(v) for k, v in found.items()}, dropped=tuple(dropped),
+                       reasons=tuple(reasons))
     if not plan.used:
         raise CleansetError(
             "no usable feature columns: every column besides the label and id is constant, empty "
-            "or an identifier; name feature columns with --features or text columns with --text"
+            "or an identifier; name feature columns with --feature, text columns with --text, or "
+            "set roles"
         )
     return plan
 
@@ -147,7 +192,7 @@ def prepare_frame(df: pd.DataFrame, plan: FeaturePlan) -> pd.DataFrame:
             [np.inf, -np.inf], np.nan)
     for c in plan.datetime:
         out[c] = pd.to_datetime(df[c], errors="coerce").astype("int64").astype("float64") / 8.64e13
-    for c in plan.categorical:
+    for c in (*plan.categorical, *plan.high_cardinality):
         out[c] = df[c].astype(object).where(df[c].notna(), MISSING).astype(str)
     for c in plan.text:
         out[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
@@ -168,6 +213,9 @@ def build_transformer(plan: FeaturePlan) -> ColumnTransformer:
     for i, c in enumerate(plan.text):
         parts.append((f"text{i}", TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2),
                                                   min_df=2, max_features=100_000), c))
+    if not parts:  # only high-cardinality columns: their codes, for the kNN embedding alone
+        parts.append(("high", make_pipeline(OrdinalEncoder(), StandardScaler()),
+                      list(plan.high_cardinality)))
     return ColumnTransformer(parts, sparse_threshold=0.3)
 
 
@@ -262,6 +310,7 @@ def design(
     df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, group: str | None = None,
     also_exclude: tuple[str, ...] = (), plan: FeaturePlan | None = None,
+    roles: dict[str, str] | None = None,
 ) -> tuple[FeaturePlan, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
            dict[str, int]]:
     """Plan features, encode labels of the scored rows, and assign folds.
@@ -275,7 +324,7 @@ def design(
         raise CleansetError(f"group column {group!r} is not in the data; available columns: "
                             f"{', '.join(map(str, df.columns))}")
     exclude = [id_column] + ([group] if group else []) + list(also_exclude)
-    plan = plan or infer_roles(df, label, exclude, text, features)
+    plan = plan or infer_roles(df, label, exclude, text, features, roles)
     keep = np.ones(len(df), dtype=bool)
     keep[quarantined] = False
     keep &= df[label].notna().to_numpy()
@@ -339,7 +388,7 @@ def featurize(
     snapshot: Snapshot, validation: Validation, label: str, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
     embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
-    decisions: TableRef | None = None,
+    decisions: TableRef | None = None, roles: dict[str, str] | None = None,
 ) -> Design:
     """Infer column roles, encode labels and plan folds for the rows that passed validation,
     with the reviewers' corrections applied (a reviewed drop is not trained on)."""
@@ -358,7 +407,7 @@ def featurize(
         given_plan, emb_ref = embedding_plan(emb.shape[1]), write_array(emb, work, "embeddings")
     plan, classes, positions, y, folds, rare, rare_counts = design(
         df, label, snapshot.id_column, quarantined, text, features, n_folds,
-        seed, group, pred_prob_columns, given_plan,
+        seed, group, pred_prob_columns, given_plan, roles,
     )
     logger = get_run_logger()
     if rare_counts:
@@ -366,11 +415,11 @@ def featurize(
             "%d class(es) have fewer rows than the %d folds and are not scored; their %d rows "
             "are flagged for review: %s", len(rare_counts), n_folds, len(rare),
             ", ".join(f"{k!r} ({v})" for k, v in list(rare_counts.items())[:10]))
-    logger.info("features: %d numeric, %d categorical, %d text, %d datetime; %d classes",
-                len(plan.numeric), len(plan.categorical), len(plan.text), len(plan.datetime),
-                len(classes))
+    logger.info("features: %d numeric, %d categorical, %d high-cardinality, %d text, %d datetime; "
+                "%d classes", len(plan.numeric), len(plan.categorical),
+                len(plan.high_cardinality), len(plan.text), len(plan.datetime), len(classes))
     for col, why in plan.dropped:
-        logger.info("column %r not used as a feature: %s", col, why)
+        logger.warning("column %r not used as a feature: %s", col, why)
     if emb_ref is not None:
         frame = pd.DataFrame(emb_ref.read()[positions], columns=list(plan.numeric))
     else:

@@ -113,6 +113,18 @@ def knn_graph(X: np.ndarray, k: int = 10, exact: bool | None = None, seed: int =
     return graph, metric, exact
 
 
+def graph_neighbours(graph) -> np.ndarray:  # noqa: ANN001 - scipy CSR, k entries per row
+    """The n x k neighbour indices of a kNN graph in Datalab's CSR form."""
+    k = int(np.diff(graph.indptr)[0])
+    return graph.indices.reshape(-1, k)
+
+
+def neighbour_agreement(graph, y: np.ndarray, suggested: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Share of each row's neighbours whose given label is the row's suggested label: a second
+    opinion from another model family (its neighbours), used before relabelling."""
+    return (y[graph_neighbours(graph)] == suggested[:, None]).mean(axis=1)
+
+
 @task(name="knn", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
       retry_condition_fn=is_retryable)
 def knn(design: Design, k: int, seed: int, work_dir: str, exact: bool | None = None

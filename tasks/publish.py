@@ -23,10 +23,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.choose import ModelChoice
 from tasks.decide import Decided
 from tasks.detect import Detection
 from tasks.errors import CleansetError, is_retryable
+from tasks.estimate import ModelCheck
 from tasks.evaluate import Evaluation
+from tasks.featurize import Design, FeaturePlan
 from tasks.ingest import Snapshot
 from tasks.spec import ISSUE_TYPES, DatasetSpec
 from tasks.store import file_sha256
@@ -44,7 +47,7 @@ def _issue_columns() -> list[tuple[str, str]]:
     """issues: one BOOLEAN flag and one DOUBLE score per registered issue type, set ids VARCHAR."""
     cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
             ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
-            ("suggested_label_confidence", "DOUBLE")]
+            ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE")]
     for t in ISSUE_TYPES:
         cols += [(f"is_{t}_issue", "BOOLEAN"), (f"{t}_score", "DOUBLE")]
         if t in SET_COLUMNS:
@@ -62,7 +65,11 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("model", "VARCHAR"), ("label_health_score", "DOUBLE"),
              ("snapshot_path", "VARCHAR"), ("id_column", "VARCHAR"), ("n_relabelled", "BIGINT"),
              ("n_review", "BIGINT"), ("n_reviewed", "BIGINT"), ("orphan_decisions", "VARCHAR[]"),
-             ("stage", "VARCHAR"), ("message", "VARCHAR"), ("left_out", "VARCHAR[]")],
+             ("stage", "VARCHAR"), ("message", "VARCHAR"), ("left_out", "VARCHAR[]"),
+             ("model_accuracy", "DOUBLE"), ("model_log_loss", "DOUBLE"),
+             ("chance_accuracy", "DOUBLE"), ("chance_log_loss", "DOUBLE"),
+             ("model_skill", "DOUBLE"), ("model_trusted", "BOOLEAN"),
+             ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN")],
     "issues": _issue_columns(),
     "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
                       ("num_issues", "BIGINT"), ("score", "DOUBLE")],
@@ -79,6 +86,12 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                          ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
                          ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
                          ("given_label", "VARCHAR")],
+    "model_screening": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("model", "VARCHAR"),
+                        ("n_rows", "BIGINT"), ("log_loss", "DOUBLE"), ("accuracy", "DOUBLE"),
+                        ("seconds", "DOUBLE"), ("projected_seconds", "DOUBLE"),
+                        ("within_budget", "BOOLEAN"), ("chosen", "BOOLEAN")],
+    "column_roles": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("column_name", "VARCHAR"),
+                     ("role", "VARCHAR"), ("reason", "VARCHAR")],
     "evaluations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("trained_on", "VARCHAR"),
                     ("model", "VARCHAR"), ("test_set", "VARCHAR"), ("n_train", "BIGINT"),
                     ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE")],
@@ -90,7 +103,8 @@ SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' f
 # given its declared type (VARCHAR for a dataset's own columns). Applied on every write.
 MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
               for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
-RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations")
+RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
+              "model_screening", "column_roles")
 
 
 class RunSummary(BaseModel):
@@ -113,7 +127,32 @@ class RunSummary(BaseModel):
     label_health_score: float = 1.0
     issue_counts: dict[str, int] = {}
     evaluation: dict[str, dict[str, float]] = {}  # trained_on -> {accuracy, macro_f1}
+    test_set: str = ""
     clean_table: str
+    model: str = ""
+    model_check: dict[str, float | bool | str] = {}  # estimate.ModelCheck as a dict
+    auto_fix: bool = True
+
+
+CHECK_COLUMNS = ("model_accuracy", "model_log_loss", "chance_accuracy", "chance_log_loss",
+                 "model_skill", "model_trusted", "model_warning")
+
+
+def check_row(check: ModelCheck | None) -> dict:
+    """The runs columns of the model check (empty when the user supplied pred_probs unchecked)."""
+    if check is None:
+        return {}
+    return {"model_accuracy": check.accuracy, "model_log_loss": check.log_loss,
+            "chance_accuracy": check.chance_accuracy, "chance_log_loss": check.chance_log_loss,
+            "model_skill": check.skill, "model_trusted": check.trusted,
+            "model_warning": check.warning}
+
+
+def column_rows(plan: FeaturePlan) -> list[tuple[str, str, str]]:
+    """(column, role, why) for every column the run considered: used ones and left-out ones."""
+    why = dict(plan.reasons)
+    used = [(c, plan.role_of(c), why.get(c, "")) for c in plan.used]
+    return used + [(c, "ignore", reason) for c, reason in plan.dropped]
 
 
 def cleanset_version() -> str:
@@ -335,7 +374,8 @@ def label_original_column(label: str, columns: list[str]) -> str:
 def write_run(
     db: Path, run_id: str, dataset: str, label: str, snapshot: Snapshot, decided: Decided,
     validation: Validation, detection: Detection, run_row: dict,
-    evaluation: Evaluation | None = None,
+    evaluation: Evaluation | None = None, screening: list[dict] | None = None,
+    columns: list[tuple[str, str, str]] | None = None,
 ) -> RunSummary:
     """Replace everything for run_id in one transaction and swap <dataset>_clean to this run.
 
@@ -357,6 +397,9 @@ def write_run(
             [run_id, dataset, detection.classes.path]) if detection.classes is not None else (
                 [], None)
         clean_sql, clean_params, types, left_out = clean_rows(con, snapshot, decided, label)
+        noted = {note.split(":")[0] for note in left_out}
+        left_out = [*left_out, *(f"{c}: {why}" for c, role, why in (columns or [])
+                                 if role == "ignore" and c not in noted)]
         clean_params[0] = run_id
         history_ddl, as_type = _history_plan(con, history_name, types)
         names = ", ".join(quote_ident(c) for c, _ in types)
@@ -389,6 +432,15 @@ def write_run(
                     "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[run_id, dataset, r["trained_on"], r["model"], r["test_set"], r["n_train"],
                       r["n_test"], r["accuracy"], r["macro_f1"]] for r in evaluation.rows])
+            if screening:
+                con.executemany(
+                    "INSERT INTO model_screening VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, dataset, r["model"], r["rows"], r["log_loss"], r["accuracy"],
+                      r["seconds"], r["projected_seconds"], r["within_budget"], r["chosen"]]
+                     for r in screening])
+            if columns:
+                con.executemany("INSERT INTO column_roles VALUES (?, ?, ?, ?, ?)",
+                                [[run_id, dataset, c, role, why] for c, role, why in columns])
             for ddl in history_ddl:
                 con.execute(ddl)
             con.execute(f"DELETE FROM {history} WHERE run_id = ?", [run_id])
@@ -425,7 +477,10 @@ def write_run(
         issue_counts={t: n for t, n, _ in detection.summary},
         evaluation={r["trained_on"]: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
                     for r in evaluation.rows} if evaluation else {},
-        clean_table=f"{dataset}_clean")
+        test_set=evaluation.test_set if evaluation else "",
+        clean_table=f"{dataset}_clean", model=run_row.get("model") or "",
+        model_check={k: run_row[k] for k in CHECK_COLUMNS if run_row.get(k) is not None},
+        auto_fix=bool(run_row.get("auto_fix", True)))
 
 
 @task(
@@ -438,6 +493,8 @@ def write_run(
 def publish(
     spec: DatasetSpec, snapshot: Snapshot, validation: Validation, detection: Detection,
     decided: Decided, model: str = "", evaluation: Evaluation | None = None,
+    check: ModelCheck | None = None, choice: ModelChoice | None = None,
+    design: Design | None = None,
 ) -> RunSummary:
     """Publish the run to DuckDB (never cached: the warehouse is the side effect)."""
     run_id = run_key(snapshot.source_sha256, spec.fingerprint(), decided.decisions_sha256)
@@ -451,9 +508,13 @@ def publish(
         "spec": json.dumps(spec.model_dump(mode="json")),
         "cleanset_version": cleanset_version(),
         "model": model,
+        "auto_fix": spec.policy.auto_fix,
+        **check_row(check),
     }
+    screening = [s.model_dump() for s in choice.screening] if choice else None
+    columns = column_rows(design.plan) if design else None
     summary = write_run(spec.db_path, run_id, spec.dataset_name, spec.label, snapshot, decided,
-                        validation, detection, run_row, evaluation)
+                        validation, detection, run_row, evaluation, screening, columns)
     get_run_logger().info("published run %s to %s: %d rows, %d clean, %d label issues",
                           run_id, spec.db, summary.n_rows, summary.n_clean_rows,
                           summary.n_label_issues)

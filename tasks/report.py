@@ -14,7 +14,7 @@ import base64
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,6 +91,8 @@ class ReportData:
     content_source: str  # where row content came from (or why there is none)
     evaluations: list[dict[str, Any]]
     reviews: dict[str, Any]
+    screening: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
@@ -157,6 +159,14 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
             data.evaluations = _dicts(con.execute(
                 "SELECT * EXCLUDE (run_id, dataset) FROM evaluations WHERE run_id = ? "
                 "ORDER BY model, test_set, trained_on DESC", [run_id]))
+        if "model_screening" in tables:
+            data.screening = _dicts(con.execute(
+                "SELECT * EXCLUDE (run_id, dataset) FROM model_screening WHERE run_id = ? "
+                "ORDER BY log_loss", [run_id]))
+        if "column_roles" in tables:
+            data.columns = _dicts(con.execute(
+                "SELECT column_name, role, reason FROM column_roles WHERE run_id = ? "
+                "ORDER BY role = 'ignore' DESC, role, column_name", [run_id]))
         if "review_decisions" in tables:
             data.reviews = _dicts(con.execute(
                 "SELECT count(*) AS n, count(DISTINCT row_id) AS n_rows, max(decided_at) AS "

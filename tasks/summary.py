@@ -22,7 +22,12 @@ FLAG_RE = re.compile(r"^is_(.+)_issue$")
 RUN_METRICS = (("rows", "n_rows"), ("clean rows", "n_clean_rows"),
                ("health score", "health_score"), ("label health score", "label_health_score"),
                ("relabelled", "n_relabelled"), ("to review", "n_review"),
-               ("decided by reviewers", "n_reviewed"))
+               ("decided by reviewers", "n_reviewed"),
+               ("model out-of-fold accuracy", "model_accuracy"),
+               ("chance accuracy (largest class)", "chance_accuracy"),
+               ("model out-of-fold log loss", "model_log_loss"),
+               ("chance log loss (class frequencies)", "chance_log_loss"),
+               ("model trusted to fix labels", "model_trusted"))
 
 
 def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
@@ -51,6 +56,8 @@ def _issue_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]
 def _change(now: object, before: object) -> object:
     if now is None or before is None:
         return ""
+    if isinstance(now, bool) or isinstance(before, bool):
+        return "" if now == before else f"{before} -> {now}"
     delta = now - before
     if isinstance(delta, float):
         return f"{delta:+.4f}"
@@ -69,7 +76,12 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
     prev_id = previous_run_id(con, run_id, dataset)
     prev = (_run_row(con, prev_id) or {}) if prev_id else {}
     table = [{"metric": "run id", "this run": run_id, "previous run": prev_id or "none",
-              "change": ""}]
+              "change": ""},
+             {"metric": "model", "this run": this.get("model") or "",
+              "previous run": prev.get("model") or "", "change": ""}]
+    if this.get("model_warning"):
+        table.append({"metric": "warning", "this run": this["model_warning"], "previous run": "",
+                      "change": ""})
     for label, col in RUN_METRICS:
         now, before = this.get(col), prev.get(col)
         table.append({"metric": label, "this run": _fmt(now), "previous run": _fmt(before),

@@ -7,7 +7,6 @@ from tasks.detect import issues_frame, label_issues, summarize
 from tasks.errors import CleansetError
 from tasks.estimate import (
     assemble,
-    choose_model,
     combine,
     first_pass_flags,
     fit_predict_fold,
@@ -15,7 +14,6 @@ from tasks.estimate import (
     supplied_probabilities,
 )
 from tasks.featurize import (
-    FeaturePlan,
     encode_labels,
     infer_roles,
     load_user_array,
@@ -74,9 +72,10 @@ def test_actions_follow_policy_and_most_severe_wins():
                            "is_invalid_issue": [False, False, True, True]})
     assert actions(issues, Policy(label="drop")).tolist() == ["drop", "keep", "drop", "drop"]
     # relabel without a (confident) suggestion falls back (default fallback: review)
-    assert actions(issues, Policy(invalid="keep")).tolist() == ["review", "keep", "review", "keep"]
-    assert actions(issues, Policy(invalid="keep", relabel_fallback="drop")).tolist() == [
-        "drop", "keep", "drop", "keep"]
+    assert actions(issues, Policy(label="relabel", invalid="keep")).tolist() == [
+        "review", "keep", "review", "keep"]
+    assert actions(issues, Policy(label="relabel", invalid="keep", relabel_fallback="drop")
+                   ).tolist() == ["drop", "keep", "drop", "keep"]
     assert actions(issues, Policy(label="review", invalid="keep")).tolist() == [
         "review", "keep", "review", "keep"]
 
@@ -88,27 +87,6 @@ def test_plant_noise_kinds_flip_exactly_the_rate():
         assert mask.sum() == 60 and (noisy[mask] != labels[mask]).all()
     noisy, mask = plant_noise(labels, 0.2, seed=3, kind="class_conditional")
     assert ((labels[mask] + 1) % 3 == noisy[mask]).all()
-
-
-def test_model_choice_follows_the_documented_rule():
-    tabular = infer_roles(blobs(), "label", [], [], None)
-    text_plan = FeaturePlan(text=("review",))
-    assert choose_model(tabular, 5_000).models == ("logreg",)
-    assert choose_model(tabular, 5_000).prune == "replace"
-    assert choose_model(tabular, 50_000).models == ("hgb",)
-    assert choose_model(tabular, 50_000, "ensemble").models == ("logreg", "hgb")
-    assert choose_model(tabular, 50_000).prune == "off"
-    assert choose_model(text_plan, 50_000).models == ("logreg", "nb")
-    assert choose_model(text_plan, 50_000).prune == "average"
-    mixed_text = FeaturePlan(text=("review",), numeric=("price",))
-    assert choose_model(mixed_text, 50_000).models == ("logreg",)  # nb needs non-negative input
-    forced = choose_model(tabular, 50_000, "hgb", "off")
-    assert (forced.models, forced.prune, forced.reason.startswith("set in config")) == (
-        ("hgb",), "off", True)
-    with pytest.raises(CleansetError, match="does not take text"):
-        choose_model(text_plan, 100, "hgb")
-    with pytest.raises(CleansetError, match="non-negative"):
-        choose_model(tabular, 100, "nb")
 
 
 def test_hgb_handles_categoricals_and_missing_values():

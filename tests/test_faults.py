@@ -61,13 +61,13 @@ def test_task_failing_on_first_attempt_is_retried_and_the_run_completes(workdir,
     monkeypatch.setattr(tasks.estimate, "fit_predict_fold", flaky)
     blobs(60).to_csv(workdir / "d.csv", index=False)
     spec = DatasetSpec(source="d.csv", label="label", db=str(workdir / "wh.duckdb"),
-                       prune="off")
+                       prune="off", model="logreg")
     state = clean_dataset(spec, return_state=True)
     assert state.is_completed() and failures == [0]
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-    fold0 = [r for r in runs if r.name == "estimate-logreg-fold-0"]
+    fold0 = [r for r in runs if r.name.startswith("estimate-logreg") and r.name.endswith("fold-0")]
     assert len(fold0) == 1 and fold0[0].run_count == 2 and fold0[0].state.is_completed()
     assert all(r.state.is_completed() for r in runs)
     with duckdb.connect(spec.db, read_only=True) as con:

@@ -56,14 +56,17 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     high_alcohol = np.flatnonzero(pd.read_csv(path)["alcohol"] > 14.5).tolist()
     with duckdb.connect(spec.db, read_only=True) as con:
         issues = con.execute("SELECT CAST(row_id AS INT), is_label_issue, given_label, "
-                             "suggested_label, suggested_label_confidence, label_score, action "
-                             "FROM issues ORDER BY 1").fetchall()
+                             "suggested_label, suggested_label_confidence, label_score, action, "
+                             "suggested_label_agreement FROM issues ORDER BY 1").fetchall()
+        check = con.execute("SELECT model_accuracy, chance_accuracy, model_log_loss, "
+                            "chance_log_loss, model_trusted FROM runs").fetchall()[0]
+        screened = con.execute("SELECT model, chosen FROM model_screening").fetchall()
+        roles = dict(con.execute("SELECT column_name, role FROM column_roles").fetchall())
         runs = con.execute("SELECT run_id, dataset, n_rows, n_clean_rows, n_label_issues, "
                            "source_sha256, status, health_score FROM runs").fetchall()
         n_clean = con.execute("SELECT count(*) FROM wine_clean").fetchall()[0][0]
-        kept_planted = con.execute("SELECT count(*) FROM wine_clean WHERE row_id IN "
-                                   f"({','.join(map(str, np.flatnonzero(mask)))}) "
-                                   "AND label = label_original").fetchall()
+        changed = con.execute("SELECT CAST(row_id AS INT), label FROM wine_clean "
+                              "WHERE label <> label_original").fetchall()
         relabelled = con.execute("SELECT count(*) FROM wine_clean c JOIN issues i ON "
                                  "CAST(c.row_id AS VARCHAR) = i.row_id WHERE i.action = "
                                  "'relabel' AND CAST(c.label AS VARCHAR) = i.suggested_label "
@@ -84,14 +87,19 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert [r[0] for r in invalid] == high_alcohol and len(high_alcohol) == 2
     assert not clean_ids & set(high_alcohol)
     assert all(row[6] == "drop" for row in issues if row[0] in high_alcohol)
-    # default policy: a label issue is relabelled when the suggestion is confident, else reviewed
-    assert all(row[6] == ("relabel" if row[4] >= 0.9 else "review") for row in issues
-               if row[1] and row[0] not in high_alcohol)
-    assert n_relabel > 0 and relabelled == n_relabel  # the clean table carries the new labels
+    # the model is checked against chance, and trusted on this easy data
+    assert check[0] > check[1] + 0.3 and check[2] < check[3] / 2 and check[4] is True
+    assert {m for m, _ in screened} >= {"logreg", "hgb", "knn"} and any(c for _, c in screened)
+    assert roles["alcohol"] == "numeric" and len(roles) == 13
+    # measured default: a trusted model's label issues are left out of the clean table (and wait
+    # in the review queue); no label is rewritten without a person
+    label_issue_ids = {row[0] for row in issues if row[1]}
+    assert all(row[6] == "drop" for row in issues if row[1])
+    assert not clean_ids & label_issue_ids
+    assert n_relabel == 0 and relabelled == 0 and changed == []
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
                      runs[0][5], "completed", runs[0][7])]
     assert n_clean == 178 - sum(row[6] == "drop" for row in issues)
-    assert kept_planted[0][0] < mask.sum() * 0.3  # planted errors left uncorrected in the output
     assert [t for (t,) in types] == sorted(
         ["label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label", "null",
          "class_imbalance", "non_iid", "underperforming_group", "invalid"])
@@ -109,9 +117,12 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     for never_cached in ("publish", "load-decisions", "run-artifacts", "report"):
         assert states.pop(next(n for n in states if n.startswith(never_cached))) == "Completed"
     assert set(states.values()) == {"Cached"}, states
-    # ingest, validate, featurize, choose-model, 5 folds, pred-probs, first-pass-flags,
-    # 5 second-pass folds, pred-probs, knn, detect, decide
-    assert len(states) == 20
+    stages = {n.rsplit("-", 1)[0] for n in states if not n.startswith("estimate-")}
+    assert stages == {"ingest", "validate", "featurize", "knn", "choose-model", "pred-probs",
+                      "check-model", "detect", "decide"}, stages
+    fitted = [m for m in first.model.split(" (")[0].replace("+", " ").split()
+              if m.split("*")[-1] != "knn"]
+    assert sum(n.startswith("estimate-") for n in states) == 5 * len(fitted)
     assert second.run_id == first.run_id
     with duckdb.connect(spec.db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchall() == [(1,)]
@@ -146,7 +157,24 @@ def test_rare_class_rows_are_flagged_for_review_not_fatal(workdir):
                            "WHERE is_class_imbalance_issue ORDER BY 1").fetchall()
         model = con.execute("SELECT model FROM runs").fetchall()[0][0]
     assert rows == [(0, "review", None), (1, "review", None), (2, "review", None)]
-    assert model.startswith("logreg, prune=replace")
+    assert "lowest log loss" in model
+
+
+def test_dry_run_publishes_findings_and_changes_nothing(noisy_wine, workdir):
+    path, mask = noisy_wine
+    spec = DatasetSpec(source=str(path), label="label", db=str(workdir / "w.duckdb"),
+                       policy={"auto_fix": False, "exact_duplicate": "drop"})
+    summary, _ = run(spec)
+    given = pd.read_csv(path)
+    with duckdb.connect(spec.db, read_only=True) as con:
+        clean = con.execute("SELECT * EXCLUDE (label_original) FROM wine_clean ORDER BY row_id"
+                            ).df()
+        actions = dict(con.execute("SELECT action, count(*) FROM issues GROUP BY ALL"
+                                   ).fetchall())
+        auto_fix = con.execute("SELECT auto_fix FROM runs").fetchall()[0][0]
+    assert summary.n_label_issues > 0 and auto_fix is False
+    assert set(actions) <= {"keep", "review"} and actions["review"] >= summary.n_label_issues
+    assert clean.drop(columns="row_id").reset_index(drop=True).equals(given)
 
 
 def _planted_blobs(workdir, n=240):
@@ -179,7 +207,7 @@ def test_embeddings_replace_the_columns(workdir):
     np.save(workdir / "emb.npy", frame[["x0", "x1", "x2", "x3"]].to_numpy())
     frame[["label"]].assign(note="same").to_csv(workdir / "b.csv", index=False)  # no features
     spec = DatasetSpec(source=str(workdir / "b.csv"), label="label", db=str(workdir / "w.duckdb"),
-                       embeddings=str(workdir / "emb.npy"))
+                       embeddings=str(workdir / "emb.npy"), model="logreg")
     run(spec)
     with duckdb.connect(spec.db, read_only=True) as con:
         flagged = con.execute("SELECT is_label_issue FROM issues ORDER BY CAST(row_id AS INT)"

@@ -108,15 +108,19 @@ def test_action_is_the_most_severe_policy_among_a_rows_flags(data, policy_values
     rng = np.random.default_rng(seed)
     frame = frame.assign(  # suggestions of random confidence, some rows without one
         suggested_label=np.where(rng.random(len(frame)) < 0.2, None, "a"),
-        suggested_label_confidence=rng.random(len(frame)).round(2))
-    policy = Policy(**policy_values, relabel_threshold=threshold, relabel_fallback=fallback)
+        suggested_label_confidence=rng.random(len(frame)).round(2),
+        suggested_label_agreement=rng.random(len(frame)).round(1))
+    policy = Policy(**policy_values, relabel_threshold=threshold, relabel_fallback=fallback,
+                    max_duplicate_share=1.0)  # the copies rule has its own test
     got = actions(frame, policy)
     for i in range(len(frame)):
         flagged = [t for t in types if frame[f"is_{t}_issue"].fillna(False).iloc[i]]
         wanted = [getattr(policy, t) for t in flagged]
         if "label" in flagged and policy.label == "relabel":
             confident = (pd.notna(frame["suggested_label"].iloc[i])
-                         and frame["suggested_label_confidence"].iloc[i] >= threshold)
+                         and frame["suggested_label_confidence"].iloc[i] >= threshold
+                         and frame["suggested_label_agreement"].iloc[i]
+                         >= policy.relabel_agreement)
             wanted[flagged.index("label")] = "relabel" if confident else fallback
         assert got.iloc[i] == max(wanted, key=SEVERITY.get, default="keep")
 
@@ -132,11 +136,13 @@ def test_exact_duplicates_keep_one_per_set_and_conflicts_need_two_labels(n, n_va
     labels = pd.Series(rng.integers(0, n_labels, n)).astype(str)
     out = exact_duplicates(features, labels)
     keys = (features["a"].fillna(-999).astype(str) + "|" + features["b"]).to_numpy()
-    groups = pd.Series(range(n)).groupby(keys)
-    assert int(out["is_exact_duplicate_issue"].sum()) == n - groups.ngroups
-    for _, members in groups:
+    copies = pd.Series(range(n)).groupby(keys + "|" + labels.to_numpy())
+    assert int(out["is_exact_duplicate_issue"].sum()) == n - copies.ngroups
+    for _, members in copies:  # a copy repeats the features and the label
         rows = members.to_numpy()
         assert (~out["is_exact_duplicate_issue"].to_numpy()[rows]).sum() == 1  # one copy kept
+    for _, members in pd.Series(range(n)).groupby(keys):
+        rows = members.to_numpy()
         conflicting = labels.iloc[rows].nunique() > 1
         assert (out["is_conflicting_label_issue"].to_numpy()[rows] == conflicting).all()
     assert ((out["conflicting_label_score"] > 0) & (out["conflicting_label_score"] <= 1)).all()

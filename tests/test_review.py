@@ -23,6 +23,7 @@ def issues_frame(**cols) -> pd.DataFrame:
     base = {"row_id": ["a", "b", "c", "d"], "given_label": ["x", "x", "y", "y"],
             "suggested_label": ["y", "y", "x", None],
             "suggested_label_confidence": [0.95, 0.5, 0.99, np.nan],
+            "suggested_label_agreement": [0.9, 1.0, 1.0, np.nan],
             "is_label_issue": pd.array([True, True, False, pd.NA], dtype="boolean"),
             "label_score": [0.01, 0.2, 0.9, np.nan],
             "is_outlier_issue": pd.array([False, False, True, False], dtype="boolean"),
@@ -32,16 +33,18 @@ def issues_frame(**cols) -> pd.DataFrame:
 
 
 def test_relabel_only_when_confident_else_fallback():
-    out = apply_policy(issues_frame(), Policy(relabel_threshold=0.9, relabel_fallback="review"))
+    out = apply_policy(issues_frame(), Policy(label="relabel", relabel_threshold=0.9,
+                                              relabel_fallback="review"))
     assert out["action"].tolist() == ["relabel", "review", "review", "keep"]
     assert out["final_label"].tolist()[:3] == ["y", "x", "y"]  # only the confident one changes
     assert (out["decided_by"] == "policy").all()
-    dropping = apply_policy(issues_frame(), Policy(relabel_fallback="drop", outlier="drop"))
+    dropping = apply_policy(issues_frame(), Policy(label="relabel", relabel_fallback="drop",
+                                                   outlier="drop"))
     assert dropping["action"].tolist() == ["relabel", "drop", "drop", "keep"]
     # drop beats relabel when a row has both issues
     both = apply_policy(issues_frame(is_outlier_issue=pd.array([True, False, True, False],
                                                                dtype="boolean")),
-                        Policy(outlier="drop"))
+                        Policy(label="relabel", outlier="drop"))
     assert both["action"].iloc[0] == "drop"
 
 

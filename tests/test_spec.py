@@ -37,4 +37,6 @@ def test_fingerprint_ignores_output_locations_but_not_settings():
 
 
 def test_policy_has_an_action_for_every_issue_type():
-    assert set(Policy.model_fields) - {"relabel_threshold", "relabel_fallback"} == set(ISSUE_TYPES)
+    settings = {"auto_fix", "relabel_threshold", "relabel_agreement", "relabel_fallback",
+                "max_duplicate_share"}
+    assert set(Policy.model_fields) - settings == set(ISSUE_TYPES)

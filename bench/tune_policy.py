@@ -1,0 +1,157 @@
+"""How the automatic-fix defaults were chosen: on the DESIGN half of bench/do_no_harm.py only.
+
+Reads the per-row results of a do_no_harm run (bench/results/do_no_harm_rows/<name>/) and
+replays the decision rule offline for a grid of settings:
+
+- relabel rule (tasks/decide.py `safe_relabel`): a flagged row is relabelled when the model is
+  trusted, the suggestion's confidence >= tau and the share of its neighbours carrying the
+  suggested label >= nu. Reported per setting: rows relabelled, wrong relabels (in total and on
+  the 0%-noise cases, where every relabel is wrong), relabel precision, and the worst case's
+  precision.
+- fallback for the other label issues (review keeps the row; drop leaves it out): test accuracy
+  of the peer's fixed model trained on the resulting clean data, against training on the data
+  as given and on the script's pruned data (the model is retrained here; same split as the
+  harness).
+
+The HELDOUT half is refused: its figures are reported by do_no_harm.py, never tuned on.
+
+    uv run --frozen python bench/tune_policy.py --rows design_v1 [--retrain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import pin_threads  # noqa: E402
+
+pin_threads()
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.datasets import DESIGN, load  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+TAUS = (0.8, 0.85, 0.9, 0.95, 0.98)
+NUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+THETAS = (0.02, 0.05, 0.1, 0.2)
+
+
+def cases(name: str) -> list[tuple[str, str, pd.DataFrame, dict]]:
+    """(dataset, noise, rows, run facts) of a do_no_harm run, design half only."""
+    meta = json.loads((RESULTS / f"{name}.json").read_text())
+    out = []
+    for row in meta["rows"]:
+        if row["dataset"] not in DESIGN:
+            continue  # never look at the held-out half here
+        path = RESULTS / "do_no_harm_rows" / name / f"{row['dataset']}__{row['noise']}.parquet"
+        out.append((row["dataset"], row["noise"], pd.read_parquet(path), row))
+    return out
+
+
+def relabel_mask(rows: pd.DataFrame, trusted: bool, tau: float, nu: float) -> np.ndarray:
+    if not trusted:
+        return np.zeros(len(rows), dtype=bool)
+    flag = rows["is_label_issue"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    conf = rows["suggested_label_confidence"].astype(float).fillna(0).to_numpy()
+    agree = rows["suggested_label_agreement"].astype(float).fillna(0).to_numpy()
+    differs = rows["suggested_label"].astype(str).to_numpy() != rows["given_label"].astype(
+        str).to_numpy()
+    return flag & (conf >= tau) & (agree >= nu) & differs
+
+
+def relabel_grid(all_cases: list) -> pd.DataFrame:
+    table = []
+    for tau in TAUS:
+        for nu in NUS:
+            n = wrong = wrong_clean = 0
+            worst = 1.0
+            for _, noise, rows, row in all_cases:
+                trusted = bool(row.get("model_check", {}).get("model_trusted", True))
+                m = relabel_mask(rows, trusted, tau, nu)
+                right = rows["suggested_label"].astype(str).to_numpy()[m] == rows[
+                    "true_label"].astype(str).to_numpy()[m]
+                n += int(m.sum())
+                wrong += int((~right).sum())
+                wrong_clean += int((~right).sum()) if noise == "none" else 0
+                if m.sum():
+                    worst = min(worst, float(right.mean()))
+            table.append({"tau": tau, "nu": nu, "relabelled": n, "wrong": wrong,
+                          "wrong_at_0pct": wrong_clean,
+                          "precision": (n - wrong) / n if n else float("nan"),
+                          "worst_case_precision": worst})
+    return pd.DataFrame(table)
+
+
+def retrain(all_cases: list, tau: float, nu: float) -> pd.DataFrame:
+    """Test accuracy of the peer's model trained on the clean data of each fallback."""
+    from bench.do_no_harm import prepare, test_accuracy
+
+    out = []
+    splits: dict[str, dict] = {}
+    for name, noise, rows, row in all_cases:
+        if name not in splits:
+            splits[name] = prepare(load(name))
+        split = splits[name]
+        ds_kind, plan = row["kind"], split["plan"]
+        x_train, x_test = split["x_train"], split["x_test"]
+        y_test = split["classes"][split["y_test"]]
+        trusted = bool(row.get("model_check", {}).get("model_trusted", True))
+        given = rows["given_label"].astype(str).to_numpy()
+        flag = rows["is_label_issue"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        relabel = relabel_mask(rows, trusted, tau, nu)
+        final = np.where(relabel, rows["suggested_label"].astype(str).to_numpy(), given)
+        everything = np.ones(len(rows), bool)
+        variants = {
+            "given": (everything, given),
+            "script_pruned": (~rows["script_flag"].to_numpy(dtype=bool), given),
+            "relabel+review": (everything, final),
+            "relabel+drop": (~(flag & ~relabel) if trusted else everything, final),
+            "drop": (~flag if trusted else everything, given),
+            "drop_untrusted_too": (~flag, given),
+        }
+        score = rows["label_score"].astype(float).fillna(1.0).to_numpy()
+        for theta in THETAS:
+            variants[f"drop<{theta}"] = (~(flag & (score < theta)) if trusted else everything,
+                                         given)
+        acc = {k: test_accuracy(x_train[keep], lab[keep], x_test, y_test, plan, ds_kind)
+               for k, (keep, lab) in variants.items()}
+        out.append({"dataset": name, "noise": noise,
+                    "skill": row.get("model_check", {}).get("model_skill"), **acc})
+        print(f"{name:16s} {noise:17s} " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()),
+              flush=True)
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", required=True, help="the do_no_harm --out name to read")
+    parser.add_argument("--retrain", action="store_true", help="also compare fallbacks")
+    parser.add_argument("--tau", type=float, default=0.95)
+    parser.add_argument("--nu", type=float, default=0.8)
+    args = parser.parse_args()
+    all_cases = cases(args.rows)
+    print(f"{len(all_cases)} design cases from {args.rows}")
+    grid = relabel_grid(all_cases)
+    pd.set_option("display.width", 160)
+    print(grid.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.retrain:
+        table = retrain(all_cases, args.tau, args.nu)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        cols = ["given", "script_pruned", "relabel+review", "relabel+drop", "drop",
+                "drop_untrusted_too", *(f"drop<{t}" for t in THETAS)]
+        print("mean:", table[cols].mean().round(4).to_dict())
+        for c in cols[2:]:
+            print(f"{c}: below given on {(table[c] < table['given']).sum()} cases, worst "
+                  f"{(table[c] - table['given']).min():+.3f}")
+            print(f"{c}: below script_pruned on {(table[c] < table['script_pruned']).sum()} of "
+                  f"{len(table)} cases, worst {(table[c] - table['script_pruned']).min():+.3f}")
+
+
+if __name__ == "__main__":
+    main()

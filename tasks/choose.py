@@ -1,0 +1,283 @@
+"""choose-model: pick the model family for this dataset by measurement, within a time budget.
+
+Confident learning consumes probabilities, so candidates are compared by out-of-sample log loss
+(not accuracy) on a stratified sample of the dataset itself: a few cross-validated fits per
+candidate. The candidates are regularised logistic regression (three strengths),
+HistGradientBoosting, multinomial naive Bayes (text / one-hot data only) and k-nearest
+neighbours on the run's dense embedding. The best family within the budget is used for the full
+K-fold pass; a weighted mean with the best candidate of another family replaces it when that
+measures clearly better on the same sample. The projected cost of the full pass (seconds per
+training row on the sample, scaled to the data) decides what fits the budget, so wide data only
+goes to a slow family when the budget allows it and the measurement says it pays.
+
+Nothing here was tuned on the benchmark's held-out datasets (bench/do_no_harm.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict
+from sklearn.model_selection import StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+
+from tasks.caching import STAGE_CACHE
+from tasks.errors import CleansetError, is_retryable
+from tasks.estimate import combine, family, fit_predict, knn_smooth, log_loss
+from tasks.featurize import Design, FeaturePlan
+
+MODEL_CHOICES = ("auto", "logreg", "hgb", "nb", "knn", "ensemble")
+PRUNE_CHOICES = ("auto", "off", "replace", "average")
+SAMPLE_ROWS = 2_000  # screening sample (stratified); 3-fold CV on it
+SCREEN_FOLDS = 3
+ENSEMBLE_GAIN = 0.02  # a combination must lower the best log loss by 2% to replace it
+DEFAULT_BUDGET_FLOOR = 30.0  # seconds of model fitting any run may spend
+BUDGET_VS_LINEAR = 3.0  # ... or this many times the projected cost of logistic regression
+
+Prune = Literal["off", "replace", "average"]
+
+
+class Screened(BaseModel):
+    """One candidate's measurement on the screening sample."""
+
+    model_config = ConfigDict(frozen=True)
+    model: str
+    rows: int
+    log_loss: float
+    accuracy: float
+    seconds: float  # screening fits and predictions
+    projected_seconds: float  # the full K-fold pass, scaled from the screening cost
+    within_budget: bool
+    chosen: bool = False
+
+
+class ModelChoice(BaseModel):
+    """Which models estimate the probabilities (weighted), whether to prune, and why."""
+
+    model_config = ConfigDict(frozen=True)
+    models: tuple[str, ...]
+    weights: tuple[float, ...] = ()
+    prune: Prune = "off"
+    reason: str
+    screening: tuple[Screened, ...] = ()
+    budget_seconds: float | None = None
+
+    @property
+    def label(self) -> str:
+        if len(self.models) > 1 and self.weights:
+            body = " + ".join(f"{w:.2f}*{m}" for m, w in zip(self.models, self.weights,
+                                                             strict=True))
+        else:
+            body = "+".join(self.models)
+        return body + ("" if self.prune == "off" else f", prune={self.prune}")
+
+    @property
+    def fitted(self) -> tuple[str, ...]:
+        """The models fitted per fold (knn comes from the shared graph, not from folds)."""
+        return tuple(m for m in self.models if m != "knn")
+
+
+def candidates(plan: FeaturePlan, has_embedding: bool) -> list[str]:
+    """The candidate models this data admits."""
+    out = ["logreg-c0.1", "logreg", "logreg-c10"]
+    if not plan.text:
+        out.append("hgb")  # trees on TF-IDF are slow and weak: text goes to linear / nb / knn
+    if not (plan.numeric or plan.datetime or plan.high_cardinality):
+        out.append("nb")  # needs non-negative features: TF-IDF and one-hot only
+    if has_embedding:
+        out.append("knn")
+    return out
+
+
+def stratified_sample(y: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """Positions of a stratified sample of `rows` rows (every class kept when possible)."""
+    n = len(y)
+    if n <= rows:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        take = max(min(len(members), SCREEN_FOLDS), int(round(rows * len(members) / n)))
+        picked.append(rng.choice(members, size=min(take, len(members)), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+PROBE_ROWS = 300
+
+
+def probe_seconds(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
+                  seed: int) -> float:
+    """Seconds per training row of one fit on a small stratified sample (at least one row of
+    every class present)."""
+    rows = stratified_sample(y, PROBE_ROWS, seed)
+    started = time.perf_counter()
+    fit_predict(inputs[model], y, rows, rows[:10], n_classes, model, plan, seed,
+                inputs.get("high"))
+    return (time.perf_counter() - started) / len(rows)
+
+
+def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
+               seed: int, knn_k: int) -> tuple[np.ndarray, float]:
+    """Out-of-sample probabilities of one candidate on the sample (3-fold CV) and the seconds."""
+    started = time.perf_counter()
+    splitter = StratifiedKFold(n_splits=SCREEN_FOLDS, shuffle=True, random_state=seed)
+    out = np.zeros((len(y), n_classes), dtype=np.float32)
+    for train, test in splitter.split(np.zeros(len(y)), y):
+        if model == "knn":
+            emb = inputs["knn"]
+            k = min(knn_k, len(train) - 1)
+            clf = KNeighborsClassifier(n_neighbors=k, metric="cosine" if emb.shape[1] > 3
+                                       else "euclidean", algorithm="brute")
+            clf.fit(emb[train], y[train])
+            _, idx = clf.kneighbors(emb[test])
+            out[test] = knn_smooth(y[train][idx], n_classes, np.bincount(y[train],
+                                                                          minlength=n_classes))
+        else:
+            X = inputs[model]
+            out[test] = fit_predict(X, y, train, test, n_classes, model, plan, seed,
+                                    inputs.get("high"))
+    return out, time.perf_counter() - started
+
+
+def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray
+         ) -> tuple[tuple[str, ...], tuple[float, ...], str]:
+    """The best candidate within budget by log loss, or a weighted pair when it is clearly
+    better. Returns (models, weights, reason)."""
+    ok = sorted((r for r in results if r.within_budget and r.model in probs),
+                key=lambda r: r.log_loss)
+    if not ok:
+        ok = sorted((r for r in results if r.model in probs),
+                    key=lambda r: r.projected_seconds)[:1]
+    best = ok[0]
+    reason = f"lowest log loss on a {best.rows:,}-row sample ({best.log_loss:.3f})"
+    others = [r for r in ok if family(r.model) != family(best.model)]
+    if not others:
+        return (best.model,), (1.0,), reason
+    second = others[0]
+    pair = None
+    for w in (0.25, 0.5, 0.75):
+        mixed = combine([probs[best.model], probs[second.model]], (w, 1 - w))
+        loss = log_loss(y, mixed)
+        if pair is None or loss < pair[1]:
+            pair = (w, loss)
+    w, loss = pair
+    if loss < best.log_loss * (1 - ENSEMBLE_GAIN):
+        return ((best.model, second.model), (w, round(1 - w, 2)),
+                f"{w:.2f}/{1 - w:.2f} mix of the two best families: log loss {loss:.3f} vs "
+                f"{best.log_loss:.3f} alone on a {best.rows:,}-row sample")
+    return (best.model,), (1.0,), reason
+
+
+def choose_model(
+    inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan, n_folds: int,
+    model: str = "auto", prune: str = "auto", budget: float | None = None, seed: int = 0,
+    knn_k: int = 10, sample_rows: int = SAMPLE_ROWS,
+) -> ModelChoice:
+    """Screen the candidates on a sample of the data and choose (see the module docstring).
+
+    `inputs` maps a model name to its input over all scored rows (featurize.model_inputs plus
+    "knn": the dense embedding); `model` other than auto restricts the candidates to that
+    family (`ensemble`: the best pair of families, whatever it measures)."""
+    if model not in MODEL_CHOICES:
+        raise CleansetError(f"unknown model {model!r}; choose one of {', '.join(MODEL_CHOICES)}")
+    if prune not in PRUNE_CHOICES:
+        raise CleansetError(f"unknown prune mode {prune!r}; choose one of "
+                            f"{', '.join(PRUNE_CHOICES)}")
+    admitted = candidates(plan, "knn" in inputs)
+    if model not in ("auto", "ensemble"):
+        if model == "nb" and "nb" not in admitted:
+            raise CleansetError("model 'nb' needs non-negative features (TF-IDF, one-hot) and "
+                                "the data has numeric columns; use 'logreg' or 'auto'")
+        if model == "hgb" and "hgb" not in admitted:
+            raise CleansetError("model 'hgb' does not take text columns; use 'logreg' (TF-IDF) "
+                                "or 'auto' for data with --text columns")
+        if model == "knn" and "knn" not in admitted:
+            raise CleansetError("model 'knn' needs the kNN embedding, which this run has not "
+                                "built")
+        admitted = [m for m in admitted if family(m) == model]
+    sample = stratified_sample(y, sample_rows, seed)
+    ys = y[sample]
+    n = len(y)
+    train_rows = max(1.0, len(sample) * (SCREEN_FOLDS - 1) / SCREEN_FOLDS)
+    full_rows = n_folds * n * (n_folds - 1) / n_folds  # rows fitted by the full K-fold pass
+    results, probs = [], {}
+    for m in admitted:
+        part = {m: _rows(inputs[m], sample)}
+        if "high" in inputs:
+            part["high"] = inputs["high"][sample]
+        if m != "knn" and budget is not None:
+            # a probe fit on a few hundred rows says what screening and the full pass would cost;
+            # a candidate that cannot fit the budget is not screened at all
+            per_row = probe_seconds(m, part, ys, n_classes, plan, seed)
+            if per_row * full_rows > budget:
+                results.append(dict(model=m, rows=len(sample), log_loss=float("nan"),
+                                    accuracy=float("nan"), seconds=0.0,
+                                    projected_seconds=per_row * full_rows))
+                continue
+        p, seconds = screen_one(m, part, ys, n_classes, plan, seed, knn_k)
+        probs[m] = p
+        per_row = seconds / (SCREEN_FOLDS * train_rows)
+        projected = 0.0 if m == "knn" else per_row * full_rows
+        results.append(dict(model=m, rows=len(sample), log_loss=log_loss(ys, p),
+                            accuracy=float((p.argmax(1) == ys).mean()), seconds=seconds,
+                            projected_seconds=projected))
+        if m == "logreg" and budget is None:  # the default budget follows the linear model
+            budget = max(DEFAULT_BUDGET_FLOOR, BUDGET_VS_LINEAR * projected)
+    if budget is None:
+        budget = DEFAULT_BUDGET_FLOOR
+    if not probs:  # nothing fits the budget: the cheapest candidate still has to run
+        cheapest = min(results, key=lambda r: r["projected_seconds"])
+        part = {cheapest["model"]: _rows(inputs[cheapest["model"]], sample)}
+        if "high" in inputs:
+            part["high"] = inputs["high"][sample]
+        p, seconds = screen_one(cheapest["model"], part, ys, n_classes, plan, seed, knn_k)
+        probs[cheapest["model"]] = p
+        cheapest.update(log_loss=log_loss(ys, p), accuracy=float((p.argmax(1) == ys).mean()),
+                        seconds=seconds)
+    screened = [Screened(**r, within_budget=r["projected_seconds"] <= budget) for r in results]
+    if model == "ensemble":
+        screened = [s.model_copy(update={"within_budget": True}) for s in screened]
+    models, weights, reason = pick(screened, probs, ys)
+    if model == "ensemble" and len(models) == 1:
+        others = sorted((s for s in screened if family(s.model) != family(models[0])
+                         and s.model in probs), key=lambda s: s.log_loss)
+        if others:
+            models, weights = (models[0], others[0].model), (0.5, 0.5)
+            reason = "set in config (ensemble): the two best families, equal weights"
+    elif model != "auto":
+        reason = f"set in config ({model}); {reason}"
+    screened = [s.model_copy(update={"chosen": s.model in models}) for s in screened]
+    return ModelChoice(models=models, weights=weights,
+                       prune="off" if prune == "auto" else prune, reason=reason,
+                       screening=tuple(screened), budget_seconds=round(budget, 1))
+
+
+def _rows(X, positions: np.ndarray):  # noqa: ANN001, ANN202 - matrix, frame or array
+    return X.iloc[positions].reset_index(drop=True) if isinstance(X, pd.DataFrame) else (
+        X[positions])
+
+
+@task(name="choose-model", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
+      retry_condition_fn=is_retryable)
+def choose(design: Design, snapshot, neighbours, model: str, prune: str,  # noqa: ANN001
+           budget: float | None, seed: int, knn_k: int) -> ModelChoice:
+    """Screen the candidate models on a sample of this dataset and log the choice."""
+    from tasks.estimate import design_inputs
+
+    inputs = design_inputs(snapshot, design)
+    if neighbours is not None:
+        inputs["knn"] = neighbours.embedding.read()
+    choice = choose_model(inputs, design.labels.read(), len(design.classes), design.plan,
+                          design.n_folds, model, prune, budget, seed, knn_k)
+    logger = get_run_logger()
+    for s in choice.screening:
+        logger.info("screened %-12s log loss %.3f, accuracy %.3f, %.1f s (full pass ~%.0f s%s)",
+                    s.model, s.log_loss, s.accuracy, s.seconds, s.projected_seconds,
+                    "" if s.within_budget else ", over budget")
+    logger.info("model: %s (%s)", choice.label, choice.reason)
+    return choice

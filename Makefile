@@ -22,8 +22,11 @@ demo: setup
 
 # What CI runs (.ci/run). Installs nothing outside .venv/: without chromium the report's
 # screenshot test is skipped, saying why (`make setup-chromium` to run it).
+# One OpenMP/BLAS thread per process unless set: an OpenMP pool that meets another busy process
+# spin-waits (a HistGradientBoosting fit went from 1.4 s to 29 s that way on a shared machine).
 test: setup
-	$(UV) run --frozen pytest
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} \
+		MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(UV) run --frozen pytest
 
 # The inner loop: tests that start no Prefect server, flow run or other process (under a minute;
 # tests/conftest.py marks the others `slow`). The slowest tests are listed at the end. One

@@ -37,7 +37,6 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from bench.loaders import LOADERS  # noqa: E402
 from tasks.choose import candidates, choose_model  # noqa: E402
 from tasks.estimate import model_inputs, out_of_fold_probs  # noqa: E402
-from tasks.knn import dense_embedding, knn_graph  # noqa: E402
 from tasks.featurize import (  # noqa: E402
     build_transformer,
     encode_labels,
@@ -45,6 +44,7 @@ from tasks.featurize import (  # noqa: E402
     plan_folds,
     prepare_frame,
 )
+from tasks.knn import dense_embedding, knn_graph  # noqa: E402
 from tasks.sample import plant_noise, precision_recall  # noqa: E402
 
 NOISES = (("symmetric", 0.1), ("symmetric", 0.3), ("class_conditional", 0.2))

@@ -306,6 +306,21 @@ def embedding_plan(dim: int) -> FeaturePlan:
     return FeaturePlan(numeric=tuple(f"emb_{i}" for i in range(dim)))
 
 
+def refuse_continuous_label(labels: pd.Series, label: str) -> None:
+    """A numeric label with many distinct values is a regression target: taken as classes it would
+    give one tiny class per value and say nothing useful. Refused with what was seen (regression
+    support is planned, issue 16)."""
+    if not pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
+        return
+    distinct = labels.nunique()
+    if distinct > 30 and distinct > 0.2 * len(labels):
+        raise CleansetError(
+            f"label column {label!r} holds {distinct:,} distinct numbers in {len(labels):,} rows "
+            f"(e.g. {', '.join(map(str, labels.head(3).tolist()))}): it looks like a regression "
+            "target, and cleanset checks class labels only (regression is planned). Bin it into "
+            "classes (e.g. quantiles) in your data, or choose the class column with --label")
+
+
 def design(
     df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, group: str | None = None,
@@ -328,6 +343,7 @@ def design(
     keep = np.ones(len(df), dtype=bool)
     keep[quarantined] = False
     keep &= df[label].notna().to_numpy()
+    refuse_continuous_label(df[label][keep], label)
     rare = rare_classes(df[label][keep], n_folds)
     is_rare = keep & df[label].map(lambda v: v is not None and _label_text(v) in rare,
                                    na_action="ignore").fillna(False).to_numpy(dtype=bool)

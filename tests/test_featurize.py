@@ -115,3 +115,13 @@ def test_fewer_than_two_scorable_classes_is_a_message():
                        "label": ["a"] * 10 + ["rare"] * 3})
     with pytest.raises(CleansetError, match=r"fewer than two classes.*'rare' \(3 rows\)"):
         design(df, "label", "row_id", np.array([], dtype=int), [], None, 5, 0)
+
+
+def test_a_regression_target_is_refused_with_what_was_seen():
+    from tasks.featurize import refuse_continuous_label
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(CleansetError, match=r"'target' holds 200 distinct numbers in 200 rows"):
+        refuse_continuous_label(pd.Series(rng.normal(size=200)), "target")
+    refuse_continuous_label(pd.Series(rng.integers(0, 11, 500)), "grade")  # ordinal: fine
+    refuse_continuous_label(pd.Series([f"c{i}" for i in range(300)]), "name")  # text: not here

@@ -126,8 +126,8 @@ def clean(data: pd.DataFrame | str | os.PathLike, label: str | None = None, *,
     resolve_source(spec.source)  # fail fast, before any server starts
     if spec.test:
         resolve_source(spec.test)
-    summary, flow_run_id = _run(spec, refresh, runner, address)
-    issues, clean_rows = read_run(summary)
+    summary = _run(spec, refresh, runner, address)
+    issues, clean_rows, flow_run_id = read_run(summary)
     from tasks.report import report_path
 
     page = report_path(Path(summary.db), summary.dataset, summary.run_id)
@@ -158,7 +158,7 @@ def frame_file(frame: pd.DataFrame, work: Path) -> Path:
                             "column named there to one type (e.g. .astype(str))") from None
 
 
-def _run(spec, refresh: bool, runner: str, address: str | None) -> tuple[RunSummary, str]:  # noqa: ANN001
+def _run(spec, refresh: bool, runner: str, address: str | None) -> RunSummary:  # noqa: ANN001
     """The flow run, reporting to the configured Prefect API or to a kept local server."""
     from flows.local_server import kept_server, reporting_to, wanted
     from flows.runners import task_runner
@@ -169,15 +169,13 @@ def _run(spec, refresh: bool, runner: str, address: str | None) -> tuple[RunSumm
     server = kept_server() if not PREFECT_API_URL.value() and wanted() else None
     from flows.clean import clean_dataset
 
-    with reporting_to(server, stop=False):
-        state = clean_dataset.with_options(task_runner=chosen)(spec, refresh=refresh,
-                                                               return_state=True)
-        summary = state.result()  # raises the run's error (a CleansetError as itself)
-    return summary, str(state.state_details.flow_run_id or "")
+    with reporting_to(server, stop=False):  # raises the run's error (a CleansetError as itself)
+        return clean_dataset.with_options(task_runner=chosen)(spec, refresh=refresh)
 
 
-def read_run(summary: RunSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """This run's issues (input row order) and clean rows, read back from the warehouse."""
+def read_run(summary: RunSummary) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """This run's issues (input row order), clean rows and Prefect flow run id, read back from
+    the warehouse."""
     import duckdb
 
     from tasks.warehouse import quote_ident
@@ -185,6 +183,8 @@ def read_run(summary: RunSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
     with duckdb.connect(summary.db, read_only=True) as con:
         issues = con.execute("SELECT * EXCLUDE (run_id, dataset) FROM issues WHERE run_id = ? "
                              "ORDER BY rowid", [summary.run_id]).df()
+        flow_run_id = con.execute("SELECT flow_run_id FROM runs WHERE run_id = ?",
+                                  [summary.run_id]).fetchall()[0][0] or ""
         latest = con.execute(
             "SELECT run_id FROM runs WHERE dataset = ? AND status = 'completed' "
             "ORDER BY finished_at DESC LIMIT 1", [summary.dataset]).fetchall()
@@ -195,4 +195,4 @@ def read_run(summary: RunSummary) -> tuple[pd.DataFrame, pd.DataFrame]:
             clean_rows = con.execute(f"SELECT * EXCLUDE (run_id) FROM {history} WHERE "
                                      "run_id = ?", [summary.run_id]).df().dropna(axis=1,
                                                                                 how="all")
-    return issues, clean_rows
+    return issues, clean_rows, flow_run_id

@@ -3,10 +3,13 @@ temporary Prefect server (tests/conftest.py), real DuckDB, GX and cleanlab."""
 
 from __future__ import annotations
 
+import asyncio
+
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from prefect.client.orchestration import get_client
 
 import cleanset
 from cleanset.api import frame_file
@@ -46,8 +49,9 @@ def test_clean_a_dataframe_then_again_from_cache(noisy_blobs, workdir):
     assert {*frame.columns, "row_id", "label_original"} == set(result.clean.columns)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM dataframe_clean").fetchall()[0][0] == len(kept)
-        flow_run_id = con.execute("SELECT flow_run_id FROM runs").fetchall()[0][0]
-    assert flow_run_id == result.flow_run_id
+    with get_client(sync_client=True) as client:  # the run is on the Prefect server (its UI)
+        flow_run = client.read_flow_run(result.flow_run_id)
+    assert flow_run.name == "clean-dataframe" and flow_run.state.is_completed()
     # the frame became a content-addressed Parquet file under the work folder
     assert [p.parent.name for p in (workdir / "work" / "frames").glob("*.parquet")] == ["frames"]
     assert result.report_path is not None and result.report_path.exists()
@@ -60,8 +64,12 @@ def test_clean_a_dataframe_then_again_from_cache(noisy_blobs, workdir):
         assert figure in page, figure
     assert "CleanResult(dataset='dataframe'" in repr(result)
 
-    # the same frame (a copy): the same file, every cacheable stage from the cache, same run
-    again = cleanset.clean(frame.copy(), label="label", db=str(db), model="logreg")
+    # the same frame (a copy): the same file, every cacheable stage from the cache, same run;
+    # called inside a running event loop, as a Jupyter cell is
+    async def cell() -> cleanset.CleanResult:
+        return cleanset.clean(frame.copy(), label="label", db=str(db), model="logreg")
+
+    again = asyncio.run(cell())
     assert again.run_id == result.run_id and again.flow_run_id != result.flow_run_id
     states = task_states(again.flow_run_id)
     for never_cached in ("publish", "load-decisions", "run-artifacts", "report"):

@@ -75,7 +75,7 @@ def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",
               address: str | None = None):
     """Run the cleaning flow with a live status line; user errors become a message and a
     non-zero exit."""
-    from flows.local_server import LocalServer, wanted
+    from flows.local_server import LocalServer, reporting_to, wanted
     from flows.runners import task_runner
     from tasks.errors import CleansetError
 
@@ -84,8 +84,6 @@ def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",
     except CleansetError as exc:
         _fail(str(exc))
     server = LocalServer() if wanted() else None  # boots while the libraries below import
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from flows.clean import clean_dataset
 
     clean_dataset = clean_dataset.with_options(task_runner=chosen)
@@ -99,19 +97,14 @@ def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",
         with progress:
             for logger in loggers:
                 logger.addHandler(watcher)
-            if server is None:
-                return clean_dataset(spec, refresh=refresh)
-            progress.update(line, description="starting a local Prefect server ...")
-            server.wait()
-            with temporary_settings({PREFECT_API_URL: server.url}):
+            with reporting_to(server, lambda: progress.update(
+                    line, description="starting a local Prefect server ...")):
                 return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         _fail(str(exc))
     finally:
         for logger in loggers:
             logger.removeHandler(watcher)
-        if server is not None:
-            server.stop()
 
 
 def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001

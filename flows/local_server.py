@@ -1,4 +1,5 @@
-"""A temporary local Prefect API server for CLI runs without PREFECT_API_URL.
+"""A temporary local Prefect API server for runs without PREFECT_API_URL (the CLI and
+`cleanset.clean`).
 
 Prefect starts the same server itself on first use, but only then, and after importing its server
 package: about 8 s of a 14 s run on small data. Starting the process first lets it boot while the
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -94,3 +97,37 @@ class LocalServer:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+@contextmanager
+def reporting_to(server: LocalServer | None, waiting: Callable[[], None] | None = None,
+                 stop: bool = True) -> Iterator[None]:
+    """Run the body with Prefect's API at `server` (None: the API already configured). Waits
+    for the server to answer (calling `waiting` first, e.g. to say so), and stops it after the
+    body unless `stop` is False (a server kept for the life of the process)."""
+    if server is None:
+        yield
+        return
+    try:
+        if waiting is not None:
+            waiting()
+        server.wait()
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: server.url}):
+            yield
+    finally:
+        if stop:
+            server.stop()
+
+
+_kept: LocalServer | None = None
+
+
+def kept_server() -> LocalServer:
+    """One server for the life of this process (a notebook's kernel): started on first use and
+    stopped at exit, so a second run does not pay the server's start-up again."""
+    global _kept
+    if _kept is None or _kept.process.poll() is not None:
+        _kept = LocalServer()
+    return _kept

@@ -37,7 +37,8 @@ def test_fold_tasks_run_on_a_dask_cluster(workdir, monkeypatch):
         with get_task_stream(client) as stream:
             result = CliRunner().invoke(app, [
                 "run", "onDask.csv", "--label", "label", "--db", "wh.duckdb", "--quiet",
-                "--model", "logreg", "--prune", "replace", "--runner", "dask", "--address", cluster.scheduler_address])
+                "--model", "logreg", "--prune", "replace", "--runner", "dask",
+                "--address", cluster.scheduler_address])
         assert result.exit_code == 0, result.output
         ran_on_dask = len(stream.data)
     with get_client(sync_client=True) as api:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import stage
 from tasks.detect import Detection
 from tasks.featurize import match_decisions
-from tasks.spec import ISSUE_TYPES, RELABEL_TYPES, Policy
+from tasks.issue_types import ISSUE_TYPES, RELABEL_TYPES
+from tasks.spec import Policy
 from tasks.store import TableRef, write_table
 
 # Most severe first wins when a row has several issues.

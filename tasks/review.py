@@ -21,8 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.caching import stage
 from tasks.decide import DECISIONS
 from tasks.errors import CleansetError
+from tasks.issue_types import ISSUE_TYPES
 from tasks.publish import transaction
-from tasks.spec import ISSUE_TYPES
 from tasks.store import TableRef, write_table
 from tasks.warehouse import (
     column_names,

@@ -20,13 +20,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
-from tasks.caching import STAGE_CACHE
-from tasks.errors import CleansetError, is_retryable
+from tasks.caching import stage
+from tasks.errors import CleansetError
 from tasks.estimate import combine, family, fit_predict, knn_smooth, log_loss
 from tasks.featurize import Design, FeaturePlan
 
@@ -262,8 +262,7 @@ def _rows(X, positions: np.ndarray):  # noqa: ANN001, ANN202 - matrix, frame or 
         X[positions])
 
 
-@task(name="choose-model", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=is_retryable)
+@stage("choose-model")
 def choose(design: Design, snapshot, neighbours, model: str, prune: str,  # noqa: ANN001
            budget: float | None, seed: int, knn_k: int) -> ModelChoice:
     """Screen the candidate models on a sample of this dataset and log the choice."""

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from tasks.caching import STAGE_CACHE
+from tasks.caching import stage
 from tasks.detect import Detection
-from tasks.errors import is_retryable
 from tasks.featurize import match_decisions
-from tasks.spec import ISSUE_TYPES, RELABEL_TYPES, Policy
+from tasks.issue_types import ISSUE_TYPES, RELABEL_TYPES
+from tasks.spec import Policy
 from tasks.store import TableRef, write_table
 
 # Most severe first wins when a row has several issues.
@@ -123,8 +123,7 @@ def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None
     return out, orphans
 
 
-@task(name="decide", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=is_retryable)
+@stage("decide")
 def decide(detection: Detection, policy: Policy, decisions: TableRef | None, work_dir: str,
            trusted: bool = True) -> Decided:
     """Add `action`, `final_label`, `decided_by` to the issues frame: policy, then decisions.

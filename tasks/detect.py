@@ -24,22 +24,21 @@ import pandas as pd
 from cleanlab.dataset import overall_label_health_score
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict
 
-from tasks.caching import STAGE_CACHE
-from tasks.errors import CleansetError, is_retryable
+from tasks.caching import stage
+from tasks.errors import CleansetError
 from tasks.featurize import Design
 from tasks.ingest import Snapshot
+from tasks.issue_types import DATALAB_TYPES, DEFAULT_OFF, ISSUE_TYPES
 from tasks.knn import Neighbours, neighbour_agreement
-from tasks.spec import ISSUE_TYPES
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.validate import Validation
 
-DATALAB_TYPES = ("outlier", "near_duplicate", "non_iid", "class_imbalance",
-                 "underperforming_group", "data_valuation")
-DEFAULT_OFF = ("data_valuation",)  # slow on large data: opt in with issue_types
+# DATALAB_TYPES (Datalab's checks) and DEFAULT_OFF (data_valuation: slow on large data, opt in
+# with issue_types) come from the registry, tasks/issue_types.py.
 NON_IID_MAX_ROWS = 200_000  # above: non_iid tests an evenly spaced sample (memory, see below)
 
 
@@ -361,13 +360,7 @@ def detect_all(
     return frame
 
 
-@task(
-    name="detect",
-    cache_policy=STAGE_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=is_retryable,
-)
+@stage("detect")
 def detect(
     snapshot: Snapshot, validation: Validation, design: Design, pred_probs: ArrayRef,
     neighbours: Neighbours | None, label: str, issue_types: dict, work_dir: str,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from cleanlab.filter import find_label_issues
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -30,8 +30,8 @@ from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder, TargetEncoder
 
-from tasks.caching import STAGE_CACHE, file_content
-from tasks.errors import CleansetError, is_retryable
+from tasks.caching import STAGE_CACHE, file_content, stage
+from tasks.errors import CleansetError
 from tasks.featurize import Design, FeaturePlan, encode, prepare_frame
 from tasks.ingest import Snapshot
 from tasks.knn import graph_neighbours
@@ -306,8 +306,7 @@ def supplied_probabilities(
     return combine([given[np.ix_(positions, [index[c] for c in classes])]])
 
 
-@task(name="supplied-pred-probs", cache_policy=STAGE_CACHE + file_content("path"), retries=2,
-      retry_delay_seconds=2, retry_condition_fn=is_retryable)
+@stage("supplied-pred-probs", cache_policy=STAGE_CACHE + file_content("path"))
 def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: str | None,
                         columns: list[str], work_dir: str) -> ArrayRef:
     """Use the user's own out-of-fold probabilities (a .npy file or columns of the data)."""
@@ -328,13 +327,10 @@ def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: st
     return write_array(probs, Path(work_dir), "pred_probs")
 
 
-@task(
-    name="estimate-fold",
+@stage(
+    "estimate-fold",
     task_run_name="estimate-{model}-fold-{fold}{pass_name}",
-    cache_policy=STAGE_CACHE,
-    retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=is_retryable,
 )
 def estimate_fold(
     snapshot: Snapshot, design: Design, fold: int, model: str, seed: int, work_dir: str,
@@ -350,8 +346,7 @@ def estimate_fold(
     return write_array(proba, Path(work_dir), "folds")
 
 
-@task(name="pred-probs", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=is_retryable)
+@stage("pred-probs")
 def pred_probs(design: Design, parts: dict[str, list[ArrayRef]], weights: dict[str, float],
                work_dir: str, neighbours=None,  # noqa: ANN001 - knn.Neighbours
                average_with: ArrayRef | None = None) -> ArrayRef:
@@ -371,8 +366,7 @@ def pred_probs(design: Design, parts: dict[str, list[ArrayRef]], weights: dict[s
     return write_array(probs, Path(work_dir), "pred_probs")
 
 
-@task(name="check-model", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=is_retryable)
+@stage("check-model")
 def model_check(design: Design, pred_probs: ArrayRef) -> ModelCheck:
     """Out-of-fold accuracy and log loss against chance; warn when too weak to act on."""
     check = check_model(design.labels.read(), pred_probs.read(), len(design.classes))
@@ -385,8 +379,7 @@ def model_check(design: Design, pred_probs: ArrayRef) -> ModelCheck:
     return check
 
 
-@task(name="first-pass-flags", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=is_retryable)
+@stage("first-pass-flags")
 def prune_set(design: Design, first_pass: ArrayRef, work_dir: str) -> ArrayRef:
     """The rows to leave out of training in the second pass."""
     flags = first_pass_flags(design.labels.read(), first_pass.read())

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
 
-from tasks.caching import STAGE_CACHE, file_content
+from tasks.caching import STAGE_CACHE, file_content, stage
 from tasks.decide import Decided
-from tasks.errors import CleansetError, is_retryable
+from tasks.errors import CleansetError
 from tasks.estimate import LINEAR, family, fit_predict
 from tasks.featurize import Design, FeaturePlan, _label_text, build_transformer, prepare_frame
 from tasks.ingest import Snapshot, read_snapshot
@@ -113,8 +113,7 @@ def _features(df: pd.DataFrame, design: Design, what: str) -> pd.DataFrame:
     return prepare_frame(df.reset_index(drop=True), design.plan)
 
 
-@task(name="evaluate", cache_policy=STAGE_CACHE + file_content("test_source"), retries=2,
-      retry_delay_seconds=2, retry_condition_fn=is_retryable)
+@stage("evaluate", cache_policy=STAGE_CACHE + file_content("test_source"))
 def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
              test_source: str | None, holdout: float | None, models: tuple[str, ...],
              seed: int, work_dir: str) -> Evaluation:

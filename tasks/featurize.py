@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -21,8 +21,8 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from tasks.caching import STAGE_CACHE, file_content
-from tasks.errors import CleansetError, is_retryable
+from tasks.caching import STAGE_CACHE, file_content, stage
+from tasks.errors import CleansetError
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, MatrixRef, TableRef, write_array, write_matrix
 from tasks.validate import Validation
@@ -393,13 +393,7 @@ def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFra
     return out, np.sort(pos[kinds == "drop"]).astype(np.int64), relabelled
 
 
-@task(
-    name="featurize",
-    cache_policy=STAGE_CACHE + file_content("embeddings"),
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=is_retryable,
-)
+@stage("featurize", cache_policy=STAGE_CACHE + file_content("embeddings"))
 def featurize(
     snapshot: Snapshot, validation: Validation, label: str, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,

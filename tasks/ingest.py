@@ -16,12 +16,12 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.cache_policies import CacheKeyFnPolicy
 from pydantic import BaseModel, ConfigDict
 
-from tasks.caching import STAGE_CACHE
-from tasks.errors import CleansetError, is_retryable
+from tasks.caching import STAGE_CACHE, stage
+from tasks.errors import CleansetError
 from tasks.store import TableRef, file_sha256, write_batches
 from tasks.textfiles import DELIMITERS, MAX_FIELD, inspect_text_file
 
@@ -293,13 +293,7 @@ def _source_content_key(context, parameters) -> str:  # noqa: ANN001
         return "unreadable"  # the task body raises the readable error
 
 
-@task(
-    name="ingest",
-    cache_policy=STAGE_CACHE + CacheKeyFnPolicy(cache_key_fn=_source_content_key),
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=is_retryable,
-)
+@stage("ingest", cache_policy=STAGE_CACHE + CacheKeyFnPolicy(cache_key_fn=_source_content_key))
 def ingest(source: str, id_column: str | None, work_dir: str) -> Snapshot:
     """Snapshot the input as Parquet; cached on the input files' content."""
     snap = read_snapshot(source, id_column, Path(work_dir))

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 from sklearn.decomposition import TruncatedSVD
 
-from tasks.caching import STAGE_CACHE
-from tasks.errors import is_retryable
+from tasks.caching import stage
 from tasks.featurize import Design
 from tasks.store import ArrayRef, MatrixRef, write_array, write_matrix
 
@@ -125,8 +124,7 @@ def neighbour_agreement(graph, y: np.ndarray, suggested: np.ndarray) -> np.ndarr
     return (y[graph_neighbours(graph)] == suggested[:, None]).mean(axis=1)
 
 
-@task(name="knn", cache_policy=STAGE_CACHE, retries=2, retry_delay_seconds=2,
-      retry_condition_fn=is_retryable)
+@stage("knn")
 def knn(design: Design, k: int, seed: int, work_dir: str, exact: bool | None = None
         ) -> Neighbours:
     """Build the shared kNN graph over the scored rows' dense embedding."""

@@ -18,20 +18,22 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import duckdb
-from prefect import get_run_logger, runtime, task
+from prefect import get_run_logger, runtime
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.caching import stage
 from tasks.choose import ModelChoice
 from tasks.decide import Decided
 from tasks.detect import Detection
-from tasks.errors import CleansetError, is_retryable
+from tasks.errors import CleansetError
 from tasks.estimate import ModelCheck
 from tasks.evaluate import Evaluation
 from tasks.featurize import Design, FeaturePlan
 from tasks.ingest import Snapshot
-from tasks.spec import ISSUE_TYPES, DatasetSpec
+from tasks.issue_types import issue_columns
+from tasks.spec import DatasetSpec
 from tasks.store import file_sha256
 from tasks.validate import Validation
 from tasks.warehouse import connect, quote_ident
@@ -40,20 +42,16 @@ from tasks.warehouse_lock import warehouse_slot
 # The declared schema of every cleanset table: (column, DuckDB type), in order. A warehouse is
 # shared by many datasets and runs, so no column type may depend on one run's data (an all-null
 # column would otherwise be created with DuckDB's NULL type and refuse every later value).
-SET_COLUMNS = {"near_duplicate": "near_duplicate_set", "exact_duplicate": "exact_duplicate_set"}
 
 
 def _issue_columns() -> list[tuple[str, str]]:
-    """issues: one BOOLEAN flag and one DOUBLE score per registered issue type, set ids VARCHAR."""
+    """issues: each registered issue type's columns (tasks/issue_types.py: a BOOLEAN flag, a
+    DOUBLE score, set ids VARCHAR) between the row's given/suggested label and its decision."""
     cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
             ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
             ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE")]
-    for t in ISSUE_TYPES:
-        cols += [(f"is_{t}_issue", "BOOLEAN"), (f"{t}_score", "DOUBLE")]
-        if t in SET_COLUMNS:
-            cols.append((SET_COLUMNS[t], "VARCHAR"))
-    return [*cols, ("action", "VARCHAR"), ("final_label", "VARCHAR"), ("decided_by", "VARCHAR"),
-            ("review_note", "VARCHAR")]
+    return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
+            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR")]
 
 
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -483,13 +481,7 @@ def write_run(
         auto_fix=bool(run_row.get("auto_fix", True)))
 
 
-@task(
-    name="publish",
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=[2, 5, 10],
-    retry_condition_fn=is_retryable,
-)
+@stage("publish", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
 def publish(
     spec: DatasetSpec, snapshot: Snapshot, validation: Validation, detection: Detection,
     decided: Decided, model: str = "", evaluation: Evaluation | None = None,

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.cache_policies import NO_CACHE
 
-from tasks.errors import CleansetError, is_retryable
-from tasks.spec import ISSUE_TYPES
+from tasks.caching import stage
+from tasks.errors import CleansetError
+from tasks.issue_types import ISSUE_TYPES, TYPE_NOTES
 from tasks.summary import artifact_key
 from tasks.warehouse import (
     column_names,
@@ -43,19 +44,6 @@ TEXT_CHARS = 160  # text fields are cut to this length
 MATRIX_CLASSES = 15  # the noise matrix shows at most this many classes (most issues first)
 BINS = 40  # score histogram bins over [0, 1]
 ACTIONS = ("keep", "relabel", "review", "drop")
-TYPE_NOTES = {
-    "label": "probably mislabelled",
-    "outlier": "far from every other row",
-    "near_duplicate": "near copies of another row",
-    "exact_duplicate": "copies of an earlier row",
-    "conflicting_label": "same features, other label",
-    "null": "every feature missing",
-    "class_imbalance": "rows of a rare class",
-    "non_iid": "data order is not random",
-    "underperforming_group": "a cluster the model fails on",
-    "data_valuation": "rows that do not help the model",
-    "invalid": "failed a row-level expectation",
-}
 
 
 def report_path(db: Path, dataset: str, run_id: str) -> Path:
@@ -563,8 +551,7 @@ def key_figures(data: ReportData, dataset: str, run_id: str, path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-@task(name="report", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=3,
-      retry_condition_fn=is_retryable)
+@stage("report", cache_policy=NO_CACHE, retry_delay_seconds=3)
 def report(summary: RunSummary) -> str:
     """Write the run's HTML report and link it from a markdown artifact (never cached: it reads
     the warehouse)."""

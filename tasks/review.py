@@ -15,13 +15,14 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.cache_policies import NO_CACHE
 
+from tasks.caching import stage
 from tasks.decide import DECISIONS
-from tasks.errors import CleansetError, is_retryable
+from tasks.errors import CleansetError
+from tasks.issue_types import ISSUE_TYPES
 from tasks.publish import transaction
-from tasks.spec import ISSUE_TYPES
 from tasks.store import TableRef, write_table
 from tasks.warehouse import (
     column_names,
@@ -234,8 +235,7 @@ def apply_review_file(db: Path, path: Path, dataset: str | None = None,
     return dataset, n, blank
 
 
-@task(name="load-decisions", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10],
-      retry_condition_fn=is_retryable)
+@stage("load-decisions", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
 def load_decisions(db: str, dataset: str, work_dir: str) -> TableRef | None:
     """The reviewers' decisions for the dataset, as a content-addressed table (so the decide
     stage's cache changes exactly when a decision does)."""

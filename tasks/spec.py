@@ -9,23 +9,24 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from tasks.errors import CleansetError
+from tasks.issue_types import ISSUE_TYPES, REGISTRY, RELABEL_TYPES, Action
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 DEFAULT_DB = Path("data/warehouse.duckdb")
 
-Action = Literal["keep", "drop", "relabel", "review"]
-# Issue types that come with a suggested label, so `relabel` is a possible action for them.
-RELABEL_TYPES = ("label",)
-# Every issue type cleanset reports (tasks/detect.py finds them; Policy has an action for each).
-ISSUE_TYPES = ("label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label",
-               "null", "class_imbalance", "non_iid", "underperforming_group", "data_valuation",
-               "invalid")
 
-
-class Policy(BaseModel):
+class _PolicySettings(BaseModel):
     """What happens to a row flagged with an issue. `drop` rows are left out of <dataset>_clean
     (and wait in the review queue, where a person can restore them); `review` rows stay in it and
     wait in the review queue; `relabel` (label issues only) puts the suggested label in the clean
@@ -42,13 +43,14 @@ class Policy(BaseModel):
     unless you ask (`label: relabel`). Exact copies are dropped only while they are rare (at most
     1% of rows); where copies are common they are a property of the data (few, coarse features)
     and dropping them lowered test accuracy. `auto_fix: false` (`--dry-run`) publishes every
-    finding and changes nothing: drops and relabels become reviews."""
+    finding and changes nothing: drops and relabels become reviews.
+
+    The per-type action fields (one per issue type, default from tasks/issue_types.py) are added
+    by `Policy` below."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     auto_fix: bool = Field(True, description="false: change and drop nothing, only report")
-    label: Action = Field("drop", description="rows with a label issue (when the model passed "
-                          "its check; else review)")
     relabel_threshold: float = Field(
         0.95, ge=0.0, le=1.0, description="with label: relabel, least confidence of the "
         "suggested label")
@@ -61,19 +63,9 @@ class Policy(BaseModel):
     max_duplicate_share: float = Field(
         0.01, ge=0.0, le=1.0, description="exact copies are dropped only while they are at most "
         "this share of the rows; above it they are kept (flagged)")
-    invalid: Action = Field("drop", description="rows failing a row-level expectation")
-    class_imbalance: Action = Field("review", description="rows of a rare class")
-    outlier: Action = Field("review", description="rows far from all others")
-    near_duplicate: Action = "keep"
-    exact_duplicate: Action = Field("drop", description="copies after the first")
-    conflicting_label: Action = Field("review", description="same features, other labels")
-    null: Action = Field("drop", description="rows with every feature missing")
-    non_iid: Action = "keep"
-    underperforming_group: Action = "keep"
-    data_valuation: Action = "keep"
 
     @model_validator(mode="after")
-    def _relabel_needs_a_suggestion(self) -> Policy:
+    def _relabel_needs_a_suggestion(self) -> _PolicySettings:
         wrong = [t for t in ISSUE_TYPES
                  if t not in RELABEL_TYPES and getattr(self, t) == "relabel"]
         if wrong:
@@ -81,6 +73,13 @@ class Policy(BaseModel):
                              f"{', '.join(RELABEL_TYPES)} issues have; choose keep, drop or "
                              f"review for {', '.join(wrong)}")
         return self
+
+
+# One action field per registered issue type, its default and description from the registry.
+Policy = create_model(
+    "Policy", __base__=_PolicySettings, __module__=__name__, __doc__=_PolicySettings.__doc__,
+    **{t.name: (Action, Field(t.default_action, description=t.action_help or None))
+       for t in REGISTRY})
 
 
 class DatasetSpec(BaseModel):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 
 import duckdb
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from tasks.caching import stage
 from tasks.errors import CleansetError
 from tasks.spec import DatasetSpec
 from tasks.warehouse import column_names, open_warehouse
@@ -180,7 +181,7 @@ def artifact_key(dataset: str) -> str:
     return f"cleanset-{dataset.lower().replace('_', '-')}"
 
 
-@task(name="run-artifacts", cache_policy=NO_CACHE)
+@stage("run-artifacts", cache_policy=NO_CACHE, retries=0)
 def run_artifacts(spec: DatasetSpec, run_id: str, top: int = 15) -> None:
     """Summary table and top-issues markdown artifacts; a failure here never fails the run."""
     dataset = spec.dataset_name

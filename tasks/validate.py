@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 
-from tasks.caching import STAGE_CACHE
-from tasks.errors import CleansetError, is_retryable
+from tasks.caching import stage
+from tasks.errors import CleansetError
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, write_array
 
@@ -225,13 +225,7 @@ def check(
     return outcomes, np.unique(np.concatenate(bad)) if bad else np.array([], dtype=np.int64)
 
 
-@task(
-    name="validate",
-    cache_policy=STAGE_CACHE,
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=is_retryable,
-)
+@stage("validate")
 def validate(
     snapshot: Snapshot, label: str, required: list[str], dataset_suite: dict[str, Any] | None,
     work_dir: str,

@@ -252,3 +252,28 @@ def test_a_failed_run_is_recorded_and_shown(workdir):
     assert [r["run_id"] for r in data.history] == [summary.run_id]
     page = render_html(data)
     assert f"failed run {failed_id[:8]}" in page and "stage <code>validate</code>" in page
+
+
+def test_a_library_upgrade_recomputes_every_cached_stage(workdir, monkeypatch):
+    from tasks import caching
+
+    frame, truth, _ = _planted_blobs(workdir, n=120)
+    frame.to_csv(workdir / "b.csv", index=False)
+    classes = sorted(set(truth))
+    probs = np.full((len(frame), 3), 0.025)
+    probs[np.arange(len(frame)), [classes.index(t) for t in truth]] = 0.95
+    np.save(workdir / "probs.npy", probs)  # skips training: the test is about the keys
+    spec = DatasetSpec(source=str(workdir / "b.csv"), label="label", db=str(workdir / "w.duckdb"),
+                       pred_probs=str(workdir / "probs.npy"))
+    never_cached = ("publish", "load-decisions", "run-artifacts", "report")
+    run(spec)
+    _, second_id = run(spec)
+    cached = {n: s for n, s in task_states(second_id).items() if not n.startswith(never_cached)}
+    assert cached and set(cached.values()) == {"Cached"}, cached
+    versions = caching.library_versions()
+    monkeypatch.setattr(caching, "library_versions",
+                        lambda: {**versions, "scikit-learn": versions["scikit-learn"] + ".post1"})
+    _, third_id = run(spec)
+    states = {n: s for n, s in task_states(third_id).items() if not n.startswith(never_cached)}
+    assert set(states.values()) == {"Completed"}, states
+    assert {n.rsplit("-", 1)[0] for n in states} == {n.rsplit("-", 1)[0] for n in cached}

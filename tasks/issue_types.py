@@ -1,0 +1,134 @@
+"""The one registry of issue types: pure data, no heavy imports.
+
+Everything else derives from `REGISTRY`: `ISSUE_TYPES` (order of the issues table and the
+report), the `Policy` fields and their defaults (tasks/spec.py), the detection switches
+(tasks/detect.py `enabled_types`, `DATALAB_TYPES`), the report's notes (tasks/report.py
+`TYPE_NOTES`), the issues table's declared columns (tasks/publish.py) and the README's issue-type
+table (`readme_table`; tests/test_issue_types.py checks the README holds it).
+
+Adding an issue type = one `IssueType` entry here plus its finder (a function in the module named
+by `finder`, producing the `columns`); tests/test_issue_types.py fails when a part is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Action = Literal["keep", "drop", "relabel", "review"]
+Task = Literal["classification"]  # regression / multilabel can be added later
+
+
+@dataclass(frozen=True)
+class IssueType:
+    """One issue type and every part cleanset needs of it."""
+
+    name: str
+    meaning: str  # one line: the report's note and the README's "flagged rows"
+    finder: str  # "module.function" that produces the type's columns
+    found_by: str  # how, in words (README)
+    default_action: Action
+    action_help: str = ""  # the Policy field's description
+    default_action_text: str = ""  # README's "default action" cell (default: default_action)
+    readme_detail: str = ""  # README's "flagged rows" cell (default: meaning)
+    enabled_by_default: bool = True
+    datalab: bool = False  # checked by cleanlab's Datalab on the shared kNN graph
+    relabel: bool = False  # comes with a suggested label, so `relabel` is a possible action
+    tasks: tuple[Task, ...] = ("classification",)
+    extra_columns: tuple[tuple[str, str], ...] = ()  # (column, DuckDB type) beyond flag/score
+
+    @property
+    def flag_column(self) -> str:
+        return f"is_{self.name}_issue"
+
+    @property
+    def score_column(self) -> str:
+        return f"{self.name}_score"
+
+    @property
+    def columns(self) -> tuple[tuple[str, str], ...]:
+        """The type's columns in the issues table, with their DuckDB types."""
+        return ((self.flag_column, "BOOLEAN"), (self.score_column, "DOUBLE"),
+                *self.extra_columns)
+
+
+REGISTRY: tuple[IssueType, ...] = (
+    IssueType(
+        "label", "probably mislabelled", "detect.label_issues",
+        "confident learning on out-of-fold probabilities", "drop",
+        action_help="rows with a label issue (when the model passed its check; else review)",
+        default_action_text="drop when the model passed its check, else review; never "
+        "relabelled unless asked",
+        readme_detail="probably mislabelled; `suggested_label` + confidence + "
+        "`suggested_label_agreement` (share of its neighbours with that label)",
+        relabel=True),
+    IssueType(
+        "outlier", "far from every other row", "detect.datalab_issues",
+        "Datalab, on the shared kNN graph", "review", action_help="rows far from all others",
+        datalab=True),
+    IssueType(
+        "near_duplicate", "near copies of another row", "detect.datalab_issues",
+        "Datalab, on the shared kNN graph", "keep",
+        readme_detail="all members of a near-copy set (`near_duplicate_set` = its first row)",
+        datalab=True, extra_columns=(("near_duplicate_set", "VARCHAR"),)),
+    IssueType(
+        "exact_duplicate", "copies of an earlier row", "detect.exact_duplicates",
+        "hash of the raw feature values and the label", "drop",
+        action_help="copies after the first",
+        default_action_text="drop while copies are rare (≤ 1% of rows), else keep",
+        readme_detail="every copy after the first (`exact_duplicate_set`)",
+        extra_columns=(("exact_duplicate_set", "VARCHAR"),)),
+    IssueType(
+        "conflicting_label", "same features, other label", "detect.exact_duplicates",
+        "hash of the raw feature values", "review",
+        action_help="same features, other labels",
+        readme_detail="identical features, different labels (score: share agreeing)"),
+    IssueType(
+        "null", "every feature missing", "detect.null_rows", "raw feature values", "drop",
+        action_help="rows with every feature missing",
+        readme_detail="every feature missing (score: share present)"),
+    IssueType(
+        "class_imbalance", "rows of a rare class", "detect.datalab_issues",
+        "Datalab + the rare-class rule", "review", action_help="rows of a rare class",
+        datalab=True),
+    IssueType(
+        "non_iid", "data order is not random", "detect.datalab_issues",
+        "Datalab, on the shared kNN graph", "keep",
+        readme_detail="the dataset's order is not random (one row carries the flag)",
+        datalab=True),
+    IssueType(
+        "underperforming_group", "a cluster the model fails on", "detect.datalab_issues",
+        "Datalab, on the shared kNN graph", "keep",
+        readme_detail="a cluster the model does much worse on", datalab=True),
+    IssueType(
+        "data_valuation", "rows that do not help the model", "detect.datalab_issues",
+        "Datalab (KNN-Shapley), **opt-in**", "keep", enabled_by_default=False, datalab=True),
+    IssueType(
+        "invalid", "failed a row-level expectation", "validate.check",
+        "validation (`warning` expectations)", "drop",
+        action_help="rows failing a row-level expectation"),
+)
+
+BY_NAME: dict[str, IssueType] = {t.name: t for t in REGISTRY}
+ISSUE_TYPES: tuple[str, ...] = tuple(BY_NAME)
+RELABEL_TYPES: tuple[str, ...] = tuple(t.name for t in REGISTRY if t.relabel)
+DATALAB_TYPES: tuple[str, ...] = tuple(t.name for t in REGISTRY if t.datalab)
+DEFAULT_OFF: tuple[str, ...] = tuple(t.name for t in REGISTRY if not t.enabled_by_default)
+TYPE_NOTES: dict[str, str] = {t.name: t.meaning for t in REGISTRY}
+SET_COLUMNS: dict[str, str] = {t.name: c for t in REGISTRY for c, _ in t.extra_columns
+                               if c.endswith("_set")}
+
+
+def issue_columns() -> list[tuple[str, str]]:
+    """Every type's columns in registry order, with their DuckDB types."""
+    return [col for t in REGISTRY for col in t.columns]
+
+
+def readme_table() -> str:
+    """The README's issue-type table (markdown), as the registry says."""
+    lines = ["| type | found by | flagged rows | default action |",
+             "| --- | --- | --- | --- |"]
+    for t in REGISTRY:
+        lines.append(f"| `{t.name}` | {t.found_by} | {t.readme_detail or t.meaning} | "
+                     f"{t.default_action_text or t.default_action} |")
+    return "\n".join(lines)

@@ -429,7 +429,10 @@ def featurize(
                 "%d classes", len(plan.numeric), len(plan.categorical),
                 len(plan.high_cardinality), len(plan.text), len(plan.datetime), len(classes))
     for col, why in plan.dropped:
-        logger.warning("column %r not used as a feature: %s", col, why)
+        # a column that may carry signal is a warning; an empty or constant one carries none
+        quiet = why in ("constant", "all values missing", "role set to ignore")
+        (logger.info if quiet else logger.warning)("column %r not used as a feature: %s", col,
+                                                   why)
     if emb_ref is not None:
         frame = pd.DataFrame(emb_ref.read()[positions], columns=list(plan.numeric))
     else:

@@ -27,7 +27,14 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from tasks.caching import stage
 from tasks.errors import CleansetError
-from tasks.estimate import combine, family, fit_predict, knn_smooth, log_loss
+from tasks.estimate import (
+    LINEAR_MODELS,
+    combine,
+    family,
+    fit_predict,
+    knn_smooth,
+    log_loss,
+)
 from tasks.featurize import Design, FeaturePlan
 
 MODEL_CHOICES = ("auto", "logreg", "hgb", "nb", "knn", "ensemble")
@@ -83,7 +90,7 @@ class ModelChoice(BaseModel):
 
 def candidates(plan: FeaturePlan, has_embedding: bool) -> list[str]:
     """The candidate models this data admits."""
-    out = ["logreg-c0.1", "logreg", "logreg-c10"]
+    out = [m for m in LINEAR_MODELS if family(m) == "logreg"]
     if not plan.text:
         out.append("hgb")  # trees on TF-IDF are slow and weak: text goes to linear / nb / knn
     if not (plan.numeric or plan.datetime or plan.high_cardinality):
@@ -206,10 +213,16 @@ def choose_model(
     train_rows = max(1.0, len(sample) * (SCREEN_FOLDS - 1) / SCREEN_FOLDS)
     full_rows = n_folds * n * (n_folds - 1) / n_folds  # rows fitted by the full K-fold pass
     results, probs = [], {}
-    for m in admitted:
+
+    def sample_inputs(m: str) -> dict:
+        """Candidate m's input (and the high-cardinality values) on the sample rows."""
         part = {m: _rows(inputs[m], sample)}
         if "high" in inputs:
             part["high"] = inputs["high"][sample]
+        return part
+
+    for m in admitted:
+        part = sample_inputs(m)
         if m != "knn" and budget is not None:
             # a probe fit on a few hundred rows says what screening and the full pass would cost;
             # a candidate that cannot fit the budget is not screened at all
@@ -232,10 +245,8 @@ def choose_model(
         budget = DEFAULT_BUDGET_FLOOR
     if not probs:  # nothing fits the budget: the cheapest candidate still has to run
         cheapest = min(results, key=lambda r: r["projected_seconds"])
-        part = {cheapest["model"]: _rows(inputs[cheapest["model"]], sample)}
-        if "high" in inputs:
-            part["high"] = inputs["high"][sample]
-        p, seconds = screen_one(cheapest["model"], part, ys, n_classes, plan, seed, knn_k)
+        p, seconds = screen_one(cheapest["model"], sample_inputs(cheapest["model"]), ys,
+                                n_classes, plan, seed, knn_k)
         probs[cheapest["model"]] = p
         cheapest.update(log_loss=log_loss(ys, p), accuracy=float((p.argmax(1) == ys).mean()),
                         seconds=seconds)

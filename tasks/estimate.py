@@ -39,6 +39,7 @@ from tasks.store import ArrayRef, write_array
 
 FAMILIES = ("logreg", "hgb", "nb", "knn")
 LINEAR = ("logreg", "nb")  # families that take the encoded matrix (featurize.encode)
+LINEAR_MODELS = ("logreg-c0.1", "logreg", "logreg-c10", "nb")  # their concrete candidates
 EPS = 1e-6
 
 # The model is too weak to judge labels when its out-of-fold log loss is not at least MIN_SKILL
@@ -273,7 +274,7 @@ def design_inputs(snapshot: Snapshot, design: Design, models: tuple[str, ...] = 
     linear = [m for m in models if family(m) in LINEAR]
     if linear:
         matrix = design.matrix.read()
-        out.update({m: matrix for m in ("logreg", "logreg-c0.1", "logreg-c10", "nb")})
+        out.update({m: matrix for m in LINEAR_MODELS})
         if plan.high_cardinality:
             out["high"] = frame[list(plan.high_cardinality)].to_numpy(dtype=object)
     if any(family(m) == "hgb" for m in models):

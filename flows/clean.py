@@ -90,7 +90,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         return t.with_options(**store)
 
     required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else []),
-                *spec.pred_prob_columns]
+                *spec.pred_prob_columns, *spec.slices]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
 
     snapshot = staged(ingest)(spec.source, spec.id, work)
@@ -100,7 +100,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         snapshot=snapshot, validation=validation, label=spec.label, text=list(spec.text),
         features=list(spec.features) if spec.features else None, n_folds=spec.folds,
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
-        pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=dict(spec.roles))
+        pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles)
     neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
                              exact=spec.knn_exact)
     choice = None
@@ -127,7 +127,8 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     check = staged(model_check)(design=design, pred_probs=probs)
     detection = staged(detect)(
         snapshot=snapshot, validation=validation, design=design, pred_probs=probs,
-        neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work)
+        neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work,
+        trusted=check.trusted, slices=list(spec.slices))
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
                              work_dir=work, trusted=check.trusted)
     evaluation = staged(evaluate)(

@@ -60,8 +60,13 @@ REGISTRY: tuple[IssueType, ...] = (
         default_action_text="drop when the model passed its check, else review; never "
         "relabelled unless asked",
         readme_detail="probably mislabelled; `suggested_label` + confidence + "
-        "`suggested_label_agreement` (share of its neighbours with that label)",
-        relabel=True),
+        "`suggested_label_agreement` (share of its neighbours with that label). Every scored "
+        "row also gets `is_well_labeled` / `well_labeled_score` (safe to skip in review) and "
+        "`is_ambiguous` / `ambiguous_score` / `plausible_labels` (tasks/trust.py)",
+        relabel=True,
+        extra_columns=(("is_well_labeled", "BOOLEAN"), ("well_labeled_score", "DOUBLE"),
+                       ("is_ambiguous", "BOOLEAN"), ("ambiguous_score", "DOUBLE"),
+                       ("plausible_labels", "VARCHAR"))),
     IssueType(
         "outlier", "far from every other row", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "review", action_help="rows far from all others",

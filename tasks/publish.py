@@ -80,6 +80,13 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                       ("label_noise", "DOUBLE"), ("inverse_label_noise", "DOUBLE"),
                       ("label_quality", "DOUBLE"), ("most_overlapping_class", "VARCHAR"),
                       ("overlap_joint_probability", "DOUBLE")],
+    "slice_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"),
+                      ("slice_column", "VARCHAR"), ("slice_value", "VARCHAR"), ("rows", "BIGINT"),
+                      ("label_issues", "BIGINT"), ("issue_rate", "DOUBLE"),
+                      ("issue_rate_low", "DOUBLE"), ("issue_rate_high", "DOUBLE"),
+                      ("rest_issue_rate", "DOUBLE"), ("mean_label_score", "DOUBLE"),
+                      ("accuracy", "DOUBLE"), ("p_value", "DOUBLE"), ("q_value", "DOUBLE"),
+                      ("is_flagged", "BOOLEAN")],
     "review_decisions": [("dataset", "VARCHAR"), ("row_id", "VARCHAR"), ("decision", "VARCHAR"),
                          ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
                          ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
@@ -102,7 +109,7 @@ SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' f
 MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
               for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
 RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
-              "model_screening", "column_roles")
+              "model_screening", "column_roles", "slice_summary")
 
 
 class RunSummary(BaseModel):
@@ -394,6 +401,10 @@ def write_run(
             con, "class_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
             [run_id, dataset, detection.classes.path]) if detection.classes is not None else (
                 [], None)
+        slice_ddl, insert_slices = _insert_plan(
+            con, "slice_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
+            [run_id, dataset, detection.slices.path]) if detection.slices is not None else (
+                [], None)
         clean_sql, clean_params, types, left_out = clean_rows(con, snapshot, decided, label)
         noted = {note.split(":")[0] for note in left_out}
         left_out = [*left_out, *(f"{c}: {why}" for c, role, why in (columns or [])
@@ -419,6 +430,10 @@ def write_run(
                 for ddl in class_ddl:
                     con.execute(ddl)
                 con.execute(insert_classes, [run_id, dataset, detection.classes.path])
+            if insert_slices is not None:
+                for ddl in slice_ddl:
+                    con.execute(ddl)
+                con.execute(insert_slices, [run_id, dataset, detection.slices.path])
             if validation.outcomes:
                 con.executemany(
                     "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -54,3 +54,22 @@ def test_small_slices_are_listed_not_tested_and_missing_is_a_value() -> None:
     assert set(out["slice_value"]) == {"x", "(missing)"}
     small = out.set_index("slice_value").loc["x"]
     assert np.isnan(small["p_value"]) and not small["is_flagged"]
+
+
+def test_an_ambiguous_label_issue_is_reviewed_not_dropped_or_relabelled() -> None:
+    from tasks.decide import apply_policy
+    from tasks.spec import Policy
+
+    issues = pd.DataFrame({
+        "row_id": ["a", "b", "c"], "given_label": ["x", "x", "y"],
+        "suggested_label": ["y", "y", "y"], "suggested_label_confidence": [0.99, 0.99, 0.9],
+        "suggested_label_agreement": [1.0, 1.0, 1.0],
+        "is_label_issue": pd.array([True, True, False], dtype="boolean"),
+        "label_score": [0.01, 0.3, 0.9],
+        "is_ambiguous": [False, True, False]})
+    assert apply_policy(issues, Policy())["action"].tolist() == ["drop", "review", "keep"]
+    relabel = apply_policy(issues, Policy(label="relabel", relabel_threshold=0.9))
+    assert relabel["action"].tolist() == ["relabel", "review", "keep"]
+    assert apply_policy(issues, Policy(ambiguous="drop"))["action"].tolist()[1] == "drop"
+    untrusted = apply_policy(issues, Policy(ambiguous="drop"), trusted=False)
+    assert untrusted["action"].tolist()[:2] == ["review", "review"]

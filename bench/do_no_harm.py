@@ -128,7 +128,7 @@ class Prefect:
 
         start = time.perf_counter()
         self.server = LocalServer()
-        self.server.wait()
+        self.server.wait(timeout=300)  # a busy machine can take minutes
         self.startup_s = time.perf_counter() - start
 
     def settings(self):  # noqa: ANN201

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,7 +23,8 @@ err = Console(stderr=True)
 DbOpt = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file to publish into.")]
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
+    """A user's mistake: `error: message` on stderr (printed as is, no markup) and exit `code`."""
     err.print("[bold red]error:[/bold red] ", end="")
     err.print(message, markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)

@@ -42,7 +42,7 @@ class StageProgress(logging.Handler):
 
 
 def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
-              address: str | None = None):
+             address: str | None = None):
     """Run the cleaning flow with a live status line; user errors become a message and a
     non-zero exit."""
     from flows.local_server import LocalServer, reporting_to, wanted

@@ -70,6 +70,8 @@ class RunSummary(BaseModel):
     model: str = ""
     model_check: dict[str, float | bool | str] = {}  # estimate.ModelCheck as a dict
     auto_fix: bool = True
+    n_well_labeled: int = 0
+    flagged_slices: tuple[str, ...] = ()  # "column=value: rate vs rest" of flagged slices
 
 
 CHECK_COLUMNS = ("model_accuracy", "model_log_loss", "chance_accuracy", "chance_log_loss",
@@ -352,10 +354,16 @@ def write_run(
             con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM "
                         f"({clean_sql})", clean_params)
             n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
-            n_label, n_invalid, n_relabelled, n_review = con.execute(
+            n_label, n_invalid, n_relabelled, n_review, n_well = con.execute(
                 "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "
                 "is_invalid_issue), count(*) FILTER (WHERE action = 'relabel'), count(*) FILTER "
-                "(WHERE action = 'review') FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
+                "(WHERE action = 'review'), count(*) FILTER (WHERE is_well_labeled) FROM issues "
+                "WHERE run_id = ?", [run_id]).fetchall()[0]
+            flagged_slices = tuple(
+                f"{c}={v}: {rate:.1%} label issues vs {rest:.1%} in the rest" for c, v, rate, rest
+                in con.execute("SELECT slice_column, slice_value, issue_rate, rest_issue_rate "
+                               "FROM slice_summary WHERE run_id = ? AND is_flagged ORDER BY "
+                               "issue_rate DESC", [run_id]).fetchall())
             row = {**run_row, "run_id": run_id, "dataset": dataset,
                    "n_rows": snapshot.table.n_rows, "n_clean_rows": n_clean,
                    "n_label_issues": n_label, "health_score": detection.health_score,
@@ -382,7 +390,8 @@ def write_run(
         test_set=evaluation.test_set if evaluation else "",
         clean_table=f"{dataset}_clean", model=run_row.get("model") or "",
         model_check={k: run_row[k] for k in CHECK_COLUMNS if run_row.get(k) is not None},
-        auto_fix=bool(run_row.get("auto_fix", True)))
+        auto_fix=bool(run_row.get("auto_fix", True)), n_well_labeled=n_well,
+        flagged_slices=flagged_slices)
 
 
 @stage("publish", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])

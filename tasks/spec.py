@@ -175,9 +175,10 @@ class DatasetSpec(BaseModel):
 
     @property
     def feature_roles(self) -> dict[str, str]:
-        """`roles`, plus every slice column the user did not name as a feature: ignored."""
+        """`roles`, plus every slice column the user did not name as a feature: role `slice`
+        (audited, not a feature; tasks/featurize.py)."""
         named = set(self.features or ())
-        return {**{c: "ignore" for c in self.slices if c not in named}, **self.roles}
+        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles}
 
     @property
     def db_path(self) -> Path:

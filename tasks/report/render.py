@@ -13,6 +13,7 @@ from tasks.report.charts import (
     chart_issue_counts,
     chart_noise_matrix,
     chart_scores,
+    chart_slices,
     chart_trend,
 )
 from tasks.report.read import ReportData, _spec, load_report_data
@@ -72,6 +73,7 @@ def render_html(data: ReportData) -> str:
             "noise": chart_noise_matrix(data.noise),
             "scores": chart_scores(data.histograms, data.flagged_types),
             "evaluation": chart_evaluation(data.evaluations),
+            "slices": chart_slices(data.slices),
         },
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     )

@@ -4,11 +4,12 @@ disagreement, and slice flagging, side by side in one run.
 1. **Well-labeled.** Reads the per-row results of a bench/do_no_harm.py run (cleanset's real flow
    on 18 offline datasets x {none, symmetric, class-conditional, feature-dependent 10%}, rows under
    bench/results/do_no_harm_rows/<name>/). A row is certified when the model passed its check,
-   the row is no label issue, the model's top class is the given label and its probability
-   (`label_score`) is at least tau. tau is chosen on the DESIGN half (the smallest tau whose
-   pooled precision is at least 0.995 and whose worst case is at least 0.99) and reported on the
-   HELDOUT half: precision (certified rows whose given label is the true label), share certified,
-   and the reviewer's work saved (rows no longer needing a look).
+   the row is no label issue, the model's top class is the given label, its probability
+   (`label_score`) is at least tau and at least nu of its neighbours carry the label. (tau, nu)
+   is chosen on the DESIGN half (the pair certifying the most rows at a pooled precision of at
+   least 0.99) and reported on the HELDOUT half: precision (certified rows whose given label is
+   the true label), share certified, and the reviewer's work saved (rows no longer needing a
+   look).
 2. **Ambiguous.** No offline dataset with per-row annotator agreement is available here, so the
    annotators are simulated (said in the output): three overlapping Gaussian classes whose true
    posterior is known; five annotators per row each draw a label from that posterior; the given
@@ -22,7 +23,7 @@ disagreement, and slice flagging, side by side in one run.
    detect stage. Reported: biased source caught in N of 20; datasets with any clean slice
    flagged, of 20 unbiased ones (target: at most 1).
 
-    uv run --frozen python bench/trust.py --rows trust_rows_v1
+    uv run --frozen python bench/trust.py [--design-rows NAME] [--heldout-rows NAME]
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from bench.datasets import DESIGN, HELDOUT  # noqa: E402
 from tasks.trust import ambiguity, slice_summary  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-TAUS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+TAUS = (0.8, 0.9, 0.95, 0.98)
+NUS = (0.0, 0.8, 0.9, 1.0)  # least share of the row's neighbours carrying its label
 
 
 # --- 1. well-labeled ----------------------------------------------------------------------------
@@ -64,21 +66,23 @@ def load_rows(name: str) -> list[dict]:
     return out
 
 
-def certified(frame: pd.DataFrame, trusted: bool, tau: float) -> np.ndarray:
+def certified(frame: pd.DataFrame, trusted: bool, tau: float, nu: float) -> np.ndarray:
+    """tasks/trust.py's rule replayed on the published columns for any (tau, nu)."""
     if not trusted:
         return np.zeros(len(frame), dtype=bool)
     issue = frame["is_label_issue"].astype("boolean").fillna(True).to_numpy(dtype=bool)
     score = pd.to_numeric(frame["label_score"], errors="coerce").fillna(0).to_numpy()
+    agreement = pd.to_numeric(frame["suggested_label_agreement"], errors="coerce").fillna(0)
     agrees = (frame["suggested_label"].astype(str) == frame["given_label"].astype(str)).to_numpy()
-    return agrees & ~issue & (score >= tau)
+    return agrees & ~issue & (score >= tau) & (agreement.to_numpy() >= nu)
 
 
-def well_labeled_table(rows: list[dict], tau: float) -> dict:
+def well_labeled_table(rows: list[dict], tau: float, nu: float) -> dict:
     cert = right = n = 0
     worst, worst_case = 1.0, None
     for r in rows:
         f = r["frame"]
-        c = certified(f, bool(r["model_check"].get("model_trusted")), tau)
+        c = certified(f, bool(r["model_check"].get("model_trusted")), tau, nu)
         ok = (f["given_label"].astype(str) == f["true_label"].astype(str)).to_numpy()
         cert += int(c.sum())
         right += int((c & ok).sum())
@@ -87,24 +91,23 @@ def well_labeled_table(rows: list[dict], tau: float) -> dict:
             p = float(ok[c].mean())
             if p < worst:
                 worst, worst_case = p, f"{r['dataset']}/{r['noise']}"
-    return {"tau": tau, "certified": cert, "rows": n,
+    return {"tau": tau, "nu": nu, "certified": cert, "rows": n,
             "precision": right / cert if cert else None, "share": cert / n if n else None,
             "worst_precision": worst if cert else None, "worst_case": worst_case}
 
 
-def well_labeled_bench(name: str) -> dict:
-    rows = load_rows(name)
-    design = [r for r in rows if r["dataset"] in DESIGN]
-    heldout = [r for r in rows if r["dataset"] in HELDOUT]
-    grid = [well_labeled_table(design, t) for t in TAUS]
-    ok = [g for g in grid if g["precision"] is not None and g["precision"] >= 0.995
-          and (g["worst_precision"] or 0) >= 0.99]
-    tau = min(g["tau"] for g in ok) if ok else max(TAUS)
-    return {"design_grid": grid, "tau": tau, "design": well_labeled_table(design, tau),
-            "heldout": well_labeled_table(heldout, tau),
+def well_labeled_bench(design_name: str, heldout_name: str) -> dict:
+    design = [r for r in load_rows(design_name) if r["dataset"] in DESIGN]
+    heldout = [r for r in load_rows(heldout_name) if r["dataset"] in HELDOUT]
+    grid = [well_labeled_table(design, t, v) for t in TAUS for v in NUS]
+    ok = [g for g in grid if g["precision"] is not None and g["precision"] >= 0.99]
+    best = max(ok, key=lambda g: g["share"]) if ok else grid[-1]
+    tau, nu = best["tau"], best["nu"]
+    return {"design_grid": grid, "tau": tau, "nu": nu, "design": best,
+            "heldout": well_labeled_table(heldout, tau, nu),
             "heldout_by_case": [
                 {"case": f"{r['dataset']}/{r['noise']}", **{
-                    k: v for k, v in well_labeled_table([r], tau).items()
+                    k: v for k, v in well_labeled_table([r], tau, nu).items()
                     if k in ("certified", "rows", "precision", "share")}}
                 for r in heldout]}
 
@@ -171,28 +174,31 @@ def slice_case(seed: int, biased: bool, sep: float = 2.0, n: int = 3000) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", default="trust_rows_v1",
-                        help="name of a bench/do_no_harm.py run whose rows to read")
+    parser.add_argument("--design-rows", default="trust_design_ambdrop",
+                        help="bench/do_no_harm.py run whose DESIGN rows choose the thresholds")
+    parser.add_argument("--heldout-rows", default="trust_heldout",
+                        help="bench/do_no_harm.py run whose HELDOUT rows report them")
     parser.add_argument("--out", default="trust")
     args = parser.parse_args()
 
-    wl = well_labeled_bench(args.rows)
+    wl = well_labeled_bench(args.design_rows, args.heldout_rows)
     amb = ambiguity_bench(range(3))
     slices = {sep: ([slice_case(100 + s, True, sep) for s in range(20)],
                     [slice_case(200 + s, False, sep) for s in range(20)]) for sep in (2.0, 1.0)}
 
     lines = ["# Trust: well-labeled, ambiguous, slices", "",
              f"- command: `{machine()['command']}`", f"- date: {machine()['date']}",
-             f"- rows from: bench/results/{args.rows}.json (cleanset's real flow, "
-             "bench/do_no_harm.py)", "",
-             "## 1. Well-labeled (tau chosen on DESIGN, reported on HELDOUT)", "",
-             "| tau | design certified | design precision | worst case | design share |",
-             "|---|---|---|---|---|"]
+             f"- rows from: bench/results/{args.design_rows}.json (design) and "
+             f"{args.heldout_rows}.json (held-out): cleanset's real flow, bench/do_no_harm.py", "",
+             "## 1. Well-labeled ((tau, nu) chosen on DESIGN, reported on HELDOUT)", "",
+             "| tau | nu | design certified | design precision | worst case | design share |",
+             "|---|---|---|---|---|---|"]
     for g in wl["design_grid"]:
-        lines.append(f"| {g['tau']} | {g['certified']} | {_f(g['precision'], 4)} | "
+        lines.append(f"| {g['tau']} | {g['nu']} | {g['certified']} | {_f(g['precision'], 4)} | "
                      f"{_f(g['worst_precision'], 4)} ({g['worst_case']}) | {_f(g['share'])} |")
     h = wl["heldout"]
-    lines += ["", f"Chosen tau = {wl['tau']}. **HELDOUT**: {h['certified']} of {h['rows']} rows "
+    lines += ["", f"Chosen tau = {wl['tau']}, nu = {wl['nu']}. **HELDOUT**: {h['certified']} of "
+              f"{h['rows']} rows "
               f"certified ({_f(h['share'])}), precision {_f(h['precision'], 4)}, worst case "
               f"{_f(h['worst_precision'], 4)} ({h['worst_case']}); a reviewer skips those "
               f"{h['certified']} rows.", "",

@@ -346,6 +346,11 @@ def detect_all(
         agreement[positions] = neighbour_agreement(graph, labels, pred_probs.argmax(axis=1))
     frame.insert(frame.columns.get_loc("suggested_label_confidence") + 1,
                  "suggested_label_agreement", agreement)
+    if graph is not None:  # well-labeled also needs the neighbours' second opinion
+        scored = frame.iloc[positions]
+        well, _ = well_labeled(labels, pred_probs, scored["is_label_issue"].to_numpy(bool),
+                               trusted, agreement=agreement[positions])
+        frame.loc[positions, "is_well_labeled"] = well
     if embedding is not None and graph is not None:
         found = datalab_issues(labels, pred_probs, embedding, graph, types)
         for col in found:

@@ -108,17 +108,17 @@ def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",
 
 
 def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
+    from tasks.summary import model_check_text
+
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_row("run", summary.run_id)
     t.add_row("rows", f"{summary.n_rows:,}")
+    t.add_row("task", f"{summary.task} ({summary.task_reason})")
     check = summary.model_check
     if check:
         t.add_row("model", f"{summary.model}")
-        t.add_row("model check", f"out-of-fold accuracy {check['model_accuracy']:.3f} (chance "
-                                 f"{check['chance_accuracy']:.3f}), log loss "
-                                 f"{check['model_log_loss']:.3f} (chance "
-                                 f"{check['chance_log_loss']:.3f})" + (
-                                     "" if check.get("model_trusted") else " - TOO WEAK"))
+        t.add_row("model check", model_check_text(check) + (
+            "" if check.get("model_trusted") else " - TOO WEAK"))
     t.add_row("label issues", f"{summary.n_label_issues:,}")
     others = ", ".join(f"{t} {n:,}" for t, n in summary.issue_counts.items()
                        if n and t not in ("label",))
@@ -137,7 +137,13 @@ def _print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     t.add_row("clean rows", f"{summary.n_clean_rows:,} -> table {summary.clean_table}")
     t.add_row("health", f"{summary.health_score:.3f} of rows have no issue; label health "
                         f"{summary.label_health_score:.3f}")
-    if summary.evaluation:
+    if summary.evaluation and "rmse" in summary.evaluation["given"]:  # a regression
+        before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
+        t.add_row("test RMSE", f"{before['rmse']:.4g} trained as given -> {after['rmse']:.4g} "
+                               f"trained cleaned (MAE {before['mae']:.4g} -> {after['mae']:.4g}, "
+                               f"R^2 {before['r2']:.3f} -> {after['r2']:.3f}), scored on "
+                               f"{summary.test_set}")
+    elif summary.evaluation:
         before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
         t.add_row("test accuracy", f"{before['accuracy']:.3f} trained as given -> "
                                    f"{after['accuracy']:.3f} trained cleaned (macro-F1 "
@@ -164,6 +170,10 @@ def run(
     ] = None,
     label: Annotated[str | None, typer.Option(
         "--label", "-l", help="Label column (required here or in --config).")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="auto (default: many distinct numbers -> regression, else "
+        "classification), classification or regression (multilabel: not available yet).")
+    ] = None,
     id: Annotated[str | None, typer.Option(
         "--id", help="Unique id column; without it a `row_id` (0, 1, ...) is added.")] = None,
     text: Annotated[list[str] | None, typer.Option(
@@ -264,7 +274,7 @@ def run(
 
     try:
         spec = build_spec(
-            config, source=source, label=label, id=id, text=tuple(text or ()),
+            config, source=source, label=label, task=task, id=id, text=tuple(text or ()),
             features=tuple(features) if features else None, dataset=dataset,
             db=str(db) if db else None, suite=str(suite) if suite else None, folds=folds,
             seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,

@@ -1,0 +1,88 @@
+"""task type: what kind of target the label column is (classification or regression), decided
+from the column when the settings say `auto`, with the reason in words (logged, and stored in
+`runs.task` / `runs.task_reason`).
+
+Rules for `auto` (pure, on the labelled, non-quarantined values):
+- numbers (or text that is all numbers) with more than CONTINUOUS_MIN distinct values and more
+  than CONTINUOUS_SHARE of the rows distinct -> regression (taken as classes it would be one
+  tiny class per value);
+- numbers as text with a few non-numbers mixed in -> refused, naming the text values;
+- text with more than FREE_TEXT_SHARE of the rows distinct (and more than CONTINUOUS_MIN) ->
+  refused: free text is neither a class nor a number;
+- anything else -> classification.
+Multi-label (tag sets) is not available yet: `auto` never picks it and `task: multilabel` is
+refused with that message.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tasks.errors import CleansetError
+
+TASK_CHOICES = ("auto", "classification", "regression", "multilabel")
+CONTINUOUS_MIN = 30  # distinct values above which a numeric label may be a regression target
+CONTINUOUS_SHARE = 0.2  # ... when also more than this share of the rows is distinct
+FREE_TEXT_SHARE = 0.5  # a text label with more distinct values per row is free text
+MIXED_SHARE = 0.9  # text labels of which at least this share parse as numbers: numbers + typos
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """The values as floats (NaN where not a number); bool is not a number here."""
+    if pd.api.types.is_bool_dtype(values):
+        return pd.Series(np.nan, index=values.index)
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64")
+    return pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+
+
+def _shown(values: pd.Series, k: int = 5) -> str:
+    return ", ".join(repr(v) for v in pd.unique(values)[:k])
+
+
+def decide_task(labels: pd.Series, label: str, requested: str = "auto") -> tuple[str, str]:
+    """(task, reason) for the label column's present values; CleansetError when it fits none
+    or when the requested task cannot take it."""
+    if requested not in TASK_CHOICES:
+        raise CleansetError(f"unknown task {requested!r}; choose one of {', '.join(TASK_CHOICES)}")
+    if requested == "multilabel":
+        raise CleansetError("task multilabel (tag sets) is not available yet in this version of "
+                            "cleanset; use classification or regression")
+    values = labels.dropna()
+    n, distinct = len(values), int(values.nunique())
+    numbers = _numbers(values)
+    parsed = int(numbers.notna().sum())
+    if requested == "regression":
+        if parsed < n:
+            bad = values[numbers.isna()]
+            raise CleansetError(
+                f"label column {label!r} is a regression target but {len(bad):,} of its "
+                f"{n:,} values are not numbers (e.g. {_shown(bad)}): fix or blank them")
+        if not np.isfinite(numbers.to_numpy()).all():
+            raise CleansetError(f"label column {label!r} holds infinite values; a regression "
+                                "target must be finite numbers")
+        return "regression", "set in the settings (task: regression)"
+    if requested == "classification":
+        return "classification", "set in the settings (task: classification)"
+    many = distinct > CONTINUOUS_MIN and distinct > CONTINUOUS_SHARE * n
+    if parsed == n and n and many and not pd.api.types.is_bool_dtype(values):
+        if not np.isfinite(numbers.to_numpy()).all():
+            raise CleansetError(f"label column {label!r} holds infinite values; a regression "
+                                "target must be finite numbers")
+        return "regression", (f"numeric label with {distinct:,} distinct values in {n:,} rows "
+                              f"(more than {CONTINUOUS_MIN} and {CONTINUOUS_SHARE:.0%} of the "
+                              "rows): a regression target")
+    if many and n and parsed >= MIXED_SHARE * n:
+        bad = values[numbers.isna()]
+        raise CleansetError(
+            f"label column {label!r} looks like numbers ({parsed:,} of {n:,} values, "
+            f"{distinct:,} distinct) with text mixed in (e.g. {_shown(bad)}): fix or blank "
+            "those values for a regression target, or set task: classification (--task)")
+    if n and distinct > CONTINUOUS_MIN and distinct > FREE_TEXT_SHARE * n:
+        raise CleansetError(
+            f"label column {label!r} holds {distinct:,} distinct text values in {n:,} rows "
+            f"(e.g. {_shown(values, 3)}): that is free text, neither classes nor numbers. "
+            "Choose the class or target column with --label, or give it as --text and label "
+            "another column")
+    return "classification", (f"{distinct:,} distinct label values in {n:,} rows: classes")

@@ -113,7 +113,7 @@ def model_inputs(frame: pd.DataFrame, plan: FeaturePlan, models: tuple[str, ...]
         out.update({m: encoded for m in linear})
         if plan.high_cardinality:
             out["high"] = frame[list(plan.high_cardinality)].to_numpy(dtype=object)
-    out.update({m: frame for m in models if family(m) == "hgb"})
+    out.update({m: frame for m in models if family(m) in ("hgb", "hgbr")})
     return out
 
 

@@ -81,6 +81,7 @@ class ReportData:
     reviews: dict[str, Any]
     screening: list[dict[str, Any]] = field(default_factory=list)
     columns: list[dict[str, Any]] = field(default_factory=list)
+    regression: dict[str, list] | None = None  # a regression run: given vs predicted values
 
 
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
@@ -155,6 +156,8 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
             data.columns = _dicts(con.execute(
                 "SELECT column_name, role, reason FROM column_roles WHERE run_id = ? "
                 "ORDER BY role = 'ignore' DESC, role, column_name", [run_id]))
+        if run.get("task") == "regression":  # values, not classes: no noise matrix
+            data.noise, data.regression = [], regression_points(con, run_id)
         if "review_decisions" in tables:
             data.reviews = _dicts(con.execute(
                 "SELECT count(*) AS n, count(DISTINCT row_id) AS n_rows, max(decided_at) AS "
@@ -443,6 +446,58 @@ def chart_evaluation(evaluations: list[dict]) -> Chart | None:
     return _png(fig)
 
 
+REGRESSION_POINTS = 5_000  # rows drawn in the predicted-vs-given chart (all flagged rows)
+
+
+def regression_points(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list]:
+    """A regression run's given and suggested (out-of-fold predicted) values: every flagged row
+    and an evenly spaced sample of the others (aggregated in SQL, so a large run stays small)."""
+    n = con.execute("SELECT count(*) FROM issues WHERE run_id = ? AND given_value IS NOT NULL "
+                    "AND suggested_value IS NOT NULL", [run_id]).fetchall()[0][0]
+    step = max(1, math.ceil(n / REGRESSION_POINTS))
+    rows = con.execute(
+        "SELECT given_value, suggested_value, coalesce(is_label_issue, false) FROM (SELECT *, "
+        "row_number() OVER (ORDER BY row_id) AS k FROM issues WHERE run_id = ? AND given_value "
+        "IS NOT NULL AND suggested_value IS NOT NULL) WHERE is_label_issue OR k % ? = 0",
+        [run_id, step]).fetchall()
+    residuals = con.execute(
+        "SELECT given_value - suggested_value FROM issues WHERE run_id = ? AND given_value IS "
+        "NOT NULL AND suggested_value IS NOT NULL AND (is_label_issue OR hash(row_id) % ? = 0)",
+        [run_id, step]).fetchall()
+    return {"given": [r[0] for r in rows], "predicted": [r[1] for r in rows],
+            "flagged": [bool(r[2]) for r in rows], "residual": [r[0] for r in residuals],
+            "n": n}
+
+
+def chart_regression(points: dict[str, list] | None) -> Chart | None:
+    """Predicted (out of fold) against given values, flagged rows in red, and the residual
+    distribution (given - predicted)."""
+    if not points or not points["given"]:
+        return None
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.4, 3.0))
+    flagged = points["flagged"]
+    for is_flagged, colour, name in ((False, MUTED, "not flagged"), (True, RED, "label issue")):
+        xs = [g for g, f in zip(points["given"], flagged, strict=True) if f == is_flagged]
+        ys = [p for p, f in zip(points["predicted"], flagged, strict=True) if f == is_flagged]
+        left.scatter(xs, ys, s=8 if is_flagged else 5, color=colour, label=name,
+                     alpha=0.9 if is_flagged else 0.5, linewidths=0)
+    low = min(min(points["given"]), min(points["predicted"]))
+    high = max(max(points["given"]), max(points["predicted"]))
+    left.plot([low, high], [low, high], color=INK, lw=0.8, ls="--")
+    left.set_xlabel("given value", fontsize=8.5)
+    left.set_ylabel("predicted (out of fold)", fontsize=8.5)
+    left.set_title("predicted vs given", loc="left")
+    left.legend(frameon=False, fontsize=7.5)
+    right.hist(points["residual"], bins=40, color=MUTED)
+    right.axvline(0, color=INK, lw=0.8, ls="--")
+    right.set_xlabel("residual: given - predicted", fontsize=8.5)
+    right.set_ylabel("rows", fontsize=7.5)
+    right.set_title("residuals", loc="left")
+    fig.tight_layout()
+    return _png(fig)
+
+
 # ---------------------------------------------------------------------------- rendering
 
 
@@ -467,7 +522,7 @@ def render_html(data: ReportData) -> str:
                      and b.get("test_set") == e.get("test_set")), None)
         evaluations.append({**e, "delta": None if base is None or e is base else
                             {m: (e.get(m) or 0) - (base.get(m) or 0)
-                             for m in ("accuracy", "macro_f1")}})
+                             for m in ("accuracy", "macro_f1", "rmse", "mae", "r2")}})
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
                       lstrip_blocks=True)
@@ -491,7 +546,9 @@ def render_html(data: ReportData) -> str:
             "issues": chart_issue_counts(data.summary, n_rows),
             "noise": chart_noise_matrix(data.noise),
             "scores": chart_scores(data.histograms, data.flagged_types),
-            "evaluation": chart_evaluation(data.evaluations),
+            "evaluation": None if data.regression is not None else chart_evaluation(
+                data.evaluations),
+            "regression": chart_regression(data.regression),
         },
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     )

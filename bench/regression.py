@@ -10,8 +10,9 @@ sorted names shuffled with default_rng(13), dealt alternately). Planted errors o
 
 Both sides get the same feature columns. cleanset: its default estimate stage (regressors
 screened by out-of-fold MSE, the kNN graph built for Datalab included) and its default flag
-(tasks/detect.regression_label_issues). Peer: `cleanlab.regression.learn.CleanLearning` with a
-regressor of the model family cleanset chose (RidgeCV or the same HistGradientBoostingRegressor)
+(tasks/detect.regression_label_issues, the kNN graph's neighbours included). Peer:
+`cleanlab.regression.learn.CleanLearning` with a regressor of the model family cleanset chose
+(RidgeCV or the same HistGradientBoostingRegressor)
 on the same encoded features, `find_label_issues` defaults. Also shown: the "obvious script"
 (5-fold cross_val_predict + `get_label_quality_scores` + Datalab's documented threshold, score
 < 0.05 x median score). Scores: precision / recall / F1 of the flags against the plant, AUROC of
@@ -56,7 +57,7 @@ from tasks.featurize import (  # noqa: E402
     prepare_frame,
     target_strata,
 )
-from tasks.knn import dense_embedding, knn_graph  # noqa: E402
+from tasks.knn import dense_embedding, graph_neighbours, knn_graph  # noqa: E402
 from tasks.sample import precision_recall  # noqa: E402
 from tasks.spec import Policy  # noqa: E402
 
@@ -180,7 +181,10 @@ def ours(frame: pd.DataFrame, plan, y: np.ndarray):  # noqa: ANN001, ANN201
     graph, _, _ = knn_graph(inputs["knn"], 10)
     choice = choose_model(inputs, y, 0, plan, 5, regression=True)
     pred = out_of_fold_probs(inputs, y, folds, 1, plan, choice, graph=graph)
-    return pred[:, 0], choice
+    neighbours = graph_neighbours(graph)
+    found = regression_label_issues(y, pred, neighbours=neighbours)
+    found.attrs["neighbours"] = neighbours
+    return found, choice
 
 
 def peer_model(choice, plan):  # noqa: ANN001, ANN201
@@ -236,9 +240,8 @@ def run_case(name: str, kind: str, rate: float, repeats: int, sweep: bool) -> di
     X_frame = prepare_frame(features, plan)
     ours_t, peer_t, obvious_t = [], [], []
     for _ in range(repeats):  # alternate A and B
-        (pred, choice), t = timed(ours, X_frame, plan, y)
+        (found, choice), t = timed(ours, X_frame, plan, y)
         ours_t.append(t)
-        found = regression_label_issues(y, pred)
         model = peer_model(choice, plan)
         start = time.perf_counter()
         dense = build_transformer(plan).fit_transform(X_frame)
@@ -265,8 +268,9 @@ def run_case(name: str, kind: str, rate: float, repeats: int, sweep: bool) -> di
     }
     if sweep:
         row["sweep"] = {str(z): precision_recall(
-            regression_label_issues(y, pred, z)["is_label_issue"].to_numpy(), mask)[2]
-            for z in SWEEP}
+            regression_label_issues(y, found["suggested_value"].to_numpy(), z,
+                                    found.attrs["neighbours"])["is_label_issue"].to_numpy(),
+            mask)[2] for z in SWEEP}
     return row
 
 

@@ -483,7 +483,8 @@ def featurize(
     kept[quarantined] = False
     task, task_reason = decide_task(df[label][kept], label, task)
     logger = get_run_logger()
-    logger.info("task: %s (%s)", task, task_reason)
+    (logger.warning if "tag sets" in task_reason else logger.info)("task: %s (%s)", task,
+                                                                   task_reason)
     if task == "regression":
         plan, positions, y, folds = regression_design(
             df, label, snapshot.id_column, quarantined, text, features, n_folds, seed, group,

@@ -26,6 +26,23 @@ CONTINUOUS_MIN = 30  # distinct values above which a numeric label may be a regr
 CONTINUOUS_SHARE = 0.2  # ... when also more than this share of the rows is distinct
 FREE_TEXT_SHARE = 0.5  # a text label with more distinct values per row is free text
 MIXED_SHARE = 0.9  # text labels of which at least this share parse as numbers: numbers + typos
+TAG_DELIMITERS = (";", "|", ",")
+TAG_SHARE = 0.2  # text labels of which this share hold a delimiter look like tag sets
+
+
+def looks_like_tags(values: pd.Series) -> str | None:
+    """The delimiter when the text labels look like tag sets ("sports;politics"): at least
+    TAG_SHARE of them hold it and its parts are fewer distinct values than the labels."""
+    if pd.api.types.is_numeric_dtype(values) or values.empty:
+        return None
+    text = values.astype(str)
+    for d in TAG_DELIMITERS:
+        holding = text.str.contains(d, regex=False)
+        if holding.mean() >= TAG_SHARE:
+            parts = text.str.split(d).explode().str.strip()
+            if parts.nunique() < text.nunique():
+                return d
+    return None
 
 
 def _numbers(values: pd.Series) -> pd.Series:
@@ -85,4 +102,9 @@ def decide_task(labels: pd.Series, label: str, requested: str = "auto") -> tuple
             f"(e.g. {_shown(values, 3)}): that is free text, neither classes nor numbers. "
             "Choose the class or target column with --label, or give it as --text and label "
             "another column")
-    return "classification", (f"{distinct:,} distinct label values in {n:,} rows: classes")
+    reason = f"{distinct:,} distinct label values in {n:,} rows: classes"
+    tags = looks_like_tags(values)
+    if tags:  # multi-label is not available yet: say what happens instead
+        reason += (f"; the values look like tag sets separated by {tags!r}, but multi-label is "
+                   "not available yet: each distinct set is one class")
+    return "classification", reason

@@ -64,6 +64,13 @@ def test_numbers_with_text_mixed_in_are_refused_naming_the_text():
     assert decide_task(values, "price", "classification")[0] == "classification"
 
 
+def test_tag_sets_are_classes_for_now_and_the_reason_says_so():
+    tags = pd.Series(["sports;politics", "sports", "politics", "tech;sports"] * 30)
+    task, why = decide_task(tags, "tags")
+    assert task == "classification" and "tag sets separated by ';'" in why
+    assert "tag sets" not in decide_task(pd.Series(["a", "b"] * 40), "y")[1]
+
+
 def test_multilabel_is_not_available_yet():
     with pytest.raises(CleansetError, match="multilabel.*not available yet"):
         build_spec(source="x.csv", label="tags", task="multilabel")

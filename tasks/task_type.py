@@ -7,8 +7,9 @@ Rules for `auto` (pure, on the labelled, non-quarantined values):
   than CONTINUOUS_SHARE of the rows distinct -> regression (taken as classes it would be one
   tiny class per value);
 - numbers as text with a few non-numbers mixed in -> refused, naming the text values;
-- text with more than FREE_TEXT_SHARE of the rows distinct (and more than CONTINUOUS_MIN) ->
-  refused: free text is neither a class nor a number;
+- text of several words with more than FREE_TEXT_SHARE of the rows distinct (and more than
+  CONTINUOUS_MIN) -> refused: free text is neither a class nor a number (many short distinct
+  codes stay classes: their rare classes are flagged for review);
 - anything else -> classification.
 Multi-label (tag sets) is not available yet: `auto` never picks it and `task: multilabel` is
 refused with that message.
@@ -54,6 +55,13 @@ def _numbers(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
 
 
+def _wordy(values: pd.Series) -> bool:
+    """Sentences rather than names or codes: several words, or long strings, on average.
+    (Many short distinct values are many classes: the rare ones go to review, not refused.)"""
+    text = values.astype(str).head(2000)
+    return bool(text.str.split().str.len().mean() >= 3 or text.str.len().mean() > 30)
+
+
 def _shown(values: pd.Series, k: int = 5) -> str:
     return ", ".join(repr(v) for v in pd.unique(values)[:k])
 
@@ -96,7 +104,7 @@ def decide_task(labels: pd.Series, label: str, requested: str = "auto") -> tuple
             f"label column {label!r} looks like numbers ({parsed:,} of {n:,} values, "
             f"{distinct:,} distinct) with text mixed in (e.g. {_shown(bad)}): fix or blank "
             "those values for a regression target, or set task: classification (--task)")
-    if n and distinct > CONTINUOUS_MIN and distinct > FREE_TEXT_SHARE * n:
+    if n and distinct > CONTINUOUS_MIN and distinct > FREE_TEXT_SHARE * n and _wordy(values):
         raise CleansetError(
             f"label column {label!r} holds {distinct:,} distinct text values in {n:,} rows "
             f"(e.g. {_shown(values, 3)}): that is free text, neither classes nor numbers. "

@@ -53,6 +53,8 @@ def test_free_text_label_is_refused_with_what_was_seen():
     words = pd.Series([f"the customer wrote note number {i}" for i in range(200)])
     with pytest.raises(CleansetError, match=r"200 distinct text values in 200 rows.*free text"):
         decide_task(words, "comment")
+    codes = pd.Series([f"class_{i:04d}" for i in range(200)])  # many classes, not free text
+    assert decide_task(codes, "code")[0] == "classification"
 
 
 def test_numbers_with_text_mixed_in_are_refused_naming_the_text():

@@ -92,9 +92,10 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
 # in the shared kNN graph (their MAD), since errors of a price grow with the price. Flagged:
 # more than REGRESSION_Z such deviations from the median residual. Score: CleanLearning's
 # (cleanlab.regression.learn) exp(-z / median z) with that spread as its `uncertainty`. Both
-# chosen on the design half of bench/regression.py: the local spread raised the mean F1 from
-# 0.645 to 0.689 (z = 3), and the score's AUROC (0.901) beat cleanlab's OUTRE score (0.893),
-# which also takes half the rows as neighbours (O(n^2) memory). The suggested value is the
+# chosen on the design half of bench/regression.py: with the dataset's spread alone and OUTRE
+# as the score (the script at commit 4524d6a) mean F1 0.645 and AUROC 0.893; as now 0.689 and
+# 0.901 (results/regression_design.md). OUTRE also takes half the rows as neighbours (O(n^2)
+# memory). The suggested value is the
 # out-of-fold prediction, with an INTERVAL interval from the residuals' quantiles.
 REGRESSION_Z = 3.0
 LOCAL_SHARE = 0.5

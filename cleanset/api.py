@@ -73,8 +73,9 @@ def result_html(summary: RunSummary, report: Path | None) -> str:
     if check:
         verdict = ("trusted to act on labels" if check.get("model_trusted")
                    else "<b>too weak: label issues go to review</b>")
-        rows.append(("model check", f"out-of-fold accuracy {check['model_accuracy']:.3f} "
-                     f"(chance {check['chance_accuracy']:.3f}); {verdict}"))
+        from tasks.summary import model_check_text
+
+        rows.append(("model check", f"{e(model_check_text(check))}; {verdict}"))
         if check.get("model_warning"):
             rows.append(("warning", f"<span style='color:#b45309'>"
                          f"{e(str(check['model_warning']))}</span>"))

@@ -99,7 +99,8 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         snapshot=snapshot, validation=validation, label=spec.label, text=list(spec.text),
         features=list(spec.features) if spec.features else None, n_folds=spec.folds,
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
-        pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles)
+        pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles,
+        task=spec.task)
     neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
                              exact=spec.knn_exact)
     choice = None
@@ -129,7 +130,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work,
         trusted=check.trusted, slices=list(spec.slices))
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
-                             work_dir=work, trusted=check.trusted)
+                             work_dir=work, trusted=check.trusted, task=design.task)
     evaluation = staged(evaluate)(
         snapshot=snapshot, design=design, decided=decided, label=spec.label,
         test_source=spec.test, holdout=spec.eval_holdout,

@@ -78,17 +78,17 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
 
 
 def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
+    from tasks.summary import model_check_text
+
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_row("run", summary.run_id)
     t.add_row("rows", f"{summary.n_rows:,}")
+    t.add_row("task", f"{summary.task} ({summary.task_reason})")
     check = summary.model_check
     if check:
         t.add_row("model", f"{summary.model}")
-        t.add_row("model check", f"out-of-fold accuracy {check['model_accuracy']:.3f} (chance "
-                                 f"{check['chance_accuracy']:.3f}), log loss "
-                                 f"{check['model_log_loss']:.3f} (chance "
-                                 f"{check['chance_log_loss']:.3f})" + (
-                                     "" if check.get("model_trusted") else " - TOO WEAK"))
+        t.add_row("model check", model_check_text(check) + (
+            "" if check.get("model_trusted") else " - TOO WEAK"))
     t.add_row("label issues", f"{summary.n_label_issues:,}")
     others = ", ".join(f"{t} {n:,}" for t, n in summary.issue_counts.items()
                        if n and t not in ("label",))
@@ -112,7 +112,13 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     t.add_row("clean rows", f"{summary.n_clean_rows:,} -> table {summary.clean_table}")
     t.add_row("health", f"{summary.health_score:.3f} of rows have no issue; label health "
                         f"{summary.label_health_score:.3f}")
-    if summary.evaluation:
+    if summary.evaluation and "rmse" in summary.evaluation["given"]:  # a regression
+        before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
+        t.add_row("test RMSE", f"{before['rmse']:.4g} trained as given -> {after['rmse']:.4g} "
+                               f"trained cleaned (MAE {before['mae']:.4g} -> {after['mae']:.4g}, "
+                               f"R^2 {before['r2']:.3f} -> {after['r2']:.3f}), scored on "
+                               f"{summary.test_set}")
+    elif summary.evaluation:
         before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
         t.add_row("test accuracy", f"{before['accuracy']:.3f} trained as given -> "
                                    f"{after['accuracy']:.3f} trained cleaned (macro-F1 "

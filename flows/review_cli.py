@@ -92,7 +92,8 @@ def review(
                              "new_label": new_label, "note": note,
                              "given_label": row["given_label"] or "", "dataset": name}])
         try:
-            checked = check_decisions(one, name, {row["row_id"]}, set(classes), "decision")
+            checked = check_decisions(one, name, {row["row_id"]}, set(classes), "decision",
+                                      queue.attrs.get("task", "classification"))
             record_decisions(db, name, checked, who, "interactive")
         except CleansetError as exc:  # a typo or a busy warehouse should not end the session
             err.print(f"not saved: {exc}", markup=False)
@@ -108,7 +109,10 @@ MAX_FIELDS = 16
 def _panel(row, n: int, total: int) -> Panel:  # noqa: ANN001
     t = Table(show_header=False, box=None, pad_edge=False)
     t.add_row("given label", str(row["given_label"]))
-    if row["suggested_label"] is not None:
+    if row["suggested_label"] is not None and "suggested_interval" in row:  # a regression
+        t.add_row("suggested", f"{row['suggested_label']} (interval "
+                               f"{row['suggested_interval']})")
+    elif row["suggested_label"] is not None:
         t.add_row("suggested", f"{row['suggested_label']} (confidence "
                                f"{row['suggested_label_confidence']:.2f})")
     t.add_row("why", str(row["reason"]))

@@ -19,6 +19,10 @@ def run(
     ] = None,
     label: Annotated[str | None, typer.Option(
         "--label", "-l", help="Label column (required here or in --config).")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="auto (default: many distinct numbers -> regression, else "
+        "classification), classification or regression (multilabel: not available yet).")
+    ] = None,
     id: Annotated[str | None, typer.Option(
         "--id", help="Unique id column; without it a `row_id` (0, 1, ...) is added.")] = None,
     text: Annotated[list[str] | None, typer.Option(
@@ -123,7 +127,7 @@ def run(
 
     try:
         spec = build_spec(
-            config, source=source, label=label, id=id, text=tuple(text or ()),
+            config, source=source, label=label, task=task, id=id, text=tuple(text or ()),
             features=tuple(features) if features else None, dataset=dataset,
             db=str(db) if db else None, suite=str(suite) if suite else None, folds=folds,
             seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,

@@ -34,8 +34,9 @@ from tasks.estimate import (
     fit_predict,
     knn_smooth,
     log_loss,
+    mse,
 )
-from tasks.featurize import Design, FeaturePlan
+from tasks.featurize import Design, FeaturePlan, target_strata
 
 MODEL_CHOICES = ("auto", "logreg", "hgb", "nb", "knn", "ensemble")
 PRUNE_CHOICES = ("auto", "off", "replace", "average")
@@ -60,6 +61,7 @@ class Screened(BaseModel):
     projected_seconds: float  # the full K-fold pass, scaled from the screening cost
     within_budget: bool
     chosen: bool = False
+    regression: bool = False  # then log_loss holds the out-of-fold MSE and accuracy the R^2
 
 
 class ModelChoice(BaseModel):
@@ -88,8 +90,15 @@ class ModelChoice(BaseModel):
         return tuple(m for m in self.models if m != "knn")
 
 
-def candidates(plan: FeaturePlan, has_embedding: bool) -> list[str]:
-    """The candidate models this data admits."""
+REGRESSION_NAMES = {"logreg": "ridge", "hgb": "hgbr", "knn": "knn"}  # --model for a regression
+
+
+def candidates(plan: FeaturePlan, has_embedding: bool, regression: bool = False) -> list[str]:
+    """The candidate models this data admits (regressors for a regression target: ridge with
+    its alpha chosen by efficient leave-one-out, gradient-boosted trees, kNN on the
+    embedding)."""
+    if regression:
+        return ["ridge", *([] if plan.text else ["hgbr"]), *(["knn"] if has_embedding else [])]
     out = [m for m in LINEAR_MODELS if family(m) == "logreg"]
     if not plan.text:
         out.append("hgb")  # trees on TF-IDF are slow and weak: text goes to linear / nb / knn
@@ -118,10 +127,10 @@ PROBE_ROWS = 300
 
 
 def probe_seconds(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
-                  seed: int) -> float:
+                  seed: int, strata: np.ndarray | None = None) -> float:
     """Seconds per training row of one fit on a small stratified sample (at least one row of
     every class present)."""
-    rows = stratified_sample(y, PROBE_ROWS, seed)
+    rows = stratified_sample(y if strata is None else strata, PROBE_ROWS, seed)
     started = time.perf_counter()
     fit_predict(inputs[model], y, rows, rows[:10], n_classes, model, plan, seed,
                 inputs.get("high"))
@@ -129,21 +138,27 @@ def probe_seconds(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan:
 
 
 def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
-               seed: int, knn_k: int) -> tuple[np.ndarray, float]:
-    """Out-of-sample probabilities of one candidate on the sample (3-fold CV) and the seconds."""
+               seed: int, knn_k: int, strata: np.ndarray | None = None
+               ) -> tuple[np.ndarray, float]:
+    """Out-of-sample probabilities of one candidate on the sample (3-fold CV) and the seconds
+    (`strata` given: a regression, predictions n x 1, folds stratified by target quantile)."""
     started = time.perf_counter()
     splitter = StratifiedKFold(n_splits=SCREEN_FOLDS, shuffle=True, random_state=seed)
-    out = np.zeros((len(y), n_classes), dtype=np.float32)
-    for train, test in splitter.split(np.zeros(len(y)), y):
+    regression = strata is not None
+    out = (np.zeros((len(y), 1), dtype=np.float64) if regression
+           else np.zeros((len(y), n_classes), dtype=np.float32))
+    for train, test in splitter.split(np.zeros(len(y)), y if strata is None else strata):
         if model == "knn":
             emb = inputs["knn"]
             k = min(knn_k, len(train) - 1)
             clf = KNeighborsClassifier(n_neighbors=k, metric="cosine" if emb.shape[1] > 3
                                        else "euclidean", algorithm="brute")
-            clf.fit(emb[train], y[train])
+            clf.fit(emb[train], np.zeros(len(train), dtype=np.int64) if regression
+                    else y[train])
             _, idx = clf.kneighbors(emb[test])
-            out[test] = knn_smooth(y[train][idx], n_classes, np.bincount(y[train],
-                                                                          minlength=n_classes))
+            out[test] = (y[train][idx].mean(axis=1, keepdims=True) if regression else
+                         knn_smooth(y[train][idx], n_classes,
+                                    np.bincount(y[train], minlength=n_classes)))
         else:
             X = inputs[model]
             out[test] = fit_predict(X, y, train, test, n_classes, model, plan, seed,
@@ -151,39 +166,40 @@ def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Fe
     return out, time.perf_counter() - started
 
 
-def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray
-         ) -> tuple[tuple[str, ...], tuple[float, ...], str]:
-    """The best candidate within budget by log loss, or a weighted pair when it is clearly
-    better. Returns (models, weights, reason)."""
+def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray,
+         regression: bool = False) -> tuple[tuple[str, ...], tuple[float, ...], str]:
+    """The best candidate within budget by log loss (regression: MSE), or a weighted pair when
+    it is clearly better. Returns (models, weights, reason)."""
+    loss_of, what = (mse, "MSE") if regression else (log_loss, "log loss")
     ok = sorted((r for r in results if r.within_budget and r.model in probs),
                 key=lambda r: r.log_loss)
     if not ok:
         ok = sorted((r for r in results if r.model in probs),
                     key=lambda r: r.projected_seconds)[:1]
     best = ok[0]
-    reason = f"lowest log loss on a {best.rows:,}-row sample ({best.log_loss:.3f})"
+    reason = f"lowest {what} on a {best.rows:,}-row sample ({best.log_loss:.4g})"
     others = [r for r in ok if family(r.model) != family(best.model)]
     if not others:
         return (best.model,), (1.0,), reason
     second = others[0]
     pair = None
     for w in (0.25, 0.5, 0.75):
-        mixed = combine([probs[best.model], probs[second.model]], (w, 1 - w))
-        loss = log_loss(y, mixed)
+        mixed = combine([probs[best.model], probs[second.model]], (w, 1 - w), regression)
+        loss = loss_of(y, mixed)
         if pair is None or loss < pair[1]:
             pair = (w, loss)
     w, loss = pair
     if loss < best.log_loss * (1 - ENSEMBLE_GAIN):
         return ((best.model, second.model), (w, round(1 - w, 2)),
-                f"{w:.2f}/{1 - w:.2f} mix of the two best families: log loss {loss:.3f} vs "
-                f"{best.log_loss:.3f} alone on a {best.rows:,}-row sample")
+                f"{w:.2f}/{1 - w:.2f} mix of the two best families: {what} {loss:.4g} vs "
+                f"{best.log_loss:.4g} alone on a {best.rows:,}-row sample")
     return (best.model,), (1.0,), reason
 
 
 def choose_model(
     inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan, n_folds: int,
     model: str = "auto", prune: str = "auto", budget: float | None = None, seed: int = 0,
-    knn_k: int = 10, sample_rows: int = SAMPLE_ROWS,
+    knn_k: int = 10, sample_rows: int = SAMPLE_ROWS, regression: bool = False,
 ) -> ModelChoice:
     """Screen the candidates on a sample of the data and choose (see the module docstring).
 
@@ -195,8 +211,17 @@ def choose_model(
     if prune not in PRUNE_CHOICES:
         raise CleansetError(f"unknown prune mode {prune!r}; choose one of "
                             f"{', '.join(PRUNE_CHOICES)}")
-    admitted = candidates(plan, "knn" in inputs)
-    if model not in ("auto", "ensemble"):
+    admitted = candidates(plan, "knn" in inputs, regression)
+    if regression and model == "nb":
+        raise CleansetError("model 'nb' classifies; a regression target takes logreg (ridge), "
+                            "hgb, knn, ensemble or auto")
+    if regression and model in REGRESSION_NAMES:
+        model = REGRESSION_NAMES[model]
+        if model not in admitted:
+            raise CleansetError(f"model {model!r} does not fit this data (text columns take "
+                                "ridge; knn needs the kNN embedding); use 'auto'")
+        admitted = [model]
+    elif model not in ("auto", "ensemble"):
         if model == "nb" and "nb" not in admitted:
             raise CleansetError("model 'nb' needs non-negative features (TF-IDF, one-hot) and "
                                 "the data has numeric columns; use 'logreg' or 'auto'")
@@ -207,8 +232,17 @@ def choose_model(
             raise CleansetError("model 'knn' needs the kNN embedding, which this run has not "
                                 "built")
         admitted = [m for m in admitted if family(m) == model]
-    sample = stratified_sample(y, sample_rows, seed)
+    strata_all = target_strata(y, SCREEN_FOLDS) if regression else None
+    sample = stratified_sample(y if strata_all is None else strata_all, sample_rows, seed)
     ys = y[sample]
+    strata = None if strata_all is None else target_strata(ys, SCREEN_FOLDS)
+    loss_of = mse if regression else log_loss
+
+    def score(p: np.ndarray) -> float:  # accuracy, or R^2 for a regression
+        if regression:
+            return 1.0 - mse(ys, p) / max(float(np.var(ys)), 1e-300)
+        return float((p.argmax(1) == ys).mean())
+
     n = len(y)
     train_rows = max(1.0, len(sample) * (SCREEN_FOLDS - 1) / SCREEN_FOLDS)
     full_rows = n_folds * n * (n_folds - 1) / n_folds  # rows fitted by the full K-fold pass
@@ -226,34 +260,34 @@ def choose_model(
         if m != "knn" and budget is not None:
             # a probe fit on a few hundred rows says what screening and the full pass would cost;
             # a candidate that cannot fit the budget is not screened at all
-            per_row = probe_seconds(m, part, ys, n_classes, plan, seed)
+            per_row = probe_seconds(m, part, ys, n_classes, plan, seed, strata)
             if per_row * full_rows > budget:
                 results.append(dict(model=m, rows=len(sample), log_loss=float("nan"),
                                     accuracy=float("nan"), seconds=0.0,
                                     projected_seconds=per_row * full_rows))
                 continue
-        p, seconds = screen_one(m, part, ys, n_classes, plan, seed, knn_k)
+        p, seconds = screen_one(m, part, ys, n_classes, plan, seed, knn_k, strata)
         probs[m] = p
         per_row = seconds / (SCREEN_FOLDS * train_rows)
         projected = 0.0 if m == "knn" else per_row * full_rows
-        results.append(dict(model=m, rows=len(sample), log_loss=log_loss(ys, p),
-                            accuracy=float((p.argmax(1) == ys).mean()), seconds=seconds,
+        results.append(dict(model=m, rows=len(sample), log_loss=loss_of(ys, p),
+                            accuracy=score(p), seconds=seconds,
                             projected_seconds=projected))
-        if m == "logreg" and budget is None:  # the default budget follows the linear model
+        if m in ("logreg", "ridge") and budget is None:  # the budget follows the linear model
             budget = max(DEFAULT_BUDGET_FLOOR, BUDGET_VS_LINEAR * projected)
     if budget is None:
         budget = DEFAULT_BUDGET_FLOOR
     if not probs:  # nothing fits the budget: the cheapest candidate still has to run
         cheapest = min(results, key=lambda r: r["projected_seconds"])
         p, seconds = screen_one(cheapest["model"], sample_inputs(cheapest["model"]), ys,
-                                n_classes, plan, seed, knn_k)
+                                n_classes, plan, seed, knn_k, strata)
         probs[cheapest["model"]] = p
-        cheapest.update(log_loss=log_loss(ys, p), accuracy=float((p.argmax(1) == ys).mean()),
-                        seconds=seconds)
-    screened = [Screened(**r, within_budget=r["projected_seconds"] <= budget) for r in results]
+        cheapest.update(log_loss=loss_of(ys, p), accuracy=score(p), seconds=seconds)
+    screened = [Screened(**r, within_budget=r["projected_seconds"] <= budget,
+                         regression=regression) for r in results]
     if model == "ensemble":
         screened = [s.model_copy(update={"within_budget": True}) for s in screened]
-    models, weights, reason = pick(screened, probs, ys)
+    models, weights, reason = pick(screened, probs, ys, regression)
     if model == "ensemble" and len(models) == 1:
         others = sorted((s for s in screened if family(s.model) != family(models[0])
                          and s.model in probs), key=lambda s: s.log_loss)
@@ -263,6 +297,9 @@ def choose_model(
     elif model != "auto":
         reason = f"set in config ({model}); {reason}"
     screened = [s.model_copy(update={"chosen": s.model in models}) for s in screened]
+    if regression and prune not in ("auto", "off"):
+        raise CleansetError("prune (a second pass without flagged rows) is for classification; "
+                            "leave it at auto or off for a regression target")
     return ModelChoice(models=models, weights=weights,
                        prune="off" if prune == "auto" else prune, reason=reason,
                        screening=tuple(screened), budget_seconds=round(budget, 1))
@@ -283,11 +320,13 @@ def choose(design: Design, snapshot, neighbours, model: str, prune: str,  # noqa
     if neighbours is not None:
         inputs["knn"] = neighbours.embedding.read()
     choice = choose_model(inputs, design.labels.read(), len(design.classes), design.plan,
-                          design.n_folds, model, prune, budget, seed, knn_k)
+                          design.n_folds, model, prune, budget, seed, knn_k,
+                          regression=design.regression)
     logger = get_run_logger()
+    loss, score = ("MSE", "R^2") if design.regression else ("log loss", "accuracy")
     for s in choice.screening:
-        logger.info("screened %-12s log loss %.3f, accuracy %.3f, %.1f s (full pass ~%.0f s%s)",
-                    s.model, s.log_loss, s.accuracy, s.seconds, s.projected_seconds,
+        logger.info("screened %-12s %s %.4g, %s %.3f, %.1f s (full pass ~%.0f s%s)",
+                    s.model, loss, s.log_loss, score, s.accuracy, s.seconds, s.projected_seconds,
                     "" if s.within_budget else ", over budget")
     logger.info("model: %s (%s)", choice.label, choice.reason)
     return choice

@@ -30,13 +30,26 @@ class Decided(BaseModel):
     n_reviewed: int = 0
 
 
-def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool) -> np.ndarray:
+def policy_action(policy: Policy, issue_type: str, task: str = "classification") -> str:
+    """The policy's action for a type in a run of `task` (its task field when it has one, e.g.
+    `label_regression`)."""
+    return getattr(policy, f"{issue_type}_{task}", None) or getattr(policy, issue_type)
+
+
+def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool,
+                 task: str = "classification") -> np.ndarray:
     """Rows whose suggested label may replace the given one without a person: the model passed
     its check, the suggestion is confident, and the row's neighbours (another model family)
-    mostly carry the suggested label. Measured in bench/do_no_harm.py (design half)."""
+    mostly carry the suggested label. Measured in bench/do_no_harm.py (design half). For a
+    regression (only with `label_regression: relabel`): every flagged row with a suggested
+    value, when the model passed its check."""
     n = len(issues)
     if not (trusted and policy.auto_fix):
         return np.zeros(n, dtype=bool)
+    if task == "regression":
+        suggested = issues.get("suggested_label", pd.Series(None, index=issues.index))
+        return suggested.notna().to_numpy() & (
+            suggested.astype(str).to_numpy() != issues["given_label"].astype(str).to_numpy())
 
     def column(name: str, default: float) -> np.ndarray:
         values = issues[name] if name in issues else pd.Series(default, index=issues.index)
@@ -52,7 +65,8 @@ def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool) -> np.ndar
             & (suggested.astype(str).to_numpy() != given.astype(str).to_numpy()))
 
 
-def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.Series:
+def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
+            task: str = "classification") -> pd.Series:
     """The action per row by the policy: the most severe action among the row's issues.
 
     A label issue under `relabel` becomes `relabel` only where `safe_relabel` holds; otherwise it
@@ -62,7 +76,7 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.Se
     (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel. `policy.auto_fix` false
     changes and drops nothing at all."""
     level = np.zeros(len(issues), dtype=np.int8)
-    safe = safe_relabel(issues, policy, trusted)
+    safe = safe_relabel(issues, policy, trusted, task)
     copies_common = "is_exact_duplicate_issue" in issues and (
         issues["is_exact_duplicate_issue"].fillna(False).to_numpy(dtype=bool).mean()
         > policy.max_duplicate_share)
@@ -70,7 +84,7 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.Se
         column = f"is_{issue_type}_issue"
         if column not in issues:
             continue
-        action = getattr(policy, issue_type)
+        action = policy_action(policy, issue_type, task)
         flagged = issues[column].fillna(False).to_numpy(dtype=bool)
         if issue_type in RELABEL_TYPES and not trusted and action in ("relabel", "drop"):
             action = "review"
@@ -91,10 +105,11 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.Se
     return pd.Series(names[level], index=issues.index, name="action")
 
 
-def apply_policy(issues: pd.DataFrame, policy: Policy, trusted: bool = True) -> pd.DataFrame:
+def apply_policy(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
+                 task: str = "classification") -> pd.DataFrame:
     """Add `action`, `final_label` (the label the clean table carries) and `decided_by`."""
     out = issues.copy()
-    out["action"] = actions(out, policy, trusted)
+    out["action"] = actions(out, policy, trusted, task)
     relabel = out["action"] == "relabel"
     out["final_label"] = out["given_label"].where(~relabel, out["suggested_label"]).astype("str")
     out["decided_by"] = pd.Series("policy", index=out.index, dtype="str")
@@ -129,11 +144,11 @@ def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None
 
 @stage("decide")
 def decide(detection: Detection, policy: Policy, decisions: TableRef | None, work_dir: str,
-           trusted: bool = True) -> Decided:
+           trusted: bool = True, task: str = "classification") -> Decided:
     """Add `action`, `final_label`, `decided_by` to the issues frame: policy, then decisions.
     `trusted`: whether the model passed its check (estimate.check_model)."""
     logger = get_run_logger()
-    issues = apply_policy(detection.issues.read(), policy, trusted)
+    issues = apply_policy(detection.issues.read(), policy, trusted, task)
     issues, orphans = apply_decisions(issues, decisions.read() if decisions else None)
     if orphans:
         shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")

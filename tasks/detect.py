@@ -32,8 +32,8 @@ from tasks.caching import stage
 from tasks.errors import CleansetError
 from tasks.featurize import Design
 from tasks.ingest import Snapshot
-from tasks.issue_types import DATALAB_TYPES, DEFAULT_OFF, ISSUE_TYPES
-from tasks.knn import Neighbours, neighbour_agreement
+from tasks.issue_types import DATALAB_TYPES, DEFAULT_OFF, ISSUE_TYPES, types_for
+from tasks.knn import Neighbours, graph_neighbours, neighbour_agreement
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.trust import ambiguity, slice_summary, well_labeled
 from tasks.validate import Validation
@@ -43,8 +43,10 @@ from tasks.validate import Validation
 NON_IID_MAX_ROWS = 200_000  # above: non_iid tests an evenly spaced sample (memory, see below)
 
 
-def enabled_types(settings: dict[str, bool | dict]) -> dict[str, dict]:
-    """Issue type -> its Datalab keyword arguments, for the enabled types.
+def enabled_types(settings: dict[str, bool | dict], task: str = "classification"
+                  ) -> dict[str, dict]:
+    """Issue type -> its Datalab keyword arguments, for the enabled types that apply to `task`
+    (the registry's `tasks`: class_imbalance and underperforming_group are classification's).
 
     `settings` maps a type to False (off), True (on, defaults) or a dict of settings such as
     {"threshold": 0.2}; types not named keep their default (all on but data_valuation).
@@ -54,7 +56,7 @@ def enabled_types(settings: dict[str, bool | dict]) -> dict[str, dict]:
         raise CleansetError(f"unknown issue type(s) {', '.join(unknown)}; known: "
                             f"{', '.join(ISSUE_TYPES)}")
     out = {}
-    for t in ISSUE_TYPES:
+    for t in types_for(task):
         value = settings.get(t, t not in DEFAULT_OFF)
         if value is False:
             continue
@@ -85,6 +87,96 @@ def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
         "suggested": suggested,
         "suggested_label_confidence": pred_probs.max(axis=1).astype("float64"),
     })
+
+
+# Regression label issues. A residual is measured against the residual spread expected for the
+# row: half the dataset's (1.4826 x MAD of the out-of-fold residuals) and half its neighbours'
+# in the shared kNN graph (their MAD), since errors of a price grow with the price. Flagged:
+# more than REGRESSION_Z such deviations from the median residual. Score: CleanLearning's
+# (cleanlab.regression.learn) exp(-z / median z) with that spread as its `uncertainty`. Both
+# chosen on the design half of bench/regression.py: with the dataset's spread alone and OUTRE
+# as the score (the script at commit 4524d6a) mean F1 0.645 and AUROC 0.893; as now 0.689 and
+# 0.901 (results/regression_design.md; its sweep: z = 2.5 scored +0.006 F1 on average but
+# flags more rows of error-free data, so 3). OUTRE also takes half the rows as neighbours
+# (O(n^2) memory). The suggested value is the
+# out-of-fold prediction, with an INTERVAL interval from the residuals' quantiles.
+REGRESSION_Z = 3.0
+LOCAL_SHARE = 0.5
+INTERVAL = 0.9
+
+
+def value_text(v: float) -> str | None:
+    """A suggested value as the issues table's text (6 significant digits)."""
+    return None if v is None or not np.isfinite(v) else f"{v:.6g}"
+
+
+def residual_z(labels: np.ndarray, predictions: np.ndarray,
+               neighbours: np.ndarray | None = None) -> np.ndarray:
+    """Each row's distance from the median out-of-fold residual, in robust standard deviations
+    of the residuals: the dataset's, mixed with its neighbours' (`neighbours`: n x k rows of
+    the kNN graph) when given."""
+    residual = np.asarray(labels, dtype=np.float64) - np.ravel(predictions).astype(np.float64)
+    spread = np.abs(residual - np.median(residual))
+    overall = 1.4826 * float(np.median(spread))
+    if not overall > 0:
+        overall = float(np.std(residual)) or 1.0
+    scale = np.full(len(residual), overall)
+    if neighbours is not None and len(neighbours) == len(residual) and neighbours.shape[1]:
+        local = 1.4826 * np.median(spread[neighbours], axis=1)
+        scale = np.sqrt((1 - LOCAL_SHARE) * overall ** 2 + LOCAL_SHARE * local ** 2)
+    return spread / np.maximum(scale, 1e-12 * overall)
+
+
+def regression_label_issues(labels: np.ndarray, predictions: np.ndarray,
+                            z: float = REGRESSION_Z, neighbours: np.ndarray | None = None
+                            ) -> pd.DataFrame:
+    """Label issues of a regression target from out-of-fold predictions: flag, score, the
+    suggested value (the prediction) and its interval."""
+    y, pred = np.asarray(labels, dtype=np.float64), np.ravel(predictions).astype(np.float64)
+    robust_z = residual_z(y, pred, neighbours)
+    score = np.exp(-robust_z / max(float(np.median(robust_z)), 1e-12))
+    lo, hi = np.quantile(y - pred, [(1 - INTERVAL) / 2, (1 + INTERVAL) / 2])
+    return pd.DataFrame({
+        "is_label_issue": robust_z > z,
+        "label_score": score.astype("float64"),
+        "suggested_value": pred,
+        "suggested_value_low": pred + lo,
+        "suggested_value_high": pred + hi,
+    })
+
+
+def regression_issues_frame(
+    row_ids: pd.Series, given: pd.Series, positions: np.ndarray, labels: np.ndarray,
+    predictions: np.ndarray, quarantined: np.ndarray, neighbours: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The regression counterpart of issues_frame: one row per snapshot row, the label columns
+    for scored rows (suggested_label = the suggested value as text), invalid for quarantined."""
+    n = len(row_ids)
+    found = regression_label_issues(labels, predictions, neighbours=neighbours)
+    out = pd.DataFrame({
+        "row_id": row_ids.astype(str).to_numpy(),
+        "given_label": given.astype(object).where(given.notna(), None).map(
+            lambda v: None if v is None else (str(int(v)) if isinstance(v, float)
+                                              and v.is_integer() else str(v))),
+        "given_value": np.full(n, np.nan),
+        "suggested_label": pd.Series([None] * n, dtype=object),
+        "suggested_label_confidence": np.full(n, np.nan),
+        "suggested_value": np.full(n, np.nan),
+        "suggested_value_low": np.full(n, np.nan),
+        "suggested_value_high": np.full(n, np.nan),
+        "is_label_issue": pd.array([pd.NA] * n, dtype="boolean"),
+        "label_score": np.full(n, np.nan),
+        "is_invalid_issue": np.zeros(n, dtype=bool),
+        "invalid_score": np.ones(n),
+    })
+    out.loc[positions, "given_value"] = labels
+    out.loc[positions, "suggested_label"] = [value_text(v) for v in found["suggested_value"]]
+    for col in ("suggested_value", "suggested_value_low", "suggested_value_high",
+                "is_label_issue", "label_score"):
+        out.loc[positions, col] = found[col].to_numpy()
+    out.loc[quarantined, "is_invalid_issue"] = True
+    out.loc[quarantined, "invalid_score"] = 0.0
+    return out
 
 
 def issues_frame(
@@ -146,9 +238,9 @@ def trust_columns(n: int, positions: np.ndarray, labels: np.ndarray, pred_probs:
     return out
 
 
-def needs_knn(settings: dict[str, bool | dict]) -> bool:
+def needs_knn(settings: dict[str, bool | dict], task: str = "classification") -> bool:
     """Whether any enabled type is one of Datalab's neighbour-based checks."""
-    return any(t in DATALAB_TYPES for t in enabled_types(settings))
+    return any(t in DATALAB_TYPES for t in enabled_types(settings, task))
 
 
 def summarize(issues: pd.DataFrame) -> list[tuple[str, int, float]]:
@@ -201,9 +293,10 @@ def _find_issues(lab, **kwargs) -> None:  # noqa: ANN001, ANN003
 
 def datalab_issues(
     labels: np.ndarray, pred_probs: np.ndarray, features: np.ndarray, graph,  # noqa: ANN001
-    types: dict[str, dict],
+    types: dict[str, dict], task: str = "classification",
 ) -> pd.DataFrame:
-    """Datalab's checks for the requested types on the scored rows, with our kNN graph.
+    """Datalab's checks for the requested types on the scored rows, with our kNN graph (for a
+    regression, Datalab's task="regression" checks, without pred_probs).
 
     Returns Datalab's issue columns plus `near_duplicate_set` (a set id per flagged row: the
     smallest position in its connected group of near duplicates)."""
@@ -215,14 +308,19 @@ def datalab_issues(
         return pd.DataFrame(index=range(n))
     sampled_non_iid = "non_iid" in wanted and n > NON_IID_MAX_ROWS
     main = {t: kw for t, kw in wanted.items() if not (sampled_non_iid and t == "non_iid")}
-    lab = Datalab({"label": labels}, label_name="label", verbosity=0)
-    _find_issues(lab, pred_probs=pred_probs, features=features, knn_graph=graph,
-                 issue_types=main)
+    if task == "regression":
+        lab = Datalab({"label": labels}, label_name="label", verbosity=0, task="regression")
+        _find_issues(lab, features=features, knn_graph=graph, issue_types=main)
+    else:
+        lab = Datalab({"label": labels}, label_name="label", verbosity=0)
+        _find_issues(lab, pred_probs=pred_probs, features=features, knn_graph=graph,
+                     issue_types=main)
     found = lab.get_issues()
     cols = [c for t in main for c in (f"is_{t}_issue", f"{t}_score") if c in found]
     out = found[cols].reset_index(drop=True)
     if sampled_non_iid:
-        out = out.join(_non_iid_on_sample(labels, pred_probs, features, wanted["non_iid"]))
+        out = out.join(_non_iid_on_sample(labels, pred_probs, features, wanted["non_iid"],
+                                          task))
     if "near_duplicate" in wanted and "is_near_duplicate_issue" in out:
         out["near_duplicate_set"] = _set_ids(lab.get_issues("near_duplicate")
                                              ["near_duplicate_sets"].to_numpy(),
@@ -231,7 +329,7 @@ def datalab_issues(
 
 
 def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.ndarray,
-                       settings: dict) -> pd.DataFrame:
+                       settings: dict, task: str = "classification") -> pd.DataFrame:
     """Datalab's non_iid test on evenly spaced rows (order kept) with their own kNN graph.
 
     Its permutation test holds permutations x rows x k integers (about 5 GiB at 1M rows), so
@@ -245,9 +343,9 @@ def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.
     step = int(np.ceil(n / NON_IID_MAX_ROWS))
     sample = np.arange(0, n, step)
     graph, _, _ = knn_graph(np.ascontiguousarray(features[sample]), 10)
-    lab = Datalab({"label": labels[sample]}, label_name="label", verbosity=0)
-    _find_issues(lab, pred_probs=pred_probs[sample], features=features[sample],
-                 knn_graph=graph, issue_types={"non_iid": settings})
+    lab = Datalab({"label": labels[sample]}, label_name="label", verbosity=0, task=task)
+    _find_issues(lab, **({} if task == "regression" else {"pred_probs": pred_probs[sample]}),
+                 features=features[sample], knn_graph=graph, issue_types={"non_iid": settings})
     found = lab.get_issues()
     flags = pd.array([pd.NA] * n, dtype="boolean")
     flags[sample] = found["is_non_iid_issue"].to_numpy(bool)
@@ -335,24 +433,31 @@ def detect_all(
     row_ids: pd.Series, given: pd.Series, features: pd.DataFrame, positions: np.ndarray,
     labels: np.ndarray, classes: tuple[str, ...], pred_probs: np.ndarray,
     quarantined: np.ndarray, rare: np.ndarray, embedding: np.ndarray | None, graph,  # noqa: ANN001
-    types: dict[str, dict], trusted: bool = True,
+    types: dict[str, dict], task: str = "classification", trusted: bool = True,
 ) -> pd.DataFrame:
     """The whole detect stage as one pure function: every enabled issue type, one row per input
-    row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows')."""
-    frame = issues_frame(row_ids, given, positions, labels, classes, pred_probs, quarantined,
-                         rare, trusted)
+    row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows').
+    For a regression `labels` are the float targets and `pred_probs` the predictions (n x 1)."""
+    regression = task == "regression"
+    if regression:
+        frame = regression_issues_frame(row_ids, given, positions, labels, pred_probs,
+                                        quarantined, None if graph is None
+                                        else graph_neighbours(graph))
+    else:
+        frame = issues_frame(row_ids, given, positions, labels, classes, pred_probs,
+                             quarantined, rare, trusted)
     agreement = np.full(len(frame), np.nan)
-    if graph is not None:  # a second opinion on each suggestion: the neighbours' given labels
+    if graph is not None and not regression:  # a second opinion: the neighbours' given labels
         agreement[positions] = neighbour_agreement(graph, labels, pred_probs.argmax(axis=1))
     frame.insert(frame.columns.get_loc("suggested_label_confidence") + 1,
                  "suggested_label_agreement", agreement)
-    if graph is not None:  # well-labeled also needs the neighbours' second opinion
+    if graph is not None and not regression:  # well-labeled: the neighbours agree too
         scored = frame.iloc[positions]
         well, _ = well_labeled(labels, pred_probs, scored["is_label_issue"].to_numpy(bool),
                                trusted, agreement=agreement[positions])
         frame.loc[positions, "is_well_labeled"] = well
     if embedding is not None and graph is not None:
-        found = datalab_issues(labels, pred_probs, embedding, graph, types)
+        found = datalab_issues(labels, pred_probs, embedding, graph, types, task)
         for col in found:
             values = found[col].to_numpy()
             if col == "near_duplicate_set":
@@ -371,7 +476,8 @@ def detect_all(
                 full = np.where(np.isnan(full), frame[col].to_numpy(), full)
             frame[col] = full
     if "class_imbalance" not in types:
-        frame = frame.drop(columns=["is_class_imbalance_issue", "class_imbalance_score"])
+        frame = frame.drop(columns=["is_class_imbalance_issue", "class_imbalance_score"],
+                           errors="ignore")
     if "exact_duplicate" in types or "conflicting_label" in types:
         dup = exact_duplicates(features, given)
         dup["exact_duplicate_set"] = [None if s < 0 else str(row_ids.iloc[s])
@@ -400,7 +506,7 @@ def detect(
     import time
 
     started = time.perf_counter()
-    types = enabled_types(issue_types)
+    types = enabled_types(issue_types, design.task)
     df = snapshot.table.read(columns=[snapshot.id_column, label, *(slices or [])])
     if design.embeddings is not None:
         features = pd.DataFrame(design.embeddings.read())
@@ -411,7 +517,7 @@ def detect(
         df[snapshot.id_column], df[label], features, design.positions.read(), labels,
         design.classes, probs, validation.quarantined.read(), design.rare.read(),
         neighbours.embedding.read() if neighbours else None,
-        neighbours.graph.read() if neighbours else None, types, trusted)
+        neighbours.graph.read() if neighbours else None, types, design.task, trusted)
     sliced = None
     if slices:
         positions = design.positions.read()
@@ -419,14 +525,18 @@ def detect(
         sliced = slice_summary(df[list(slices)].iloc[positions].reset_index(drop=True),
                                scored["is_label_issue"].fillna(False).to_numpy(dtype=bool),
                                scored["label_score"].to_numpy(dtype="float64"),
-                               correct=probs.argmax(axis=1) == labels)
+                               correct=None if design.regression
+                               else probs.argmax(axis=1) == labels)
         worst = sliced[sliced["is_flagged"]]
         if len(worst):
             get_run_logger().warning(
                 "slices with more label issues than the rest: %s", "; ".join(
                     f"{r.slice_column}={r.slice_value} ({r.issue_rate:.1%} vs "
                     f"{r.rest_issue_rate:.1%})" for r in worst.itertuples()))
-    label_health = float(overall_label_health_score(labels, probs, verbose=False))
+    if design.regression:  # cleanlab's definition: 1 - the share of rows with a label issue
+        label_health = 1.0 - float(frame["is_label_issue"].astype("float64").mean())
+    else:
+        label_health = float(overall_label_health_score(labels, probs, verbose=False))
     summary = summarize(frame)
     work = Path(work_dir)
     get_run_logger().info("issues: %s; health %.3f, label health %.3f (%.1f s)",
@@ -434,6 +544,6 @@ def detect(
                           label_health, time.perf_counter() - started)
     return Detection(issues=write_table(frame, work, "issues"), summary=tuple(summary),
                      health_score=health(frame), label_health_score=label_health,
-                     classes=write_table(class_summary(labels, probs, design.classes), work,
-                                         "classes"),
+                     classes=None if design.regression else write_table(
+                         class_summary(labels, probs, design.classes), work, "classes"),
                      slices=write_table(sliced, work, "slices") if sliced is not None else None)

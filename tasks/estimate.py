@@ -23,9 +23,9 @@ from cleanlab.filter import find_label_issues
 from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder, TargetEncoder
@@ -37,9 +37,10 @@ from tasks.ingest import Snapshot
 from tasks.knn import graph_neighbours
 from tasks.store import ArrayRef, write_array
 
-FAMILIES = ("logreg", "hgb", "nb", "knn")
-LINEAR = ("logreg", "nb")  # families that take the encoded matrix (featurize.encode)
-LINEAR_MODELS = ("logreg-c0.1", "logreg", "logreg-c10", "nb")  # their concrete candidates
+FAMILIES = ("logreg", "hgb", "nb", "knn")  # regression: ridge (alpha by efficient LOO), hgbr, knn
+LINEAR = ("logreg", "nb", "ridge")  # families that take the encoded matrix (featurize.encode)
+LINEAR_MODELS = ("logreg-c0.1", "logreg", "logreg-c10", "nb", "ridge")  # their concrete models
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 3, 11))
 EPS = 1e-6
 
 # The model is too weak to judge labels when its out-of-fold log loss is not at least MIN_SKILL
@@ -56,8 +57,15 @@ def family(model: str) -> str:
     return model.split("-")[0]
 
 
-def target_encoder(seed: int) -> TargetEncoder:
+def is_regressor(model: str) -> bool:
+    return family(model) in ("ridge", "hgbr")
+
+
+def target_encoder(seed: int, regression: bool = False) -> TargetEncoder:
     """Target encoding of high-cardinality columns, cross-fitted inside the training rows."""
+    if regression:
+        return TargetEncoder(target_type="continuous",
+                             cv=KFold(n_splits=5, shuffle=True, random_state=seed))
     return TargetEncoder(cv=StratifiedKFold(n_splits=5, shuffle=True, random_state=seed))
 
 
@@ -67,26 +75,29 @@ def make_model(model: str, plan: FeaturePlan, seed: int):  # noqa: ANN201 - an s
     frame and encodes categoricals itself (high-cardinality ones by target encoding, fitted
     inside the training rows with scikit-learn's internal cross-fitting)."""
     fam = family(model)
+    if fam == "ridge":
+        return RidgeCV(alphas=RIDGE_ALPHAS)
     if fam == "logreg":
         c = float(model.split("-c")[1]) if "-c" in model else 1.0
         return LogisticRegression(max_iter=2000, C=c, random_state=seed)
     if fam == "nb":
         return MultinomialNB(alpha=0.5)
-    if fam == "hgb":
+    if fam in ("hgb", "hgbr"):
         cats, high = list(plan.categorical), list(plan.high_cardinality)
         parts = [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
                                         encoded_missing_value=np.nan, max_categories=250), cats)]
         if high:
-            parts.append(("high", target_encoder(seed), high))
+            parts.append(("high", target_encoder(seed, fam == "hgbr"), high))
         encoder = ColumnTransformer(parts, remainder="passthrough",
                                     verbose_feature_names_out=False).set_output(transform="pandas")
         # regularised (shallower trees, larger leaves, L2): on noisy labels it measured a lower
         # out-of-fold log loss than 50 rounds at rate 0.2 on every design dataset tried
         # (moons, penguins, wine: bench/tune_policy.py notes), and is faster
-        clf = HistGradientBoostingClassifier(categorical_features=cats or None, max_iter=100,
-                                             learning_rate=0.1, max_leaf_nodes=15,
-                                             min_samples_leaf=40, l2_regularization=1.0,
-                                             random_state=seed)
+        # the regressor: the same trees, smaller leaves (20, not tuned) for small tables
+        kind = HistGradientBoostingRegressor if fam == "hgbr" else HistGradientBoostingClassifier
+        clf = kind(categorical_features=cats or None, max_iter=100, learning_rate=0.1,
+                   max_leaf_nodes=15, min_samples_leaf=20 if fam == "hgbr" else 40,
+                   l2_regularization=1.0, random_state=seed)
         return Pipeline([("features", encoder), ("clf", clf)])
     raise CleansetError(f"unknown model {model!r}; choose one of {', '.join(FAMILIES)}")
 
@@ -102,7 +113,7 @@ def model_inputs(frame: pd.DataFrame, plan: FeaturePlan, models: tuple[str, ...]
         out.update({m: encoded for m in linear})
         if plan.high_cardinality:
             out["high"] = frame[list(plan.high_cardinality)].to_numpy(dtype=object)
-    out.update({m: frame for m in models if family(m) == "hgb"})
+    out.update({m: frame for m in models if family(m) in ("hgb", "hgbr")})
     return out
 
 
@@ -114,12 +125,13 @@ def fit_predict(
     X, y: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int,  # noqa: ANN001
     model: str, plan: FeaturePlan, seed: int, high: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fit `model` on the `train` rows of X, return the `test` rows' probabilities (n_test x K).
-    `high`: raw high-cardinality values, target-encoded inside the training rows for linear
-    models."""
+    """Fit `model` on the `train` rows of X, return the `test` rows' probabilities (n_test x K),
+    or for a regressor its predictions (n_test x 1). `high`: raw high-cardinality values,
+    target-encoded inside the training rows for linear models."""
     x_train, x_test = _take(X, train), _take(X, test)
+    regression = is_regressor(model)
     if high is not None and family(model) in LINEAR:
-        te = target_encoder(seed)
+        te = target_encoder(seed, regression)
         extra_train = te.fit_transform(high[train], y[train])
         extra_test = te.transform(high[test])
         stack = sp.hstack if sp.issparse(x_train) else np.hstack
@@ -129,6 +141,8 @@ def fit_predict(
             x_train, x_test = x_train.tocsr(), x_test.tocsr()
     pipe = make_model(model, plan, seed)
     pipe.fit(x_train, y[train])
+    if regression:
+        return np.asarray(pipe.predict(x_test), dtype=np.float64).reshape(-1, 1)
     proba = pipe.predict_proba(x_test)
     out = np.zeros((len(test) if test.dtype != bool else int(test.sum()), n_classes),
                    dtype=np.float32)
@@ -143,7 +157,9 @@ def fit_predict_fold(
 ) -> np.ndarray:
     """Fit on rows outside `fold` (minus `exclude`d rows), return the fold's probabilities."""
     train, test = folds != fold, folds == fold
-    if exclude is not None:
+    if exclude is not None and is_regressor(model):
+        train = train & ~exclude
+    elif exclude is not None:
         pruned = train & ~exclude
         # keep every class trainable: fall back to the full fold if pruning would empty one
         if len(np.unique(y[pruned])) == len(np.unique(y[train])):
@@ -170,20 +186,30 @@ def knn_probs(graph, y: np.ndarray, n_classes: int) -> np.ndarray:  # noqa: ANN0
                       np.bincount(y, minlength=n_classes))
 
 
+def knn_mean(graph, y: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Leave-one-out kNN regression from the shared graph: the mean target of each row's
+    neighbours (n x 1)."""
+    return y[graph_neighbours(graph)].mean(axis=1).reshape(-1, 1)
+
+
 def assemble(folds: np.ndarray, parts: list[np.ndarray], n_classes: int) -> np.ndarray:
-    """Put each fold's rows back in place: an n x K out-of-fold pred_probs matrix."""
-    pred = np.zeros((len(folds), n_classes), dtype=np.float32)
+    """Put each fold's rows back in place: an n x K out-of-fold pred_probs matrix (n x 1
+    float64 predictions for a regressor)."""
+    dtype = parts[0].dtype if parts else np.float32
+    pred = np.zeros((len(folds), n_classes), dtype=dtype)
     for k, part in enumerate(parts):
         pred[folds == k] = part
     return pred
 
 
-def combine(per_model: list[np.ndarray], weights: tuple[float, ...] | None = None
-            ) -> np.ndarray:
+def combine(per_model: list[np.ndarray], weights: tuple[float, ...] | None = None,
+            regression: bool = False) -> np.ndarray:
     """Weighted mean of several models' probabilities (equal weights by default), renormalised
-    per row."""
+    per row; of regressors' predictions (n x 1, float64) when `regression`."""
     w = np.asarray(weights if weights else [1.0] * len(per_model), dtype=np.float64)
     pred = np.tensordot(w / w.sum(), np.asarray(per_model, dtype=np.float64), axes=1)
+    if regression:
+        return pred
     return (pred / pred.sum(axis=1, keepdims=True).clip(min=1e-12)).astype(np.float32)
 
 
@@ -235,6 +261,26 @@ def check_model(y: np.ndarray, probs: np.ndarray, n_classes: int) -> ModelCheck:
                       warning=warning)
 
 
+def mse(y: np.ndarray, predictions: np.ndarray) -> float:
+    """Mean squared error of out-of-fold predictions (n or n x 1)."""
+    return float(np.mean((np.ravel(predictions) - y) ** 2))
+
+
+def check_regression(y: np.ndarray, predictions: np.ndarray) -> ModelCheck:
+    """The regression counterpart of check_model: out-of-fold MSE against predicting the mean
+    (the variance); skill = R^2. Stored in the same fields (log_loss = MSE, chance_log_loss =
+    variance; accuracy fields are NaN). A model below MIN_SKILL may rank rows, not change them."""
+    loss, chance = mse(y, predictions), float(np.var(y))
+    skill = 1.0 - loss / chance if chance > 0 else 0.0
+    warning = (f"the model is too weak to judge values: its out-of-fold R^2 is {skill:.2f} "
+               f"(< {MIN_SKILL}; MSE {loss:.4g} vs the variance {chance:.4g}). Label issues are "
+               "listed for review; no value is changed or dropped automatically"
+               ) if skill < MIN_SKILL else ""
+    return ModelCheck(accuracy=float("nan"), log_loss=loss, chance_accuracy=float("nan"),
+                      chance_log_loss=chance, skill=float(skill), trusted=not warning,
+                      warning=warning)
+
+
 def first_pass_flags(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     """Rows confident learning flags in the first pass: left out of training in the second."""
     return find_label_issues(labels, pred_probs, n_jobs=1)
@@ -247,15 +293,18 @@ def out_of_fold_probs(
     """The whole estimate stage in one process (what the flow runs as separate fold tasks):
     every chosen model on every fold, weighted, with the prune-and-retrain pass when chosen."""
 
+    regression = any(is_regressor(m) for m in choice.models)
+
     def one_model(m: str, exclude: np.ndarray | None) -> np.ndarray:
         if m == "knn":
-            return knn_probs(graph, y, n_classes)
+            return knn_mean(graph, y) if regression else knn_probs(graph, y, n_classes)
         return assemble(folds, [fit_predict_fold(inputs[m], y, folds, k, n_classes, m, plan,
                                                  seed, exclude, inputs.get("high"))
                                 for k in range(int(folds.max()) + 1)], n_classes)
 
     def one_pass(exclude: np.ndarray | None) -> np.ndarray:
-        return combine([one_model(m, exclude) for m in choice.models], choice.weights or None)
+        return combine([one_model(m, exclude) for m in choice.models], choice.weights or None,
+                       regression)
 
     first = one_pass(None)
     if choice.prune == "off":
@@ -264,11 +313,11 @@ def out_of_fold_probs(
     return second if choice.prune == "replace" else combine([second, first])
 
 
-def design_inputs(snapshot: Snapshot, design: Design, models: tuple[str, ...] = ("logreg", "hgb")
-                  ) -> dict:
+def design_inputs(snapshot: Snapshot, design: Design,
+                  models: tuple[str, ...] = ("logreg", "hgb", "ridge", "hgbr")) -> dict:
     """Every family's input over the scored rows, read from the run's files."""
     plan = design.plan
-    need_frame = any(family(m) == "hgb" for m in models) or plan.high_cardinality
+    need_frame = any(family(m) in ("hgb", "hgbr") for m in models) or plan.high_cardinality
     frame = design_matrix(snapshot, design) if need_frame else None
     out: dict = {}
     linear = [m for m in models if family(m) in LINEAR]
@@ -277,8 +326,8 @@ def design_inputs(snapshot: Snapshot, design: Design, models: tuple[str, ...] = 
         out.update({m: matrix for m in LINEAR_MODELS})
         if plan.high_cardinality:
             out["high"] = frame[list(plan.high_cardinality)].to_numpy(dtype=object)
-    if any(family(m) == "hgb" for m in models):
-        out["hgb"] = frame
+    if any(family(m) in ("hgb", "hgbr") for m in models):
+        out["hgb"] = out["hgbr"] = frame
     return out
 
 
@@ -314,6 +363,14 @@ def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: st
     from tasks.featurize import encode_labels, load_user_array
 
     df = snapshot.table.read(columns=[label, *columns])
+    if design.regression:  # out-of-fold predictions: one column
+        given = (load_user_array(path, len(df), "predictions") if path else df[columns].apply(
+            pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64))
+        if given.shape[1] != 1 or not np.isfinite(given).all():
+            raise CleansetError("supplied predictions of a regression target must be one "
+                                "column of finite numbers, one row per input row")
+        return write_array(given[design.positions.read()].astype(np.float64), Path(work_dir),
+                           "pred_probs")
     _, all_classes = encode_labels(df[label])
     if path:
         given = load_user_array(path, len(df), "pred_probs")
@@ -340,7 +397,7 @@ def estimate_fold(
     """Out-of-fold probabilities of one model for one fold's rows."""
     inputs = design_inputs(snapshot, design, (model,))
     proba = fit_predict_fold(inputs[model], design.labels.read(), design.folds.read(), fold,
-                             len(design.classes), model, design.plan, seed,
+                             design.width, model, design.plan, seed,
                              exclude.read() if exclude is not None else None, inputs.get("high"))
     get_run_logger().info("fold %d/%d: %s predicted %d rows%s", fold + 1, design.n_folds, model,
                           len(proba), " (pruned training set)" if exclude is not None else "")
@@ -353,25 +410,33 @@ def pred_probs(design: Design, parts: dict[str, list[ArrayRef]], weights: dict[s
                average_with: ArrayRef | None = None) -> ArrayRef:
     """Assemble folds per model, add the kNN family's probabilities from the shared graph when
     chosen, take the weighted mean (and the mean with the first pass, when asked)."""
-    folds, y, k = design.folds.read(), design.labels.read(), len(design.classes)
+    folds, y, k = design.folds.read(), design.labels.read(), design.width
     per_model, w = [], []
     for model, weight in weights.items():
         if model == "knn":
-            per_model.append(knn_probs(neighbours.graph.read(), y, k))
+            graph = neighbours.graph.read()
+            per_model.append(knn_mean(graph, y) if design.regression else knn_probs(graph, y, k))
         else:
             per_model.append(assemble(folds, [p.read() for p in parts[model]], k))
         w.append(weight)
-    probs = combine(per_model, tuple(w))
+    probs = combine(per_model, tuple(w), design.regression)
     if average_with is not None:
-        probs = combine([probs, average_with.read()])
+        probs = combine([probs, average_with.read()], regression=design.regression)
     return write_array(probs, Path(work_dir), "pred_probs")
 
 
 @stage("check-model")
 def model_check(design: Design, pred_probs: ArrayRef) -> ModelCheck:
     """Out-of-fold accuracy and log loss against chance; warn when too weak to act on."""
-    check = check_model(design.labels.read(), pred_probs.read(), len(design.classes))
     logger = get_run_logger()
+    if design.regression:
+        check = check_regression(design.labels.read(), pred_probs.read())
+        logger.info("model check: out-of-fold R^2 %.3f (MSE %.4g, variance %.4g)", check.skill,
+                    check.log_loss, check.chance_log_loss)
+        if check.warning:
+            logger.warning(check.warning)
+        return check
+    check = check_model(design.labels.read(), pred_probs.read(), len(design.classes))
     logger.info("model check: out-of-fold accuracy %.3f (chance %.3f), log loss %.3f (chance "
                 "%.3f), skill %.2f", check.accuracy, check.chance_accuracy, check.log_loss,
                 check.chance_log_loss, check.skill)

@@ -1,6 +1,6 @@
 """evaluate: does cleaning help? Train the default model on the data as given and on the cleaned
 data, score both on a test set (a labelled file, or a held-out share of the rows), and report
-accuracy and macro-F1 before and after (table `evaluations`).
+accuracy and macro-F1 before and after (regression: RMSE, MAE and R^2; table `evaluations`).
 
 With a held-out share the test labels are the data's own (possibly noisy) labels; a separate,
 trusted test file (`--test`) is the better measure.
@@ -15,13 +15,19 @@ import pandas as pd
 import scipy.sparse as sp
 from prefect import get_run_logger
 from pydantic import BaseModel, ConfigDict
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    r2_score,
+    root_mean_squared_error,
+)
 from sklearn.model_selection import train_test_split
 
 from tasks.caching import STAGE_CACHE, file_content, stage
 from tasks.decide import Decided
 from tasks.errors import CleansetError
-from tasks.estimate import LINEAR, family, fit_predict
+from tasks.estimate import LINEAR, family, fit_predict, is_regressor
 from tasks.featurize import Design, FeaturePlan, _label_text, build_transformer, prepare_frame
 from tasks.ingest import Snapshot, read_snapshot
 
@@ -66,6 +72,32 @@ def train_and_score(train: pd.DataFrame, y_train: np.ndarray, test: pd.DataFrame
             "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
 
 
+def train_and_score_regression(train: pd.DataFrame, y_train: np.ndarray, test: pd.DataFrame,
+                               y_test: np.ndarray, plan: FeaturePlan, models: tuple[str, ...],
+                               seed: int = 0) -> dict:
+    """The regression counterpart of train_and_score: the mean prediction of the regressors
+    trained on the training rows, scored by RMSE, MAE and R^2 on the test rows."""
+    y = np.asarray(y_train, dtype=np.float64)
+    rows = np.arange(len(train) + len(test))
+    fit_rows, test_rows = rows[:len(train)], rows[len(train):]
+    y_all = np.concatenate([y, np.zeros(len(test))])
+    both = pd.concat([train, test], ignore_index=True)
+    preds = []
+    for m in models:
+        if family(m) in LINEAR:
+            X = build_transformer(plan).fit(train).transform(both)
+            X = X.tocsr() if sp.issparse(X) else X
+        else:
+            X = both
+        high = (both[list(plan.high_cardinality)].to_numpy(dtype=object)
+                if plan.high_cardinality else None)
+        preds.append(fit_predict(X, y_all, fit_rows, test_rows, 1, m, plan, seed, high)[:, 0])
+    predicted, truth = np.mean(preds, axis=0), np.asarray(y_test, dtype=np.float64)
+    return {"rmse": float(root_mean_squared_error(truth, predicted)),
+            "mae": float(mean_absolute_error(truth, predicted)),
+            "r2": float(r2_score(truth, predicted))}
+
+
 def label_text(values: pd.Series) -> pd.Series:
     """Labels as the text the issues table uses (1.0 -> '1'); missing stays missing."""
     return values.map(_label_text, na_action="ignore")
@@ -73,7 +105,7 @@ def label_text(values: pd.Series) -> pd.Series:
 
 def evaluation_sets(frame: pd.DataFrame, given: pd.Series, decided: pd.DataFrame,
                     test: tuple[pd.DataFrame, pd.Series] | None, holdout: float | None,
-                    seed: int) -> dict:
+                    seed: int, regression: bool = False) -> dict:
     """The training and test rows: `given` = every labelled row as it came, `cleaned` = the rows
     the clean table keeps, with their final labels. A held-out share is taken from both."""
     labelled = given.notna().to_numpy()
@@ -84,7 +116,7 @@ def evaluation_sets(frame: pd.DataFrame, given: pd.Series, decided: pd.DataFrame
         rows = idx[labelled]
         y = given.iloc[rows].to_numpy()
         counts = pd.Series(y).value_counts()
-        stratify = y if counts.min() >= 2 else None
+        stratify = y if counts.min() >= 2 and not regression else None
         try:
             _, held = train_test_split(rows, test_size=holdout, random_state=seed,
                                        stratify=stratify)
@@ -126,6 +158,9 @@ def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
     else:
         frame = _features(snapshot.table.read(columns=design.plan.used), design, "the data")
     given = label_text(snapshot.table.read(columns=[label])[label])
+    if design.regression:
+        given = pd.to_numeric(given, errors="coerce")
+        models = tuple(m for m in models if is_regressor(m)) or ("ridge",)
     test = None
     if test_source:
         test_snap = read_snapshot(test_source, None, Path(work_dir))
@@ -135,18 +170,33 @@ def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
         test_df = test_df[test_df[label].notna()]
         if test_df.empty:
             raise CleansetError(f"test file {test_source} has no labelled rows")
-        test = (_features(test_df, design, f"test file {test_source}"),
-                label_text(test_df[label]))
-    sets = evaluation_sets(frame, given, decided.table.read(columns=["action", "final_label"]),
-                           test, holdout, seed)
+        test_y = label_text(test_df[label])
+        if design.regression:
+            test_y = pd.to_numeric(test_y, errors="coerce")
+            if test_y.isna().any():
+                raise CleansetError(f"test file {test_source}: label column {label!r} holds "
+                                    "values that are not numbers; a regression test set needs "
+                                    "numeric targets")
+        test = (_features(test_df, design, f"test file {test_source}"), test_y)
+    decided_rows = decided.table.read(columns=["action", "final_label"])
+    if design.regression:
+        decided_rows["final_label"] = pd.to_numeric(decided_rows["final_label"], errors="coerce")
+    sets = evaluation_sets(frame, given, decided_rows, test, holdout, seed, design.regression)
     test_set = test_source or f"holdout {holdout:.0%} (labels as given)"
     rows = []
+    score = train_and_score_regression if design.regression else train_and_score
     for trained_on in ("given", "cleaned"):
         x, y = sets[trained_on]
-        scores = train_and_score(x, y, *sets["test"], design.plan, models, seed)
+        scores = score(x, y, *sets["test"], design.plan, models, seed)
         rows.append({"trained_on": trained_on, "model": "+".join(models), "test_set": test_set,
                      "n_train": len(y), "n_test": len(sets["test"][1]), **scores})
     before, after = rows
+    if design.regression:
+        get_run_logger().info(
+            "evaluation on %s: RMSE %.4g -> %.4g, MAE %.4g -> %.4g, R^2 %.3f -> %.3f (given -> "
+            "cleaned)", test_set, before["rmse"], after["rmse"], before["mae"], after["mae"],
+            before["r2"], after["r2"])
+        return Evaluation(model="+".join(models), test_set=test_set, rows=tuple(rows))
     get_run_logger().info(
         "evaluation on %s: accuracy %.3f -> %.3f, macro-F1 %.3f -> %.3f (given -> cleaned)",
         test_set, before["accuracy"], after["accuracy"], before["macro_f1"], after["macro_f1"])

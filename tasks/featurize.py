@@ -25,6 +25,7 @@ from tasks.caching import STAGE_CACHE, file_content, stage
 from tasks.errors import CleansetError
 from tasks.ingest import Snapshot
 from tasks.store import ArrayRef, MatrixRef, TableRef, write_array, write_matrix
+from tasks.task_type import decide_task
 from tasks.validate import Validation
 
 MISSING = "__missing__"
@@ -76,6 +77,17 @@ class Design(BaseModel):
     rare_classes: tuple[str, ...] = ()
     embeddings: ArrayRef | None = None  # user-supplied features (n_snapshot_rows x d)
     matrix: MatrixRef | None = None  # encoded features of the scored rows (linear models' input)
+    task: str = "classification"  # or regression: labels are then the float targets, no classes
+    task_reason: str = ""
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def width(self) -> int:
+        """Columns of the out-of-fold estimate: one per class, or one prediction (regression)."""
+        return 1 if self.regression else len(self.classes)
 
 
 def _looks_like_text(s: pd.Series) -> bool:
@@ -310,8 +322,8 @@ def embedding_plan(dim: int) -> FeaturePlan:
 
 def refuse_continuous_label(labels: pd.Series, label: str) -> None:
     """A numeric label with many distinct values is a regression target: taken as classes it would
-    give one tiny class per value and say nothing useful. Refused with what was seen (regression
-    support is planned, issue 16)."""
+    give one tiny class per value and say nothing useful. With task classification it is refused
+    with what was seen (task auto takes it as regression: tasks/task_type.py)."""
     if not pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
         return
     distinct = labels.nunique()
@@ -319,8 +331,8 @@ def refuse_continuous_label(labels: pd.Series, label: str) -> None:
         raise CleansetError(
             f"label column {label!r} holds {distinct:,} distinct numbers in {len(labels):,} rows "
             f"(e.g. {', '.join(map(str, labels.head(3).tolist()))}): it looks like a regression "
-            "target, and cleanset checks class labels only (regression is planned). Bin it into "
-            "classes (e.g. quantiles) in your data, or choose the class column with --label")
+            "target, not classes: run with --task regression (or auto), or choose the class "
+            "column with --label")
 
 
 def design(
@@ -364,6 +376,46 @@ def design(
     return plan, classes, positions, y, folds, np.flatnonzero(is_rare), rare
 
 
+REGRESSION_STRATA = 10
+
+
+def target_strata(y: np.ndarray, n_folds: int) -> np.ndarray:
+    """Quantile bins of a continuous target, so every fold spans the target's range (the
+    regression counterpart of stratifying by class)."""
+    bins = max(2, min(REGRESSION_STRATA, len(y) // max(n_folds, 1)))
+    ranks = pd.Series(y).rank(method="first").to_numpy()
+    return np.minimum((ranks - 1) * bins // max(len(y), 1), bins - 1).astype(np.int64)
+
+
+def regression_design(
+    df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
+    features: list[str] | None, n_folds: int, seed: int, group: str | None = None,
+    also_exclude: tuple[str, ...] = (), plan: FeaturePlan | None = None,
+    roles: dict[str, str] | None = None,
+) -> tuple[FeaturePlan, np.ndarray, np.ndarray, np.ndarray]:
+    """Plan features, take the targets of the scored rows (not quarantined, label present) as
+    floats, and assign folds stratified by target quantile (and by group when given)."""
+    if group is not None and group not in df.columns:
+        raise CleansetError(f"group column {group!r} is not in the data; available columns: "
+                            f"{', '.join(map(str, df.columns))}")
+    exclude = [id_column] + ([group] if group else []) + list(also_exclude)
+    plan = plan or infer_roles(df, label, exclude, text, features, roles)
+    keep = np.ones(len(df), dtype=bool)
+    keep[quarantined] = False
+    keep &= df[label].notna().to_numpy()
+    positions = np.flatnonzero(keep)
+    values = df[label].iloc[positions]
+    y = (values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(
+        values.astype(str).str.strip(), errors="coerce")).to_numpy(dtype=np.float64)
+    if len(y) < 2 * n_folds or np.unique(y).size < 2:
+        raise CleansetError(f"label column {label!r} has {len(y)} usable values "
+                            f"({np.unique(y).size} distinct): too few to cross-check a "
+                            f"regression target with {n_folds} folds")
+    groups = group_codes(df[group].iloc[positions]) if group else None
+    folds = plan_folds(target_strata(y, n_folds), n_folds, seed, groups)
+    return plan, positions, y, folds
+
+
 def match_decisions(decisions: pd.DataFrame, row_ids: pd.Series
                     ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Each row's latest decision (a later decision supersedes an earlier one): the decisions
@@ -387,11 +439,19 @@ def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFra
     kinds = latest["decision"].to_numpy()
     by_text = {_label_text(v): v for v in pd.unique(labels.dropna())}
     out = labels.copy()
+    numeric = pd.api.types.is_numeric_dtype(out) and not pd.api.types.is_bool_dtype(out)
     relabelled = 0
     for p, kind, new in zip(pos, kinds, latest["new_label"].to_numpy(), strict=True):
-        if kind == "relabel" and new in by_text and _label_text(out.iloc[p]) != new:
+        if kind != "relabel" or new is None or _label_text(out.iloc[p]) == new:
+            continue
+        if new in by_text:
             out.iloc[p] = by_text[new]
-            relabelled += 1
+        elif numeric and pd.notna(value := pd.to_numeric(new, errors="coerce")):
+            out = out.astype("float64")  # a reviewed regression value (a new number)
+            out.iloc[p] = float(value)
+        else:
+            continue
+        relabelled += 1
     return out, np.sort(pos[kinds == "drop"]).astype(np.int64), relabelled
 
 
@@ -400,10 +460,11 @@ def featurize(
     snapshot: Snapshot, validation: Validation, label: str, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
     embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
-    decisions: TableRef | None = None, roles: dict[str, str] | None = None,
+    decisions: TableRef | None = None, roles: dict[str, str] | None = None, task: str = "auto",
 ) -> Design:
-    """Infer column roles, encode labels and plan folds for the rows that passed validation,
-    with the reviewers' corrections applied (a reviewed drop is not trained on)."""
+    """Decide the task (classification or regression), infer column roles, encode labels and
+    plan folds for the rows that passed validation, with the reviewers' corrections applied (a
+    reviewed drop is not trained on)."""
     df = snapshot.table.read()
     work = Path(work_dir)
     quarantined = validation.quarantined.read()
@@ -417,19 +478,34 @@ def featurize(
     if embeddings:
         emb = load_user_array(embeddings, len(df), "embeddings")
         given_plan, emb_ref = embedding_plan(emb.shape[1]), write_array(emb, work, "embeddings")
-    plan, classes, positions, y, folds, rare, rare_counts = design(
-        df, label, snapshot.id_column, quarantined, text, features, n_folds,
-        seed, group, pred_prob_columns, given_plan, roles,
-    )
+    if label not in df.columns:
+        raise CleansetError(f"label column {label!r} is not in the data; available columns: "
+                            f"{', '.join(map(str, df.columns))}")
+    kept = np.ones(len(df), dtype=bool)
+    kept[quarantined] = False
+    task, task_reason = decide_task(df[label][kept], label, task)
     logger = get_run_logger()
+    (logger.warning if "tag sets" in task_reason else logger.info)("task: %s (%s)", task,
+                                                                   task_reason)
+    if task == "regression":
+        plan, positions, y, folds = regression_design(
+            df, label, snapshot.id_column, quarantined, text, features, n_folds, seed, group,
+            pred_prob_columns, given_plan, roles)
+        classes, rare, rare_counts = (), np.array([], dtype=np.int64), {}
+    else:
+        plan, classes, positions, y, folds, rare, rare_counts = design(
+            df, label, snapshot.id_column, quarantined, text, features, n_folds,
+            seed, group, pred_prob_columns, given_plan, roles,
+        )
     if rare_counts:
         logger.warning(
             "%d class(es) have fewer rows than the %d folds and are not scored; their %d rows "
             "are flagged for review: %s", len(rare_counts), n_folds, len(rare),
             ", ".join(f"{k!r} ({v})" for k, v in list(rare_counts.items())[:10]))
     logger.info("features: %d numeric, %d categorical, %d high-cardinality, %d text, %d datetime; "
-                "%d classes", len(plan.numeric), len(plan.categorical),
-                len(plan.high_cardinality), len(plan.text), len(plan.datetime), len(classes))
+                "%s", len(plan.numeric), len(plan.categorical),
+                len(plan.high_cardinality), len(plan.text), len(plan.datetime),
+                f"{len(classes)} classes" if task != "regression" else f"{len(y):,} targets")
     for col, why in plan.dropped:
         # a column that may carry signal is a warning; an empty or constant one carries none
         quiet = why in ("constant", "all values missing", "role set to ignore", SLICE)
@@ -444,4 +520,5 @@ def featurize(
                   positions=write_array(positions, work, "design"),
                   labels=write_array(y, work, "design"), folds=write_array(folds, work, "design"),
                   n_folds=n_folds, rare=write_array(rare, work, "design"),
-                  rare_classes=tuple(rare_counts), embeddings=emb_ref)
+                  rare_classes=tuple(rare_counts), embeddings=emb_ref, task=task,
+                  task_reason=task_reason)

@@ -32,7 +32,9 @@ SEVERITY: dict[str, int] = {action: level for level, action in enumerate(ACTIONS
 DECISIONS: tuple[str, ...] = ("keep", "drop", "relabel")
 # The actions the review queue holds by default: every one a person may want to overrule.
 TO_REVIEW: tuple[str, ...] = ("review", "relabel", "drop")
-Task = Literal["classification"]  # regression / multilabel can be added later
+Task = Literal["classification", "regression", "multilabel"]
+TASKS: tuple[str, ...] = ("classification", "regression")  # the tasks cleanset runs today
+BOTH: tuple[Task, ...] = ("classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class IssueType:
     enabled_by_default: bool = True
     datalab: bool = False  # checked by cleanlab's Datalab on the shared kNN graph
     relabel: bool = False  # comes with a suggested label, so `relabel` is a possible action
-    tasks: tuple[Task, ...] = ("classification",)
+    tasks: tuple[Task, ...] = ("classification",)  # the task types the check applies to
+    task_actions: tuple[tuple[Task, Action], ...] = ()  # default action per task, when it differs
     extra_columns: tuple[tuple[str, str], ...] = ()  # (column, DuckDB type) beyond flag/score
 
     @property
@@ -67,47 +70,53 @@ class IssueType:
         return ((self.flag_column, "BOOLEAN"), (self.score_column, "DOUBLE"),
                 *self.extra_columns)
 
+    def default_for(self, task: str) -> Action:
+        """The default action of this type's rows in a run of `task`."""
+        return dict(self.task_actions).get(task, self.default_action)
+
 
 REGISTRY: tuple[IssueType, ...] = (
     IssueType(
         "label", "probably mislabelled", "detect.label_issues",
-        "confident learning on out-of-fold probabilities", "drop",
+        "confident learning on out-of-fold probabilities (regression: cleanlab's label quality "
+        "score of out-of-fold predictions)", "drop",
         action_help="rows with a label issue (when the model passed its check; else review)",
-        default_action_text="drop when the model passed its check, else review; never "
-        "relabelled unless asked",
+        default_action_text="drop when the model passed its check, else review (regression: "
+        "review); never relabelled unless asked",
         readme_detail="probably mislabelled; `suggested_label` + confidence + "
-        "`suggested_label_agreement` (share of its neighbours with that label). Every scored "
-        "row also gets `is_well_labeled` / `well_labeled_score` (safe to skip in review) and "
-        "`is_ambiguous` / `ambiguous_score` / `plausible_labels` (tasks/trust.py)",
-        relabel=True,
+        "`suggested_label_agreement` (share of its neighbours with that label); regression: "
+        "`suggested_value` and its interval. Every scored classification row also gets "
+        "`is_well_labeled` / `well_labeled_score` (safe to skip in review) and `is_ambiguous` / "
+        "`ambiguous_score` / `plausible_labels` (tasks/trust.py)",
+        relabel=True, tasks=BOTH, task_actions=(("regression", "review"),),
         extra_columns=(("is_well_labeled", "BOOLEAN"), ("well_labeled_score", "DOUBLE"),
                        ("is_ambiguous", "BOOLEAN"), ("ambiguous_score", "DOUBLE"),
                        ("plausible_labels", "VARCHAR"))),
     IssueType(
         "outlier", "far from every other row", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "review", action_help="rows far from all others",
-        datalab=True),
+        datalab=True, tasks=BOTH),
     IssueType(
         "near_duplicate", "near copies of another row", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "keep",
         readme_detail="all members of a near-copy set (`near_duplicate_set` = its first row)",
-        datalab=True, extra_columns=(("near_duplicate_set", "VARCHAR"),)),
+        datalab=True, extra_columns=(("near_duplicate_set", "VARCHAR"),), tasks=BOTH),
     IssueType(
         "exact_duplicate", "copies of an earlier row", "detect.exact_duplicates",
         "hash of the raw feature values and the label", "drop",
         action_help="copies after the first",
         default_action_text="drop while copies are rare (≤ 1% of rows), else keep",
         readme_detail="every copy after the first (`exact_duplicate_set`)",
-        extra_columns=(("exact_duplicate_set", "VARCHAR"),)),
+        extra_columns=(("exact_duplicate_set", "VARCHAR"),), tasks=BOTH),
     IssueType(
         "conflicting_label", "same features, other label", "detect.exact_duplicates",
         "hash of the raw feature values", "review",
         action_help="same features, other labels",
-        readme_detail="identical features, different labels (score: share agreeing)"),
+        readme_detail="identical features, different labels (score: share agreeing)", tasks=BOTH),
     IssueType(
         "null", "every feature missing", "detect.null_rows", "raw feature values", "drop",
         action_help="rows with every feature missing",
-        readme_detail="every feature missing (score: share present)"),
+        readme_detail="every feature missing (score: share present)", tasks=BOTH),
     IssueType(
         "class_imbalance", "rows of a rare class", "detect.datalab_issues",
         "Datalab + the rare-class rule", "review", action_help="rows of a rare class",
@@ -116,18 +125,19 @@ REGISTRY: tuple[IssueType, ...] = (
         "non_iid", "data order is not random", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "keep",
         readme_detail="the dataset's order is not random (one row carries the flag)",
-        datalab=True),
+        datalab=True, tasks=BOTH),
     IssueType(
         "underperforming_group", "a cluster the model fails on", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "keep",
         readme_detail="a cluster the model does much worse on", datalab=True),
     IssueType(
         "data_valuation", "rows that do not help the model", "detect.datalab_issues",
-        "Datalab (KNN-Shapley), **opt-in**", "keep", enabled_by_default=False, datalab=True),
+        "Datalab (KNN-Shapley), **opt-in**", "keep", enabled_by_default=False, datalab=True,
+        tasks=BOTH),
     IssueType(
         "invalid", "failed a row-level expectation", "validate.check",
         "validation (`warning` expectations)", "drop",
-        action_help="rows failing a row-level expectation"),
+        action_help="rows failing a row-level expectation", tasks=BOTH),
 )
 
 BY_NAME: dict[str, IssueType] = {t.name: t for t in REGISTRY}
@@ -140,6 +150,18 @@ SET_COLUMNS: dict[str, str] = {t.name: c for t in REGISTRY for c, _ in t.extra_c
                                if c.endswith("_set")}
 
 
+def task_policy_fields() -> list[tuple[str, IssueType, str, Action]]:
+    """(Policy field, type, task, default) for each type whose default differs by task, e.g.
+    `label_regression` (review) beside `label` (drop)."""
+    return [(f"{t.name}_{task}", t, task, action) for t in REGISTRY
+            for task, action in t.task_actions]
+
+
+def types_for(task: str) -> tuple[str, ...]:
+    """The issue types that apply to a run of `task`."""
+    return tuple(t.name for t in REGISTRY if task in t.tasks)
+
+
 def issue_columns() -> list[tuple[str, str]]:
     """Every type's columns in registry order, with their DuckDB types."""
     return [col for t in REGISTRY for col in t.columns]
@@ -147,10 +169,10 @@ def issue_columns() -> list[tuple[str, str]]:
 
 def readme_table() -> str:
     """The README's issue-type table (markdown), as the registry says."""
-    lines = ["| type | found by | flagged rows | default action |",
-             "| --- | --- | --- | --- |"]
+    lines = ["| type | found by | flagged rows | default action | tasks |",
+             "| --- | --- | --- | --- | --- |"]
     for t in REGISTRY:
         lines.append(f"| `{t.name}` | {t.found_by} | {t.readme_detail or t.meaning} | "
-                     f"{t.default_action_text or t.default_action} |")
+                     f"{t.default_action_text or t.default_action} | {', '.join(t.tasks)} |")
     return "\n".join(lines)
 

@@ -64,7 +64,8 @@ class RunSummary(BaseModel):
     health_score: float
     label_health_score: float = 1.0
     issue_counts: dict[str, int] = {}
-    evaluation: dict[str, dict[str, float]] = {}  # trained_on -> {accuracy, macro_f1}
+    evaluation: dict[str, dict[str, float]] = {}  # trained_on -> {accuracy, macro_f1} or
+    #                                               {rmse, mae, r2} (regression)
     test_set: str = ""
     clean_table: str
     model: str = ""
@@ -72,8 +73,11 @@ class RunSummary(BaseModel):
     auto_fix: bool = True
     n_well_labeled: int = 0
     flagged_slices: tuple[str, ...] = ()  # "column=value: rate vs rest" of flagged slices
+    task: str = "classification"
+    task_reason: str = ""
 
 
+EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2")
 CHECK_COLUMNS = ("model_accuracy", "model_log_loss", "chance_accuracy", "chance_log_loss",
                  "model_skill", "model_trusted", "model_warning")
 
@@ -82,10 +86,12 @@ def check_row(check: ModelCheck | None) -> dict:
     """The runs columns of the model check (empty when the user supplied pred_probs unchecked)."""
     if check is None:
         return {}
-    return {"model_accuracy": check.accuracy, "model_log_loss": check.log_loss,
-            "chance_accuracy": check.chance_accuracy, "chance_log_loss": check.chance_log_loss,
-            "model_skill": check.skill, "model_trusted": check.trusted,
-            "model_warning": check.warning}
+    row = {"model_accuracy": check.accuracy, "model_log_loss": check.log_loss,
+           "chance_accuracy": check.chance_accuracy, "chance_log_loss": check.chance_log_loss,
+           "model_skill": check.skill, "model_trusted": check.trusted,
+           "model_warning": check.warning}
+    # a regression has no accuracy (NaN): NULL; its log_loss fields hold MSE and variance
+    return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
 
 
 def column_rows(plan: FeaturePlan) -> list[tuple[str, str, str]]:
@@ -333,14 +339,25 @@ def write_run(
                 )
             if evaluation is not None:
                 con.executemany(
-                    "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO evaluations (run_id, dataset, trained_on, model, test_set, "
+                    "n_train, n_test, accuracy, macro_f1, rmse, mae, r2) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[run_id, dataset, r["trained_on"], r["model"], r["test_set"], r["n_train"],
-                      r["n_test"], r["accuracy"], r["macro_f1"]] for r in evaluation.rows])
+                      r["n_test"], *(r.get(m) for m in EVALUATION_METRICS)]
+                     for r in evaluation.rows])
             if screening:
+                # a regression's screening measured MSE and R^2 (in log_loss / accuracy of
+                # choose.Screened): stored under their own names
                 con.executemany(
-                    "INSERT INTO model_screening VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [[run_id, dataset, r["model"], r["rows"], r["log_loss"], r["accuracy"],
-                      r["seconds"], r["projected_seconds"], r["within_budget"], r["chosen"]]
+                    "INSERT INTO model_screening (run_id, dataset, model, n_rows, log_loss, "
+                    "accuracy, seconds, projected_seconds, within_budget, chosen, mse, r2) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, dataset, r["model"], r["rows"],
+                      None if r.get("regression") else r["log_loss"],
+                      None if r.get("regression") else r["accuracy"],
+                      r["seconds"], r["projected_seconds"], r["within_budget"], r["chosen"],
+                      r["log_loss"] if r.get("regression") else None,
+                      r["accuracy"] if r.get("regression") else None]
                      for r in screening])
             if columns:
                 con.executemany("INSERT INTO column_roles VALUES (?, ?, ?, ?, ?)",
@@ -385,13 +402,14 @@ def write_run(
         health_score=detection.health_score,
         label_health_score=detection.label_health_score,
         issue_counts={t: n for t, n, _ in detection.summary},
-        evaluation={r["trained_on"]: {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
+        evaluation={r["trained_on"]: {m: r[m] for m in EVALUATION_METRICS if r.get(m) is not None}
                     for r in evaluation.rows} if evaluation else {},
         test_set=evaluation.test_set if evaluation else "",
         clean_table=f"{dataset}_clean", model=run_row.get("model") or "",
         model_check={k: run_row[k] for k in CHECK_COLUMNS if run_row.get(k) is not None},
         auto_fix=bool(run_row.get("auto_fix", True)), n_well_labeled=n_well,
-        flagged_slices=flagged_slices)
+        flagged_slices=flagged_slices, task=run_row.get("task") or "classification",
+        task_reason=run_row.get("task_reason") or "")
 
 
 @stage("publish", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
@@ -414,6 +432,8 @@ def publish(
         "cleanset_version": cleanset_version(),
         "model": model,
         "auto_fix": spec.policy.auto_fix,
+        "task": design.task if design else None,
+        "task_reason": design.task_reason if design else None,
         **check_row(check),
     }
     screening = [s.model_dump() for s in choice.screening] if choice else None

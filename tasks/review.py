@@ -82,8 +82,9 @@ def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         for i in np.flatnonzero(flagged):
             text = f"{t} {scores[i]:.2f}"
             if t == "label" and issues["suggested_label"].iloc[i] is not None:
-                text += (f" -> {issues['suggested_label'].iloc[i]!r} "
-                         f"({issues['suggested_label_confidence'].iloc[i]:.2f})")
+                confidence = issues["suggested_label_confidence"].iloc[i]
+                text += f" -> {issues['suggested_label'].iloc[i]!r}" + (
+                    "" if pd.isna(confidence) else f" ({confidence:.2f})")
             parts.iloc[i].append(text)
     return parts.map("; ".join), pd.Series(severity, index=issues.index)
 
@@ -111,6 +112,7 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
             content = con.execute(
                 f"SELECT * FROM read_parquet(?) WHERE CAST({quote_ident(run['id_column'])} AS "
                 "VARCHAR) IN (SELECT unnest(?))", [snap, issues["row_id"].tolist()]).df()
+        task = run_task(con, run["run_id"])
     why, severity = reasons(issues)
     queue = pd.DataFrame({
         "dataset": dataset, "row_id": issues["row_id"].astype(str), "decision": "",
@@ -119,6 +121,11 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         "suggested_label_confidence": issues["suggested_label_confidence"].round(4),
         "policy_action": issues["action"], "reason": why, "severity": severity.round(4),
     })
+    if task == "regression":  # the suggested value's interval instead of a confidence
+        queue = queue.drop(columns="suggested_label_confidence")
+        queue.insert(queue.columns.get_loc("suggested_label") + 1, "suggested_interval", [
+            "" if pd.isna(lo) else f"{lo:.6g} .. {hi:.6g}" for lo, hi in
+            zip(issues["suggested_value_low"], issues["suggested_value_high"], strict=True)])
     queue = queue.sort_values(["severity", "row_id"], kind="stable")
     if top:
         queue = queue.head(top)
@@ -128,7 +135,17 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         content["row_id"] = content[f"{CONTENT_PREFIX}{ident}"].astype(str)
         content = content.drop(columns=[f"{CONTENT_PREFIX}{ident}"])
         queue = queue.merge(content, on="row_id", how="left")
-    return dataset, queue.reset_index(drop=True)
+    queue = queue.reset_index(drop=True)
+    queue.attrs["task"] = task
+    return dataset, queue
+
+
+def run_task(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    """The task of a run (classification for runs made before tasks were recorded)."""
+    if "task" not in column_names(con, "runs"):
+        return "classification"
+    rows = con.execute("SELECT task FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    return (rows[0][0] if rows else None) or "classification"
 
 
 def known_classes(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
@@ -139,9 +156,11 @@ def known_classes(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
 
 
 def check_decisions(frame: pd.DataFrame, dataset: str, known_rows: set[str],
-                    classes: set[str], where: str = "review file") -> pd.DataFrame:
+                    classes: set[str], where: str = "review file",
+                    task: str = "classification") -> pd.DataFrame:
     """Validate a filled-in review file; return the decisions to record (blank decisions are
-    rows not reviewed yet and are skipped). Every problem is listed; nothing is half-applied."""
+    rows not reviewed yet and are skipped). Every problem is listed; nothing is half-applied.
+    A regression run's new_label is a finite number (any value, not only known ones)."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise CleansetError(
@@ -175,7 +194,14 @@ def check_decisions(frame: pd.DataFrame, dataset: str, known_rows: set[str],
            "row_id")
     relabel = frame["decision"] == "relabel"
     report(relabel & (frame["new_label"] == ""), "relabel without a new_label", "row_id")
-    unknown = relabel & (frame["new_label"] != "") & ~frame["new_label"].isin(classes)
+    if task == "regression":
+        value = pd.to_numeric(frame["new_label"], errors="coerce")
+        report(relabel & (frame["new_label"] != "") & ~np.isfinite(value.fillna(np.inf)),
+               "new_label is not a number (this dataset's label is a regression target)",
+               "new_label")
+        unknown = relabel & False
+    else:
+        unknown = relabel & (frame["new_label"] != "") & ~frame["new_label"].isin(classes)
     if unknown.any():
         shown = ", ".join(sorted(classes)[:20])
         report(unknown, f"new_label is not a known class (known: {shown})", "new_label")
@@ -226,7 +252,8 @@ def apply_review_file(db: Path, path: Path, dataset: str | None = None,
         known_rows = {r[0] for r in con.execute(
             "SELECT row_id FROM issues WHERE run_id = ?", [run["run_id"]]).fetchall()}
         classes = known_classes(con, run["run_id"])
-    checked = check_decisions(frame, dataset, known_rows, classes, f"review file {path}")
+        task = run_task(con, run["run_id"])
+    checked = check_decisions(frame, dataset, known_rows, classes, f"review file {path}", task)
     n = record_decisions(db, dataset, checked, reviewer or default_reviewer(), str(path))
     blank = len(frame) - len(checked)
     return dataset, n, blank

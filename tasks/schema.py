@@ -24,10 +24,14 @@ from tasks.warehouse import connect, quote_ident
 
 def _issue_columns() -> list[tuple[str, str]]:
     """issues: each registered issue type's columns (tasks/issue_types.py: a BOOLEAN flag, a
-    DOUBLE score, set ids VARCHAR) between the row's given/suggested label and its decision."""
+    DOUBLE score, set ids VARCHAR) between the row's given/suggested label and its decision.
+    given_value / suggested_value(_low/_high): a regression run's target, its suggested value
+    and interval (NULL in classification runs; the labels stay text in given/suggested_label)."""
     cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
             ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
-            ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE")]
+            ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE"),
+            ("given_value", "DOUBLE"), ("suggested_value", "DOUBLE"),
+            ("suggested_value_low", "DOUBLE"), ("suggested_value_high", "DOUBLE")]
     return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
             ("decided_by", "VARCHAR"), ("review_note", "VARCHAR")]
 
@@ -45,7 +49,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("model_accuracy", "DOUBLE"), ("model_log_loss", "DOUBLE"),
              ("chance_accuracy", "DOUBLE"), ("chance_log_loss", "DOUBLE"),
              ("model_skill", "DOUBLE"), ("model_trusted", "BOOLEAN"),
-             ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN")],
+             ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN"), ("task", "VARCHAR"),
+             ("task_reason", "VARCHAR")],
     "issues": _issue_columns(),
     "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
                       ("num_issues", "BIGINT"), ("score", "DOUBLE")],
@@ -72,12 +77,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "model_screening": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("model", "VARCHAR"),
                         ("n_rows", "BIGINT"), ("log_loss", "DOUBLE"), ("accuracy", "DOUBLE"),
                         ("seconds", "DOUBLE"), ("projected_seconds", "DOUBLE"),
-                        ("within_budget", "BOOLEAN"), ("chosen", "BOOLEAN")],
+                        ("within_budget", "BOOLEAN"), ("chosen", "BOOLEAN"), ("mse", "DOUBLE"),
+                        ("r2", "DOUBLE")],
     "column_roles": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("column_name", "VARCHAR"),
                      ("role", "VARCHAR"), ("reason", "VARCHAR")],
     "evaluations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("trained_on", "VARCHAR"),
                     ("model", "VARCHAR"), ("test_set", "VARCHAR"), ("n_train", "BIGINT"),
-                    ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE")],
+                    ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE"),
+                    ("rmse", "DOUBLE"), ("mae", "DOUBLE"), ("r2", "DOUBLE")],
 }
 SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
           for t, cols in TABLES.items()]

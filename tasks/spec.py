@@ -20,7 +20,13 @@ from pydantic import (
 )
 
 from tasks.errors import CleansetError
-from tasks.issue_types import ISSUE_TYPES, REGISTRY, RELABEL_TYPES, Action
+from tasks.issue_types import (
+    ISSUE_TYPES,
+    REGISTRY,
+    RELABEL_TYPES,
+    Action,
+    task_policy_fields,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 DEFAULT_DB = Path("data/warehouse.duckdb")
@@ -71,6 +77,8 @@ class _PolicySettings(BaseModel):
     def _relabel_needs_a_suggestion(self) -> _PolicySettings:
         wrong = [t for t in ISSUE_TYPES
                  if t not in RELABEL_TYPES and getattr(self, t) == "relabel"]
+        wrong += [name for name, t, _, _ in task_policy_fields()
+                  if t.name not in RELABEL_TYPES and getattr(self, name) == "relabel"]
         if wrong:
             raise ValueError(f"relabel needs a suggested label, which only "
                              f"{', '.join(RELABEL_TYPES)} issues have; choose keep, drop or "
@@ -78,11 +86,16 @@ class _PolicySettings(BaseModel):
         return self
 
 
-# One action field per registered issue type, its default and description from the registry.
+# One action field per registered issue type, its default and description from the registry,
+# plus one per type whose default differs by task (`label_regression`: review, never drop).
 Policy = create_model(
     "Policy", __base__=_PolicySettings, __module__=__name__, __doc__=_PolicySettings.__doc__,
     **{t.name: (Action, Field(t.default_action, description=t.action_help or None))
-       for t in REGISTRY})
+       for t in REGISTRY},
+    **{name: (Action, Field(action, description=f"{t.name} issues of a {task} target"
+                            + (" (relabel: the suggested value, when the model passed its "
+                               "check)" if t.relabel else "")))
+       for name, t, task, action in task_policy_fields()})
 
 
 class DatasetSpec(BaseModel):
@@ -93,6 +106,9 @@ class DatasetSpec(BaseModel):
     source: str = Field(
         description="file, folder or glob of CSV/TSV/Parquet/JSON Lines/Excel files")
     label: str = Field(description="name of the label column")
+    task: Literal["auto", "classification", "regression", "multilabel"] = Field(
+        "auto", description="auto: decided from the label column (many distinct numbers: "
+        "regression, else classification); multilabel is not available yet")
     id: str | None = Field(None, description="id column; a `row_id` is added when absent")
     text: tuple[str, ...] = Field((), description="columns to treat as free text (TF-IDF)")
     features: tuple[str, ...] | None = Field(
@@ -150,6 +166,9 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
+        if self.task == "multilabel":
+            raise ValueError("task multilabel (tag sets) is not available yet in this version of "
+                             "cleanset; use auto, classification or regression")
         if self.test and self.eval_holdout:
             raise ValueError("give either test (a test file) or eval_holdout (a share), not both")
         unknown = sorted(set(self.issue_types) - set(ISSUE_TYPES))

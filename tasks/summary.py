@@ -31,6 +31,17 @@ RUN_METRICS = (("rows", "n_rows"), ("clean rows", "n_clean_rows"),
                ("model trusted to fix labels", "model_trusted"))
 
 
+def model_check_text(check: dict) -> str:
+    """One line of the model check (runs' model_* columns): accuracy and log loss against
+    chance, or for a regression (no accuracy) R^2 and MSE against the variance."""
+    if check.get("model_accuracy") is None and check.get("model_log_loss") is not None:
+        return (f"out-of-fold R^2 {check.get('model_skill', 0.0):.3f} (MSE "
+                f"{check['model_log_loss']:.4g}, variance {check.get('chance_log_loss', 0):.4g})")
+    return (f"out-of-fold accuracy {check['model_accuracy']:.3f} (chance "
+            f"{check['chance_accuracy']:.3f}), log loss {check['model_log_loss']:.3f} (chance "
+            f"{check['chance_log_loss']:.3f})")
+
+
 def _run_row(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
     cur = con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id])
     names = [d[0] for d in cur.description]
@@ -99,11 +110,13 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
                       "change": _change(now, before)})
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if "evaluations" in tables:  # before/after test accuracy when the run was evaluated
+        metrics = [m for m in ("accuracy", "macro_f1", "rmse", "mae", "r2")
+                   if m in column_names(con, "evaluations")]
         scores = {(r[0], r[1]): r[2] for r in con.execute(
-            "SELECT trained_on, metric, value FROM (UNPIVOT (SELECT trained_on, accuracy, "
-            "macro_f1 FROM evaluations WHERE run_id = ?) ON accuracy, macro_f1 "
+            f"SELECT trained_on, metric, value FROM (UNPIVOT (SELECT trained_on, "
+            f"{', '.join(metrics)} FROM evaluations WHERE run_id = ?) ON {', '.join(metrics)} "
             "INTO NAME metric VALUE value)", [run_id]).fetchall()}
-        for metric in ("accuracy", "macro_f1"):
+        for metric in metrics:
             if ("given", metric) in scores:
                 given, cleaned = scores[("given", metric)], scores.get(("cleaned", metric))
                 table.append({"metric": f"test {metric}: trained as given -> cleaned",

@@ -21,6 +21,7 @@ from tasks.issue_types import (
     TYPE_NOTES,
     Action,
     readme_table,
+    task_policy_fields,
 )
 from tasks.publish import TABLES
 from tasks.report import TYPE_NOTES as REPORT_NOTES
@@ -49,7 +50,10 @@ def test_every_type_has_every_part():
 def test_policy_is_the_registry_plus_its_settings():
     settings = {"auto_fix", "relabel_threshold", "relabel_agreement", "relabel_fallback",
                 "max_duplicate_share", "ambiguous"}
-    assert set(Policy.model_fields) == settings | set(ISSUE_TYPES)
+    per_task = {name for name, *_ in task_policy_fields()}  # e.g. label_regression
+    assert per_task == {"label_regression"}
+    assert set(Policy.model_fields) == settings | set(ISSUE_TYPES) | per_task
+    assert Policy().label_regression == "review"
 
 
 def test_readme_table_is_the_registry():

@@ -128,9 +128,10 @@ def test_row_content_comes_from_the_snapshot_and_evaluations_are_shown(warehouse
                     [str(tmp_path / "snapshot.parquet"), second.run_id])
         con.execute("UPDATE runs SET spec = json_merge_patch(spec, '{\"text\": [\"note\"]}') "
                     "WHERE run_id = ?", [second.run_id])
-        con.execute("INSERT INTO evaluations VALUES (?, 'blobs', 'given', 'logreg', 'holdout', "
-                    "160, 40, 0.81, 0.8), (?, 'blobs', 'cleaned', 'logreg', 'holdout', 150, 40, "
-                    "0.9, 0.893)", [second.run_id, second.run_id])
+        con.execute("INSERT INTO evaluations (run_id, dataset, trained_on, model, test_set, "
+                    "n_train, n_test, accuracy, macro_f1) VALUES (?, 'blobs', 'given', 'logreg', "
+                    "'holdout', 160, 40, 0.81, 0.8), (?, 'blobs', 'cleaned', 'logreg', 'holdout', "
+                    "150, 40, 0.9, 0.893)", [second.run_id, second.run_id])
         worst = con.execute("SELECT row_id FROM issues WHERE run_id = ? AND is_label_issue "
                             "ORDER BY label_score, row_id LIMIT 1",
                             [second.run_id]).fetchall()[0][0]

@@ -238,4 +238,33 @@ def chart_evaluation(evaluations: list[dict]) -> Chart | None:
     return _png(fig)
 
 
+def chart_regression(points: dict[str, list] | None) -> Chart | None:
+    """Predicted (out of fold) against given values, flagged rows in red, and the residual
+    distribution (given - predicted)."""
+    if not points or not points["given"]:
+        return None
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7.4, 3.0))
+    flagged = points["flagged"]
+    for is_flagged, colour, name in ((False, MUTED, "not flagged"), (True, RED, "label issue")):
+        xs = [g for g, f in zip(points["given"], flagged, strict=True) if f == is_flagged]
+        ys = [p for p, f in zip(points["predicted"], flagged, strict=True) if f == is_flagged]
+        left.scatter(xs, ys, s=8 if is_flagged else 5, color=colour, label=name,
+                     alpha=0.9 if is_flagged else 0.5, linewidths=0)
+    low = min(min(points["given"]), min(points["predicted"]))
+    high = max(max(points["given"]), max(points["predicted"]))
+    left.plot([low, high], [low, high], color=INK, lw=0.8, ls="--")
+    left.set_xlabel("given value", fontsize=8.5)
+    left.set_ylabel("predicted (out of fold)", fontsize=8.5)
+    left.set_title("predicted vs given", loc="left")
+    left.legend(frameon=False, fontsize=7.5)
+    right.hist(points["residual"], bins=40, color=MUTED)
+    right.axvline(0, color=INK, lw=0.8, ls="--")
+    right.set_xlabel("residual: given - predicted", fontsize=8.5)
+    right.set_ylabel("rows", fontsize=7.5)
+    right.set_title("residuals", loc="left")
+    fig.tight_layout()
+    return _png(fig)
+
+
 # ---------------------------------------------------------------------------- rendering

@@ -10,6 +10,7 @@ loads its issues table into memory. Row content comes from the run's Parquet sna
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class ReportData:
     columns: list[dict[str, Any]] = field(default_factory=list)
     trust: dict[str, Any] = field(default_factory=dict)  # well-labeled / ambiguous counts
     slices: list[dict[str, Any]] = field(default_factory=list)  # slice_summary, worst first
+    regression: dict[str, list] | None = None  # a regression run: given vs predicted values
 
 
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
@@ -147,6 +149,8 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
                 "SELECT * EXCLUDE (run_id, dataset) FROM slice_summary WHERE run_id = ? "
                 "ORDER BY is_flagged DESC, issue_rate DESC, slice_column, slice_value",
                 [run_id]))
+        if run.get("task") == "regression":  # values, not classes: no noise matrix
+            data.noise, data.regression = [], regression_points(con, run_id)
         if "review_decisions" in tables:
             data.reviews = _dicts(con.execute(
                 "SELECT count(*) AS n, count(DISTINCT row_id) AS n_rows, max(decided_at) AS "
@@ -230,3 +234,26 @@ def _fields(row: dict | None, text: set[str]) -> dict[str, Any] | None:
             v = v[: TEXT_CHARS - 1] + "…"
         shown.append((k, v, k in text or len(v) > 40))  # long values wrap on their own line
     return {"fields": shown, "more": max(0, len(items) - MAX_FIELDS)}
+
+
+REGRESSION_POINTS = 5_000  # rows drawn in the predicted-vs-given chart (all flagged rows)
+
+
+def regression_points(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, list]:
+    """A regression run's given and suggested (out-of-fold predicted) values: every flagged row
+    and an evenly spaced sample of the others (aggregated in SQL, so a large run stays small)."""
+    n = con.execute("SELECT count(*) FROM issues WHERE run_id = ? AND given_value IS NOT NULL "
+                    "AND suggested_value IS NOT NULL", [run_id]).fetchall()[0][0]
+    step = max(1, math.ceil(n / REGRESSION_POINTS))
+    rows = con.execute(
+        "SELECT given_value, suggested_value, coalesce(is_label_issue, false) FROM (SELECT *, "
+        "row_number() OVER (ORDER BY row_id) AS k FROM issues WHERE run_id = ? AND given_value "
+        "IS NOT NULL AND suggested_value IS NOT NULL) WHERE is_label_issue OR k % ? = 0",
+        [run_id, step]).fetchall()
+    residuals = con.execute(
+        "SELECT given_value - suggested_value FROM issues WHERE run_id = ? AND given_value IS "
+        "NOT NULL AND suggested_value IS NOT NULL AND (is_label_issue OR hash(row_id) % ? = 0)",
+        [run_id, step]).fetchall()
+    return {"given": [r[0] for r in rows], "predicted": [r[1] for r in rows],
+            "flagged": [bool(r[2]) for r in rows], "residual": [r[0] for r in residuals],
+            "n": n}

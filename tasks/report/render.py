@@ -12,6 +12,7 @@ from tasks.report.charts import (
     chart_evaluation,
     chart_issue_counts,
     chart_noise_matrix,
+    chart_regression,
     chart_scores,
     chart_slices,
     chart_trend,
@@ -48,7 +49,7 @@ def render_html(data: ReportData) -> str:
                      and b.get("test_set") == e.get("test_set")), None)
         evaluations.append({**e, "delta": None if base is None or e is base else
                             {m: (e.get(m) or 0) - (base.get(m) or 0)
-                             for m in ("accuracy", "macro_f1")}})
+                             for m in ("accuracy", "macro_f1", "rmse", "mae", "r2")}})
     env = Environment(loader=FileSystemLoader(TEMPLATES),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
                       lstrip_blocks=True)
@@ -72,7 +73,9 @@ def render_html(data: ReportData) -> str:
             "issues": chart_issue_counts(data.summary, n_rows),
             "noise": chart_noise_matrix(data.noise),
             "scores": chart_scores(data.histograms, data.flagged_types),
-            "evaluation": chart_evaluation(data.evaluations),
+            "evaluation": None if data.regression is not None else chart_evaluation(
+                data.evaluations),
+            "regression": chart_regression(data.regression),
             "slices": chart_slices(data.slices),
         },
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),

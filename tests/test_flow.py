@@ -303,6 +303,6 @@ def test_trust_columns_and_a_noisy_slice_reach_the_warehouse(workdir):
                            "is_label_issue").fetchone()[0]
         roles = dict(con.execute("SELECT column_name, role FROM column_roles").fetchall())
     assert flagged == [("partner",)]
-    assert len(certified) > 100 and both == 0
+    assert len(certified) >= 10 and both == 0
     assert flip[certified].mean() <= 0.01  # certified rows are (almost) never wrong
     assert roles["source"] == "ignore"

@@ -72,9 +72,9 @@ class _StageProgress(logging.Handler):
 
 
 def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
-              address: str | None = None):
-    """Run the cleaning flow with a live status line; user errors become a message and a
-    non-zero exit."""
+              address: str | None = None, folder: str | None = None):
+    """Run the cleaning flow (of a dataset `folder`, flows/datasets.py, when given) with a live
+    status line; user errors become a message and a non-zero exit."""
     from flows.local_server import LocalServer, reporting_to, wanted
     from flows.runners import task_runner
     from tasks.errors import CleansetError
@@ -85,8 +85,10 @@ def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",
         _fail(str(exc))
     server = LocalServer() if wanted() else None  # boots while the libraries below import
     from flows.clean import clean_dataset
+    from flows.datasets import clean_folder
 
     clean_dataset = clean_dataset.with_options(task_runner=chosen)
+    clean_folder = clean_folder.with_options(task_runner=chosen)
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                         console=err, transient=True, disable=quiet)
@@ -99,6 +101,9 @@ def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",
                 logger.addHandler(watcher)
             with reporting_to(server, lambda: progress.update(
                     line, description="starting a local Prefect server ...")):
+                if folder is not None:
+                    return clean_folder(folder, db=spec.db, work_dir=spec.work_dir,
+                                        refresh=refresh)
                 return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         _fail(str(exc))
@@ -260,7 +265,14 @@ def run(
     _quiet_prefect(verbose)  # before anything imports Prefect (it reads logging settings once)
     from tasks.errors import CleansetError
     from tasks.ingest import resolve_source
-    from tasks.spec import build_spec, parse_roles
+    from tasks.spec import build_spec, is_dataset_folder, parse_roles
+
+    if source and is_dataset_folder(source):  # a dataset folder: its batches, its settings
+        from flows.datasets_cli import run_folder
+
+        given = [f"--{k}" for k, v in {"label": label, "id": id, "text": text, "config": config,
+                                       "dataset": dataset, "model": model}.items() if v]
+        return run_folder(source, db, work_dir, refresh, quiet, runner, address, given)
 
     try:
         spec = build_spec(
@@ -460,6 +472,9 @@ def serve(
         "runs.", min=0.2)] = 2.0,
     limit: Annotated[int | None, typer.Option(
         "--limit", help="Runs executed at once by this process. Default: Prefect's.")] = None,
+    notify: Annotated[str | None, typer.Option(
+        "--notify", help="Notification block TYPE/NAME (e.g. slack-webhook/data-team): create "
+        "the automation that sends cleanset.dataset.degraded events through it.")] = None,
 ) -> None:
     """Serve prefect.yaml's deployments from this process (no work pool needed).
 
@@ -481,7 +496,11 @@ def serve(
     except CleansetError as exc:
         _fail(str(exc))
     _needs_server("serve")
-    serve_deployments(path, deployment, landing if watch_files else None, poll, limit)
+    try:
+        serve_deployments(path, deployment, landing if watch_files else None, poll, limit,
+                          notify)
+    except CleansetError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -582,6 +601,10 @@ def report(
 from flows.review_cli import review_app  # noqa: E402 - a sub-command group of its own module
 
 app.add_typer(review_app, name="review")
+
+from flows.datasets_cli import register  # noqa: E402 - init, datasets, gc
+
+register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -322,3 +322,52 @@ def alert(spec: DatasetSpec, run_id: str, label_health: float, quarantined: list
     get_run_logger().warning("dataset %s degraded: %s (event %s emitted)", spec.dataset_name,
                              figures["reason"], DEGRADED_EVENT)
     return payload
+
+
+# ---- what `cleanset datasets` shows ----------------------------------------------------------
+
+def overview(landing: Path, db: Path) -> list[dict]:
+    """One row per dataset (the dataset folders under `landing` and every dataset with runs in
+    `db`): folder, accepted and quarantined batches, rows, last run and its status, health,
+    label health, bytes on disk (tasks/retention.disk_use)."""
+    from tasks.retention import disk_use
+    from tasks.spec import folder_dataset_name, is_dataset_folder, load_dataset_spec
+
+    folders: dict[str, str] = {}
+    if Path(landing).is_dir():
+        for p in sorted(Path(landing).iterdir()):
+            if is_dataset_folder(p):
+                try:
+                    name = load_dataset_spec(p).dataset_name
+                except CleansetError:
+                    name = folder_dataset_name(p)
+                folders[name] = str(p)
+    runs: dict[str, tuple] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    if Path(db).is_file():
+        con = connect(Path(db), read_only=True)
+        try:
+            tables = table_names(con)
+            if "runs" in tables:
+                for row in con.execute(
+                        "SELECT dataset, n_rows, finished_at, status, health_score, "
+                        "label_health_score FROM runs QUALIFY row_number() OVER (PARTITION BY "
+                        "dataset ORDER BY finished_at DESC NULLS LAST) = 1").fetchall():
+                    runs[row[0]] = row[1:]
+            if "batches" in tables:
+                for name, ok, bad in con.execute(
+                        "SELECT dataset, count(*) FILTER (WHERE status = 'accepted'), count(*) "
+                        "FILTER (WHERE status <> 'accepted') FROM batches GROUP BY dataset"
+                ).fetchall():
+                    counts[name] = (ok, bad)
+        finally:
+            con.close()
+    disk = disk_use(Path(db), Path(db).parent / "work")
+    out = []
+    for name in sorted(set(folders) | set(runs)):
+        n_rows, last, status, health, label_health = runs.get(name, (None,) * 5)
+        ok, bad = counts.get(name, (0, 0))
+        out.append({"dataset": name, "folder": folders.get(name), "accepted": ok,
+                    "quarantined": bad, "rows": n_rows, "last_run": last, "status": status,
+                    "health": health, "label_health": label_health, "disk": disk.get(name, 0)})
+    return out

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from tasks.ingest import _format_of
-from tasks.spec import DEFAULT_DB
+from tasks.spec import DATASET_FILE, DEFAULT_DB
 from tasks.store import file_sha256
 
 EVENT_NAME = "cleanset.file.arrived"
@@ -40,10 +40,47 @@ class Arrival:
     size: int
     dataset: str
     retry: bool = False  # seen before; announced again because its last run failed
+    folder: str | None = None  # its dataset folder (with a cleanset.yaml); None: unregistered
 
     def payload(self) -> dict[str, object]:
         return {"path": self.path, "sha256": self.sha256, "size": self.size,
-                "dataset": self.dataset}
+                "dataset": self.dataset, "folder": self.folder}
+
+
+def dataset_folder_of(path: Path, root: Path) -> Path | None:
+    """The dataset folder a landed file belongs to: its folder directly under the landing root
+    when that holds a cleanset.yaml; None for a file in the root or in a folder without one."""
+    rel = Path(path).absolute().relative_to(Path(root).absolute())
+    if len(rel.parts) != 2:  # in the root itself, or deeper than a dataset folder
+        return None
+    folder = Path(root).absolute() / rel.parts[0]
+    return folder if (folder / DATASET_FILE).is_file() else None
+
+
+def unregistered_why(path: Path, root: Path) -> str:
+    rel = Path(path).absolute().relative_to(Path(root).absolute())
+    if len(rel.parts) == 1:
+        return ("it lies in the landing root, not in a dataset folder: move it into "
+                f"{Path(root) / '<dataset>'}/ (with a {DATASET_FILE})")
+    folder = Path(root) / rel.parts[0]
+    if len(rel.parts) > 2:
+        return f"it lies in a sub-folder of {folder}: dataset files lie directly in it"
+    return (f"{folder} has no {DATASET_FILE}: write one with `cleanset init {folder} --label "
+            "COLUMN`, then run `cleanset run " + f"{folder}/`")
+
+
+def unregistered_files(root: Path) -> list[tuple[Path, str]]:
+    """Data files under the landing root that belong to no dataset folder, and why."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and is_candidate(p)):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if dataset_folder_of(path, root) is None:
+            out.append((path, unregistered_why(path, root)))
+    return out
 
 
 def dataset_for(path: Path, root: Path) -> str:
@@ -73,7 +110,7 @@ class LandingWatcher:
     state_path: Path | None = None
     db: Path = DEFAULT_DB  # the warehouse consulted for the last run of a re-dropped file
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
-    _settled: dict[str, tuple[int, int]] = field(default_factory=dict)  # hashed at this stat
+    _settled: dict[str, tuple] = field(default_factory=dict)  # (size, mtime, registered) hashed
     _digests: dict[str, str] = field(default_factory=dict)  # path -> sha256 when hashed
     seen: dict[str, dict] = field(default_factory=dict)  # sha256 -> {path, at}
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why), last poll
@@ -108,11 +145,15 @@ class LandingWatcher:
                 st = path.stat()
             except FileNotFoundError:  # removed between listing and stat
                 continue
+            folder = dataset_folder_of(path, self.root)
+            # a file is judged again when its folder gains (or loses) its cleanset.yaml
             key, stat = str(path), (st.st_size, st.st_mtime_ns)
             current[key] = stat
-            if st.st_size == 0 or self._last.get(key) != stat or self._settled.get(key) == stat:
+            settled = (*stat, folder is not None)
+            if st.st_size == 0 or self._last.get(key) != stat or \
+                    self._settled.get(key) == settled:
                 continue
-            self._settled[key] = stat
+            self._settled[key] = settled
             digest = file_sha256(path)
             self._digests[key] = digest
             if any(a.sha256 == digest for a in arrivals):
@@ -124,7 +165,7 @@ class LandingWatcher:
                     self.skipped.append((key, why))
                     continue
             arrivals.append(Arrival(key, digest, st.st_size, dataset_for(path, self.root),
-                                    retry))
+                                    retry, str(folder) if folder else None))
         self._last = current
         self._settled = {k: v for k, v in self._settled.items() if k in current}
         self._digests = {k: v for k, v in self._digests.items() if k in current}

@@ -216,6 +216,12 @@ def plan_gc(db: Path, work: Path, *, dataset: str | None = None, keep: int | Non
                     plan.files.append((f, _size(f), "no run names it"))
     plan.records = stale_records(work, {Path(f).name for f in doomed})
     plan.rows = _row_counts(db, pruned_ids)
+    # list only the old runs something is left of (an earlier gc took the rest)
+    left = ({why.split()[1] for _, _, why in plan.files if why.startswith("run ")}
+            | {p.stem for p in plan.manifests} | {p.stem for p, _ in plan.reports}
+            | {run_id for _, _, run_id, _ in plan.rows})
+    plan.pruned = {k: [r for r in v if r in left] for k, v in pruned_ids.items()}
+    plan.pruned = {k: v for k, v in plan.pruned.items() if v}
     return plan
 
 

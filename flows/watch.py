@@ -81,6 +81,7 @@ def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = 
                                 "new file", arrival.path, arrival.sha256[:12], arrival.dataset,
                                 EVENT_NAME)
                 else:
+                    watcher.unsettle(arrival)
                     logger.warning("no Prefect API configured: %s not announced", arrival.path)
             for path, why in watcher.skipped:
                 logger.info("skipping %s: %s", path, why)

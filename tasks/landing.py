@@ -124,10 +124,16 @@ class LandingWatcher:
     def _reload(self) -> None:
         """Pick up `cleanset watch --retry` from another process: a forgotten content is hashed
         and judged again at this poll."""
+        before = set(self.seen)
         self.seen = load_state(self.state_path)
+        forgotten = before - set(self.seen)
         for key, digest in list(self._digests.items()):
-            if digest not in self.seen:
+            if digest in forgotten:
                 self._settled.pop(key, None)
+
+    def unsettle(self, arrival: Arrival) -> None:
+        """Judge this file again at the next poll (its event could not be sent)."""
+        self._settled.pop(arrival.path, None)
 
     def poll(self) -> list[Arrival]:
         """One scan. A file is reported the first poll its (size, mtime) repeats the previous

@@ -203,6 +203,7 @@ def plan_gc(db: Path, work: Path, *, dataset: str | None = None, keep: int | Non
             report = db.parent / "reports" / name / f"{run_id}.html"
             if report.is_file():
                 plan.reports.append((report, _size(report)))
+    cutoff = 0.0
     if orphan_grace_hours is not None:
         named = keep_files | doomed | {f for m in manifests.values() for f in m["files"]}
         cutoff = time.time() - orphan_grace_hours * 3600
@@ -214,7 +215,10 @@ def plan_gc(db: Path, work: Path, *, dataset: str | None = None, keep: int | Non
                 if f.is_file() and path not in named and f.stat().st_mtime < cutoff:
                     doomed.add(path)
                     plan.files.append((f, _size(f), "no run names it"))
-    plan.records = stale_records(work, {Path(f).name for f in doomed})
+    plan.records = stale_records(
+        work, {Path(f).name for f in doomed},
+        older_than=cutoff if orphan_grace_hours is not None else None,
+        keep_names={Path(f).name for f in keep_files})
     plan.rows = _row_counts(db, pruned_ids)
     # list only the old runs something is left of (an earlier gc took the rest)
     left = ({why.split()[1] for _, _, why in plan.files if why.startswith("run ")}
@@ -225,9 +229,12 @@ def plan_gc(db: Path, work: Path, *, dataset: str | None = None, keep: int | Non
     return plan
 
 
-def stale_records(work: Path, deleted_names: set[str]) -> list[tuple[Path, int]]:
+def stale_records(work: Path, deleted_names: set[str], older_than: float | None = None,
+                  keep_names: set[str] = frozenset()) -> list[tuple[Path, int]]:
     """Prefect cache records under work/results that name a file being deleted or already
-    missing from the work folder (a cache hit on them would fail on the missing file)."""
+    missing from the work folder (a cache hit on them would fail on the missing file); with
+    `older_than` (a time), also the records written before it that name no kept file (the
+    results of stages that write no file: a later miss recomputes only that stage)."""
     folder = Path(work) / "results"
     if not folder.is_dir():
         return []
@@ -246,6 +253,9 @@ def stale_records(work: Path, deleted_names: set[str]) -> list[tuple[Path, int]]
         except (ValueError, AttributeError, TypeError):
             pass
         if any(n.decode() not in present for n in names):
+            out.append((record, _size(record)))
+        elif older_than is not None and not {n.decode() for n in names} & keep_names and \
+                record.stat().st_mtime < older_than:
             out.append((record, _size(record)))
     return out
 

@@ -181,6 +181,9 @@ class LandingWatcher:
         """(announce again?, why not) for a content already seen."""
         seen = self.seen[digest]
         why = f"same content as {seen.get('path')} announced {seen.get('at')}"
+        batch = batch_of(self.db, digest)
+        if batch is not None:
+            return False, why + f"; it is batch {batch[1]} of dataset {batch[0]} ({batch[2]})"
         last = last_run(self.db, digest)
         if last is None:
             return False, why + f"; no run of it in {self.db} yet"
@@ -218,6 +221,25 @@ def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None
         rows = con.execute(f"SELECT status, {stage} FROM runs WHERE source_sha256 = ? ORDER BY "
                            "finished_at DESC NULLS LAST LIMIT 1", [sha256]).fetchall()
     except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return tuple(rows[0]) if rows else None
+
+
+def batch_of(db: Path, sha256: str) -> tuple[str, str, str] | None:
+    """(dataset, batch id, status) of a dataset folder's batch with this content; None when
+    there is none or the warehouse cannot be read right now."""
+    if not Path(db).is_file():
+        return None
+    try:
+        con = duckdb.connect(str(db), read_only=True)
+    except duckdb.Error:
+        return None
+    try:
+        rows = con.execute("SELECT dataset, batch_id, status FROM batches WHERE sha256 = ? "
+                           "LIMIT 1", [sha256]).fetchall()
+    except duckdb.Error:  # no batches table: a warehouse of one-off runs only
         return None
     finally:
         con.close()

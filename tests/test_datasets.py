@@ -197,6 +197,36 @@ def test_gc_dry_run_lists_and_gc_deletes_only_what_retention_allows(tmp_path):
     assert plan_gc(db, work, keep=1, orphan_grace_hours=1).pruned == {}  # nothing left
 
 
+def _wait_for_event(name: str, resource: str, run_id: str, timeout: float = 30) -> dict:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            found = client.request("POST", "/events/filter", json={
+                "filter": {"event": {"name": [name]}, "resource": {"id": [resource]}},
+                "limit": 20}).json()
+            hits = [e for e in found["events"] if e["payload"].get("run_id") == run_id]
+            if hits:
+                return hits[0]
+            time.sleep(1)
+    raise AssertionError(f"no {name} event for {resource} run {run_id} within {timeout} s")
+
+
+def test_init_writes_the_folder_settings_and_run_keeps_them_there(tmp_path):
+    folder = tmp_path / "landing" / "churn"
+    result = CliRunner().invoke(app, ["init", str(folder), "--label", "churned", "--id",
+                                      "customer", "--keep-runs", "3"])
+    assert result.exit_code == 0, result.output
+    spec = load_dataset_spec(folder)
+    assert (spec.label, spec.id, spec.retention.keep_runs, spec.dataset_name) == (
+        "churned", "customer", 3, "churn")
+    again = CliRunner().invoke(app, ["init", str(folder), "--label", "x"])
+    assert again.exit_code == 2 and "exists already" in again.output
+    flags = CliRunner().invoke(app, ["run", f"{folder}/", "--label", "x"])
+    assert flags.exit_code == 2 and "its settings live in its cleanset.yaml" in flags.output
+
+
 # ---- flows ---------------------------------------------------------------------------------------
 
 @pytest.mark.usefixtures("prefect_server")
@@ -215,11 +245,16 @@ def test_batches_accumulate_and_decisions_stay_with_their_rows(workdir):
                             "reviewer": ["ann"], "note": [""], "given_label": [""]})
     record_decisions(Path(db), "animals", decided, "ann", "test")
 
-    _write(folder / "tuesday.csv", blobs(60, seed=2), mtime=2_000)
+    tuesday = blobs(60, seed=2)  # with 24 wrong labels: label health falls, an event says so
+    tuesday.loc[:23, "label"] = tuesday.loc[:23, "label"].map(
+        {"ant": "bee", "bee": "cat", "cat": "ant"})
+    _write(folder / "tuesday.csv", tuesday, mtime=2_000)
     shutil.copy(folder / "monday.csv", folder / "monday_again.csv")  # same bytes: no new batch
     second = clean_folder(str(folder), db=db)
     assert second.n_rows == 150 and second.n_batches == 2 and len(second.new_batches) == 1
     assert second.mode == "full"
+    assert "label health fell from" in second.degraded
+    _wait_for_event("cleanset.dataset.degraded", "cleanset.dataset.animals", second.run_id)
     with duckdb.connect(db, read_only=True) as con:
         batches = con.execute("SELECT batch_id, file, rows, run_id, status FROM batches ORDER BY "
                               "arrived_at").fetchall()
@@ -268,7 +303,10 @@ def test_a_run_killed_during_publish_leaves_the_warehouse_and_its_batches_as_bef
     cli = ["run", "data/landing/animals/", "--db", "wh.duckdb", "--quiet"]
     assert CliRunner().invoke(app, cli).exit_code == 0
     before = checksums(workdir / "wh.duckdb")
-    _write(folder / "tuesday.csv", blobs(60, seed=2), mtime=2_000)
+    tuesday = blobs(60, seed=2)  # with 24 wrong labels: label health falls, an event says so
+    tuesday.loc[:23, "label"] = tuesday.loc[:23, "label"].map(
+        {"ant": "bee", "bee": "cat", "cat": "ant"})
+    _write(folder / "tuesday.csv", tuesday, mtime=2_000)
     marker = workdir / "publish.marker"
     proc = subprocess.Popen([sys.executable, "-m", "tests.fault_launcher", *cli], cwd=workdir,
                             env={**env, "FAULT_STAGE": "publish", "FAULT_MARKER": str(marker)},

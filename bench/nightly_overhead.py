@@ -37,7 +37,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.datasets import clean_folder, dataset_folders, nightly
+    from flows.folders import clean_folder, dataset_folders, nightly
     from tests.conftest import blobs
 
     root = Path(tempfile.mkdtemp(prefix="cleanset-nightly-"))

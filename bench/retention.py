@@ -35,12 +35,23 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200, help="rows per nightly batch")
     ap.add_argument("--keep", type=int, default=5)
     ap.add_argument("--grace", type=float, default=0.0, help="gc's orphan grace, hours")
+    ap.add_argument("--render", action="store_true", help="only rewrite results/retention.md "
+                    "from results/retention.json")
     args = ap.parse_args()
+    if args.render:
+        import json
+
+        from bench.common import RESULTS
+
+        saved = json.loads((RESULTS / "retention.json").read_text())
+        (RESULTS / "retention.md").write_text(render(saved["nights"], saved["args"],
+                                                     saved["machine"]))
+        return
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.datasets import clean_folder
+    from flows.folders import clean_folder
     from tasks.retention import apply_gc, plan_gc
     from tests.conftest import blobs
 
@@ -80,25 +91,36 @@ def main() -> None:
                 f"{line[n]['work'] / 1e6:>12.2f} MB {line[n]['db'] / 1e6:>5.1f}MB "
                 f"{line[n]['reports'] / 1e6:>5.2f}MB {line[n]['seconds']:>5.1f}"
                 for n in setups), flush=True)
+    info = machine()
+    path = save("retention", {"machine": info, "args": vars(args), "nights": rows},
+                render(rows, vars(args), info))
+    print(f"saved {path}")
+
+
+def render(rows: list[dict], args: dict, info: dict) -> str:
+    """The Markdown table: bytes per night, and work-folder bytes per row of data (the data
+    grows every night, so retention levels off the cost per row, not the total)."""
+    setups = [k for k in rows[0] if k not in ("night", "rows")]
     md = ["# Disk use over 30 nightly runs (bench/retention.py)", "",
-          f"A dataset folder grown by one {args.rows}-row batch a night (6 numeric features, 3 "
-          f"classes, logreg, 3 folds); both setups side by side in one process, night by "
-          f"night. `keep {args.keep}`: retention.keep_runs {args.keep} plus the nightly gc "
-          f"(orphans older than {args.grace} h); `keep all`: retention off. Bytes of the work "
-          "folder (intermediates + Prefect cache records), the warehouse file and the reports.",
-          "", "| night | rows | " + " | ".join(f"{n}: work MB | db MB | reports MB" for n in
-                                               setups) + " |",
-          "|---:|---:|" + "---:|---:|---:|" * len(setups)]
+          f"A dataset folder grown by one {args['rows']}-row batch a night (6 numeric features, "
+          f"3 classes, logreg, 3 folds); both setups side by side in one process, night by "
+          f"night. `keep {args['keep']}`: retention.keep_runs {args['keep']} (applied by each "
+          f"run) plus the nightly gc (orphans older than {args['grace']} h); `keep all`: "
+          "retention off, what cleanset did before. Bytes of the work folder (intermediates + "
+          "Prefect cache records), the warehouse file and the reports; `KB/row`: work-folder "
+          "bytes per row of data. The data itself grows every night, so what levels off is the "
+          "cost per row (retention keeps a fixed number of runs, each the size of the data) and "
+          "the reports; without retention every night adds a whole run of the grown data.",
+          "", "| night | rows | " + " | ".join(f"{n}: work MB | KB/row | db MB | reports MB"
+                                               for n in setups) + " |",
+          "|---:|---:|" + "---:|---:|---:|---:|" * len(setups)]
     for r in rows:
         md.append(f"| {r['night']} | {r['rows']} | " + " | ".join(
-            f"{r[n]['work'] / 1e6:.2f} | {r[n]['db'] / 1e6:.1f} | {r[n]['reports'] / 1e6:.2f}"
-            for n in setups) + " |")
-    info = machine()
+            f"{r[n]['work'] / 1e6:.2f} | {r[n]['work'] / 1e3 / r['rows']:.2f} | "
+            f"{r[n]['db'] / 1e6:.1f} | {r[n]['reports'] / 1e6:.2f}" for n in setups) + " |")
     md += ["", f"{info['date']}, {info['cpus']} CPUs, load {info['loadavg_1m']}, "
            f"`{info['command']}`, versions {info['versions']}"]
-    path = save("retention", {"machine": info, "args": vars(args), "nights": rows},
-                "\n".join(md) + "\n")
-    print(f"saved {path}")
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":

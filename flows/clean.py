@@ -100,7 +100,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
 def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN001
                 accumulated: Accumulated | None = None) -> RunSummary:
     """Everything after ingest, inside a flow: validate ... publish, retention, report.
-    `accumulated`: the dataset folder's batches the snapshot was made of (flows/datasets.py)."""
+    `accumulated`: the dataset folder's batches the snapshot was made of (flows/folders.py)."""
     work = str(spec.work_path)
     staged = cached(spec, refresh)
     required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else []),

@@ -73,7 +73,7 @@ class _StageProgress(logging.Handler):
 
 def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
               address: str | None = None, folder: str | None = None):
-    """Run the cleaning flow (of a dataset `folder`, flows/datasets.py, when given) with a live
+    """Run the cleaning flow (of a dataset `folder`, flows/folders.py, when given) with a live
     status line; user errors become a message and a non-zero exit."""
     from flows.local_server import LocalServer, reporting_to, wanted
     from flows.runners import task_runner
@@ -85,7 +85,7 @@ def _run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",
         _fail(str(exc))
     server = LocalServer() if wanted() else None  # boots while the libraries below import
     from flows.clean import clean_dataset
-    from flows.datasets import clean_folder
+    from flows.folders import clean_folder
 
     clean_dataset = clean_dataset.with_options(task_runner=chosen)
     clean_folder = clean_folder.with_options(task_runner=chosen)

@@ -20,8 +20,8 @@ from tasks.errors import CleansetError
 # The flows prefect.yaml may deploy: entrypoint -> (module, function, flow name).
 FLOWS = {
     "flows/clean.py:clean_dataset": ("flows.clean", "clean_dataset", "cleanset"),
-    "flows/datasets.py:clean_folder": ("flows.datasets", "clean_folder", "cleanset-dataset"),
-    "flows/datasets.py:nightly": ("flows.datasets", "nightly", "cleanset-nightly"),
+    "flows/folders.py:clean_folder": ("flows.folders", "clean_folder", "cleanset-dataset"),
+    "flows/folders.py:nightly": ("flows.folders", "nightly", "cleanset-nightly"),
 }
 FLOW_ENTRYPOINT = ", ".join(FLOWS)
 DEFAULT_PREFECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"

@@ -1,4 +1,4 @@
-"""Datasets that grow: a dataset folder's batches accumulate (tasks/batches.py, flows/datasets.py),
+"""Datasets that grow: a dataset folder's batches accumulate (tasks/batches.py, flows/folders.py),
 files outside a dataset folder start no run, retention and gc (tasks/retention.py). Flow tests run
 against the session's real Prefect server and real DuckDB files."""
 
@@ -231,7 +231,7 @@ def test_init_writes_the_folder_settings_and_run_keeps_them_there(tmp_path):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_batches_accumulate_and_decisions_stay_with_their_rows(workdir):
-    from flows.datasets import clean_folder, nightly
+    from flows.folders import clean_folder, nightly
     from tasks.batches import overview
     from tasks.review import record_decisions
 

@@ -1,4 +1,6 @@
-"""Datasets that grow: the flow of a dataset folder (`data/landing/<dataset>/cleanset.yaml` plus
+"""Datasets that grow (not named datasets.py: Prefect loads an entrypoint with its folder on
+sys.path, where a datasets.py would shadow the `datasets` package Datalab imports): the flow of
+a dataset folder (`data/landing/<dataset>/cleanset.yaml` plus
 its batch files) and the nightly flow over every dataset folder. Wiring only (tasks/batches.py,
 tasks/retention.py hold the logic).
 

@@ -28,14 +28,14 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import stage
 from tasks.errors import CleansetError
-from tasks.ingest import ROW_ID, Snapshot, _format_of
+from tasks.ingest import ROW_ID, Snapshot
+from tasks.landing import is_candidate
 from tasks.spec import DATASET_FILE, DatasetSpec
 from tasks.store import TableRef, file_sha256, write_batches
-from tasks.warehouse import connect, quote_ident, table_names
+from tasks.warehouse import connect, quote_ident, read_dicts, table_names
 
 DEGRADED_EVENT = "cleanset.dataset.degraded"
 UNREGISTERED_EVENT = "cleanset.file.unregistered"
-TEMP_SUFFIXES = (".part", ".tmp", ".temp", ".partial", ".crdownload", ".download", ".swp", "~")
 BATCH_COLUMN = "__cleanset_batch"
 ORDER_COLUMN = "__cleanset_order"
 ROW_COLUMN = "__cleanset_row"
@@ -86,27 +86,15 @@ def data_files(folder: Path) -> list[Path]:
     a temporary name still being written, not cleanset.yaml."""
     out = []
     for p in sorted(Path(folder).iterdir()):
-        name = p.name.lower()
-        if (p.is_file() and not name.startswith(".") and not name.endswith(TEMP_SUFFIXES)
-                and p.name != DATASET_FILE and _format_of(p) is not None):
+        if p.is_file() and p.name != DATASET_FILE and is_candidate(p):
             out.append(p)
     return out
 
 
 def recorded_batches(db: Path, dataset: str) -> list[dict]:
     """The dataset's rows of the `batches` table, oldest first ([] when there is none)."""
-    if not Path(db).is_file():
-        return []
-    con = connect(Path(db), read_only=True)
-    try:
-        if "batches" not in table_names(con):
-            return []
-        cur = con.execute("SELECT * FROM batches WHERE dataset = ? ORDER BY arrived_at, batch_id",
-                          [dataset])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        con.close()
+    return read_dicts(db, "batches", "SELECT * FROM batches WHERE dataset = ? ORDER BY "
+                      "arrived_at, batch_id", [dataset])
 
 
 def plan_batches(db: Path, dataset: str, folder: Path) -> BatchPlan:
@@ -242,13 +230,13 @@ def accumulate_snapshots(parts: list[tuple[str, TableRef, bool]], id_column: str
                             ) from None
     finally:
         con.close()
-    digest = file_sha256_of_ids([bid for bid, _, _ in parts], [r.sha256 for _, r, _ in parts])
+    digest = content_id([bid for bid, _, _ in parts], [r.sha256 for _, r, _ in parts])
     snap = Snapshot(table=table, source_sha256=digest, files=tuple(bid for bid, _, _ in parts),
                     id_column=ident, columns=tuple(columns), row_id_added=all_added)
     return Accumulated(snapshot=snap, provenance=provenance, n_replaced=total - table.n_rows)
 
 
-def file_sha256_of_ids(ids: list[str], shas: list[str]) -> str:
+def content_id(ids: list[str], shas: list[str]) -> str:
     """The dataset's content id: its accepted batches in order (part of the run id)."""
     import hashlib
 

@@ -206,9 +206,9 @@ class LandingWatcher:
         save_state(self.state_path, self.seen)
 
 
-def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None:
-    """(status, stage, message) of the warehouse's latest run of this content; None when there
-    is none or the warehouse cannot be read right now (another process is writing it)."""
+def _peek(db: Path, sql: str, params: list) -> list[tuple] | None:
+    """Rows of a read-only query; None when the warehouse is missing, cannot be read right now
+    (another process is writing it) or lacks the table."""
     if not Path(db).is_file():
         return None
     try:
@@ -216,33 +216,28 @@ def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None
     except duckdb.Error:
         return None
     try:
-        cols = {r[0] for r in con.execute("DESCRIBE runs").fetchall()}
-        stage = "stage, message" if "stage" in cols else "NULL, NULL"
-        rows = con.execute(f"SELECT status, {stage} FROM runs WHERE source_sha256 = ? ORDER BY "
-                           "finished_at DESC NULLS LAST LIMIT 1", [sha256]).fetchall()
+        return con.execute(sql, params).fetchall()
     except duckdb.Error:
         return None
     finally:
         con.close()
+
+
+def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None:
+    """(status, stage, message) of the warehouse's latest run of this content; None when there
+    is none or the warehouse cannot be read right now (another process is writing it)."""
+    cols = {r[0] for r in _peek(db, "DESCRIBE runs", []) or []}
+    stage = "stage, message" if "stage" in cols else "NULL, NULL"
+    rows = _peek(db, f"SELECT status, {stage} FROM runs WHERE source_sha256 = ? ORDER BY "
+                 "finished_at DESC NULLS LAST LIMIT 1", [sha256]) if cols else None
     return tuple(rows[0]) if rows else None
 
 
 def batch_of(db: Path, sha256: str) -> tuple[str, str, str] | None:
     """(dataset, batch id, status) of a dataset folder's batch with this content; None when
     there is none or the warehouse cannot be read right now."""
-    if not Path(db).is_file():
-        return None
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.Error:
-        return None
-    try:
-        rows = con.execute("SELECT dataset, batch_id, status FROM batches WHERE sha256 = ? "
-                           "LIMIT 1", [sha256]).fetchall()
-    except duckdb.Error:  # no batches table: a warehouse of one-off runs only
-        return None
-    finally:
-        con.close()
+    rows = _peek(db, "SELECT dataset, batch_id, status FROM batches WHERE sha256 = ? LIMIT 1",
+                 [sha256])
     return tuple(rows[0]) if rows else None
 
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from tasks.caching import stage
 from tasks.spec import DatasetSpec, Retention
-from tasks.warehouse import connect, quote_ident, table_names
+from tasks.warehouse import connect, quote_ident, read_dicts, table_names
 
 MANIFESTS = "runs"
 # work/ folders that hold no content-addressed intermediates of a run
@@ -126,31 +126,13 @@ def _keep_setting(spec_json: str | None) -> int | None:
 
 def completed_runs(db: Path) -> list[dict]:
     """Every completed run, newest first per dataset: run_id, dataset, snapshot_path, spec."""
-    if not Path(db).is_file():
-        return []
-    con = connect(Path(db), read_only=True)
-    try:
-        if "runs" not in table_names(con):
-            return []
-        cur = con.execute("SELECT run_id, dataset, snapshot_path, spec FROM runs WHERE status = "
-                          "'completed' ORDER BY dataset, finished_at DESC NULLS LAST")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-    finally:
-        con.close()
+    return read_dicts(db, "runs", "SELECT run_id, dataset, snapshot_path, spec FROM runs WHERE "
+                      "status = 'completed' ORDER BY dataset, finished_at DESC NULLS LAST")
 
 
 def batch_snapshots(db: Path) -> set[str]:
-    if not Path(db).is_file():
-        return set()
-    con = connect(Path(db), read_only=True)
-    try:
-        if "batches" not in table_names(con):
-            return set()
-        return {str(Path(r[0]).absolute()) for r in con.execute(
-            "SELECT snapshot_path FROM batches WHERE snapshot_path IS NOT NULL").fetchall()}
-    finally:
-        con.close()
+    return {str(Path(r["snapshot_path"]).absolute()) for r in read_dicts(
+        db, "batches", "SELECT snapshot_path FROM batches WHERE snapshot_path IS NOT NULL")}
 
 
 def plan_gc(db: Path, work: Path, *, dataset: str | None = None, keep: int | None = None,
@@ -307,18 +289,12 @@ def disk_use(db: Path, work: Path) -> dict[str, int]:
         for f in sorted(m["files"] - seen):
             seen.add(f)
             out[name] = out.get(name, 0) + _size(Path(f))
-    if Path(db).is_file():
-        con = connect(Path(db), read_only=True)
-        try:
-            if "batches" in table_names(con):
-                for name, path in con.execute("SELECT dataset, snapshot_path FROM batches WHERE "
-                                              "snapshot_path IS NOT NULL").fetchall():
-                    path = str(Path(path).absolute())
-                    if path not in seen:
-                        seen.add(path)
-                        out[name] = out.get(name, 0) + _size(Path(path))
-        finally:
-            con.close()
+    for r in read_dicts(db, "batches", "SELECT dataset, snapshot_path FROM batches WHERE "
+                        "snapshot_path IS NOT NULL"):
+        path = str(Path(r["snapshot_path"]).absolute())
+        if path not in seen:
+            seen.add(path)
+            out[r["dataset"]] = out.get(r["dataset"], 0) + _size(Path(path))
     reports = Path(db).parent / "reports"
     if reports.is_dir():
         for folder in reports.iterdir():

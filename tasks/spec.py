@@ -95,6 +95,27 @@ Policy = create_model(
        for name, t, task, action in task_policy_fields()})
 
 
+class Retention(BaseModel):
+    """How much of a dataset's past a long-lived warehouse keeps (tasks/retention.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_runs: int | None = Field(
+        10, ge=1, description="keep the work files, `<dataset>_clean_history` rows and `issues` "
+        "rows of this many latest completed runs (the latest run's are always kept); null: "
+        "keep everything")
+
+
+class Alert(BaseModel):
+    """When a run emits `cleanset.dataset.degraded` (tasks/batches.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    health_drop: float = Field(
+        0.05, ge=0.0, le=1.0, description="emit the event when label health falls by more than "
+        "this since the dataset's previous run (a quarantined batch always emits it)")
+
+
 class DatasetSpec(BaseModel):
     """Everything cleanset needs to know about one dataset and how to clean it."""
 
@@ -152,6 +173,8 @@ class DatasetSpec(BaseModel):
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()
+    retention: Retention = Retention()
+    alert: Alert = Alert()
 
     @field_validator("text", "pred_prob_columns", mode="before")
     @classmethod
@@ -204,7 +227,8 @@ class DatasetSpec(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change results (not where outputs are written)."""
-        payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source", "workers"})
+        payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source", "workers",
+                                                        "retention", "alert"})
         payload["dataset"] = self.dataset_name
         suite = self.suite_path
         payload["suite_sha256"] = (
@@ -229,23 +253,64 @@ def parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
     return out
 
 
+def read_config(config: str | Path) -> dict:
+    """The settings of a YAML config file (a CleansetError when it is missing or no mapping)."""
+    path = Path(config)
+    if not path.is_file():
+        raise CleansetError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CleansetError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise CleansetError(f"config file {path} must hold a mapping of settings")
+    return loaded
+
+
+# ---- a dataset folder: data/landing/<dataset>/cleanset.yaml + its batch files -----------------
+
+DATASET_FILE = "cleanset.yaml"
+
+
+def is_dataset_folder(path: str | Path) -> bool:
+    """A folder holding a cleanset.yaml: a dataset whose files are its batches."""
+    return Path(path).is_dir() and (Path(path) / DATASET_FILE).is_file()
+
+
+def folder_dataset_name(folder: str | Path) -> str:
+    """The dataset a folder holds by default: its name, made a usable table name."""
+    raw = Path(folder).absolute().name
+    name = re.sub(r"[^A-Za-z0-9_]", "_", raw)[:63] or "dataset"
+    return name if name[:1].isalpha() else f"d_{name}"[:63]
+
+
+def load_dataset_spec(folder: str | Path, **overrides) -> DatasetSpec:  # noqa: ANN003
+    """The DatasetSpec of a dataset folder: its cleanset.yaml (which names no `source`: the
+    folder's files are the data), the folder as source, the folder's name as default dataset
+    name; `overrides` (db, work_dir, ...; None ignored) win over the file."""
+    folder = Path(folder)
+    config = folder / DATASET_FILE
+    if not config.is_file():
+        raise CleansetError(f"{folder} is not a dataset folder: it has no {DATASET_FILE} (write "
+                            f"one with `cleanset init {folder} --label COLUMN`)")
+    values = read_config(config)
+    if values.get("source"):
+        raise CleansetError(f"{config}: remove `source:`; the files in {folder} are the "
+                            "dataset's batches")
+    values.setdefault("dataset", folder_dataset_name(folder))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return build_spec(**{**values, "source": str(folder)})
+    except CleansetError as exc:
+        raise CleansetError(f"{config}: {exc}") from None
+
+
 def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  # noqa: ANN003
     """Build a DatasetSpec from an optional YAML file plus overrides (None values are ignored).
 
     Raises CleansetError with a readable message instead of pydantic's error dump.
     """
-    values: dict = {}
-    if config is not None:
-        path = Path(config)
-        if not path.is_file():
-            raise CleansetError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise CleansetError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise CleansetError(f"config file {path} must hold a mapping of settings")
-        values.update(loaded)
+    values: dict = read_config(config) if config is not None else {}
     dry_run = overrides.pop("dry_run", None)
     values.update({k: v for k, v in overrides.items() if v not in (None, (), [], {})})
     if overrides.get("roles"):

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.audit import AuditSettings
 from tasks.errors import CleansetError
 from tasks.issue_types import ISSUE_TYPES, REGISTRY, RELABEL_TYPES, Action
 
@@ -136,6 +137,9 @@ class DatasetSpec(BaseModel):
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="how a new batch is audited against the "
+        "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
 
     @field_validator("text", "pred_prob_columns", mode="before")
     @classmethod

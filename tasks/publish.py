@@ -18,11 +18,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from prefect import get_run_logger, runtime
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.audit import AuditResult
 from tasks.caching import stage
 from tasks.choose import ModelChoice
 from tasks.decide import Decided
@@ -93,6 +95,11 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "evaluations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("trained_on", "VARCHAR"),
                     ("model", "VARCHAR"), ("test_set", "VARCHAR"), ("n_train", "BIGINT"),
                     ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE")],
+    # one row per check per batch (tasks/audit.py; audit_frame below builds the rows)
+    "batch_audit": [("dataset", "VARCHAR"), ("run_id", "VARCHAR"), ("batch_id", "VARCHAR"),
+                    ("check_name", "VARCHAR"), ("column_name", "VARCHAR"), ("statistic", "VARCHAR"),
+                    ("value", "DOUBLE"), ("effect_size", "DOUBLE"), ("threshold", "DOUBLE"),
+                    ("severity", "VARCHAR"), ("outcome", "VARCHAR"), ("message", "VARCHAR")],
 }
 SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
           for t, cols in TABLES.items()]
@@ -151,6 +158,18 @@ def column_rows(plan: FeaturePlan) -> list[tuple[str, str, str]]:
     why = dict(plan.reasons)
     used = [(c, plan.role_of(c), why.get(c, "")) for c in plan.used]
     return used + [(c, "ignore", reason) for c, reason in plan.dropped]
+
+
+def audit_frame(result: AuditResult, dataset: str, run_id: str, batch_id: str) -> pd.DataFrame:
+    """A batch's audit as `batch_audit` rows: the declared columns, in order, with their types."""
+    rows = [{"dataset": dataset, "run_id": run_id, "batch_id": batch_id, "check_name": c.check,
+             "column_name": c.column, "statistic": c.statistic, "value": c.value,
+             "effect_size": c.effect_size, "threshold": c.threshold, "severity": c.severity,
+             "outcome": c.outcome, "message": c.message} for c in result.checks]
+    columns = TABLES["batch_audit"]
+    frame = pd.DataFrame(rows, columns=[c for c, _ in columns])
+    return frame.astype({c: "float64" if d == "DOUBLE" else "str" for c, d in columns
+                         if c != "column_name"})
 
 
 def cleanset_version() -> str:

@@ -212,8 +212,9 @@ def markdown(payload: dict) -> str:
              "    " + ", ".join(f"{k}={v}" for k, v in payload["settings"].items()
                                 if k != "severity"), ""]
     lines += ["How the defaults were set: from what each statistic means (distributions moved by "
-              "0.2 reference standard deviations; a Jensen-Shannon distance of 0.1; a classifier "
-              "AUC of 0.6; a 5-point move of the label mix; 1% / 0.5% / 2% of the batch copying, "
+              "0.2 reference standard deviations; 10 points more missing values; a "
+              "Jensen-Shannon distance of 0.1; a classifier AUC of 0.6; a 5-point move of the "
+              "label mix; 1% / 0.5% / 2% of the batch copying, "
               "conflicting with or nearly copying earlier rows beyond the dataset's own rate), "
               "then checked on the DESIGN seeds only: each lies between the largest effect seen "
               "with no change (last columns of table a) and the effect of its planted change "

@@ -46,6 +46,8 @@ CHECKS: dict[str, tuple[Severity, str]] = {
     "column_retyped": ("critical", "share of a feature column's values that no longer parse "
                                    "as its type"),
     "column_added": ("warning", "a column the dataset does not have"),
+    "missing_values": ("warning", "share of a feature's values missing in the batch minus "
+                                  "in the reference"),
     "numeric_drift": ("warning", "Wasserstein distance / reference standard deviation"),
     "categorical_drift": ("warning", "Jensen-Shannon distance of the category shares (base 2)"),
     "new_category": ("warning", "share of batch rows with a category never seen"),
@@ -82,6 +84,8 @@ class AuditSettings(BaseModel):
                                  "tests (text_drift, row_drift)")
     p_value: float = Field(0.01, gt=0.0, le=1.0, description="an estimated change counts only "
                            "when it is this unlikely by chance (guards small batches)")
+    missing_values: float = Field(0.1, ge=0.0, le=1.0, description="rise in a feature's share "
+                                  "of missing values")
     numeric_drift: float = Field(0.2, ge=0.0, description="Wasserstein distance in reference "
                                  "standard deviations")
     categorical_drift: float = Field(0.1, ge=0.0, le=1.0, description="Jensen-Shannon distance "
@@ -244,6 +248,16 @@ def _schema(audit: _Audit, reference: pd.DataFrame, batch: pd.DataFrame, plan: F
 
 
 # ---- per-feature drift ----------------------------------------------------------------------
+
+def _missing_values(audit: _Audit, ref: pd.Series, bat: pd.Series, col: str) -> None:
+    base, k = float(ref.isna().mean()), int(bat.isna().sum())
+    share = k / len(bat)
+    p = _binomial_p(k, len(bat), base)
+    audit.add("missing_values", col, "binomial_pvalue", p, share - base,
+              audit.settings.missing_values,
+              f"{col}: {share:.1%} of the batch's values are missing against {base:.1%} of the "
+              f"dataset's (binomial p={p:.2g})", significant=p < audit.settings.p_value)
+
 
 def _numeric_drift(audit: _Audit, ref: pd.Series, bat: pd.Series, col: str) -> None:
     r, b = ref.dropna().to_numpy(), bat.dropna().to_numpy()
@@ -437,6 +451,12 @@ def audit_batch(
         notes.append(f"drift, classifier and near-copy checks compare a seeded sample of "
                      f"{settings.sample_rows:,} of the dataset's {len(reference):,} rows; exact "
                      "and conflicting copies are looked up in all of them")
+    if not len(batch):
+        notes.append("the batch has no rows: only its columns were checked")
+        return _decide(audit.checks, 0, len(reference), len(sample), notes)
+    if audit.on("missing_values"):
+        for col in checked.used:
+            _missing_values(audit, sample[col], batch[col], col)
     ref_frame, bat_frame = prepare_frame(sample, checked), prepare_frame(batch, checked)
     if audit.on("numeric_drift"):
         for col in (*checked.numeric, *checked.datetime):

@@ -56,9 +56,9 @@ def test_a_batch_from_the_same_distribution_passes(reference, plan):
     assert result.decision == "accept", result.reason
     assert fired(result) == set()
     checks = {c.check for c in result.checks}
-    assert {"numeric_drift", "categorical_drift", "new_category", "text_drift", "row_drift",
-            "label_shift", "new_label", "exact_copies", "conflicting_copies",
-            "near_copies"} <= checks
+    assert {"missing_values", "numeric_drift", "categorical_drift", "new_category",
+            "text_drift", "row_drift", "label_shift", "new_label", "exact_copies",
+            "conflicting_copies", "near_copies"} <= checks
     assert result.reference_sampled == result.reference_rows == 3000
 
 
@@ -204,3 +204,12 @@ def test_the_batch_audit_frame_matches_the_table_declaration(reference, plan):
     assert rows == [("column_missing", "x1", "fail", "critical")]
     nulls = con.execute("SELECT count(*) FROM batch_audit WHERE column_name IS NULL").fetchall()
     assert nulls[0][0] == sum(c.column is None for c in result.checks) > 0
+
+
+def test_an_emptied_column_and_an_empty_batch(reference, plan):
+    emptied = audit_batch(reference, draw(300, 9).assign(x0=np.nan), plan, "label", QUICK)
+    (row,) = [c for c in emptied.failed() if c.check == "missing_values"]
+    assert row.column == "x0" and "100.0%" in row.message
+    empty = audit_batch(reference, draw(10, 9).iloc[:0], plan, "label", QUICK)
+    assert empty.decision == "accept" and empty.batch_rows == 0
+    assert "no rows" in empty.notes[0]

@@ -32,7 +32,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
 from tasks.detect import row_keys
-from tasks.featurize import MISSING, FeaturePlan, build_transformer, prepare_frame
+from tasks.featurize import MISSING, FeaturePlan, _label_text, build_transformer, prepare_frame
 from tasks.knn import dense_embedding
 
 Severity = Literal["info", "warning", "critical"]
@@ -44,7 +44,7 @@ Decision = Literal["accept", "accept-with-warnings", "quarantine"]
 CHECKS: dict[str, tuple[Severity, str]] = {
     "column_missing": ("critical", "a feature, label or id column of the dataset is absent"),
     "column_retyped": ("critical", "share of a feature column's values that no longer parse "
-                                   "as its type"),
+                                   "as its type (more than half: retyped)"),
     "column_added": ("warning", "a column the dataset does not have"),
     "missing_values": ("warning", "share of a feature's values missing in the batch minus "
                                   "in the reference"),
@@ -186,8 +186,6 @@ def _num(x: float | None) -> float | None:
 
 def _labels(s: pd.Series) -> pd.Series:
     """Label values as text, the way featurize names classes (1.0 -> '1')."""
-    from tasks.featurize import _label_text
-
     return s.dropna().map(_label_text).astype(str)
 
 
@@ -211,7 +209,7 @@ def _schema(audit: _Audit, reference: pd.DataFrame, batch: pd.DataFrame, plan: F
             label: str, id_column: str | None) -> FeaturePlan:
     """Missing, retyped and added columns; returns the plan restricted to the usable columns."""
     required = [*plan.used, label, *([id_column] if id_column else [])]
-    usable = set(plan.used)
+    usable = {c for c in plan.used if c in reference.columns and c in batch.columns}
     for col in reference.columns:
         if col in batch.columns:
             continue
@@ -220,13 +218,9 @@ def _schema(audit: _Audit, reference: pd.DataFrame, batch: pd.DataFrame, plan: F
                   f"column {col!r} of the dataset is missing from the batch"
                   + ("" if needed else " (not a feature: recorded only)"),
                   significant=needed)
-        usable.discard(col)
-    for col in required:
-        if col not in reference.columns and col not in batch.columns:
-            usable.discard(col)
     for role in ("numeric", "datetime"):
         for col in getattr(plan, role):
-            if col not in batch.columns:
+            if col not in usable:
                 continue
             bad = _unparsable(batch[col], role)
             n = int(batch[col].notna().sum())

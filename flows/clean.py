@@ -10,7 +10,7 @@ from prefect.futures import as_completed
 
 from flows.runners import task_runner
 from tasks.choose import choose
-from tasks.decide import decide
+from tasks.decide import decide, load_decisions
 from tasks.detect import detect
 from tasks.errors import hide_user_error_tracebacks
 from tasks.estimate import (
@@ -26,7 +26,6 @@ from tasks.ingest import ingest
 from tasks.knn import knn
 from tasks.publish import RunSummary, on_flow_failure, publish
 from tasks.report import report
-from tasks.review import load_decisions
 from tasks.spec import DatasetSpec
 from tasks.summary import artifact_key, run_artifacts
 from tasks.validate import load_suite_file, validate

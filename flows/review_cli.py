@@ -9,14 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from flows.options import split_commas
-
-console = Console()
-err = Console(stderr=True)
+from flows.options import console, err, fail, split_commas
 
 review_app = typer.Typer(
     invoke_without_command=True,
@@ -34,20 +30,15 @@ ReviewerOpt = Annotated[str | None, typer.Option(
     "--reviewer", help="Who decides (default: $CLEANSET_REVIEWER or your login).")]
 
 
-def _fail(message: str, code: int = 2) -> None:
-    err.print("[bold red]error:[/bold red] ", end="")
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
 def _queue(db: Path, dataset: str | None, top: int | None, action: list[str] | None):  # noqa: ANN202
     from tasks.errors import CleansetError
+    from tasks.issue_types import TO_REVIEW
     from tasks.review import review_queue
 
     try:
-        return review_queue(db, dataset, top, tuple(action or ("review", "relabel", "drop")))
+        return review_queue(db, dataset, top, tuple(action or TO_REVIEW))
     except CleansetError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @review_app.callback()
@@ -189,7 +180,7 @@ def apply(
     try:
         name, n, blank = apply_review_file(db, file, dataset, reviewer)
     except CleansetError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"recorded {n} decision(s) for {name}" + (
         f"; {blank} row(s) left blank were skipped" if blank else "")
         + ". The next run applies them.")

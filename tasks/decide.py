@@ -8,18 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import stage
 from tasks.detect import Detection
 from tasks.featurize import match_decisions
-from tasks.issue_types import ISSUE_TYPES, RELABEL_TYPES
+from tasks.issue_types import ISSUE_TYPES, RELABEL_TYPES, SEVERITY
+from tasks.review import read_decisions
 from tasks.spec import Policy
 from tasks.store import TableRef, write_table
-
-# Most severe first wins when a row has several issues.
-SEVERITY = {"keep": 0, "review": 1, "relabel": 2, "drop": 3}
-DECISIONS = ("keep", "drop", "relabel")
 
 
 class Decided(BaseModel):
@@ -142,3 +140,15 @@ def decide(detection: Detection, policy: Policy, decisions: TableRef | None, wor
     return Decided(table=write_table(issues, Path(work_dir), "decided"),
                    decisions_sha256=decisions.sha256 if decisions else None,
                    orphan_decisions=tuple(orphans), n_reviewed=n_review)
+
+
+@stage("load-decisions", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
+def load_decisions(db: str, dataset: str, work_dir: str) -> TableRef | None:
+    """The reviewers' decisions for the dataset, as a content-addressed table (so the decide
+    stage's cache changes exactly when a decision does)."""
+    frame = read_decisions(Path(db), dataset)
+    if frame is None:
+        return None
+    get_run_logger().info("%d review decision(s) on record for %s", len(frame), dataset)
+    return write_table(frame.astype(object).where(frame.notna(), None), Path(work_dir),
+                       "decisions")

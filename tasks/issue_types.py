@@ -2,9 +2,12 @@
 
 Everything else derives from `REGISTRY`: `ISSUE_TYPES` (order of the issues table and the
 report), the `Policy` fields and their defaults (tasks/spec.py), the detection switches
-(tasks/detect.py `enabled_types`, `DATALAB_TYPES`), the report's notes (tasks/report.py
-`TYPE_NOTES`), the issues table's declared columns (tasks/publish.py) and the README's issue-type
+(tasks/detect.py `enabled_types`, `DATALAB_TYPES`), the report's notes (tasks/report/
+`TYPE_NOTES`), the issues table's declared columns (tasks/schema.py) and the README's issue-type
 table (`readme_table`; tests/test_issue_types.py checks the README holds it).
+
+It also holds the action vocabulary (ACTIONS: keep, review, relabel, drop and their meanings;
+SEVERITY; DECISIONS a reviewer may record), for the policy, decide, review and the report.
 
 Adding an issue type = one `IssueType` entry here plus its finder (a function in the module named
 by `finder`, producing the `columns`); tests/test_issue_types.py fails when a part is missing.
@@ -16,6 +19,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 Action = Literal["keep", "drop", "relabel", "review"]
+# The action vocabulary, mildest first, and what each does to a row. A row with several issues
+# gets the most severe of their actions (SEVERITY); a reviewer's decision overrides the policy.
+ACTIONS: dict[str, str] = {
+    "keep": "the row stays as given",
+    "review": "the row stays as given and waits in the review queue (`cleanset review`)",
+    "relabel": "the row stays with its suggested label",
+    "drop": "the row is left out of <dataset>_clean",
+}
+SEVERITY: dict[str, int] = {action: level for level, action in enumerate(ACTIONS)}
+# What a reviewer may decide (`review` is the policy's way of asking; skipping decides nothing).
+DECISIONS: tuple[str, ...] = ("keep", "drop", "relabel")
+# The actions the review queue holds by default: every one a person may want to overrule.
+TO_REVIEW: tuple[str, ...] = ("review", "relabel", "drop")
 Task = Literal["classification"]  # regression / multilabel can be added later
 
 
@@ -132,3 +148,4 @@ def readme_table() -> str:
         lines.append(f"| `{t.name}` | {t.found_by} | {t.readme_detail or t.meaning} | "
                      f"{t.default_action_text or t.default_action} |")
     return "\n".join(lines)
+

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -25,7 +23,7 @@ from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
 from tasks.audit import AuditResult
-from tasks.caching import stage
+from tasks.caching import TASKS_DIR, stage
 from tasks.choose import ModelChoice
 from tasks.decide import Decided
 from tasks.detect import Detection
@@ -34,82 +32,19 @@ from tasks.estimate import ModelCheck
 from tasks.evaluate import Evaluation
 from tasks.featurize import Design, FeaturePlan
 from tasks.ingest import Snapshot
-from tasks.issue_types import issue_columns
+from tasks.schema import (  # noqa: F401 - TABLES, ensure_schema, transaction: still importable here
+    RUN_TABLES,
+    TABLES,
+    _begun,
+    _schema_ready,
+    ensure_schema,
+    transaction,
+)
 from tasks.spec import DatasetSpec
 from tasks.store import file_sha256
 from tasks.validate import Validation
 from tasks.warehouse import connect, quote_ident
 from tasks.warehouse_lock import warehouse_slot
-
-# The declared schema of every cleanset table: (column, DuckDB type), in order. A warehouse is
-# shared by many datasets and runs, so no column type may depend on one run's data (an all-null
-# column would otherwise be created with DuckDB's NULL type and refuse every later value).
-
-
-def _issue_columns() -> list[tuple[str, str]]:
-    """issues: each registered issue type's columns (tasks/issue_types.py: a BOOLEAN flag, a
-    DOUBLE score, set ids VARCHAR) between the row's given/suggested label and its decision."""
-    cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
-            ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
-            ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE")]
-    return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
-            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR")]
-
-
-TABLES: dict[str, list[tuple[str, str]]] = {
-    "runs": [("run_id", "VARCHAR PRIMARY KEY"), ("dataset", "VARCHAR"), ("flow_run_id", "VARCHAR"),
-             ("source", "VARCHAR"), ("source_sha256", "VARCHAR"), ("started_at", "TIMESTAMPTZ"),
-             ("finished_at", "TIMESTAMPTZ"), ("status", "VARCHAR"), ("n_rows", "BIGINT"),
-             ("n_clean_rows", "BIGINT"), ("n_label_issues", "BIGINT"),
-             ("health_score", "DOUBLE"), ("spec", "JSON"), ("cleanset_version", "VARCHAR"),
-             ("model", "VARCHAR"), ("label_health_score", "DOUBLE"),
-             ("snapshot_path", "VARCHAR"), ("id_column", "VARCHAR"), ("n_relabelled", "BIGINT"),
-             ("n_review", "BIGINT"), ("n_reviewed", "BIGINT"), ("orphan_decisions", "VARCHAR[]"),
-             ("stage", "VARCHAR"), ("message", "VARCHAR"), ("left_out", "VARCHAR[]"),
-             ("model_accuracy", "DOUBLE"), ("model_log_loss", "DOUBLE"),
-             ("chance_accuracy", "DOUBLE"), ("chance_log_loss", "DOUBLE"),
-             ("model_skill", "DOUBLE"), ("model_trusted", "BOOLEAN"),
-             ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN")],
-    "issues": _issue_columns(),
-    "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
-                      ("num_issues", "BIGINT"), ("score", "DOUBLE")],
-    "validations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("suite", "VARCHAR"),
-                    ("expectation", "VARCHAR"), ("column_name", "VARCHAR"),
-                    ("severity", "VARCHAR"), ("success", "BOOLEAN"),
-                    ("unexpected_count", "BIGINT"), ("details", "JSON")],
-    "class_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("class_name", "VARCHAR"),
-                      ("n_rows", "BIGINT"), ("n_label_issues", "BIGINT"),
-                      ("label_noise", "DOUBLE"), ("inverse_label_noise", "DOUBLE"),
-                      ("label_quality", "DOUBLE"), ("most_overlapping_class", "VARCHAR"),
-                      ("overlap_joint_probability", "DOUBLE")],
-    "review_decisions": [("dataset", "VARCHAR"), ("row_id", "VARCHAR"), ("decision", "VARCHAR"),
-                         ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
-                         ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
-                         ("given_label", "VARCHAR")],
-    "model_screening": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("model", "VARCHAR"),
-                        ("n_rows", "BIGINT"), ("log_loss", "DOUBLE"), ("accuracy", "DOUBLE"),
-                        ("seconds", "DOUBLE"), ("projected_seconds", "DOUBLE"),
-                        ("within_budget", "BOOLEAN"), ("chosen", "BOOLEAN")],
-    "column_roles": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("column_name", "VARCHAR"),
-                     ("role", "VARCHAR"), ("reason", "VARCHAR")],
-    "evaluations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("trained_on", "VARCHAR"),
-                    ("model", "VARCHAR"), ("test_set", "VARCHAR"), ("n_train", "BIGINT"),
-                    ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE")],
-    # one row per check per batch (tasks/audit.py; audit_frame below builds the rows)
-    "batch_audit": [("dataset", "VARCHAR"), ("run_id", "VARCHAR"), ("batch_id", "VARCHAR"),
-                    ("check_name", "VARCHAR"), ("column_name", "VARCHAR"), ("statistic", "VARCHAR"),
-                    ("value", "DOUBLE"), ("effect_size", "DOUBLE"), ("threshold", "DOUBLE"),
-                    ("severity", "VARCHAR"), ("outcome", "VARCHAR"), ("message", "VARCHAR")],
-}
-SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
-          for t, cols in TABLES.items()]
-# Migrations: every declared column is added to a warehouse written by an older cleanset (with its
-# declared type), and a column an older cleanset created with DuckDB's NULL type (issue 12) is
-# given its declared type (VARCHAR for a dataset's own columns). Applied on every write.
-MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
-              for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
-RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
-              "model_screening", "column_roles")
 
 
 class RunSummary(BaseModel):
@@ -188,50 +123,6 @@ def run_key(source_sha256: str, spec_fingerprint: str, decisions_sha256: str | N
         raw += f"|{decisions_sha256}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
-
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the declared tables, add declared columns an older warehouse lacks, and give every
-    column DuckDB typed NULL (made by cleanset before issue 12) its declared type or VARCHAR."""
-    for ddl in [*SCHEMA, *MIGRATIONS]:
-        con.execute(ddl)
-    declared = {(t, c): d for t, cols in TABLES.items() for c, d in cols}
-    for table, column in con.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE "
-            "table_schema = 'main' AND trim(data_type, '\"') = 'NULL'").fetchall():
-        dtype = declared.get((table, column), "VARCHAR")
-        con.execute(f"ALTER TABLE {quote_ident(table)} ALTER COLUMN {quote_ident(column)} "
-                    f"TYPE {dtype}")
-
-
-@contextmanager
-def _begun(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Committed when the block ends, rolled back on any error."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield con
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-
-def _schema_ready(con: duckdb.DuckDBPyConnection) -> None:
-    """ensure_schema in its own short transaction (declared tables and columns only: no data)."""
-    with _begun(con):
-        ensure_schema(con)
-
-
-@contextmanager
-def transaction(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One write transaction on the warehouse, schema ensured: committed when the block ends,
-    rolled back on any error (a crash before COMMIT leaves the warehouse as it was)."""
-    con = connect(db)
-    try:
-        _schema_ready(con)
-        with _begun(con):
-            yield con
-    finally:
-        con.close()
 
 
 # ---- types: what a dataset's own columns become in the warehouse -----------------------------
@@ -534,17 +425,20 @@ def publish(
 
 # ---- failed runs ------------------------------------------------------------------------------
 
-HELPER_MODULES = {"errors", "store", "caching", "warehouse", "warehouse_lock", "textfiles", "spec"}
+HELPER_MODULES = {"errors", "store", "caching", "warehouse", "warehouse_lock", "textfiles", "spec",
+                  "schema"}
 
 
 def failed_stage(exc: BaseException) -> str:
-    """The stage an error came from: the outermost tasks/<stage>.py frame of its traceback
-    (helpers such as tasks/store.py are skipped), else `flow`."""
+    """The stage an error came from: the outermost tasks/<stage>.py (or tasks/<stage>/...) frame
+    of its traceback (helpers such as tasks/store.py are skipped), else `flow`."""
     tb = exc.__traceback__
     while tb is not None:
         path = Path(tb.tb_frame.f_code.co_filename)
-        if path.parent.name == "tasks" and path.stem not in HELPER_MODULES:
-            return path.stem
+        if path.is_relative_to(TASKS_DIR):
+            name = path.relative_to(TASKS_DIR).parts[0].removesuffix(".py")
+            if name not in HELPER_MODULES:
+                return name
         tb = tb.tb_next
     return "flow"
 

@@ -2,7 +2,9 @@
 their decisions (keep / drop / relabel) in `review_decisions`, and load them for every later run.
 
 Decisions are append-only: a new decision for a row supersedes the older one (latest wins), and
-nothing is ever deleted, so who decided what, when and why stays auditable.
+nothing is ever deleted, so who decided what, when and why stays auditable. Plain functions, light
+imports (no Prefect, no scikit-learn): `cleanset review` starts quickly. The flow's stage that
+loads the decisions is tasks/decide.py `load_decisions`.
 """
 
 from __future__ import annotations
@@ -15,15 +17,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-from prefect import get_run_logger
-from prefect.cache_policies import NO_CACHE
 
-from tasks.caching import stage
-from tasks.decide import DECISIONS
 from tasks.errors import CleansetError
-from tasks.issue_types import ISSUE_TYPES
-from tasks.publish import transaction
-from tasks.store import TableRef, write_table
+from tasks.issue_types import DECISIONS, ISSUE_TYPES, TO_REVIEW
+from tasks.schema import transaction
 from tasks.warehouse import (
     column_names,
     open_warehouse,
@@ -92,7 +89,7 @@ def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
-                 actions: tuple[str, ...] = ("review", "relabel", "drop")
+                 actions: tuple[str, ...] = TO_REVIEW
                  ) -> tuple[str, pd.DataFrame]:
     """The dataset (default: the only one) and its latest run's rows that a person should look
     at, most severe first: rows whose policy action is one of `actions` and that no reviewer has
@@ -233,15 +230,3 @@ def apply_review_file(db: Path, path: Path, dataset: str | None = None,
     n = record_decisions(db, dataset, checked, reviewer or default_reviewer(), str(path))
     blank = len(frame) - len(checked)
     return dataset, n, blank
-
-
-@stage("load-decisions", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
-def load_decisions(db: str, dataset: str, work_dir: str) -> TableRef | None:
-    """The reviewers' decisions for the dataset, as a content-addressed table (so the decide
-    stage's cache changes exactly when a decision does)."""
-    frame = read_decisions(Path(db), dataset)
-    if frame is None:
-        return None
-    get_run_logger().info("%d review decision(s) on record for %s", len(frame), dataset)
-    return write_table(frame.astype(object).where(frame.notna(), None), Path(work_dir),
-                       "decisions")

@@ -10,10 +10,14 @@ from typing import get_args
 import numpy as np
 
 from tasks.issue_types import (
+    ACTIONS,
     BY_NAME,
     DATALAB_TYPES,
+    DECISIONS,
     ISSUE_TYPES,
     REGISTRY,
+    SEVERITY,
+    TO_REVIEW,
     TYPE_NOTES,
     Action,
     readme_table,
@@ -73,3 +77,15 @@ def test_detection_finds_every_type_and_only_declared_columns():
     declared = {c for c, _ in TABLES["issues"]}
     assert set(frame) <= declared, set(frame) - declared
     assert set(DATALAB_TYPES) == {t for t in ISSUE_TYPES if BY_NAME[t].datalab}
+
+
+def test_the_action_words_are_defined_once():
+    """ACTIONS (with meanings, mildest first) is the vocabulary: Policy's Action type, the
+    severity order, what a reviewer may decide and what the review queue holds all agree."""
+    assert set(ACTIONS) == set(get_args(Action)) and all(ACTIONS.values())
+    assert list(SEVERITY) == list(ACTIONS) == ["keep", "review", "relabel", "drop"]
+    assert set(DECISIONS) <= set(ACTIONS) and "review" not in DECISIONS
+    assert set(TO_REVIEW) == set(ACTIONS) - {"keep"}
+    from tasks import decide, review
+
+    assert decide.SEVERITY is SEVERITY and review.DECISIONS is DECISIONS

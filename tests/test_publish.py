@@ -235,3 +235,15 @@ def test_failed_stage_is_the_outermost_stage_module():
     except CleansetError as exc:
         assert failed_stage(exc) == "ingest"
     assert failed_stage(ValueError("no traceback")) == "flow"
+
+
+def test_failed_stage_names_a_stage_package_by_its_folder(tmp_path):
+    """tasks/report/ is a package: an error in tasks/report/render.py is the `report` stage."""
+    from tasks.report import write_report
+
+    try:
+        write_report(tmp_path / "missing.duckdb", "d", "r")
+    except CleansetError as exc:
+        assert failed_stage(exc) == "report"
+    else:
+        raise AssertionError("no error")

@@ -1,0 +1,126 @@
+"""A run on the command line: Prefect quietened, one live status line while the flow runs, the
+summary table when it is done. Shared by `cleanset run` and `cleanset demo`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.options import console, err, fail
+
+
+def quiet_prefect(verbose: bool) -> None:
+    """Unless --verbose, Prefect's console shows warnings only; the live progress shows stages.
+    (Its API log handler keeps everything, so the Prefect UI still has the full logs.)"""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+
+
+class StageProgress(logging.Handler):
+    """Turns Prefect's task-run records into one live status line: stage, cache hits, fits."""
+
+    def __init__(self, progress, line) -> None:  # noqa: ANN001
+        super().__init__(logging.INFO)
+        self.progress, self.line = progress, line
+        self.fits = self.cached = self.stages = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = getattr(record, "task_name", None)
+        message = record.getMessage()
+        if not name or not message.startswith("Finished in state"):
+            return
+        self.stages += 1
+        self.cached += "Cached" in message
+        self.fits += name == "estimate-fold"
+        self.progress.update(self.line, description=(
+            f"[bold]{name}[/bold] done · {self.stages} tasks ({self.cached} from cache) · "
+            f"{self.fits} model fits"))
+
+
+def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
+             address: str | None = None):
+    """Run the cleaning flow with a live status line; user errors become a message and a
+    non-zero exit."""
+    from flows.local_server import LocalServer, reporting_to, wanted
+    from flows.runners import task_runner
+    from tasks.errors import CleansetError
+
+    try:
+        chosen = task_runner(runner, spec.workers, address)
+    except CleansetError as exc:
+        fail(str(exc))
+    server = LocalServer() if wanted() else None  # boots while the libraries below import
+    from flows.clean import clean_dataset
+
+    clean_dataset = clean_dataset.with_options(task_runner=chosen)
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                        console=err, transient=True, disable=quiet)
+    line = progress.add_task(f"cleaning {spec.dataset_name} ...", total=None)
+    watcher = StageProgress(progress, line)
+    loggers = [logging.getLogger(n) for n in ("prefect.task_runs", "prefect.flow_runs")]
+    try:
+        with progress:
+            for logger in loggers:
+                logger.addHandler(watcher)
+            with reporting_to(server, lambda: progress.update(
+                    line, description="starting a local Prefect server ...")):
+                return clean_dataset(spec, refresh=refresh)
+    except CleansetError as exc:
+        fail(str(exc))
+    finally:
+        for logger in loggers:
+            logger.removeHandler(watcher)
+
+
+def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_row("run", summary.run_id)
+    t.add_row("rows", f"{summary.n_rows:,}")
+    check = summary.model_check
+    if check:
+        t.add_row("model", f"{summary.model}")
+        t.add_row("model check", f"out-of-fold accuracy {check['model_accuracy']:.3f} (chance "
+                                 f"{check['chance_accuracy']:.3f}), log loss "
+                                 f"{check['model_log_loss']:.3f} (chance "
+                                 f"{check['chance_log_loss']:.3f})" + (
+                                     "" if check.get("model_trusted") else " - TOO WEAK"))
+    t.add_row("label issues", f"{summary.n_label_issues:,}")
+    others = ", ".join(f"{t} {n:,}" for t, n in summary.issue_counts.items()
+                       if n and t not in ("label",))
+    t.add_row("other issues", others or "none")
+    t.add_row("actions", f"{summary.n_rows - summary.n_clean_rows:,} dropped, "
+                         f"{summary.n_relabelled:,} relabelled, {summary.n_review:,} to review "
+                         f"(`uv run cleanset review -d {summary.dataset}`)" + (
+                             "" if summary.auto_fix else " - dry run: nothing changed"))
+    if summary.n_reviewed or summary.orphan_decisions:
+        orphans = summary.orphan_decisions
+        t.add_row("decisions", f"{summary.n_reviewed:,} rows decided by reviewers" + (
+            f"; {len(orphans)} decision(s) for rows no longer in the data: "
+            + ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else "") if orphans else ""))
+    if summary.left_out:
+        t.add_row("left out", "\n".join(summary.left_out))
+    t.add_row("clean rows", f"{summary.n_clean_rows:,} -> table {summary.clean_table}")
+    t.add_row("health", f"{summary.health_score:.3f} of rows have no issue; label health "
+                        f"{summary.label_health_score:.3f}")
+    if summary.evaluation:
+        before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
+        t.add_row("test accuracy", f"{before['accuracy']:.3f} trained as given -> "
+                                   f"{after['accuracy']:.3f} trained cleaned (macro-F1 "
+                                   f"{before['macro_f1']:.3f} -> {after['macro_f1']:.3f}), "
+                                   f"scored on {summary.test_set}")
+    t.add_row("warehouse", summary.db)
+    from tasks.report import report_path
+
+    page = report_path(Path(summary.db), summary.dataset, summary.run_id)
+    if page.exists():
+        t.add_row("report", str(page))
+    t.add_row("time", f"{seconds:.1f} s")
+    console.print(t)
+    if check and check.get("model_warning"):
+        err.print(f"[bold yellow]warning:[/bold yellow] {check['model_warning']}",
+                  highlight=False)

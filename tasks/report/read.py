@@ -1,0 +1,212 @@
+"""Reading a run's report figures back from the warehouse (read-only, aggregated in SQL).
+
+Everything comes from DuckDB (runs, issues, issue_summary, validations, class_summary,
+evaluations and review_decisions when present), aggregated in SQL so a million-row run never
+loads its issues table into memory. Row content comes from the run's Parquet snapshot
+(`runs.snapshot_path`) when that column and file exist, else from `<dataset>_clean_history`
+(kept rows only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tasks.errors import CleansetError
+from tasks.issue_types import ISSUE_TYPES
+from tasks.warehouse import column_names, open_warehouse, quote_ident, table_names
+
+TOP_N = 5  # rows shown per issue type
+MAX_FIELDS = 8  # row fields shown per row before "+N more"
+TEXT_CHARS = 160  # text fields are cut to this length
+BINS = 40  # score histogram bins over [0, 1]
+
+
+def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, read from the warehouse for one run."""
+
+    run: dict[str, Any]
+    spec: dict[str, Any]
+    history: list[dict[str, Any]]  # this dataset's runs up to this one, oldest first
+    failed_runs: list[dict[str, Any]]  # its failed runs up to this one (latest 10): stage, message
+    summary: list[dict[str, Any]]  # issue_summary rows, in ISSUE_TYPES order
+    flagged_types: list[str]
+    histograms: dict[str, dict[str, list]]  # type -> bins / flagged / other counts, cut-off
+    noise: list[tuple[str, str, int]]  # (given, suggested, rows) over label issues
+    classes: list[dict[str, Any]]
+    validations: list[dict[str, Any]]
+    actions: dict[str, int]
+    decided_by: dict[str, int]
+    top: dict[str, list[dict[str, Any]]]  # type -> worst rows, with their content
+    content_source: str  # where row content came from (or why there is none)
+    evaluations: list[dict[str, Any]]
+    reviews: dict[str, Any]
+    screening: list[dict[str, Any]] = field(default_factory=list)
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
+    """Read one run's figures from the warehouse (read-only, aggregated in SQL)."""
+    with open_warehouse(db) as con:
+        tables = table_names(con)
+        runs = _dicts(con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]))
+        if not runs:
+            raise CleansetError(f"no run {run_id!r} in {db}")
+        run = runs[0]
+        spec = _spec(run.get("spec"))
+        run_cols = column_names(con, "runs")
+        optional = ", ".join(c if c in run_cols else f"NULL AS {c}"
+                             for c in ("label_health_score", "stage", "message"))
+        everything = _dicts(con.execute(
+            "SELECT run_id, started_at, finished_at, status, n_rows, n_clean_rows, "
+            f"n_label_issues, health_score, {optional} FROM runs WHERE dataset = ? AND "
+            "(finished_at <= ? OR run_id = ?) ORDER BY finished_at NULLS FIRST, started_at",
+            [dataset, run["finished_at"], run_id]))
+        # Failed runs (recorded by the flow's failure hook) are listed, not charted.
+        history = [r for r in everything if r["status"] != "failed" or r["run_id"] == run_id]
+        failed_runs = [r for r in everything if r["status"] == "failed"][-10:]
+        summary = _dicts(con.execute(
+            "SELECT issue_type, num_issues, score FROM issue_summary WHERE run_id = ?", [run_id]))
+        order = {t: i for i, t in enumerate(ISSUE_TYPES)}
+        summary.sort(key=lambda r: (order.get(r["issue_type"], 99), r["issue_type"]))
+        issue_cols = set(column_names(con, "issues"))
+        types = [r["issue_type"] for r in summary
+                 if {f"is_{r['issue_type']}_issue", f"{r['issue_type']}_score"} <= issue_cols]
+        flagged = [r["issue_type"] for r in summary if r["num_issues"] and
+                   r["issue_type"] in types]
+        data = ReportData(
+            run=run, spec=spec, history=history, failed_runs=failed_runs, summary=summary,
+            flagged_types=flagged,
+            histograms={t: _histogram(con, run_id, t) for t in types},
+            noise=[tuple(r) for r in con.execute(
+                "SELECT given_label, suggested_label, count(*) FROM issues WHERE run_id = ? AND "
+                "is_label_issue GROUP BY ALL ORDER BY 3 DESC", [run_id]).fetchall()]
+            if "is_label_issue" in issue_cols else [],
+            classes=_dicts(con.execute(
+                "SELECT * EXCLUDE (run_id, dataset) FROM class_summary WHERE run_id = ? "
+                "ORDER BY label_quality, class_name", [run_id])) if "class_summary" in tables
+            else [],
+            validations=_dicts(con.execute(
+                "SELECT * EXCLUDE (run_id, dataset) FROM validations WHERE run_id = ? "
+                "ORDER BY success, suite, expectation, column_name", [run_id])),
+            actions=dict(con.execute(
+                "SELECT coalesce(action, 'none'), count(*) FROM issues WHERE run_id = ? "
+                "GROUP BY ALL", [run_id]).fetchall()),
+            decided_by=dict(con.execute(
+                "SELECT coalesce(decided_by, 'policy'), count(*) FROM issues WHERE run_id = ? "
+                "GROUP BY ALL", [run_id]).fetchall()) if "decided_by" in issue_cols else {},
+            top={}, content_source="", evaluations=[], reviews={})
+        data.top = {t: _dicts(con.execute(
+            "SELECT row_id, given_label, suggested_label, suggested_label_confidence, "
+            f"{quote_ident(t + '_score')} AS score, action"
+            + (", final_label" if "final_label" in issue_cols else "")
+            + (f", {quote_ident(t + '_set')} AS set_id" if f"{t}_set" in issue_cols else "")
+            + f" FROM issues WHERE run_id = ? AND {quote_ident('is_' + t + '_issue')} "
+            f"ORDER BY {quote_ident(t + '_score')} NULLS LAST, row_id LIMIT {TOP_N}", [run_id]))
+            for t in flagged}
+        data.content_source = _attach_content(con, tables, run, spec, dataset, data.top)
+        if "evaluations" in tables:
+            data.evaluations = _dicts(con.execute(
+                "SELECT * EXCLUDE (run_id, dataset) FROM evaluations WHERE run_id = ? "
+                "ORDER BY model, test_set, trained_on DESC", [run_id]))
+        if "model_screening" in tables:
+            data.screening = _dicts(con.execute(
+                "SELECT * EXCLUDE (run_id, dataset) FROM model_screening WHERE run_id = ? "
+                "ORDER BY log_loss", [run_id]))
+        if "column_roles" in tables:
+            data.columns = _dicts(con.execute(
+                "SELECT column_name, role, reason FROM column_roles WHERE run_id = ? "
+                "ORDER BY role = 'ignore' DESC, role, column_name", [run_id]))
+        if "review_decisions" in tables:
+            data.reviews = _dicts(con.execute(
+                "SELECT count(*) AS n, count(DISTINCT row_id) AS n_rows, max(decided_at) AS "
+                "latest FROM review_decisions WHERE dataset = ?", [dataset]))[0]
+    return data
+
+
+def _spec(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        return json.loads(raw) if raw else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def _histogram(con: duckdb.DuckDBPyConnection, run_id: str, t: str) -> dict[str, Any]:
+    """Score counts in BINS equal bins over [0, 1], flagged rows apart; the cut-off is the
+    highest score among flagged rows."""
+    score, flag = quote_ident(f"{t}_score"), quote_ident(f"is_{t}_issue")
+    rows = con.execute(
+        f"SELECT least(greatest(floor({score} * {BINS}), 0), {BINS - 1})::INT AS b, "
+        f"count(*) FILTER (WHERE {flag}), count(*) FILTER (WHERE NOT coalesce({flag}, false)) "
+        f"FROM issues WHERE run_id = ? AND {score} IS NOT NULL AND NOT isnan({score}) "
+        "GROUP BY ALL", [run_id]).fetchall()
+    cut = con.execute(f"SELECT max({score}) FROM issues WHERE run_id = ? AND {flag}",
+                      [run_id]).fetchall()[0][0]
+    flagged, other = [0] * BINS, [0] * BINS
+    for b, f, o in rows:
+        flagged[b], other[b] = f, o
+    return {"flagged": flagged, "other": other, "cut": cut}
+
+
+def _attach_content(con: duckdb.DuckDBPyConnection, tables: set[str], run: dict, spec: dict,
+                    dataset: str, top: dict[str, list[dict]]) -> str:
+    """Put each top row's fields under "content"; return where they came from."""
+    ids = sorted({str(r["row_id"]) for rows in top.values() for r in rows})
+    if not ids:
+        return "no flagged rows"
+    id_col = spec.get("id") or "row_id"
+    skip = {spec.get("label"), "run_id", id_col}
+    snapshot = run.get("snapshot_path")
+    found: dict[str, dict] = {}
+    if snapshot and Path(snapshot).is_file():
+        source = f"the run's input snapshot ({snapshot})"
+        sql = f"SELECT * FROM read_parquet(?) WHERE CAST({quote_ident(id_col)} AS VARCHAR) IN " \
+              f"({', '.join('?' * len(ids))})"
+        params: list = [str(snapshot), *ids]
+    elif f"{dataset}_clean_history" in tables:
+        source = (f"{dataset}_clean_history: kept rows only, as this warehouse records no input "
+                  "snapshot for the run")
+        sql = f"SELECT * FROM {quote_ident(dataset + '_clean_history')} WHERE run_id = ? AND " \
+              f"CAST({quote_ident(id_col)} AS VARCHAR) IN ({', '.join('?' * len(ids))})"
+        params = [run["run_id"], *ids]
+    else:
+        return "not available: no input snapshot and no history table"
+    try:
+        for row in _dicts(con.execute(sql, params)):
+            found[str(row[id_col])] = {k: v for k, v in row.items() if k not in skip}
+    except duckdb.Error as exc:
+        return f"not available ({str(exc).splitlines()[0]})"
+    text = set(spec.get("text") or ())
+    for rows in top.values():
+        for r in rows:
+            r["content"] = _fields(found.get(str(r["row_id"])), text)
+    return source
+
+
+def _fields(row: dict | None, text: set[str]) -> dict[str, Any] | None:
+    """The row as (name, shown value) pairs: text cut to TEXT_CHARS, at most MAX_FIELDS."""
+    if row is None:
+        return None
+    items = [(k, v) for k, v in row.items() if k in text] + \
+        [(k, v) for k, v in row.items() if k not in text]
+    shown = []
+    for k, v in items[:MAX_FIELDS]:
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        v = "∅" if v is None else str(v)
+        if len(v) > TEXT_CHARS:
+            v = v[: TEXT_CHARS - 1] + "…"
+        shown.append((k, v, k in text or len(v) > 40))  # long values wrap on their own line
+    return {"fields": shown, "more": max(0, len(items) - MAX_FIELDS)}

@@ -1,0 +1,67 @@
+"""`cleanset --help` and `cleanset review ...` import neither the stages' libraries nor Prefect:
+learning the word "drop" or recording a decision must not cost seconds of scikit-learn, cleanlab,
+scipy, matplotlib and Prefect imports. Each check runs in a fresh interpreter (the test process
+has imported everything already)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from tests.warehouse import publish_parts, run_parts
+
+pytestmark = pytest.mark.slow  # each test starts a Python process
+
+HEAVY = ("sklearn", "cleanlab", "scipy", "matplotlib", "prefect")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def heavy_modules_after(commands: list[list[str]], cwd: Path) -> list[str]:
+    """Run `cleanset <command>` for each command in one fresh interpreter, in-process (as the
+    console script does); return the heavy top-level modules it imported."""
+    code = (
+        "import json, sys\n"
+        "from flows.cli import app\n"
+        f"for args in {commands!r}:\n"
+        "    try:\n"
+        "        app(args, prog_name='cleanset', standalone_mode=False)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code in (0, None), (args, exc.code)\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ,
+                                                       "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_help_imports_nothing_heavy(tmp_path):
+    assert heavy_modules_after([["--help"], ["review", "--help"], ["run", "--help"]],
+                               tmp_path) == []
+
+
+def test_review_export_and_apply_import_nothing_heavy(tmp_path):
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "label": ["a", "a", "b", "b"]})
+    db = tmp_path / "w.duckdb"
+    publish_parts(db, "r1", "data", run_parts(tmp_path, frame))
+    filled = tmp_path / "filled.csv"
+    filled.write_text("row_id,decision,new_label,note\n0,keep,,looks right\n1,relabel,b,\n")
+    loaded = heavy_modules_after([
+        ["review", "--db", str(db)],  # the interactive review (nothing queued here)
+        ["review", "export", "--db", str(db), "--out", str(tmp_path / "queue.csv")],
+        ["review", "apply", str(filled), "--db", str(db), "--reviewer", "ann"],
+    ], tmp_path)
+    assert loaded == []
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("SELECT row_id, decision, new_label, reviewer FROM review_decisions "
+                           "ORDER BY row_id").fetchall()
+    assert rows == [("0", "keep", None, "ann"), ("1", "relabel", "b", "ann")]
+    assert (tmp_path / "queue.csv").is_file()

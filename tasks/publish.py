@@ -16,11 +16,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from prefect import get_run_logger, runtime
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.audit import AuditResult
 from tasks.batches import Accumulated
 from tasks.caching import TASKS_DIR, stage
 from tasks.choose import ModelChoice
@@ -115,6 +117,18 @@ def mode_row(accumulated: Accumulated | None) -> dict:
     n = sum(b.status == "accepted" for b in accumulated.batches)
     return {"mode": "full", "mode_reason": f"every run of a dataset cleans all its accepted "
             f"batches ({n}, {new} new)", "n_batches": n, "n_new_batches": new}
+
+
+def audit_frame(result: AuditResult, dataset: str, run_id: str, batch_id: str) -> pd.DataFrame:
+    """A batch's audit as `batch_audit` rows: the declared columns, in order, with their types."""
+    rows = [{"dataset": dataset, "run_id": run_id, "batch_id": batch_id, "check_name": c.check,
+             "column_name": c.column, "statistic": c.statistic, "value": c.value,
+             "effect_size": c.effect_size, "threshold": c.threshold, "severity": c.severity,
+             "outcome": c.outcome, "message": c.message} for c in result.checks]
+    columns = TABLES["batch_audit"]
+    frame = pd.DataFrame(rows, columns=[c for c, _ in columns])
+    return frame.astype({c: "float64" if d == "DOUBLE" else "str" for c, d in columns
+                         if c != "column_name"})
 
 
 def cleanset_version() -> str:

@@ -85,6 +85,13 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                 ("sha256", "VARCHAR"), ("rows", "BIGINT"), ("arrived_at", "TIMESTAMPTZ"),
                 ("run_id", "VARCHAR"), ("status", "VARCHAR"), ("reason", "VARCHAR"),
                 ("snapshot_path", "VARCHAR")],
+    # one row per check per batch (tasks/audit.py; publish.audit_frame builds the rows).
+    # check_name, not `check`: an SQL keyword every query would have to quote
+    "batch_audit": [("dataset", "VARCHAR"), ("run_id", "VARCHAR"), ("batch_id", "VARCHAR"),
+                    ("check_name", "VARCHAR"), ("column_name", "VARCHAR"),
+                    ("statistic", "VARCHAR"), ("value", "DOUBLE"), ("effect_size", "DOUBLE"),
+                    ("threshold", "DOUBLE"), ("severity", "VARCHAR"), ("outcome", "VARCHAR"),
+                    ("message", "VARCHAR")],
 }
 SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
           for t, cols in TABLES.items()]

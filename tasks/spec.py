@@ -116,6 +116,89 @@ class Alert(BaseModel):
         "this since the dataset's previous run (a quarantined batch always emits it)")
 
 
+# ---- the batch audit's settings (tasks/audit.py runs the checks) -----------------------------
+# Every check: its default severity and what its effect size is. A missing or retyped feature
+# column is critical (the model cannot score the batch); everything else is a warning.
+CHECKS: dict[str, tuple[str, str]] = {
+    "column_missing": ("critical", "a feature, label or id column of the dataset is absent"),
+    "column_retyped": ("critical", "share of a feature column's values that no longer parse "
+                                   "as its type (more than half: retyped)"),
+    "column_added": ("warning", "a column the dataset does not have"),
+    "missing_values": ("warning", "share of a feature's values missing in the batch minus "
+                                  "in the reference"),
+    "numeric_drift": ("warning", "Wasserstein distance / reference standard deviation"),
+    "categorical_drift": ("warning", "Jensen-Shannon distance of the category shares (base 2)"),
+    "new_category": ("warning", "share of batch rows with a category never seen"),
+    "text_drift": ("warning", "out-of-fold AUC of a TF-IDF classifier telling batch from "
+                              "reference (0.5 = no drift)"),
+    "row_drift": ("warning", "the same classifier test on whole encoded rows"),
+    "label_shift": ("warning", "total variation distance of the class shares"),
+    "new_label": ("warning", "share of batch rows with a label never seen"),
+    "exact_copies": ("warning", "share of batch rows copying an earlier row (features and "
+                                "label), above the reference's own rate"),
+    "conflicting_copies": ("warning", "share of batch rows with an earlier row's features and "
+                                      "another label, above the reference's own rate"),
+    "near_copies": ("warning", "share of batch rows closer to an earlier row than 99% of "
+                               "earlier rows are to each other, above the reference's rate"),
+    "label_issue_rate": ("warning", "batch's label-issue rate minus the dataset's"),
+}
+
+
+class AuditSettings(BaseModel):
+    """The batch audit's thresholds and severities (`audit:` in a dataset's cleanset.yaml).
+
+    Defaults measured by bench/batch_audit.py: on 20 same-distribution batches of the held-out
+    seeds and on real data split at random they raise no alarm, and each planted change (a
+    0.5-standard-deviation shift, a 10-point label-mix shift, a new category, a new label, text
+    from another source, 5% copies, 2% conflicting copies) is caught by the check named for it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_rows: int = Field(20_000, ge=100, description="reference rows compared: a seeded "
+                             "sample of the accepted data above this (copies use all rows)")
+    classifier_rows: int = Field(5_000, ge=50, description="rows per side in the classifier "
+                                 "tests (text_drift, row_drift)")
+    p_value: float = Field(0.01, gt=0.0, le=1.0, description="an estimated change counts only "
+                           "when it is this unlikely by chance (guards small batches)")
+    missing_values: float = Field(0.1, ge=0.0, le=1.0, description="rise in a feature's share "
+                                  "of missing values")
+    numeric_drift: float = Field(0.2, ge=0.0, description="Wasserstein distance in reference "
+                                 "standard deviations")
+    categorical_drift: float = Field(0.1, ge=0.0, le=1.0, description="Jensen-Shannon distance "
+                                     "(base 2)")
+    new_category: float = Field(0.005, ge=0.0, le=1.0, description="share of batch rows with an "
+                                "unseen category")
+    text_drift: float = Field(0.6, ge=0.5, le=1.0, description="classifier AUC, text column")
+    row_drift: float = Field(0.6, ge=0.5, le=1.0, description="classifier AUC, whole rows")
+    label_shift: float = Field(0.05, ge=0.0, le=1.0, description="total variation distance of "
+                               "the class shares")
+    new_label: float = Field(0.0, ge=0.0, le=1.0, description="share of batch rows with an "
+                             "unseen label (0: any)")
+    exact_copies: float = Field(0.01, ge=0.0, le=1.0, description="excess share of batch rows "
+                                "copying earlier rows")
+    conflicting_copies: float = Field(0.005, ge=0.0, le=1.0, description="excess share of "
+                                      "batch rows conflicting with earlier rows")
+    near_copies: float = Field(0.02, ge=0.0, le=1.0, description="excess share of near copies")
+    label_issue_rate: float = Field(0.05, ge=0.0, le=1.0, description="batch label-issue rate "
+                                    "minus the dataset's")
+    severity: dict[str, Literal["off", "info", "warning", "critical"]] = Field(
+        default_factory=dict, description="per check: off, info, warning or critical, e.g. "
+        "{column_added: info, numeric_drift: critical}")
+
+    @field_validator("severity")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(CHECKS))
+        if unknown:
+            raise ValueError(f"unknown audit check(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(CHECKS)}")
+        return v
+
+    def severity_of(self, check: str) -> str:
+        return self.severity.get(check, CHECKS[check][0])
+
+
 class DatasetSpec(BaseModel):
     """Everything cleanset needs to know about one dataset and how to clean it."""
 
@@ -175,6 +258,9 @@ class DatasetSpec(BaseModel):
     policy: Policy = Policy()
     retention: Retention = Retention()
     alert: Alert = Alert()
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="how a new batch is audited against the "
+        "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
 
     @field_validator("text", "pred_prob_columns", mode="before")
     @classmethod

@@ -42,7 +42,7 @@ def _run_for(client, path: str):  # noqa: ANN001, ANN202
 
     runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
         name=DeploymentFilterName(any_=["on-arrival"])))
-    return next((r for r in runs if r.parameters["spec"]["source"] == path), None)
+    return next((r for r in runs if r.parameters.get("arrived") == path), None)
 
 
 def main() -> None:
@@ -57,8 +57,9 @@ def main() -> None:
     from prefect.client.orchestration import get_client
 
     project = args.project or Path(tempfile.mkdtemp(prefix="cleanset-latency-"))
-    landing = project / "data" / "landing"
+    landing = project / "data" / "landing" / "latency"  # a dataset folder: its batches
     landing.mkdir(parents=True, exist_ok=True)
+    (landing / "cleanset.yaml").write_text("label: label\n")
     cleanset = Path(sys.executable).parent / "cleanset"
     log = open(project / "serve.log", "w")  # noqa: SIM115
     serve = subprocess.Popen([str(cleanset), "serve", "--poll", str(args.poll)], cwd=project,
@@ -69,7 +70,7 @@ def main() -> None:
             deadline = time.monotonic() + 120
             while True:  # served and its trigger registered
                 try:
-                    dep = client.read_deployment_by_name("cleanset/on-arrival")
+                    dep = client.read_deployment_by_name("cleanset-dataset/on-arrival")
                     if any(any(getattr(a, "deployment_id", None) == dep.id for a in x.actions)
                            for x in client.read_automations()):
                         break

@@ -9,6 +9,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from flows.runners import task_runner
+from tasks.batches import Accumulated
 from tasks.choose import choose
 from tasks.decide import decide, load_decisions
 from tasks.detect import detect
@@ -26,6 +27,7 @@ from tasks.ingest import ingest
 from tasks.knn import knn
 from tasks.publish import RunSummary, on_flow_failure, publish
 from tasks.report import report
+from tasks.retention import retain
 from tasks.spec import DatasetSpec
 from tasks.summary import artifact_key, run_artifacts
 from tasks.validate import load_suite_file, validate
@@ -59,7 +61,7 @@ class FitProgress:
 
 def out_of_fold(*, snapshot, design, choice, neighbours, spec: DatasetSpec, staged,  # noqa: ANN001
                 progress: FitProgress, exclude=None, average_with=None,  # noqa: ANN001
-                pass_name: str = ""):  # noqa: ANN202
+                pass_name: str = "", files: list | None = None):  # noqa: ANN202
     """Fan out one estimate-fold task per (fitted model, fold), then assemble pred_probs."""
     futures = {m: [staged(estimate_fold).submit(
         snapshot=snapshot, design=design, fold=k, model=m, seed=spec.seed,
@@ -68,10 +70,19 @@ def out_of_fold(*, snapshot, design, choice, neighbours, spec: DatasetSpec, stag
     for _ in as_completed([f for fs in futures.values() for f in fs]):
         progress.advance()
     parts = {m: [f.result() for f in fs] for m, fs in futures.items()}
+    if files is not None:
+        files.append(parts)
     return staged(pred_probs)(design=design, parts=parts,
                               weights=dict(zip(choice.models, choice.weights, strict=True)),
                               work_dir=str(spec.work_path), neighbours=neighbours,
                               average_with=average_with)
+
+
+def cached(spec: DatasetSpec, refresh: bool):  # noqa: ANN201
+    """`staged(task)`: the task with its results kept beside the data (work/results)."""
+    store = {"result_storage": spec.work_path / "results", "persist_result": True,
+             "refresh_cache": refresh or None}
+    return lambda t: t.with_options(**store)
 
 
 # log_prints stays off: it reroutes print() inside libraries too, and dill (used by Datalab's
@@ -81,18 +92,20 @@ def out_of_fold(*, snapshot, design, choice, neighbours, spec: DatasetSpec, stag
       task_runner=task_runner(), on_failure=[on_flow_failure])
 def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     """Clean one dataset and publish it to DuckDB. `refresh` recomputes every cached stage."""
+    snapshot = cached(spec, refresh)(ingest)(spec.source, spec.id, str(spec.work_path))
+    return clean_steps(spec, snapshot, refresh)
+
+
+def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN001
+                accumulated: Accumulated | None = None) -> RunSummary:
+    """Everything after ingest, inside a flow: validate ... publish, retention, report.
+    `accumulated`: the dataset folder's batches the snapshot was made of (flows/folders.py)."""
     work = str(spec.work_path)
-    store = {"result_storage": spec.work_path / "results", "persist_result": True,
-             "refresh_cache": refresh or None}
-
-    def staged(t):  # noqa: ANN001, ANN202 - every cached task keeps its results beside the data
-        return t.with_options(**store)
-
+    staged = cached(spec, refresh)
     required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else []),
                 *spec.pred_prob_columns, *spec.slices]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
 
-    snapshot = staged(ingest)(spec.source, spec.id, work)
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
     decisions = load_decisions(spec.db, spec.dataset_name, work)  # reviewers' decisions so far
     design = staged(featurize)(
@@ -104,6 +117,7 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
                              exact=spec.knn_exact)
     choice = None
+    files: list = []  # the fold fits' files, for the run's manifest (tasks/retention.py)
     if spec.pred_probs or spec.pred_prob_columns:
         probs = staged(supplied_pred_probs)(
             snapshot=snapshot, design=design, label=spec.label, path=spec.pred_probs,
@@ -119,10 +133,10 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
         fan_out = {"snapshot": snapshot, "design": design, "choice": choice,
                    "neighbours": neighbours, "spec": spec, "staged": staged,
                    "progress": progress}
-        probs = out_of_fold(**fan_out)
+        probs = out_of_fold(**fan_out, files=files)
         if choice.prune != "off":
             flagged = staged(prune_set)(design=design, first_pass=probs, work_dir=work)
-            probs = out_of_fold(**fan_out, exclude=flagged, pass_name="-pass2",
+            probs = out_of_fold(**fan_out, files=files, exclude=flagged, pass_name="-pass2",
                                 average_with=probs if choice.prune == "average" else None)
     check = staged(model_check)(design=design, pred_probs=probs)
     detection = staged(detect)(
@@ -139,8 +153,12 @@ def clean_dataset(spec: DatasetSpec, refresh: bool = False) -> RunSummary:
     with warehouse_slot(spec.db_path, get_run_logger()):  # one writer per warehouse file
         summary = publish(spec=spec, snapshot=snapshot, validation=validation,
                           detection=detection, decided=decided, model=model,
-                          evaluation=evaluation, check=check, choice=choice, design=design)
+                          evaluation=evaluation, check=check, choice=choice, design=design,
+                          accumulated=accumulated)
         run_artifacts(spec, summary.run_id)
+        retain(spec, summary.run_id, [snapshot, validation, decisions, design, neighbours,
+                                      probs, files, check, detection, decided, evaluation,
+                                      accumulated])
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)

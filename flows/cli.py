@@ -2,7 +2,8 @@
 
 run, demo: flows/run_cli.py (the live progress and summary: flows/progress.py); query, report:
 flows/warehouse_cli.py; serve, watch: flows/serve_cli.py (the local Prefect server:
-flows/local_server.py); review: flows/review_cli.py. Shared consoles and options:
+flows/local_server.py); review: flows/review_cli.py; init, datasets, gc (and `run DATASET_FOLDER/`):
+flows/datasets_cli.py. Shared consoles and options:
 flows/options.py. Nothing heavy is imported here: each command imports what it needs."""
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ for command in (run_cli.run, run_cli.demo, warehouse_cli.query, serve_cli.serve,
                 warehouse_cli.report):
     app.command()(command)
 app.add_typer(review_app, name="review")
+
+from flows.datasets_cli import register  # noqa: E402 - init, datasets, gc
+
+register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

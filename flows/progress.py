@@ -42,9 +42,9 @@ class StageProgress(logging.Handler):
 
 
 def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
-             address: str | None = None):
-    """Run the cleaning flow with a live status line; user errors become a message and a
-    non-zero exit."""
+             address: str | None = None, folder: str | None = None):
+    """Run the cleaning flow (of a dataset `folder`, flows/folders.py, when given) with a live
+    status line; user errors become a message and a non-zero exit."""
     from flows.local_server import LocalServer, reporting_to, wanted
     from flows.runners import task_runner
     from tasks.errors import CleansetError
@@ -55,8 +55,10 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
         fail(str(exc))
     server = LocalServer() if wanted() else None  # boots while the libraries below import
     from flows.clean import clean_dataset
+    from flows.folders import clean_folder
 
     clean_dataset = clean_dataset.with_options(task_runner=chosen)
+    clean_folder = clean_folder.with_options(task_runner=chosen)
 
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                         console=err, transient=True, disable=quiet)
@@ -69,6 +71,9 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
                 logger.addHandler(watcher)
             with reporting_to(server, lambda: progress.update(
                     line, description="starting a local Prefect server ...")):
+                if folder is not None:
+                    return clean_folder(folder, db=spec.db, work_dir=spec.work_dir,
+                                        refresh=refresh)
                 return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         fail(str(exc))

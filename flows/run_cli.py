@@ -123,7 +123,14 @@ def run(
     quiet_prefect(verbose)  # before anything imports Prefect (it reads logging settings once)
     from tasks.errors import CleansetError
     from tasks.ingest import resolve_source
-    from tasks.spec import build_spec, parse_roles
+    from tasks.spec import build_spec, is_dataset_folder, parse_roles
+
+    if source and is_dataset_folder(source):  # a dataset folder: its batches, its settings
+        from flows.datasets_cli import run_folder
+
+        given = [f"--{k}" for k, v in {"label": label, "id": id, "text": text, "config": config,
+                                       "dataset": dataset, "model": model}.items() if v]
+        return run_folder(source, db, work_dir, refresh, quiet, runner, address, given)
 
     try:
         spec = build_spec(

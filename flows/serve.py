@@ -17,14 +17,19 @@ import yaml
 
 from tasks.errors import CleansetError
 
-FLOW_ENTRYPOINT = "flows/clean.py:clean_dataset"
-FLOW_NAME = "cleanset"
+# The flows prefect.yaml may deploy: entrypoint -> (module, function, flow name).
+FLOWS = {
+    "flows/clean.py:clean_dataset": ("flows.clean", "clean_dataset", "cleanset"),
+    "flows/folders.py:clean_folder": ("flows.folders", "clean_folder", "cleanset-dataset"),
+    "flows/folders.py:nightly": ("flows.folders", "nightly", "cleanset-nightly"),
+}
+FLOW_ENTRYPOINT = ", ".join(FLOWS)
 DEFAULT_PREFECT_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"
 
 
 
 def read_deployment_specs(prefect_file: Path, names: list[str] | None = None) -> list[dict]:
-    """The cleaning-flow deployments declared in prefect.yaml (optionally only `names`)."""
+    """The deployments of cleanset's flows declared in prefect.yaml (optionally only `names`)."""
     try:
         config = yaml.safe_load(Path(prefect_file).read_text()) or {}
     except FileNotFoundError:
@@ -34,7 +39,7 @@ def read_deployment_specs(prefect_file: Path, names: list[str] | None = None) ->
     if not isinstance(config, dict) or not isinstance(config.get("deployments") or [], list):
         raise CleansetError(f"{prefect_file} must be a mapping with a `deployments:` list")
     specs = [d for d in config.get("deployments") or []
-             if isinstance(d, dict) and d.get("entrypoint") == FLOW_ENTRYPOINT]
+             if isinstance(d, dict) and d.get("entrypoint") in FLOWS]
     nameless = [i for i, d in enumerate(specs) if not d.get("name")]
     if nameless:
         raise CleansetError(f"{prefect_file}: every deployment of {FLOW_ENTRYPOINT} needs a "
@@ -61,11 +66,11 @@ def _schedule(entry: dict[str, Any]):  # noqa: ANN202
 
 def build_deployments(prefect_file: Path, names: list[str] | None = None) -> list:
     """RunnerDeployments of the cleaning flow, exactly as prefect.yaml declares them."""
+    import importlib
+
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.events import DeploymentTriggerTypes
     from pydantic import TypeAdapter
-
-    from flows.clean import clean_dataset
 
     triggers = TypeAdapter(DeploymentTriggerTypes)
     out = []
@@ -76,7 +81,9 @@ def build_deployments(prefect_file: Path, names: list[str] | None = None) -> lis
         trig = []
         for i, t in enumerate(d.get("triggers") or [], start=1):
             trig.append(triggers.validate_python({"name": f"{d['name']}__automation_{i}", **t}))
-        out.append(clean_dataset.to_deployment(
+        module, function, _ = FLOWS[d["entrypoint"]]
+        the_flow = getattr(importlib.import_module(module), function)
+        out.append(the_flow.to_deployment(
             name=d["name"], description=d.get("description"), tags=d.get("tags"),
             parameters=d.get("parameters") or {}, version=d.get("version"),
             schedules=[_schedule(s) for s in d.get("schedules") or []],
@@ -86,7 +93,8 @@ def build_deployments(prefect_file: Path, names: list[str] | None = None) -> lis
 
 
 def remove_trigger_automations(deployment_names: list[str]) -> int:
-    """Delete the automations owned by these deployments; returns how many there were."""
+    """Delete the automations owned by these deployments (`flow name/deployment name`);
+    returns how many there were."""
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -94,7 +102,7 @@ def remove_trigger_automations(deployment_names: list[str]) -> int:
     with get_client(sync_client=True) as client:
         for name in deployment_names:
             try:
-                dep = client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+                dep = client.read_deployment_by_name(name)
             except ObjectNotFound:
                 continue
             resource = f"prefect.deployment.{dep.id}"
@@ -107,12 +115,16 @@ def remove_trigger_automations(deployment_names: list[str]) -> int:
 
 
 def serve(prefect_file: Path = DEFAULT_PREFECT_FILE, names: list[str] | None = None,
-          landing: Path | None = None, poll_seconds: float = 2.0, limit: int | None = None) -> None:
+          landing: Path | None = None, poll_seconds: float = 2.0, limit: int | None = None,
+          notify: str | None = None) -> None:
     """Serve the deployments until SIGINT/SIGTERM; watch `landing` when given; on the way out
     stop the watcher, pause the schedules (Prefect does) and delete the trigger automations."""
     from prefect import serve as prefect_serve
 
     deployments = build_deployments(prefect_file, names)
+    if notify:  # kept after serve stops: it creates no runs, only notifications
+        ensure_degraded_automation(notify)
+        print(f"cleanset serve: {DEGRADED_AUTOMATION} notifies through {notify}", flush=True)
     stop = None
     if landing is not None:
         from flows.watch import start_watcher
@@ -125,8 +137,54 @@ def serve(prefect_file: Path = DEFAULT_PREFECT_FILE, names: list[str] | None = N
         if stop is not None:
             stop.set()
         try:
-            n = remove_trigger_automations([d.name for d in deployments])
+            n = remove_trigger_automations([f"{d.flow_name}/{d.name}" for d in deployments])
             print(f"cleanset serve: stopped; removed {n} trigger automation(s); deployments "
                   "paused", flush=True)
         except Exception as exc:  # noqa: BLE001 - the server may already be gone
             print(f"cleanset serve: could not remove trigger automations: {exc}", flush=True)
+
+
+DEGRADED_AUTOMATION = "cleanset-dataset-degraded"
+DEGRADED_BODY = (
+    "cleanset: dataset {{ event.payload.dataset }} degraded in run {{ event.payload.run_id }}: "
+    "{{ event.payload.reason }}")
+
+
+def degraded_automation(block_document_id: str):  # noqa: ANN201
+    """The automation turning `cleanset.dataset.degraded` into a notification through a
+    notification block (Slack, e-mail, a webhook, ...)."""
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    from tasks.batches import DEGRADED_EVENT
+
+    return AutomationCore(
+        name=DEGRADED_AUTOMATION,
+        description="Notify when a cleanset dataset's health falls or a batch is quarantined",
+        trigger=EventTrigger(expect={DEGRADED_EVENT},
+                             match={"prefect.resource.id": "cleanset.dataset.*"},
+                             posture=Posture.Reactive, threshold=1),
+        actions=[SendNotification(block_document_id=block_document_id,
+                                  subject="cleanset: {{ event.payload.dataset }} degraded",
+                                  body=DEGRADED_BODY)])
+
+
+def ensure_degraded_automation(block: str) -> str:
+    """Create (or replace) the degraded-dataset automation for the notification block named
+    `block` (`<block type slug>/<block name>`, e.g. slack-webhook/data-team); returns its id."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    type_slug, _, name = block.partition("/")
+    if not name:
+        raise CleansetError(f"--notify {block!r}: give the notification block as TYPE/NAME, e.g. "
+                            "slack-webhook/data-team (`prefect block ls` lists them)")
+    with get_client(sync_client=True) as client:
+        try:
+            doc = client.read_block_document_by_name(name, type_slug)
+        except ObjectNotFound:
+            raise CleansetError(f"--notify: no block {block!r} on the Prefect server; create "
+                                "it first (`prefect block register`, or the UI: Blocks)") from None
+        for old in client.read_automations_by_name(DEGRADED_AUTOMATION):
+            client.delete_automation(old.id)
+        return str(client.create_automation(degraded_automation(str(doc.id))))

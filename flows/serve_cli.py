@@ -43,12 +43,16 @@ def serve(
         "runs.", min=0.2)] = 2.0,
     limit: Annotated[int | None, typer.Option(
         "--limit", help="Runs executed at once by this process. Default: Prefect's.")] = None,
+    notify: Annotated[str | None, typer.Option(
+        "--notify", help="Notification block TYPE/NAME (e.g. slack-webhook/data-team): create "
+        "the automation that sends cleanset.dataset.degraded events through it.")] = None,
 ) -> None:
     """Serve prefect.yaml's deployments from this process (no work pool needed).
 
     The nightly schedule, the on-arrival trigger and the concurrency limits are those of
-    prefect.yaml. With --watch (default) a file dropped into --landing is announced as a
-    `cleanset.file.arrived` event, which starts a cleaning run of that file. Stop with Ctrl-C
+    prefect.yaml. With --watch (default) a file dropped into a dataset folder of --landing
+    (one with a cleanset.yaml) is announced as a `cleanset.file.arrived` event, which starts a
+    run of that dataset folder; other files are only reported. Stop with Ctrl-C
     (or SIGTERM): schedules are paused and the trigger automations removed, so nothing creates
     runs while no process serves them.
 
@@ -64,7 +68,11 @@ def serve(
     except CleansetError as exc:
         fail(str(exc))
     _needs_server("serve")
-    serve_deployments(path, deployment, landing if watch_files else None, poll, limit)
+    try:
+        serve_deployments(path, deployment, landing if watch_files else None, poll, limit,
+                          notify)
+    except CleansetError as exc:
+        fail(str(exc))
 
 
 def watch(
@@ -86,8 +94,10 @@ def watch(
     A file counts once its size and modification time hold still for one poll; temporary names
     (.part, .tmp, ...) and hidden files are ignored; content already announced (by sha256, kept in
     the state file) is not announced again, also across restarts. The event,
-    `cleanset.file.arrived`, carries path, sha256, size and dataset (the file's sub-folder under
-    DIR, or its stem) in its payload. A seen file is skipped with a logged reason; one dropped
+    `cleanset.file.arrived`, carries path, sha256, size, dataset and folder (the file's dataset
+    folder under DIR) in its payload; a file outside a dataset folder (no cleanset.yaml) is
+    reported as `cleanset.file.unregistered` instead. A seen file is skipped with a logged
+    reason; one dropped
     again (copied or touched) after its run failed is announced again. Stop with Ctrl-C.
 
     Example: cleanset watch data/landing --retry data/landing/churn/2026-01-02.csv

@@ -1,6 +1,7 @@
 """The landing-folder watcher: one Prefect event per new complete file (tasks/landing.py decides
-which files count). A deployment trigger matching the event starts a cleaning run with the file's
-path as `spec.source` (see prefect.yaml)."""
+which files count). A deployment trigger matching the event starts a run of the file's dataset
+folder (`folder`, see prefect.yaml). A file outside a dataset folder (no cleanset.yaml) starts
+nothing: it is logged and reported as a `cleanset.file.unregistered` event, and left in place."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import logging
 import threading
 from pathlib import Path
 
-from tasks.landing import EVENT_NAME, Arrival, LandingWatcher
+from tasks.batches import UNREGISTERED_EVENT
+from tasks.landing import EVENT_NAME, Arrival, LandingWatcher, unregistered_why
 from tasks.spec import DEFAULT_DB
 
 logger = logging.getLogger("cleanset.watch")
@@ -40,6 +42,20 @@ def emit_arrival(arrival: Arrival, root: Path) -> bool:
     return event is not None
 
 
+def emit_unregistered(arrival: Arrival, root: Path, why: str) -> bool:
+    """Report a file that belongs to no dataset folder (it starts no run)."""
+    from prefect.events import emit_event
+
+    event = emit_event(
+        UNREGISTERED_EVENT,
+        resource={"prefect.resource.id": f"cleanset.file.{arrival.sha256}",
+                  "prefect.resource.name": Path(arrival.path).name,
+                  "cleanset.landing": str(root)},
+        payload={**arrival.payload(), "why": why},
+    )
+    return event is not None
+
+
 def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = None,
           state_path: Path | None = None, db: Path = DEFAULT_DB) -> None:
     """Poll `root` until `stop` is set, emitting one event per new complete file (and per file
@@ -53,6 +69,11 @@ def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = 
     while not stop.is_set():
         try:
             for arrival in watcher.poll():
+                if arrival.folder is None:  # no dataset settings: reported, left in place
+                    why = unregistered_why(Path(arrival.path), root)
+                    emit_unregistered(arrival, root, why)
+                    logger.warning("not cleaned: %s (%s)", arrival.path, why)
+                    continue
                 if emit_arrival(arrival, root):
                     watcher.mark_seen(arrival)
                     logger.info("%s %s (%s, dataset %s): event %s emitted",
@@ -60,6 +81,7 @@ def watch(root: Path, poll_seconds: float = 2.0, stop: threading.Event | None = 
                                 "new file", arrival.path, arrival.sha256[:12], arrival.dataset,
                                 EVENT_NAME)
                 else:
+                    watcher.unsettle(arrival)
                     logger.warning("no Prefect API configured: %s not announced", arrival.path)
             for path, why in watcher.skipped:
                 logger.info("skipping %s: %s", path, why)

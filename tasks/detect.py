@@ -368,18 +368,26 @@ def _set_ids(neighbour_sets: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     return np.where(flagged, smallest, -1)
 
 
+def row_keys(features: pd.DataFrame, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A hash of each row's feature values, and of its feature values with its label: equal
+    hashes are copies (NaN hashes equal to NaN, so rows missing the same values compare equal).
+    Also used by the batch audit (tasks/audit.py) to find a batch's copies of earlier rows."""
+    key = pd.util.hash_pandas_object(features, index=False).to_numpy() if features.shape[1] \
+        else np.arange(len(features), dtype=np.uint64)
+    text = labels.astype(object).where(labels.notna(), None).astype(str)
+    copy_key = pd.util.hash_pandas_object(
+        pd.DataFrame({"f": key, "y": text.to_numpy()}), index=False).to_numpy()
+    return key, copy_key
+
+
 def exact_duplicates(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     """Exact copies: rows whose feature values and label are identical to an earlier row's
     (every copy after the first is flagged, so dropping them keeps one), and conflicting labels:
     identical features, different labels (every row of such a set is flagged, none is a copy;
     score = share of the set that agrees with the row's label)."""
     n = len(features)
-    # NaN hashes equal to NaN, so rows missing the same values compare equal, as they should
-    key = pd.util.hash_pandas_object(features, index=False).to_numpy() if features.shape[1] \
-        else np.arange(n)
+    key, copy_key = row_keys(features, labels)
     text = labels.astype(object).where(labels.notna(), None).astype(str)
-    copy_key = pd.util.hash_pandas_object(
-        pd.DataFrame({"f": key, "y": text.to_numpy()}), index=False).to_numpy()
     copies = pd.Series(copy_key).groupby(copy_key)
     first = copies.cumcount().to_numpy() == 0
     size = copies.transform("size").to_numpy()

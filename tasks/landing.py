@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from tasks.ingest import _format_of
-from tasks.spec import DEFAULT_DB
+from tasks.spec import DATASET_FILE, DEFAULT_DB
 from tasks.store import file_sha256
 
 EVENT_NAME = "cleanset.file.arrived"
@@ -40,10 +40,47 @@ class Arrival:
     size: int
     dataset: str
     retry: bool = False  # seen before; announced again because its last run failed
+    folder: str | None = None  # its dataset folder (with a cleanset.yaml); None: unregistered
 
     def payload(self) -> dict[str, object]:
         return {"path": self.path, "sha256": self.sha256, "size": self.size,
-                "dataset": self.dataset}
+                "dataset": self.dataset, "folder": self.folder}
+
+
+def dataset_folder_of(path: Path, root: Path) -> Path | None:
+    """The dataset folder a landed file belongs to: its folder directly under the landing root
+    when that holds a cleanset.yaml; None for a file in the root or in a folder without one."""
+    rel = Path(path).absolute().relative_to(Path(root).absolute())
+    if len(rel.parts) != 2:  # in the root itself, or deeper than a dataset folder
+        return None
+    folder = Path(root).absolute() / rel.parts[0]
+    return folder if (folder / DATASET_FILE).is_file() else None
+
+
+def unregistered_why(path: Path, root: Path) -> str:
+    rel = Path(path).absolute().relative_to(Path(root).absolute())
+    if len(rel.parts) == 1:
+        return ("it lies in the landing root, not in a dataset folder: move it into "
+                f"{Path(root) / '<dataset>'}/ (with a {DATASET_FILE})")
+    folder = Path(root) / rel.parts[0]
+    if len(rel.parts) > 2:
+        return f"it lies in a sub-folder of {folder}: dataset files lie directly in it"
+    return (f"{folder} has no {DATASET_FILE}: write one with `cleanset init {folder} --label "
+            "COLUMN`, then run `cleanset run " + f"{folder}/`")
+
+
+def unregistered_files(root: Path) -> list[tuple[Path, str]]:
+    """Data files under the landing root that belong to no dataset folder, and why."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and is_candidate(p)):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if dataset_folder_of(path, root) is None:
+            out.append((path, unregistered_why(path, root)))
+    return out
 
 
 def dataset_for(path: Path, root: Path) -> str:
@@ -73,7 +110,7 @@ class LandingWatcher:
     state_path: Path | None = None
     db: Path = DEFAULT_DB  # the warehouse consulted for the last run of a re-dropped file
     _last: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
-    _settled: dict[str, tuple[int, int]] = field(default_factory=dict)  # hashed at this stat
+    _settled: dict[str, tuple] = field(default_factory=dict)  # (size, mtime, registered) hashed
     _digests: dict[str, str] = field(default_factory=dict)  # path -> sha256 when hashed
     seen: dict[str, dict] = field(default_factory=dict)  # sha256 -> {path, at}
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why), last poll
@@ -87,10 +124,16 @@ class LandingWatcher:
     def _reload(self) -> None:
         """Pick up `cleanset watch --retry` from another process: a forgotten content is hashed
         and judged again at this poll."""
+        before = set(self.seen)
         self.seen = load_state(self.state_path)
+        forgotten = before - set(self.seen)
         for key, digest in list(self._digests.items()):
-            if digest not in self.seen:
+            if digest in forgotten:
                 self._settled.pop(key, None)
+
+    def unsettle(self, arrival: Arrival) -> None:
+        """Judge this file again at the next poll (its event could not be sent)."""
+        self._settled.pop(arrival.path, None)
 
     def poll(self) -> list[Arrival]:
         """One scan. A file is reported the first poll its (size, mtime) repeats the previous
@@ -108,11 +151,15 @@ class LandingWatcher:
                 st = path.stat()
             except FileNotFoundError:  # removed between listing and stat
                 continue
+            folder = dataset_folder_of(path, self.root)
+            # a file is judged again when its folder gains (or loses) its cleanset.yaml
             key, stat = str(path), (st.st_size, st.st_mtime_ns)
             current[key] = stat
-            if st.st_size == 0 or self._last.get(key) != stat or self._settled.get(key) == stat:
+            settled = (*stat, folder is not None)
+            if st.st_size == 0 or self._last.get(key) != stat or \
+                    self._settled.get(key) == settled:
                 continue
-            self._settled[key] = stat
+            self._settled[key] = settled
             digest = file_sha256(path)
             self._digests[key] = digest
             if any(a.sha256 == digest for a in arrivals):
@@ -124,7 +171,7 @@ class LandingWatcher:
                     self.skipped.append((key, why))
                     continue
             arrivals.append(Arrival(key, digest, st.st_size, dataset_for(path, self.root),
-                                    retry))
+                                    retry, str(folder) if folder else None))
         self._last = current
         self._settled = {k: v for k, v in self._settled.items() if k in current}
         self._digests = {k: v for k, v in self._digests.items() if k in current}
@@ -134,6 +181,9 @@ class LandingWatcher:
         """(announce again?, why not) for a content already seen."""
         seen = self.seen[digest]
         why = f"same content as {seen.get('path')} announced {seen.get('at')}"
+        batch = batch_of(self.db, digest)
+        if batch is not None:
+            return False, why + f"; it is batch {batch[1]} of dataset {batch[0]} ({batch[2]})"
         last = last_run(self.db, digest)
         if last is None:
             return False, why + f"; no run of it in {self.db} yet"
@@ -156,9 +206,9 @@ class LandingWatcher:
         save_state(self.state_path, self.seen)
 
 
-def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None:
-    """(status, stage, message) of the warehouse's latest run of this content; None when there
-    is none or the warehouse cannot be read right now (another process is writing it)."""
+def _peek(db: Path, sql: str, params: list) -> list[tuple] | None:
+    """Rows of a read-only query; None when the warehouse is missing, cannot be read right now
+    (another process is writing it) or lacks the table."""
     if not Path(db).is_file():
         return None
     try:
@@ -166,14 +216,28 @@ def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None
     except duckdb.Error:
         return None
     try:
-        cols = {r[0] for r in con.execute("DESCRIBE runs").fetchall()}
-        stage = "stage, message" if "stage" in cols else "NULL, NULL"
-        rows = con.execute(f"SELECT status, {stage} FROM runs WHERE source_sha256 = ? ORDER BY "
-                           "finished_at DESC NULLS LAST LIMIT 1", [sha256]).fetchall()
+        return con.execute(sql, params).fetchall()
     except duckdb.Error:
         return None
     finally:
         con.close()
+
+
+def last_run(db: Path, sha256: str) -> tuple[str, str | None, str | None] | None:
+    """(status, stage, message) of the warehouse's latest run of this content; None when there
+    is none or the warehouse cannot be read right now (another process is writing it)."""
+    cols = {r[0] for r in _peek(db, "DESCRIBE runs", []) or []}
+    stage = "stage, message" if "stage" in cols else "NULL, NULL"
+    rows = _peek(db, f"SELECT status, {stage} FROM runs WHERE source_sha256 = ? ORDER BY "
+                 "finished_at DESC NULLS LAST LIMIT 1", [sha256]) if cols else None
+    return tuple(rows[0]) if rows else None
+
+
+def batch_of(db: Path, sha256: str) -> tuple[str, str, str] | None:
+    """(dataset, batch id, status) of a dataset folder's batch with this content; None when
+    there is none or the warehouse cannot be read right now."""
+    rows = _peek(db, "SELECT dataset, batch_id, status FROM batches WHERE sha256 = ? LIMIT 1",
+                 [sha256])
     return tuple(rows[0]) if rows else None
 
 

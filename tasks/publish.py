@@ -16,11 +16,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from prefect import get_run_logger, runtime
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.audit import AuditResult
+from tasks.batches import Accumulated
 from tasks.caching import TASKS_DIR, stage
 from tasks.choose import ModelChoice
 from tasks.decide import Decided
@@ -75,6 +78,12 @@ class RunSummary(BaseModel):
     flagged_slices: tuple[str, ...] = ()  # "column=value: rate vs rest" of flagged slices
     task: str = "classification"
     task_reason: str = ""
+    mode: str = "full"
+    n_batches: int = 0  # a dataset folder's accepted batches (0: a one-off run of files)
+    new_batches: tuple[str, ...] = ()  # batch ids accepted by this run
+    quarantined_batches: tuple[str, ...] = ()  # batch ids quarantined by this run
+    n_replaced: int = 0  # rows of earlier batches replaced by a later batch's (same id)
+    degraded: str = ""  # why the run emitted cleanset.dataset.degraded, when it did
 
 
 EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2")
@@ -99,6 +108,29 @@ def column_rows(plan: FeaturePlan) -> list[tuple[str, str, str]]:
     why = dict(plan.reasons)
     used = [(c, plan.role_of(c), why.get(c, "")) for c in plan.used]
     return used + [(c, "ignore", reason) for c, reason in plan.dropped]
+
+
+def mode_row(accumulated: Accumulated | None) -> dict:
+    """runs.mode and why (incremental runs are not built yet: every run is full), and the
+    batch counts of a dataset folder's run."""
+    if accumulated is None:
+        return {"mode": "full", "mode_reason": "a run of the given file(s)"}
+    new = sum(b.run_id is None and b.status == "accepted" for b in accumulated.batches)
+    n = sum(b.status == "accepted" for b in accumulated.batches)
+    return {"mode": "full", "mode_reason": f"every run of a dataset cleans all its accepted "
+            f"batches ({n}, {new} new)", "n_batches": n, "n_new_batches": new}
+
+
+def audit_frame(result: AuditResult, dataset: str, run_id: str, batch_id: str) -> pd.DataFrame:
+    """A batch's audit as `batch_audit` rows: the declared columns, in order, with their types."""
+    rows = [{"dataset": dataset, "run_id": run_id, "batch_id": batch_id, "check_name": c.check,
+             "column_name": c.column, "statistic": c.statistic, "value": c.value,
+             "effect_size": c.effect_size, "threshold": c.threshold, "severity": c.severity,
+             "outcome": c.outcome, "message": c.message} for c in result.checks]
+    columns = TABLES["batch_audit"]
+    frame = pd.DataFrame(rows, columns=[c for c, _ in columns])
+    return frame.astype({c: "float64" if d == "DOUBLE" else "str" for c, d in columns
+                         if c != "column_name"})
 
 
 def cleanset_version() -> str:
@@ -277,7 +309,7 @@ def write_run(
     db: Path, run_id: str, dataset: str, label: str, snapshot: Snapshot, decided: Decided,
     validation: Validation, detection: Detection, run_row: dict,
     evaluation: Evaluation | None = None, screening: list[dict] | None = None,
-    columns: list[tuple[str, str, str]] | None = None,
+    columns: list[tuple[str, str, str]] | None = None, accumulated: Accumulated | None = None,
 ) -> RunSummary:
     """Replace everything for run_id in one transaction and swap <dataset>_clean to this run.
 
@@ -288,6 +320,10 @@ def write_run(
     history = quote_ident(history_name)
     issues_sql = "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)"
     issues_params = [run_id, dataset, decided.table.path]
+    if accumulated is not None:  # each row's batch, from the provenance in the same row order
+        issues_sql = ("SELECT ? AS run_id, ? AS dataset, d.*, p.batch_id FROM read_parquet(?) d "
+                      "POSITIONAL JOIN (SELECT batch_id FROM read_parquet(?)) p")
+        issues_params.append(accumulated.provenance.path)
     con = connect(db)
     try:
         # Before the write transaction: the declared schema, then every type decision and every
@@ -362,6 +398,8 @@ def write_run(
             if columns:
                 con.executemany("INSERT INTO column_roles VALUES (?, ?, ?, ?, ?)",
                                 [[run_id, dataset, c, role, why] for c, role, why in columns])
+            if accumulated is not None:
+                write_batch_rows(con, dataset, run_id, accumulated)
             for ddl in history_ddl:
                 con.execute(ddl)
             con.execute(f"DELETE FROM {history} WHERE run_id = ?", [run_id])
@@ -407,9 +445,38 @@ def write_run(
         test_set=evaluation.test_set if evaluation else "",
         clean_table=f"{dataset}_clean", model=run_row.get("model") or "",
         model_check={k: run_row[k] for k in CHECK_COLUMNS if run_row.get(k) is not None},
-        auto_fix=bool(run_row.get("auto_fix", True)), n_well_labeled=n_well,
-        flagged_slices=flagged_slices, task=run_row.get("task") or "classification",
-        task_reason=run_row.get("task_reason") or "")
+        auto_fix=bool(run_row.get("auto_fix", True)), mode=run_row.get("mode") or "full",
+        n_well_labeled=n_well, flagged_slices=flagged_slices,
+        task=run_row.get("task") or "classification", task_reason=run_row.get("task_reason") or "",
+        **batch_summary(accumulated))
+
+
+def batch_summary(accumulated: Accumulated | None) -> dict:
+    """The RunSummary fields about a dataset folder's batches."""
+    if accumulated is None:
+        return {}
+    new = [b for b in accumulated.batches if b.run_id is None]
+    return {"n_batches": sum(b.status == "accepted" for b in accumulated.batches),
+            "new_batches": tuple(b.batch_id for b in new if b.status == "accepted"),
+            "quarantined_batches": tuple(b.batch_id for b in new if b.status != "accepted"),
+            "n_replaced": accumulated.n_replaced}
+
+
+def write_batch_rows(con: duckdb.DuckDBPyConnection, dataset: str, run_id: str,
+                     accumulated: Accumulated) -> None:
+    """Record the batches this run saw first (accepted or quarantined), in the run's
+    transaction: replaced when the same run is published again, never half-written."""
+    new = [b for b in accumulated.batches if b.run_id is None]
+    if not new:
+        return
+    con.executemany("DELETE FROM batches WHERE dataset = ? AND batch_id = ?",
+                    [[dataset, b.batch_id] for b in new])
+    con.executemany(
+        "INSERT INTO batches (dataset, batch_id, file, sha256, rows, arrived_at, run_id, status, "
+        "reason, snapshot_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [[dataset, b.batch_id, b.file, b.sha256, b.snapshot.n_rows if b.snapshot else None,
+          b.arrived_at, run_id, b.status, b.reason or None,
+          b.snapshot.path if b.snapshot else None] for b in new])
 
 
 @stage("publish", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
@@ -417,7 +484,7 @@ def publish(
     spec: DatasetSpec, snapshot: Snapshot, validation: Validation, detection: Detection,
     decided: Decided, model: str = "", evaluation: Evaluation | None = None,
     check: ModelCheck | None = None, choice: ModelChoice | None = None,
-    design: Design | None = None,
+    design: Design | None = None, accumulated: Accumulated | None = None,
 ) -> RunSummary:
     """Publish the run to DuckDB (never cached: the warehouse is the side effect)."""
     run_id = run_key(snapshot.source_sha256, spec.fingerprint(), decided.decisions_sha256)
@@ -435,11 +502,13 @@ def publish(
         "task": design.task if design else None,
         "task_reason": design.task_reason if design else None,
         **check_row(check),
+        **mode_row(accumulated),
     }
     screening = [s.model_dump() for s in choice.screening] if choice else None
     columns = column_rows(design.plan) if design else None
     summary = write_run(spec.db_path, run_id, spec.dataset_name, spec.label, snapshot, decided,
-                        validation, detection, run_row, evaluation, screening, columns)
+                        validation, detection, run_row, evaluation, screening, columns,
+                        accumulated)
     get_run_logger().info("published run %s to %s: %d rows, %d clean, %d label issues",
                           run_id, spec.db, summary.n_rows, summary.n_clean_rows,
                           summary.n_label_issues)

@@ -33,7 +33,7 @@ def _issue_columns() -> list[tuple[str, str]]:
             ("given_value", "DOUBLE"), ("suggested_value", "DOUBLE"),
             ("suggested_value_low", "DOUBLE"), ("suggested_value_high", "DOUBLE")]
     return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
-            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR")]
+            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR"), ("batch_id", "VARCHAR")]
 
 
 TABLES: dict[str, list[tuple[str, str]]] = {
@@ -50,7 +50,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("chance_accuracy", "DOUBLE"), ("chance_log_loss", "DOUBLE"),
              ("model_skill", "DOUBLE"), ("model_trusted", "BOOLEAN"),
              ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN"), ("task", "VARCHAR"),
-             ("task_reason", "VARCHAR")],
+             ("task_reason", "VARCHAR"), ("mode", "VARCHAR"), ("mode_reason", "VARCHAR"),
+             ("n_batches", "BIGINT"), ("n_new_batches", "BIGINT")],
     "issues": _issue_columns(),
     "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
                       ("num_issues", "BIGINT"), ("score", "DOUBLE")],
@@ -85,6 +86,19 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                     ("model", "VARCHAR"), ("test_set", "VARCHAR"), ("n_train", "BIGINT"),
                     ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE"),
                     ("rmse", "DOUBLE"), ("mae", "DOUBLE"), ("r2", "DOUBLE")],
+    # one row per batch of a dataset folder (tasks/batches.py); written with the run that
+    # accepted (or quarantined) it, in that run's transaction
+    "batches": [("dataset", "VARCHAR"), ("batch_id", "VARCHAR"), ("file", "VARCHAR"),
+                ("sha256", "VARCHAR"), ("rows", "BIGINT"), ("arrived_at", "TIMESTAMPTZ"),
+                ("run_id", "VARCHAR"), ("status", "VARCHAR"), ("reason", "VARCHAR"),
+                ("snapshot_path", "VARCHAR")],
+    # one row per check per batch (tasks/audit.py; publish.audit_frame builds the rows).
+    # check_name, not `check`: an SQL keyword every query would have to quote
+    "batch_audit": [("dataset", "VARCHAR"), ("run_id", "VARCHAR"), ("batch_id", "VARCHAR"),
+                    ("check_name", "VARCHAR"), ("column_name", "VARCHAR"),
+                    ("statistic", "VARCHAR"), ("value", "DOUBLE"), ("effect_size", "DOUBLE"),
+                    ("threshold", "DOUBLE"), ("severity", "VARCHAR"), ("outcome", "VARCHAR"),
+                    ("message", "VARCHAR")],
 }
 SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
           for t, cols in TABLES.items()]

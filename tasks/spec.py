@@ -98,6 +98,110 @@ Policy = create_model(
        for name, t, task, action in task_policy_fields()})
 
 
+class Retention(BaseModel):
+    """How much of a dataset's past a long-lived warehouse keeps (tasks/retention.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_runs: int | None = Field(
+        10, ge=1, description="keep the work files, `<dataset>_clean_history` rows and `issues` "
+        "rows of this many latest completed runs (the latest run's are always kept); null: "
+        "keep everything")
+
+
+class Alert(BaseModel):
+    """When a run emits `cleanset.dataset.degraded` (tasks/batches.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    health_drop: float = Field(
+        0.05, ge=0.0, le=1.0, description="emit the event when label health falls by more than "
+        "this since the dataset's previous run (a quarantined batch always emits it)")
+
+
+# ---- the batch audit's settings (tasks/audit.py runs the checks) -----------------------------
+# Every check: its default severity and what its effect size is. A missing or retyped feature
+# column is critical (the model cannot score the batch); everything else is a warning.
+CHECKS: dict[str, tuple[str, str]] = {
+    "column_missing": ("critical", "a feature, label or id column of the dataset is absent"),
+    "column_retyped": ("critical", "share of a feature column's values that no longer parse "
+                                   "as its type (more than half: retyped)"),
+    "column_added": ("warning", "a column the dataset does not have"),
+    "missing_values": ("warning", "share of a feature's values missing in the batch minus "
+                                  "in the reference"),
+    "numeric_drift": ("warning", "Wasserstein distance / reference standard deviation"),
+    "categorical_drift": ("warning", "Jensen-Shannon distance of the category shares (base 2)"),
+    "new_category": ("warning", "share of batch rows with a category never seen"),
+    "text_drift": ("warning", "out-of-fold AUC of a TF-IDF classifier telling batch from "
+                              "reference (0.5 = no drift)"),
+    "row_drift": ("warning", "the same classifier test on whole encoded rows"),
+    "label_shift": ("warning", "total variation distance of the class shares"),
+    "new_label": ("warning", "share of batch rows with a label never seen"),
+    "exact_copies": ("warning", "share of batch rows copying an earlier row (features and "
+                                "label), above the reference's own rate"),
+    "conflicting_copies": ("warning", "share of batch rows with an earlier row's features and "
+                                      "another label, above the reference's own rate"),
+    "near_copies": ("warning", "share of batch rows closer to an earlier row than 99% of "
+                               "earlier rows are to each other, above the reference's rate"),
+    "label_issue_rate": ("warning", "batch's label-issue rate minus the dataset's"),
+}
+
+
+class AuditSettings(BaseModel):
+    """The batch audit's thresholds and severities (`audit:` in a dataset's cleanset.yaml).
+
+    Defaults measured by bench/batch_audit.py: on 20 same-distribution batches of the held-out
+    seeds and on real data split at random they raise no alarm, and each planted change (a
+    0.5-standard-deviation shift, a 10-point label-mix shift, a new category, a new label, text
+    from another source, 5% copies, 2% conflicting copies) is caught by the check named for it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_rows: int = Field(20_000, ge=100, description="reference rows compared: a seeded "
+                             "sample of the accepted data above this (copies use all rows)")
+    classifier_rows: int = Field(5_000, ge=50, description="rows per side in the classifier "
+                                 "tests (text_drift, row_drift)")
+    p_value: float = Field(0.01, gt=0.0, le=1.0, description="an estimated change counts only "
+                           "when it is this unlikely by chance (guards small batches)")
+    missing_values: float = Field(0.1, ge=0.0, le=1.0, description="rise in a feature's share "
+                                  "of missing values")
+    numeric_drift: float = Field(0.2, ge=0.0, description="Wasserstein distance in reference "
+                                 "standard deviations")
+    categorical_drift: float = Field(0.1, ge=0.0, le=1.0, description="Jensen-Shannon distance "
+                                     "(base 2)")
+    new_category: float = Field(0.005, ge=0.0, le=1.0, description="share of batch rows with an "
+                                "unseen category")
+    text_drift: float = Field(0.6, ge=0.5, le=1.0, description="classifier AUC, text column")
+    row_drift: float = Field(0.6, ge=0.5, le=1.0, description="classifier AUC, whole rows")
+    label_shift: float = Field(0.05, ge=0.0, le=1.0, description="total variation distance of "
+                               "the class shares")
+    new_label: float = Field(0.0, ge=0.0, le=1.0, description="share of batch rows with an "
+                             "unseen label (0: any)")
+    exact_copies: float = Field(0.01, ge=0.0, le=1.0, description="excess share of batch rows "
+                                "copying earlier rows")
+    conflicting_copies: float = Field(0.005, ge=0.0, le=1.0, description="excess share of "
+                                      "batch rows conflicting with earlier rows")
+    near_copies: float = Field(0.02, ge=0.0, le=1.0, description="excess share of near copies")
+    label_issue_rate: float = Field(0.05, ge=0.0, le=1.0, description="batch label-issue rate "
+                                    "minus the dataset's")
+    severity: dict[str, Literal["off", "info", "warning", "critical"]] = Field(
+        default_factory=dict, description="per check: off, info, warning or critical, e.g. "
+        "{column_added: info, numeric_drift: critical}")
+
+    @field_validator("severity")
+    @classmethod
+    def _known(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(CHECKS))
+        if unknown:
+            raise ValueError(f"unknown audit check(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(CHECKS)}")
+        return v
+
+    def severity_of(self, check: str) -> str:
+        return self.severity.get(check, CHECKS[check][0])
+
+
 class DatasetSpec(BaseModel):
     """Everything cleanset needs to know about one dataset and how to clean it."""
 
@@ -158,6 +262,11 @@ class DatasetSpec(BaseModel):
     folds: int = Field(5, ge=2, le=50)
     seed: int = 0
     policy: Policy = Policy()
+    retention: Retention = Retention()
+    alert: Alert = Alert()
+    audit: AuditSettings = Field(
+        default_factory=AuditSettings, description="how a new batch is audited against the "
+        "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
 
     @field_validator("text", "pred_prob_columns", "slices", mode="before")
     @classmethod
@@ -217,7 +326,8 @@ class DatasetSpec(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of the settings that change results (not where outputs are written)."""
-        payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source", "workers"})
+        payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source", "workers",
+                                                        "retention", "alert"})
         payload["dataset"] = self.dataset_name
         suite = self.suite_path
         payload["suite_sha256"] = (
@@ -242,23 +352,64 @@ def parse_roles(pairs: list[str] | None) -> dict[str, str] | None:
     return out
 
 
+def read_config(config: str | Path) -> dict:
+    """The settings of a YAML config file (a CleansetError when it is missing or no mapping)."""
+    path = Path(config)
+    if not path.is_file():
+        raise CleansetError(f"config file {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CleansetError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise CleansetError(f"config file {path} must hold a mapping of settings")
+    return loaded
+
+
+# ---- a dataset folder: data/landing/<dataset>/cleanset.yaml + its batch files -----------------
+
+DATASET_FILE = "cleanset.yaml"
+
+
+def is_dataset_folder(path: str | Path) -> bool:
+    """A folder holding a cleanset.yaml: a dataset whose files are its batches."""
+    return Path(path).is_dir() and (Path(path) / DATASET_FILE).is_file()
+
+
+def folder_dataset_name(folder: str | Path) -> str:
+    """The dataset a folder holds by default: its name, made a usable table name."""
+    raw = Path(folder).absolute().name
+    name = re.sub(r"[^A-Za-z0-9_]", "_", raw)[:63] or "dataset"
+    return name if name[:1].isalpha() else f"d_{name}"[:63]
+
+
+def load_dataset_spec(folder: str | Path, **overrides) -> DatasetSpec:  # noqa: ANN003
+    """The DatasetSpec of a dataset folder: its cleanset.yaml (which names no `source`: the
+    folder's files are the data), the folder as source, the folder's name as default dataset
+    name; `overrides` (db, work_dir, ...; None ignored) win over the file."""
+    folder = Path(folder)
+    config = folder / DATASET_FILE
+    if not config.is_file():
+        raise CleansetError(f"{folder} is not a dataset folder: it has no {DATASET_FILE} (write "
+                            f"one with `cleanset init {folder} --label COLUMN`)")
+    values = read_config(config)
+    if values.get("source"):
+        raise CleansetError(f"{config}: remove `source:`; the files in {folder} are the "
+                            "dataset's batches")
+    values.setdefault("dataset", folder_dataset_name(folder))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return build_spec(**{**values, "source": str(folder)})
+    except CleansetError as exc:
+        raise CleansetError(f"{config}: {exc}") from None
+
+
 def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  # noqa: ANN003
     """Build a DatasetSpec from an optional YAML file plus overrides (None values are ignored).
 
     Raises CleansetError with a readable message instead of pydantic's error dump.
     """
-    values: dict = {}
-    if config is not None:
-        path = Path(config)
-        if not path.is_file():
-            raise CleansetError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise CleansetError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise CleansetError(f"config file {path} must hold a mapping of settings")
-        values.update(loaded)
+    values: dict = read_config(config) if config is not None else {}
     dry_run = overrides.pop("dry_run", None)
     values.update({k: v for k, v in overrides.items() if v not in (None, (), [], {})})
     if overrides.get("roles"):

@@ -58,6 +58,22 @@ def column_names(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {quote_ident(table)}").fetchall()]
 
 
+def read_dicts(db: str | Path, table: str, sql: str, params: list | None = None) -> list[dict]:
+    """The rows of a read-only query on `table` as dicts; [] when the warehouse or the table
+    does not exist yet."""
+    if not Path(db).is_file():
+        return []
+    con = connect(Path(db), read_only=True)
+    try:
+        if table not in table_names(con):
+            return []
+        cur = con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
 def resolve_run(db: str | Path, dataset: str | None = None, run: str | None = None
                 ) -> tuple[str, str]:
     """(dataset, run_id) a command is about: the given run, else the dataset's latest run; the

@@ -91,7 +91,9 @@ def client(server):
 def project(tmp_path_factory):
     """The user's folder: served runs write data/warehouse.duckdb and read data/landing/."""
     root = tmp_path_factory.mktemp("project")
-    (root / "data" / "landing").mkdir(parents=True)
+    for dataset in ("blobs", "pair"):  # dataset folders: their settings, then their batches
+        (root / "data" / "landing" / dataset).mkdir(parents=True)
+        (root / "data" / "landing" / dataset / "cleanset.yaml").write_text("label: label\n")
     return root
 
 
@@ -106,7 +108,7 @@ def served(server, client, project):
     def ready():  # noqa: ANN202
         assert proc.poll() is None, (project / "serve.log").read_text()
         try:
-            dep = client.read_deployment_by_name("cleanset/on-arrival")
+            dep = client.read_deployment_by_name("cleanset-dataset/on-arrival")
         except Exception:  # noqa: BLE001 - not registered yet
             return None
         return dep if _owned_automations(client, dep.id) else None
@@ -166,26 +168,27 @@ def _finished(client, n: int, timeout: float = RUN_TIMEOUT) -> list:  # noqa: AN
 
 
 def test_nightly_schedule_registered(served, client):
-    dep = client.read_deployment_by_name("cleanset/demo-nightly")
+    dep = client.read_deployment_by_name("cleanset-nightly/nightly")
     assert [(s.schedule.cron, s.schedule.timezone) for s in dep.schedules] == [("0 2 * * *",
                                                                                 "UTC")]
     assert dep.global_concurrency_limit.limit == 1
     assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
-    assert dep.parameters["spec"]["dataset"] == "demo_digits"
-    arrival = client.read_deployment_by_name("cleanset/on-arrival")
+    assert dep.parameters["landing"] == "data/landing"
+    arrival = client.read_deployment_by_name("cleanset-dataset/on-arrival")
     (automation,) = _owned_automations(client, arrival.id)
     assert automation.trigger.expect == {"cleanset.file.arrived"}
-    assert automation.actions[0].parameters["spec"]["source"] == "{{ event.payload.path }}"
+    assert automation.actions[0].parameters["folder"] == "{{ event.payload.folder }}"
 
 
 def test_dropped_file_is_cleaned_and_published(served, client, project):
     started = time.monotonic()
-    path = _drop(project / "data" / "landing" / "blobs.csv", blobs(150, seed=1))
+    path = _drop(project / "data" / "landing" / "blobs" / "b1.csv", blobs(150, seed=1))
     (run,) = _finished(client, 1)
-    assert run.parameters["spec"]["source"] == str(path)
+    assert run.parameters["folder"] == str(path.parent)
+    assert run.parameters["arrived"] == str(path)
     published = _wait(lambda: [r for r in _published(project) if r[2] == str(run.id)], 30,
                       "the run in DuckDB")
-    assert published[0][:2] == ("blobs", str(path))
+    assert published[0][:2] == ("blobs", str(path.parent))
     assert time.monotonic() - started < RUN_TIMEOUT
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -201,42 +204,43 @@ def test_two_files_give_two_serialized_runs(served, client, project):
     landing = project / "data" / "landing" / "pair"
     a = _drop(landing / "a.csv", blobs(150, seed=2))
     b = _drop(landing / "b.csv", blobs(150, seed=3))
-    _drop(project / "data" / "landing" / "blobs_again.csv", blobs(150, seed=1))  # seen content
+    _drop(project / "data" / "landing" / "blobs" / "again.csv", blobs(150, seed=1))  # seen
+    _drop(project / "data" / "landing" / "stray.csv", blobs(30, seed=4))  # no dataset folder
     runs = _finished(client, before + 2)
-    new = [r for r in runs if r.parameters["spec"]["dataset"] == "pair"]
-    assert sorted(r.parameters["spec"]["source"] for r in new) == sorted([str(a), str(b)])
+    new = [r for r in runs if r.parameters["folder"] == str(landing)]
+    assert sorted(r.parameters["arrived"] for r in new) == sorted([str(a), str(b)])
     first, second = sorted(new, key=lambda r: r.start_time)
     assert first.end_time <= second.start_time, "the two runs overlapped"
     waited = [st.name for st in client.read_flow_run_states(second.id)]
     assert "AwaitingConcurrencySlot" in waited  # queued behind the first, not dropped
 
-    def both():  # noqa: ANN202
-        rows = [r for r in _published(project) if r[0] == "pair"]
-        return rows if len(rows) == 2 else None
+    def both():  # noqa: ANN202 - both files are batches of "pair", cleaned together
+        db = project / "data" / "warehouse.duckdb"
+        try:
+            with duckdb.connect(str(db), read_only=True) as con:
+                files = con.execute("SELECT file FROM batches WHERE dataset = 'pair' AND "
+                                    "status = 'accepted'").fetchall()
+                rows = con.execute("SELECT count(*) FROM pair_clean").fetchall()[0][0]
+        except duckdb.Error:
+            return None
+        return (files, rows) if len(files) == 2 else None
 
-    published = _wait(both, 30, "both runs in DuckDB")
-    assert {r[1] for r in published} == {str(a), str(b)}
-    assert {r[2] for r in published} == {str(first.id), str(second.id)}
-    time.sleep(4)  # the copy of blobs.csv (same content) must not have started a run
+    files, rows = _wait(both, 30, "both batches in DuckDB")
+    assert sorted(f for (f,) in files) == sorted([str(a), str(b)])
+    assert rows > 250  # the two batches' 300 rows, less any dropped
+    time.sleep(4)  # the copy of b1.csv (same content) and stray.csv must not have started a run
     assert len(_arrival_runs(client)) == before + 2
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    (summary,) = [x for x in client.read_artifacts(artifact_filter=ArtifactFilter(
-        flow_run_id=ArtifactFilterFlowRunId(any_=[second.id]))) if x.type == "table"]
-    import json
-
-    rows = json.loads(summary.data) if isinstance(summary.data, str) else summary.data
-    assert rows[0]["previous run"] == published[0][3]  # change against the first run of "pair"
+    assert "not cleaned: " in served["log"].read_text()  # stray.csv, reported
 
 
 def test_stopping_serve_leaves_no_trigger(server, served, client, project):
-    arrival = client.read_deployment_by_name("cleanset/on-arrival")
+    arrival = client.read_deployment_by_name("cleanset-dataset/on-arrival")
     assert _owned_automations(client, arrival.id)
     served["proc"].send_signal(signal.SIGTERM)
     assert served["proc"].wait(timeout=60) == 0, served["log"].read_text()
     assert "removed 1 trigger automation" in served["log"].read_text()
     assert _owned_automations(client, arrival.id) == []
-    nightly = client.read_deployment_by_name("cleanset/demo-nightly")
+    nightly = client.read_deployment_by_name("cleanset-nightly/nightly")
     assert nightly.paused  # Prefect pauses served deployments (and their schedules) on shutdown
     before = len(_arrival_runs(client))
     # from a separate process: this one's events client may be bound to the session's server
@@ -262,8 +266,11 @@ def test_cleanset_watch_emits_one_event_per_new_file(server, client, tmp_path):
     proc = subprocess.Popen([str(BIN / "cleanset"), "watch", str(landing), "--poll", "0.5"],
                             env=server["env"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        first = _drop(landing / "w1.csv", blobs(20, seed=7))
-        second = _drop(landing / "same_bytes.csv", blobs(20, seed=7))
+        (landing / "w").mkdir(parents=True)
+        (landing / "w" / "cleanset.yaml").write_text("label: label\n")
+        first = _drop(landing / "w" / "w1.csv", blobs(20, seed=7))
+        second = _drop(landing / "w" / "same_bytes.csv", blobs(20, seed=7))
+        stray = _drop(landing / "stray.csv", blobs(20, seed=8))
 
         def events() -> list:
             found = client.request("POST", "/events/filter", json={
@@ -273,8 +280,18 @@ def test_cleanset_watch_emits_one_event_per_new_file(server, client, tmp_path):
         (event,) = _wait(events, 30, "the watcher's event")
         # both settle in one poll; whichever is announced, the other is the same content
         assert event["payload"]["path"] in (str(first), str(second))
-        assert event["payload"]["dataset"] == Path(event["payload"]["path"]).stem
+        assert event["payload"]["dataset"] == "w"
+        assert event["payload"]["folder"] == str(landing / "w")
         assert event["payload"]["size"] == first.stat().st_size
+
+        def unregistered() -> list:
+            found = client.request("POST", "/events/filter", json={
+                "filter": {"event": {"name": ["cleanset.file.unregistered"]}},
+                "limit": 50}).json()
+            return [e for e in found["events"] if e["payload"]["path"] == str(stray)]
+
+        (reported,) = _wait(unregistered, 30, "the unregistered file's event")
+        assert "landing root" in reported["payload"]["why"]
         time.sleep(3)
         assert len(events()) == 1  # the copy with the same content was not announced
     finally:
@@ -292,19 +309,19 @@ def test_prefect_deploy_all_with_a_process_pool(server, client, tmp_path):
     out = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
-    for name in ("demo-nightly", "on-arrival"):
-        dep = client.read_deployment_by_name(f"cleanset/{name}")
+    for name in ("cleanset-nightly/nightly", "cleanset-dataset/on-arrival"):
+        dep = client.read_deployment_by_name(name)
         assert dep.work_pool_name == "cleanset"
         assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {
             "directory": str(tmp_path)}}]
-    nightly = client.read_deployment_by_name("cleanset/demo-nightly")
+    nightly = client.read_deployment_by_name("cleanset-nightly/nightly")
     assert [(s.schedule.cron, s.schedule.timezone) for s in nightly.schedules] == [
         ("0 2 * * *", "UTC")]
-    arrival = client.read_deployment_by_name("cleanset/on-arrival")
+    arrival = client.read_deployment_by_name("cleanset-dataset/on-arrival")
     (automation,) = _owned_automations(client, arrival.id)
-    assert automation.actions[0].parameters["spec"] == {
-        "label": "label", "db": "data/warehouse.duckdb", "source": "{{ event.payload.path }}",
-        "dataset": "{{ event.payload.dataset }}"}
+    assert automation.actions[0].parameters == {
+        "folder": "{{ event.payload.folder }}", "arrived": "{{ event.payload.path }}",
+        "db": "data/warehouse.duckdb"}
 
 
 @pytest.fixture(autouse=True)

@@ -102,7 +102,7 @@ def test_serve_names_an_unknown_deployment(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "serve", "--deployment", "nope"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "no deployment named nope" in proc.stderr and "demo-nightly" in proc.stderr
+    assert "no deployment named nope" in proc.stderr and "nightly" in proc.stderr
 
 
 @pytest.mark.slow  # starts a process

@@ -128,7 +128,7 @@ class Prefect:
 
         start = time.perf_counter()
         self.server = LocalServer()
-        self.server.wait()
+        self.server.wait(timeout=300)  # a busy machine can take minutes
         self.startup_s = time.perf_counter() - start
 
     def settings(self):  # noqa: ANN201
@@ -297,6 +297,8 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
         "suggested_label_confidence": col("suggested_label_confidence"),
         "suggested_label_agreement": col("suggested_label_agreement"),
         "action": col("action"), "final_label": np.where(kept, final, None), "kept": kept,
+        "is_well_labeled": col("is_well_labeled"), "well_labeled_score": col("well_labeled_score"),
+        "is_ambiguous": col("is_ambiguous"), "ambiguous_score": col("ambiguous_score"),
         "script_flag": script["flags"], "script_score": script["score"],
         "script_suggested": classes[script["probs"].argmax(axis=1)],
         "script_suggested_confidence": script["probs"].max(axis=1), **flags,

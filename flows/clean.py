@@ -103,7 +103,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
     work = str(spec.work_path)
     staged = cached(spec, refresh)
     required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else []),
-                *spec.pred_prob_columns]
+                *spec.pred_prob_columns, *spec.slices]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
 
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
@@ -112,7 +112,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         snapshot=snapshot, validation=validation, label=spec.label, text=list(spec.text),
         features=list(spec.features) if spec.features else None, n_folds=spec.folds,
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
-        pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=dict(spec.roles),
+        pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles,
         task=spec.task)
     neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
                              exact=spec.knn_exact)
@@ -141,7 +141,8 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
     check = staged(model_check)(design=design, pred_probs=probs)
     detection = staged(detect)(
         snapshot=snapshot, validation=validation, design=design, pred_probs=probs,
-        neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work)
+        neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work,
+        trusted=check.trusted, slices=list(spec.slices))
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
                              work_dir=work, trusted=check.trusted, task=design.task)
     evaluation = staged(evaluate)(

@@ -107,6 +107,11 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
         t.add_row("decisions", f"{summary.n_reviewed:,} rows decided by reviewers" + (
             f"; {len(orphans)} decision(s) for rows no longer in the data: "
             + ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else "") if orphans else ""))
+    if summary.n_well_labeled:
+        t.add_row("well labeled", f"{summary.n_well_labeled:,} rows a reviewer can skip "
+                                  "(is_well_labeled)")
+    if summary.flagged_slices:
+        t.add_row("slices", "\n".join(summary.flagged_slices))
     if summary.left_out:
         t.add_row("left out", "\n".join(summary.left_out))
     t.add_row("clean rows", f"{summary.n_clean_rows:,} -> table {summary.clean_table}")

@@ -44,6 +44,10 @@ def run(
     group: Annotated[str | None, typer.Option(
         "--group", help="Rows sharing this column's value stay in one fold (e.g. a user or "
         "product id), so near-copies cannot leak between training and scoring.")] = None,
+    slices: Annotated[list[str] | None, typer.Option(
+        "--slices", help="Columns to audit label quality by (e.g. --slices source,annotator): "
+        "issue rate per value against the rest, table slice_summary. Not used as features "
+        "unless also given with --feature.", callback=split_commas)] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="auto (default: candidates measured by log loss on a sample of the data),"
         " or force a family: logreg, hgb, nb (text only), knn, ensemble (best two).")] = None,
@@ -134,6 +138,7 @@ def run(
             features=tuple(features) if features else None, dataset=dataset,
             db=str(db) if db else None, suite=str(suite) if suite else None, folds=folds,
             seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,
+            slices=tuple(slices) if slices else None,
             prune=prune, pred_probs=str(pred_probs) if pred_probs else None,
             pred_prob_columns=tuple(pred_prob_columns or ()),
             embeddings=str(embeddings) if embeddings else None, workers=workers,

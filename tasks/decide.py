@@ -57,7 +57,9 @@ def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool,
 
     suggested = issues.get("suggested_label", pd.Series(None, index=issues.index))
     given = issues.get("given_label", pd.Series(None, index=issues.index))
-    return ((column("suggested_label_confidence", 0.0) >= policy.relabel_threshold)
+    ambiguous = issues["is_ambiguous"].astype("boolean").fillna(False).to_numpy(dtype=bool) \
+        if "is_ambiguous" in issues else np.zeros(n, dtype=bool)
+    return (~ambiguous & (column("suggested_label_confidence", 0.0) >= policy.relabel_threshold)
             & (column("suggested_label_agreement", 0.0) >= policy.relabel_agreement)
             & suggested.notna().to_numpy()
             & (suggested.astype(str).to_numpy() != given.astype(str).to_numpy()))
@@ -70,8 +72,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
     A label issue under `relabel` becomes `relabel` only where `safe_relabel` holds; otherwise it
     gets `policy.relabel_fallback`. A model too weak to judge labels (`trusted` false) changes
     and drops nothing for label issues: they go to review. Exact copies are kept (flagged) when
-    they are more than `policy.max_duplicate_share` of the rows. `policy.auto_fix` false changes
-    and drops nothing at all."""
+    they are more than `policy.max_duplicate_share` of the rows. A label issue on an ambiguous row
+    (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel. `policy.auto_fix` false
+    changes and drops nothing at all."""
     level = np.zeros(len(issues), dtype=np.int8)
     safe = safe_relabel(issues, policy, trusted, task)
     copies_common = "is_exact_duplicate_issue" in issues and (
@@ -92,6 +95,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
             this = np.where(safe, SEVERITY["relabel"], SEVERITY[fallback])
         else:
             this = np.full(len(issues), SEVERITY[action])
+        if issue_type == "label" and "is_ambiguous" in issues and action in ("relabel", "drop"):
+            ambiguous = issues["is_ambiguous"].astype("boolean").fillna(False).to_numpy(bool)
+            this = np.where(ambiguous, SEVERITY[policy.ambiguous], this)
         level = np.where(flagged, np.maximum(level, this), level)
     if not policy.auto_fix:
         level = np.minimum(level, SEVERITY["review"])

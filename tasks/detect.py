@@ -35,6 +35,7 @@ from tasks.ingest import Snapshot
 from tasks.issue_types import DATALAB_TYPES, DEFAULT_OFF, ISSUE_TYPES, types_for
 from tasks.knn import Neighbours, graph_neighbours, neighbour_agreement
 from tasks.store import ArrayRef, TableRef, write_table
+from tasks.trust import ambiguity, slice_summary, well_labeled
 from tasks.validate import Validation
 
 # DATALAB_TYPES (Datalab's checks) and DEFAULT_OFF (data_valuation: slow on large data, opt in
@@ -72,6 +73,7 @@ class Detection(BaseModel):
     health_score: float  # share of rows with no issue of any enabled type
     label_health_score: float  # cleanlab's overall label health
     classes: TableRef | None = None  # per-class label quality (class_summary)
+    slices: TableRef | None = None  # per slice value label quality (slice_summary)
 
 
 def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
@@ -180,10 +182,12 @@ def regression_issues_frame(
 def issues_frame(
     row_ids: pd.Series, given: pd.Series, positions: np.ndarray, labels: np.ndarray,
     classes: tuple[str, ...], pred_probs: np.ndarray, quarantined: np.ndarray,
-    rare: np.ndarray | None = None,
+    rare: np.ndarray | None = None, trusted: bool = True,
 ) -> pd.DataFrame:
-    """One row per snapshot row: label issue columns for scored rows, invalid for quarantined,
-    class_imbalance for rows of classes too rare to score (score: the class's share of rows)."""
+    """One row per snapshot row: label issue columns for scored rows (with the trust columns of
+    tasks/trust.py: well-labeled, ambiguous), invalid for quarantined, class_imbalance for rows
+    of classes too rare to score (score: the class's share of rows). `trusted`: whether the model
+    passed its check (no row is certified well-labeled otherwise)."""
     n = len(row_ids)
     names = np.array(classes, dtype=object)
     found = label_issues(labels, pred_probs)
@@ -202,6 +206,8 @@ def issues_frame(
     out.loc[positions, "suggested_label"] = names[found["suggested"].to_numpy()]
     for col in ("suggested_label_confidence", "is_label_issue", "label_score"):
         out.loc[positions, col] = found[col].to_numpy()
+    out = out.join(trust_columns(n, positions, labels, pred_probs, classes,
+                                 found["is_label_issue"].to_numpy(), trusted))
     out.loc[quarantined, "is_invalid_issue"] = True
     out.loc[quarantined, "invalid_score"] = 0.0
     labelled = out["given_label"].notna()
@@ -211,6 +217,24 @@ def issues_frame(
     out["is_class_imbalance_issue"] = False
     if rare is not None and len(rare):
         out.loc[rare, "is_class_imbalance_issue"] = True
+    return out
+
+
+def trust_columns(n: int, positions: np.ndarray, labels: np.ndarray, pred_probs: np.ndarray,
+                  classes: tuple[str, ...], is_label_issue: np.ndarray, trusted: bool,
+                  ) -> pd.DataFrame:
+    """`is_well_labeled`, `well_labeled_score`, `is_ambiguous`, `ambiguous_score`,
+    `plausible_labels` for every row (unscored rows: not certified, not ambiguous, no score)."""
+    well, well_score = well_labeled(labels, pred_probs, is_label_issue, trusted)
+    amb, amb_score, plausible = ambiguity(labels, pred_probs, classes)
+    out = pd.DataFrame({
+        "is_well_labeled": np.zeros(n, dtype=bool), "well_labeled_score": np.full(n, np.nan),
+        "is_ambiguous": np.zeros(n, dtype=bool), "ambiguous_score": np.full(n, np.nan),
+        "plausible_labels": pd.Series([None] * n, dtype=object)})
+    for col, values in (("is_well_labeled", well), ("well_labeled_score", well_score),
+                        ("is_ambiguous", amb), ("ambiguous_score", amb_score),
+                        ("plausible_labels", np.array(plausible, dtype=object))):
+        out.loc[positions, col] = values
     return out
 
 
@@ -417,7 +441,7 @@ def detect_all(
     row_ids: pd.Series, given: pd.Series, features: pd.DataFrame, positions: np.ndarray,
     labels: np.ndarray, classes: tuple[str, ...], pred_probs: np.ndarray,
     quarantined: np.ndarray, rare: np.ndarray, embedding: np.ndarray | None, graph,  # noqa: ANN001
-    types: dict[str, dict], task: str = "classification",
+    types: dict[str, dict], task: str = "classification", trusted: bool = True,
 ) -> pd.DataFrame:
     """The whole detect stage as one pure function: every enabled issue type, one row per input
     row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows').
@@ -429,12 +453,17 @@ def detect_all(
                                         else graph_neighbours(graph))
     else:
         frame = issues_frame(row_ids, given, positions, labels, classes, pred_probs,
-                             quarantined, rare)
+                             quarantined, rare, trusted)
     agreement = np.full(len(frame), np.nan)
     if graph is not None and not regression:  # a second opinion: the neighbours' given labels
         agreement[positions] = neighbour_agreement(graph, labels, pred_probs.argmax(axis=1))
     frame.insert(frame.columns.get_loc("suggested_label_confidence") + 1,
                  "suggested_label_agreement", agreement)
+    if graph is not None and not regression:  # well-labeled: the neighbours agree too
+        scored = frame.iloc[positions]
+        well, _ = well_labeled(labels, pred_probs, scored["is_label_issue"].to_numpy(bool),
+                               trusted, agreement=agreement[positions])
+        frame.loc[positions, "is_well_labeled"] = well
     if embedding is not None and graph is not None:
         found = datalab_issues(labels, pred_probs, embedding, graph, types, task)
         for col in found:
@@ -478,13 +507,15 @@ def detect_all(
 def detect(
     snapshot: Snapshot, validation: Validation, design: Design, pred_probs: ArrayRef,
     neighbours: Neighbours | None, label: str, issue_types: dict, work_dir: str,
+    trusted: bool = True, slices: list[str] | None = None,
 ) -> Detection:
-    """Run every enabled issue check and write the issues frame and the class summary."""
+    """Run every enabled issue check and write the issues frame, the class summary and, for
+    the `slices` columns named, the slice summary. `trusted`: the model passed its check."""
     import time
 
     started = time.perf_counter()
     types = enabled_types(issue_types, design.task)
-    df = snapshot.table.read(columns=[snapshot.id_column, label])
+    df = snapshot.table.read(columns=[snapshot.id_column, label, *(slices or [])])
     if design.embeddings is not None:
         features = pd.DataFrame(design.embeddings.read())
     else:
@@ -494,7 +525,22 @@ def detect(
         df[snapshot.id_column], df[label], features, design.positions.read(), labels,
         design.classes, probs, validation.quarantined.read(), design.rare.read(),
         neighbours.embedding.read() if neighbours else None,
-        neighbours.graph.read() if neighbours else None, types, design.task)
+        neighbours.graph.read() if neighbours else None, types, design.task, trusted)
+    sliced = None
+    if slices:
+        positions = design.positions.read()
+        scored = frame.iloc[positions]
+        sliced = slice_summary(df[list(slices)].iloc[positions].reset_index(drop=True),
+                               scored["is_label_issue"].fillna(False).to_numpy(dtype=bool),
+                               scored["label_score"].to_numpy(dtype="float64"),
+                               correct=None if design.regression
+                               else probs.argmax(axis=1) == labels)
+        worst = sliced[sliced["is_flagged"]]
+        if len(worst):
+            get_run_logger().warning(
+                "slices with more label issues than the rest: %s", "; ".join(
+                    f"{r.slice_column}={r.slice_value} ({r.issue_rate:.1%} vs "
+                    f"{r.rest_issue_rate:.1%})" for r in worst.itertuples()))
     if design.regression:  # cleanlab's definition: 1 - the share of rows with a label issue
         label_health = 1.0 - float(frame["is_label_issue"].astype("float64").mean())
     else:
@@ -507,4 +553,5 @@ def detect(
     return Detection(issues=write_table(frame, work, "issues"), summary=tuple(summary),
                      health_score=health(frame), label_health_score=label_health,
                      classes=None if design.regression else write_table(
-                         class_summary(labels, probs, design.classes), work, "classes"))
+                         class_summary(labels, probs, design.classes), work, "classes"),
+                     slices=write_table(sliced, work, "slices") if sliced is not None else None)

@@ -36,6 +36,8 @@ ROLES = ("numeric", "categorical", "text", "datetime", "high_cardinality", "igno
 CATEGORICAL_SHARE = 0.05
 IDENTIFIER_SHARE = 0.5
 
+SLICE = "slice column: audited in slice_summary, not a feature"
+
 
 class FeaturePlan(BaseModel):
     """Which columns feed the model, by role, and which were left out and why."""
@@ -132,7 +134,7 @@ def infer_roles(
             f"column(s) {', '.join(map(repr, missing))} named in --text/--feature/roles are not "
             f"in the data; available columns: {', '.join(map(str, df.columns))}"
         )
-    bad = {c: r for c, r in roles.items() if r not in ROLES}
+    bad = {c: r for c, r in roles.items() if r not in (*ROLES, "slice")}
     if bad:
         raise CleansetError(f"unknown role(s) {bad}; a role is one of {', '.join(ROLES)}")
     candidates = features if features is not None else [c for c in df.columns]
@@ -150,8 +152,8 @@ def infer_roles(
             continue
         s = df[col]
         if col in roles:
-            if roles[col] == "ignore":
-                dropped.append((col, "role set to ignore"))
+            if roles[col] in ("ignore", "slice"):
+                dropped.append((col, "role set to ignore" if roles[col] == "ignore" else SLICE))
             else:
                 use(col, roles[col], "set by the user")
             continue
@@ -506,7 +508,7 @@ def featurize(
                 f"{len(classes)} classes" if task != "regression" else f"{len(y):,} targets")
     for col, why in plan.dropped:
         # a column that may carry signal is a warning; an empty or constant one carries none
-        quiet = why in ("constant", "all values missing", "role set to ignore")
+        quiet = why in ("constant", "all values missing", "role set to ignore", SLICE)
         (logger.info if quiet else logger.warning)("column %r not used as a feature: %s", col,
                                                    why)
     if emb_ref is not None:

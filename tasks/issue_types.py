@@ -85,8 +85,13 @@ REGISTRY: tuple[IssueType, ...] = (
         "review); never relabelled unless asked",
         readme_detail="probably mislabelled; `suggested_label` + confidence + "
         "`suggested_label_agreement` (share of its neighbours with that label); regression: "
-        "`suggested_value` and its interval",
-        relabel=True, tasks=BOTH, task_actions=(("regression", "review"),)),
+        "`suggested_value` and its interval. Every scored classification row also gets "
+        "`is_well_labeled` / `well_labeled_score` (safe to skip in review) and `is_ambiguous` / "
+        "`ambiguous_score` / `plausible_labels` (tasks/trust.py)",
+        relabel=True, tasks=BOTH, task_actions=(("regression", "review"),),
+        extra_columns=(("is_well_labeled", "BOOLEAN"), ("well_labeled_score", "DOUBLE"),
+                       ("is_ambiguous", "BOOLEAN"), ("ambiguous_score", "DOUBLE"),
+                       ("plausible_labels", "VARCHAR"))),
     IssueType(
         "outlier", "far from every other row", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "review", action_help="rows far from all others",

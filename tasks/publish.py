@@ -74,6 +74,8 @@ class RunSummary(BaseModel):
     model: str = ""
     model_check: dict[str, float | bool | str] = {}  # estimate.ModelCheck as a dict
     auto_fix: bool = True
+    n_well_labeled: int = 0
+    flagged_slices: tuple[str, ...] = ()  # "column=value: rate vs rest" of flagged slices
     task: str = "classification"
     task_reason: str = ""
     mode: str = "full"
@@ -332,6 +334,10 @@ def write_run(
             con, "class_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
             [run_id, dataset, detection.classes.path]) if detection.classes is not None else (
                 [], None)
+        slice_ddl, insert_slices = _insert_plan(
+            con, "slice_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
+            [run_id, dataset, detection.slices.path]) if detection.slices is not None else (
+                [], None)
         clean_sql, clean_params, types, left_out = clean_rows(con, snapshot, decided, label)
         noted = {note.split(":")[0] for note in left_out}
         left_out = [*left_out, *(f"{c}: {why}" for c, role, why in (columns or [])
@@ -357,6 +363,10 @@ def write_run(
                 for ddl in class_ddl:
                     con.execute(ddl)
                 con.execute(insert_classes, [run_id, dataset, detection.classes.path])
+            if insert_slices is not None:
+                for ddl in slice_ddl:
+                    con.execute(ddl)
+                con.execute(insert_slices, [run_id, dataset, detection.slices.path])
             if validation.outcomes:
                 con.executemany(
                     "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -399,10 +409,16 @@ def write_run(
             con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM "
                         f"({clean_sql})", clean_params)
             n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
-            n_label, n_invalid, n_relabelled, n_review = con.execute(
+            n_label, n_invalid, n_relabelled, n_review, n_well = con.execute(
                 "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "
                 "is_invalid_issue), count(*) FILTER (WHERE action = 'relabel'), count(*) FILTER "
-                "(WHERE action = 'review') FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
+                "(WHERE action = 'review'), count(*) FILTER (WHERE is_well_labeled) FROM issues "
+                "WHERE run_id = ?", [run_id]).fetchall()[0]
+            flagged_slices = tuple(
+                f"{c}={v}: {rate:.1%} label issues vs {rest:.1%} in the rest" for c, v, rate, rest
+                in con.execute("SELECT slice_column, slice_value, issue_rate, rest_issue_rate "
+                               "FROM slice_summary WHERE run_id = ? AND is_flagged ORDER BY "
+                               "issue_rate DESC", [run_id]).fetchall())
             row = {**run_row, "run_id": run_id, "dataset": dataset,
                    "n_rows": snapshot.table.n_rows, "n_clean_rows": n_clean,
                    "n_label_issues": n_label, "health_score": detection.health_score,
@@ -430,6 +446,7 @@ def write_run(
         clean_table=f"{dataset}_clean", model=run_row.get("model") or "",
         model_check={k: run_row[k] for k in CHECK_COLUMNS if run_row.get(k) is not None},
         auto_fix=bool(run_row.get("auto_fix", True)), mode=run_row.get("mode") or "full",
+        n_well_labeled=n_well, flagged_slices=flagged_slices,
         task=run_row.get("task") or "classification", task_reason=run_row.get("task_reason") or "",
         **batch_summary(accumulated))
 

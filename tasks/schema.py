@@ -64,6 +64,13 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                       ("label_noise", "DOUBLE"), ("inverse_label_noise", "DOUBLE"),
                       ("label_quality", "DOUBLE"), ("most_overlapping_class", "VARCHAR"),
                       ("overlap_joint_probability", "DOUBLE")],
+    "slice_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"),
+                      ("slice_column", "VARCHAR"), ("slice_value", "VARCHAR"), ("rows", "BIGINT"),
+                      ("label_issues", "BIGINT"), ("issue_rate", "DOUBLE"),
+                      ("issue_rate_low", "DOUBLE"), ("issue_rate_high", "DOUBLE"),
+                      ("rest_issue_rate", "DOUBLE"), ("mean_label_score", "DOUBLE"),
+                      ("accuracy", "DOUBLE"), ("p_value", "DOUBLE"), ("q_value", "DOUBLE"),
+                      ("is_flagged", "BOOLEAN")],
     "review_decisions": [("dataset", "VARCHAR"), ("row_id", "VARCHAR"), ("decision", "VARCHAR"),
                          ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
                          ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
@@ -101,7 +108,7 @@ SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' f
 MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
               for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
 RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
-              "model_screening", "column_roles")
+              "model_screening", "column_roles", "slice_summary")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -66,6 +66,9 @@ class _PolicySettings(BaseModel):
     relabel_fallback: Literal["keep", "drop", "review"] = Field(
         "review", description="with label: relabel, the action for a label issue that is not "
         "safe to relabel")
+    ambiguous: Literal["keep", "drop", "review"] = Field(
+        "review", description="the action for a label issue whose row is ambiguous (several "
+        "labels plausible, the given one among them): it is never relabelled automatically")
     max_duplicate_share: float = Field(
         0.01, ge=0.0, le=1.0, description="exact copies are dropped only while they are at most "
         "this share of the rows; above it they are kept (flagged)")
@@ -233,6 +236,9 @@ class DatasetSpec(BaseModel):
         default_factory=dict, description="force a column's role, e.g. {zip: high_cardinality, "
         "note: text, id2: ignore}")
     group: str | None = Field(None, description="rows of one group stay in one fold")
+    slices: tuple[str, ...] = Field(
+        (), description="columns to audit label quality by (e.g. [source, annotator, region]): "
+        "table slice_summary; not model features unless also named in features")
     pred_probs: str | None = Field(
         None, description="your own out-of-fold probabilities: .npy, one column per class "
         "(sorted class order), one row per input row; skips training")
@@ -262,7 +268,7 @@ class DatasetSpec(BaseModel):
         default_factory=AuditSettings, description="how a new batch is audited against the "
         "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
 
-    @field_validator("text", "pred_prob_columns", mode="before")
+    @field_validator("text", "pred_prob_columns", "slices", mode="before")
     @classmethod
     def _listify(cls, v):  # noqa: ANN001, ANN206
         return (v,) if isinstance(v, str) else tuple(v or ())
@@ -294,6 +300,13 @@ class DatasetSpec(BaseModel):
         stem = Path(self.source.rstrip("/*")).name.split(".")[0] or "dataset"
         stem = re.sub(r"[^A-Za-z0-9_]", "_", stem)
         return stem if stem[:1].isalpha() else f"d_{stem}"
+
+    @property
+    def feature_roles(self) -> dict[str, str]:
+        """`roles`, plus every slice column the user did not name as a feature: role `slice`
+        (audited, not a feature; tasks/featurize.py)."""
+        named = set(self.features or ())
+        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles}
 
     @property
     def db_path(self) -> Path:

@@ -277,3 +277,32 @@ def test_a_library_upgrade_recomputes_every_cached_stage(workdir, monkeypatch):
     states = {n: s for n, s in task_states(third_id).items() if not n.startswith(never_cached)}
     assert set(states.values()) == {"Completed"}, states
     assert {n.rsplit("-", 1)[0] for n in states} == {n.rsplit("-", 1)[0] for n in cached}
+
+
+def test_trust_columns_and_a_noisy_slice_reach_the_warehouse(workdir):
+    """Every scored row carries the trust columns; a source with three times the label noise of
+    the others is flagged in slice_summary; the slice column is not a model feature."""
+    frame = blobs(n=1200, k=3, d=4, seed=3)
+    rng = np.random.default_rng(3)
+    frame["source"] = rng.choice(["web", "app", "partner"], size=len(frame))
+    rate = np.where(frame["source"] == "partner", 0.3, 0.05)
+    flip = rng.random(len(frame)) < rate
+    labels = frame["label"].to_numpy(dtype=object)
+    others = {"ant": "bee", "bee": "cat", "cat": "ant"}
+    labels[flip] = [others[v] for v in labels[flip]]
+    frame["label"] = labels
+    frame.to_csv(workdir / "sliced.csv", index=False)
+    spec = DatasetSpec(source=str(workdir / "sliced.csv"), label="label", slices=("source",),
+                       db=str(workdir / "w.duckdb"))
+    run(spec)
+    with duckdb.connect(spec.db, read_only=True) as con:
+        flagged = con.execute("SELECT slice_value FROM slice_summary WHERE is_flagged").fetchall()
+        certified = [int(r) for (r,) in con.execute(
+            "SELECT row_id FROM issues WHERE is_well_labeled AND NOT is_label_issue").fetchall()]
+        both = con.execute("SELECT count(*) FROM issues WHERE is_well_labeled AND "
+                           "is_label_issue").fetchone()[0]
+        roles = dict(con.execute("SELECT column_name, role FROM column_roles").fetchall())
+    assert flagged == [("partner",)]
+    assert len(certified) >= 10 and both == 0
+    assert flip[certified].mean() <= 0.01  # certified rows are (almost) never wrong
+    assert roles["source"] == "ignore"

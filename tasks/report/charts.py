@@ -189,6 +189,30 @@ def chart_scores(histograms: dict[str, dict], types: list[str]) -> Chart | None:
     return _png(fig)
 
 
+def chart_slices(slices: list[dict], top: int = 12) -> Chart | None:
+    """The slice values with the highest label-issue rate, with their 95% intervals and the
+    rest's rate marked; flagged values in red."""
+    tested = [s for s in slices if s.get("issue_rate") is not None][:top]
+    if not tested:
+        return None
+    plt = _plt()
+    tested = tested[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.28 * len(tested)))
+    ys = range(len(tested))
+    for y, s in zip(ys, tested, strict=True):
+        colour = RED if s.get("is_flagged") else MUTED
+        low, high, rate = s["issue_rate_low"], s["issue_rate_high"], s["issue_rate"]
+        ax.plot([low, high], [y, y], color=colour, lw=2)
+        ax.plot([rate], [y], "o", color=colour, ms=5)
+        if s.get("rest_issue_rate") is not None:
+            ax.plot([s["rest_issue_rate"]], [y], "|", color="#333333", ms=10)
+    ax.set_yticks(list(ys), [f"{s['slice_column']} = {s['slice_value']}" for s in tested],
+                  fontsize=8)
+    ax.set_xlabel("label-issue rate (95% interval; | = the rest of the data)", fontsize=8)
+    ax.set_xlim(0, min(1.0, max(s["issue_rate_high"] for s in tested) * 1.15 + 0.01))
+    return _png(fig)
+
+
 def chart_evaluation(evaluations: list[dict]) -> Chart | None:
     """Accuracy and macro F1 trained on the given labels vs on the cleaned data."""
     if not evaluations:

@@ -54,6 +54,8 @@ class ReportData:
     reviews: dict[str, Any]
     screening: list[dict[str, Any]] = field(default_factory=list)
     columns: list[dict[str, Any]] = field(default_factory=list)
+    trust: dict[str, Any] = field(default_factory=dict)  # well-labeled / ambiguous counts
+    slices: list[dict[str, Any]] = field(default_factory=list)  # slice_summary, worst first
     regression: dict[str, list] | None = None  # a regression run: given vs predicted values
 
 
@@ -129,6 +131,24 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
             data.columns = _dicts(con.execute(
                 "SELECT column_name, role, reason FROM column_roles WHERE run_id = ? "
                 "ORDER BY role = 'ignore' DESC, role, column_name", [run_id]))
+        if {"is_well_labeled", "is_ambiguous"} <= issue_cols:
+            data.trust = _dicts(con.execute(
+                "SELECT count(*) FILTER (WHERE label_score IS NOT NULL) AS scored, "
+                "count(*) FILTER (WHERE is_well_labeled) AS well_labeled, "
+                "count(*) FILTER (WHERE is_ambiguous) AS ambiguous, "
+                "count(*) FILTER (WHERE is_ambiguous AND is_label_issue) AS ambiguous_issues "
+                "FROM issues WHERE run_id = ?", [run_id]))[0]
+            data.trust["per_class"] = _dicts(con.execute(
+                "SELECT given_label AS class_name, count(*) AS n, "
+                "avg(CASE WHEN is_well_labeled THEN 1.0 ELSE 0.0 END) AS well_labeled, "
+                "avg(CASE WHEN is_ambiguous THEN 1.0 ELSE 0.0 END) AS ambiguous FROM issues "
+                "WHERE run_id = ? AND label_score IS NOT NULL GROUP BY ALL ORDER BY 3, 1",
+                [run_id]))
+        if "slice_summary" in tables:
+            data.slices = _dicts(con.execute(
+                "SELECT * EXCLUDE (run_id, dataset) FROM slice_summary WHERE run_id = ? "
+                "ORDER BY is_flagged DESC, issue_rate DESC, slice_column, slice_value",
+                [run_id]))
         if run.get("task") == "regression":  # values, not classes: no noise matrix
             data.noise, data.regression = [], regression_points(con, run_id)
         if "review_decisions" in tables:

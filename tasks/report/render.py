@@ -14,6 +14,7 @@ from tasks.report.charts import (
     chart_noise_matrix,
     chart_regression,
     chart_scores,
+    chart_slices,
     chart_trend,
 )
 from tasks.report.read import ReportData, _spec, load_report_data
@@ -75,6 +76,7 @@ def render_html(data: ReportData) -> str:
             "evaluation": None if data.regression is not None else chart_evaluation(
                 data.evaluations),
             "regression": chart_regression(data.regression),
+            "slices": chart_slices(data.slices),
         },
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     )

@@ -1,0 +1,75 @@
+"""tasks/trust.py: well-labeled, ambiguous and slice statistics on data where the truth is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tasks.trust import ambiguity, slice_summary, well_labeled
+
+
+def test_well_labeled_needs_agreement_confidence_no_flag_and_a_trusted_model() -> None:
+    probs = np.array([[0.95, 0.05], [0.6, 0.4], [0.05, 0.95], [0.97, 0.03]])
+    given = np.array([0, 0, 0, 0])
+    issue = np.array([False, False, True, True])
+    flag, score = well_labeled(given, probs, issue, trusted=True, min_score=0.9)
+    assert flag.tolist() == [True, False, False, False]
+    assert np.allclose(score, [0.95, 0.6, 0.05, 0.97])
+    flag, _ = well_labeled(given, probs, issue, trusted=False, min_score=0.9)
+    assert not flag.any()
+
+
+def test_ambiguous_when_probability_is_split_and_given_label_is_plausible() -> None:
+    probs = np.array([[0.45, 0.40, 0.15],   # split, given 1 plausible -> ambiguous
+                      [0.45, 0.40, 0.15],   # split, but given 2 is not plausible
+                      [0.90, 0.05, 0.05],   # confident
+                      [0.34, 0.33, 0.33]])  # near tie of three
+    given = np.array([1, 2, 0, 2])
+    flag, score, plausible = ambiguity(given, probs, ("a", "b", "c"))
+    assert flag.tolist() == [True, False, False, True]
+    assert score[0] > score[2] and score[3] > 0.98
+    assert plausible[0] == "a|b" and plausible[3] == "a|b|c" and plausible[2] is None
+
+
+def test_a_slice_with_three_times_the_noise_is_flagged_and_clean_slices_are_not() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    source = rng.choice(["s1", "s2", "s3", "s4"], size=n)
+    rate = np.where(source == "s3", 0.24, 0.08)
+    issue = rng.random(n) < rate
+    region = rng.choice(["north", "south"], size=n)  # unrelated to the noise
+    out = slice_summary(pd.DataFrame({"source": source, "region": region}), issue,
+                        np.where(issue, 0.1, 0.9))
+    flagged = out[out["is_flagged"]]
+    assert flagged[["slice_column", "slice_value"]].values.tolist() == [["source", "s3"]]
+    s3 = out.set_index("slice_value").loc["s3"]
+    assert s3["issue_rate_low"] < s3["issue_rate"] < s3["issue_rate_high"]
+    assert s3["q_value"] >= s3["p_value"]
+
+
+def test_small_slices_are_listed_not_tested_and_missing_is_a_value() -> None:
+    issue = np.array([True] * 5 + [False] * 95)
+    col = pd.Series(["x"] * 5 + [None] * 95, dtype=object)
+    out = slice_summary(pd.DataFrame({"annotator": col}), issue, np.ones(100))
+    assert set(out["slice_value"]) == {"x", "(missing)"}
+    small = out.set_index("slice_value").loc["x"]
+    assert np.isnan(small["p_value"]) and not small["is_flagged"]
+
+
+def test_an_ambiguous_label_issue_is_reviewed_not_dropped_or_relabelled() -> None:
+    from tasks.decide import apply_policy
+    from tasks.spec import Policy
+
+    issues = pd.DataFrame({
+        "row_id": ["a", "b", "c"], "given_label": ["x", "x", "y"],
+        "suggested_label": ["y", "y", "y"], "suggested_label_confidence": [0.99, 0.99, 0.9],
+        "suggested_label_agreement": [1.0, 1.0, 1.0],
+        "is_label_issue": pd.array([True, True, False], dtype="boolean"),
+        "label_score": [0.01, 0.3, 0.9],
+        "is_ambiguous": [False, True, False]})
+    assert apply_policy(issues, Policy())["action"].tolist() == ["drop", "review", "keep"]
+    relabel = apply_policy(issues, Policy(label="relabel", relabel_threshold=0.9))
+    assert relabel["action"].tolist() == ["relabel", "review", "keep"]
+    assert apply_policy(issues, Policy(ambiguous="drop"))["action"].tolist()[1] == "drop"
+    untrusted = apply_policy(issues, Policy(ambiguous="drop"), trusted=False)
+    assert untrusted["action"].tolist()[:2] == ["review", "review"]

@@ -59,8 +59,9 @@ def datasets(
     landing: LandingOpt = Path("data/landing"),
     db: DbOpt = Path("data/warehouse.duckdb"),
 ) -> None:
-    """List the datasets: folder, batches, rows, last run, health, disk use; and the landed
-    files that belong to no dataset folder (they start no run).
+    """List the datasets (batches, rows, last run, health, disk use) and stray landed files.
+
+    Also lists the landed files that belong to no dataset folder: they start no run.
 
     Example: cleanset datasets --landing data/landing
     """
@@ -111,9 +112,11 @@ def gc(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List what would be deleted and its size; delete nothing.")] = False,
 ) -> None:
-    """Delete what retention no longer keeps: old runs' work files, Prefect cache records that
-    name them, their `<dataset>_clean_history` and `issues` rows, their reports; and work files
-    no run names (older than --grace hours). The latest runs (and every batch's snapshot) stay.
+    """Delete what retention no longer keeps (--dry-run lists it first).
+
+    Old runs' work files, the Prefect cache records that name them, their
+    `<dataset>_clean_history` and `issues` rows and their reports; and work files no run names
+    (older than --grace hours). The latest runs (and every batch's snapshot) stay.
 
     Example: cleanset gc --dry-run
     """
@@ -164,8 +167,7 @@ def init(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a cleanset.yaml.")] = False,
 ) -> None:
-    """Make FOLDER a dataset: write its cleanset.yaml (its settings; every file dropped into
-    the folder becomes a batch of the dataset).
+    """Make FOLDER a dataset: write its cleanset.yaml; each file dropped there is a batch.
 
     Example: cleanset init data/landing/churn --label churned --id customer_id
     """

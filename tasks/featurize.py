@@ -335,6 +335,24 @@ def refuse_continuous_label(labels: pd.Series, label: str) -> None:
             "column with --label")
 
 
+def _plan_and_keep(
+    df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
+    features: list[str] | None, group: str | None, also_exclude: tuple[str, ...],
+    plan: FeaturePlan | None, roles: dict[str, str] | None,
+) -> tuple[FeaturePlan, np.ndarray]:
+    """The feature plan (inferred unless given) and the rows that can be scored: not
+    quarantined, label present. Shared by the classification and regression designs."""
+    if group is not None and group not in df.columns:
+        raise CleansetError(f"group column {group!r} is not in the data; available columns: "
+                            f"{', '.join(map(str, df.columns))}")
+    exclude = [id_column] + ([group] if group else []) + list(also_exclude)
+    plan = plan or infer_roles(df, label, exclude, text, features, roles)
+    keep = np.ones(len(df), dtype=bool)
+    keep[quarantined] = False
+    keep &= df[label].notna().to_numpy()
+    return plan, keep
+
+
 def design(
     df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
     features: list[str] | None, n_folds: int, seed: int, group: str | None = None,
@@ -349,14 +367,8 @@ def design(
     out-of-fold probabilities (the class would be missing from some training split), so they are
     not scored; they are returned as `rare` positions and flagged for review instead.
     """
-    if group is not None and group not in df.columns:
-        raise CleansetError(f"group column {group!r} is not in the data; available columns: "
-                            f"{', '.join(map(str, df.columns))}")
-    exclude = [id_column] + ([group] if group else []) + list(also_exclude)
-    plan = plan or infer_roles(df, label, exclude, text, features, roles)
-    keep = np.ones(len(df), dtype=bool)
-    keep[quarantined] = False
-    keep &= df[label].notna().to_numpy()
+    plan, keep = _plan_and_keep(df, label, id_column, quarantined, text, features, group,
+                                also_exclude, plan, roles)
     refuse_continuous_label(df[label][keep], label)
     rare = rare_classes(df[label][keep], n_folds)
     is_rare = keep & df[label].map(lambda v: v is not None and _label_text(v) in rare,
@@ -395,14 +407,8 @@ def regression_design(
 ) -> tuple[FeaturePlan, np.ndarray, np.ndarray, np.ndarray]:
     """Plan features, take the targets of the scored rows (not quarantined, label present) as
     floats, and assign folds stratified by target quantile (and by group when given)."""
-    if group is not None and group not in df.columns:
-        raise CleansetError(f"group column {group!r} is not in the data; available columns: "
-                            f"{', '.join(map(str, df.columns))}")
-    exclude = [id_column] + ([group] if group else []) + list(also_exclude)
-    plan = plan or infer_roles(df, label, exclude, text, features, roles)
-    keep = np.ones(len(df), dtype=bool)
-    keep[quarantined] = False
-    keep &= df[label].notna().to_numpy()
+    plan, keep = _plan_and_keep(df, label, id_column, quarantined, text, features, group,
+                                also_exclude, plan, roles)
     positions = np.flatnonzero(keep)
     values = df[label].iloc[positions]
     y = (values if pd.api.types.is_numeric_dtype(values) else pd.to_numeric(

@@ -128,8 +128,13 @@ def run(
     if source and is_dataset_folder(source):  # a dataset folder: its batches, its settings
         from flows.datasets_cli import run_folder
 
-        given = [f"--{k}" for k, v in {"label": label, "id": id, "text": text, "config": config,
-                                       "dataset": dataset, "model": model}.items() if v]
+        settings = {"label": label, "task": task, "id": id, "text": text, "feature": features,
+                    "dataset": dataset, "config": config, "suite": suite, "group": group,
+                    "slices": slices, "model": model, "budget": budget, "role": role,
+                    "dry-run": dry_run, "prune": prune, "pred-probs": pred_probs,
+                    "pred-prob-column": pred_prob_columns, "embeddings": embeddings,
+                    "test": test, "eval-holdout": eval_holdout, "folds": folds, "seed": seed}
+        given = [f"--{k}" for k, v in settings.items() if v not in (None, False, [], ())]
         return run_folder(source, db, work_dir, refresh, quiet, runner, address, given)
 
     try:

@@ -4,7 +4,8 @@ a dataset folder (`data/landing/<dataset>/cleanset.yaml` plus
 its batch files) and the nightly flow over every dataset folder. Wiring only (tasks/batches.py,
 tasks/retention.py hold the logic).
 
-    register-batches -> ingest (each new batch) -> admit-batches (the audit seam)
+    register-batches -> ingest (each new batch) -> audit-batch (each new batch against the
+      accepted rows) -> admit-batches
       -> accumulate (all accepted batches) -> validate ... publish (+ batches rows) -> retain
       -> alert (cleanset.dataset.degraded) -> report
 
@@ -22,7 +23,15 @@ from prefect import flow, get_run_logger, runtime
 
 from flows.clean import cached, clean_steps
 from flows.runners import task_runner
-from tasks.batches import Batch, accumulate, admit_batches, alert, register_batches
+from tasks.batches import (
+    Batch,
+    accumulate,
+    admit_batches,
+    alert,
+    audit_batch_stage,
+    audit_plan_args,
+    register_batches,
+)
 from tasks.errors import CleansetError, hide_user_error_tracebacks
 from tasks.ingest import ingest
 from tasks.publish import RunSummary, on_flow_failure
@@ -77,7 +86,14 @@ def clean_folder(folder: str, db: str | None = None, work_dir: str | None = None
              for b in plan.known]
     new = [b.model_copy(update={"snapshot": snap[b.batch_id].table}) for b in plan.new]
     added = {bid: s.row_id_added for bid, s in snap.items()}
-    admitted = admit_batches(plan, new)
+    audited, reference = [], [b.snapshot for b in known]
+    for b in new:  # each against the rows accepted before it (earlier new batches included)
+        b = staged(audit_batch_stage)(reference=list(reference), batch=b,
+                                      **audit_plan_args(spec))
+        audited.append(b)
+        if b.status == "accepted":
+            reference.append(b.snapshot)
+    admitted = admit_batches(plan, audited)
     accepted = [*known, *(b for b in admitted if b.status == "accepted")]
     if not accepted:
         raise CleansetError(f"dataset {spec.dataset_name}: every batch is quarantined; nothing "

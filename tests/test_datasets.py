@@ -355,6 +355,52 @@ def test_batches_accumulate_and_decisions_stay_with_their_rows(workdir):
 
 
 @pytest.mark.usefixtures("prefect_server")
+def test_a_drifted_batch_is_flagged_and_a_batch_missing_a_feature_is_quarantined(workdir):
+    from flows.folders import clean_folder
+    from tasks.report import report_path
+
+    db = str(workdir / "data" / "warehouse.duckdb")
+    folder = _folder(workdir, "audited", "label: label\nmodel: logreg\nfolds: 3\n")
+    data = blobs(240, seed=1)
+    _write(folder / "monday.csv", data.iloc[:120], mtime=1_000)
+    first = clean_folder(str(folder), db=db)
+    assert [(a["status"], a["reason"]) for a in first.batch_audits] == [("accepted", FIRST_BATCH)]
+
+    drifted = data.iloc[120:180].copy()
+    drifted["x0"] += data["x0"].std()
+    _write(folder / "tuesday.csv", drifted, mtime=2_000)
+    second = clean_folder(str(folder), db=db)
+    (tuesday,) = second.batch_audits
+    assert tuesday["status"] == "accepted" and second.n_rows == 180
+    assert ("numeric_drift", "x0", "warn") in {
+        (c["check_name"], c["column_name"], c["outcome"]) for c in tuesday["flagged"]}
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT run_id, outcome, severity FROM batch_audit WHERE batch_id = ? "
+                           "AND check_name = 'numeric_drift' AND column_name = 'x0'",
+                           [tuesday["batch_id"]]).fetchall() == [
+            (second.run_id, "warn", "warning")]
+        before = sorted(con.execute("SELECT * FROM audited_clean").fetchall())
+
+    _write(folder / "wednesday.csv", data.iloc[180:].drop(columns=["x3"]), mtime=3_000)
+    third = clean_folder(str(folder), db=db)
+    (wednesday,) = third.batch_audits
+    assert third.quarantined_batches == (wednesday["batch_id"],) and third.n_rows == 180
+    assert "column_missing (x3)" in wednesday["reason"]
+    assert "To accept it anyway" in wednesday["reason"] and "quarantined" in third.degraded
+    with duckdb.connect(db, read_only=True) as con:
+        assert sorted(con.execute("SELECT * FROM audited_clean").fetchall()) == before
+        assert con.execute("SELECT status, reason FROM batches WHERE batch_id = ?",
+                           [wednesday["batch_id"]]).fetchall() == [
+            ("quarantined", wednesday["reason"])]
+        assert con.execute("SELECT count(*) FROM issues WHERE batch_id = ?",
+                           [wednesday["batch_id"]]).fetchall() == [(0,)]
+        assert con.execute("SELECT outcome FROM batch_audit WHERE batch_id = ? AND check_name = "
+                           "'column_missing'", [wednesday["batch_id"]]).fetchall() == [("fail",)]
+    page = report_path(Path(db), "audited", third.run_id).read_text()
+    assert "This batch against the dataset" in page and wednesday["batch_id"] in page
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_a_run_killed_during_publish_leaves_the_warehouse_and_its_batches_as_before(workdir):
     from prefect.settings import get_current_settings
 

@@ -64,7 +64,9 @@ class BatchPlan(BaseModel):
     dataset: str
     folder: str
     known: tuple[Batch, ...] = ()  # accepted before, in arrival order
-    quarantined: tuple[Batch, ...] = ()  # quarantined before: not used
+    quarantined: tuple[Batch, ...] = ()  # quarantined before, file or snapshot at hand:
+    #                                      audited again (its settings may have changed)
+    gone: tuple[Batch, ...] = ()  # quarantined before, neither file nor snapshot left
     new: tuple[Batch, ...] = ()  # never seen: to be audited, in arrival order
     repeats: tuple[tuple[str, str], ...] = ()  # (file, why): content of a batch already seen
 
@@ -129,7 +131,7 @@ def plan_batches(db: Path, dataset: str, folder: Path) -> BatchPlan:
         arrived = datetime.fromtimestamp(f.stat().st_mtime, UTC)
         new.append(Batch(batch_id=batch_id(sha), file=str(f.absolute()), sha256=sha,
                          arrived_at=arrived))
-    known, quarantined = [], []
+    known, quarantined, gone = [], [], []
     for r in recorded:
         snap = r.get("snapshot_path")
         ref = None  # read again from its file (cached) while it is there, else its snapshot
@@ -138,8 +140,14 @@ def plan_batches(db: Path, dataset: str, folder: Path) -> BatchPlan:
         batch = Batch(batch_id=r["batch_id"], file=r["file"], sha256=r["sha256"],
                       arrived_at=r["arrived_at"], snapshot=ref, status=r["status"],
                       reason=r.get("reason") or "", run_id=r["run_id"])
-        if r["status"] != "accepted":
-            quarantined.append(batch)
+        if r["status"] != "accepted":  # audited again each run (cached): a changed audit
+            source = on_disk.get(r["sha256"])  # setting can accept it
+            if source is not None:
+                batch = batch.model_copy(update={"file": str(Path(source).absolute())})
+            if source is not None or ref is not None:
+                quarantined.append(batch)
+            else:
+                gone.append(batch)
             continue
         if ref is None:
             source = on_disk.get(r["sha256"])
@@ -154,7 +162,8 @@ def plan_batches(db: Path, dataset: str, folder: Path) -> BatchPlan:
             batch = batch.model_copy(update={"file": str(Path(source).absolute())})
         known.append(batch)
     return BatchPlan(dataset=dataset, folder=str(folder), known=tuple(known),
-                     quarantined=tuple(quarantined), new=tuple(new), repeats=tuple(repeats))
+                     quarantined=tuple(quarantined), gone=tuple(gone), new=tuple(new),
+                     repeats=tuple(repeats))
 
 
 @stage("register-batches", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])

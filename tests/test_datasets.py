@@ -399,6 +399,18 @@ def test_a_drifted_batch_is_flagged_and_a_batch_missing_a_feature_is_quarantined
     page = report_path(Path(db), "audited", third.run_id).read_text()
     assert "This batch against the dataset" in page and wednesday["batch_id"] in page
 
+    # as its reason says: with the check's severity lowered, the batch is audited again, joins
+    (folder / "cleanset.yaml").write_text("label: label\nmodel: logreg\nfolds: 3\n"
+                                          "audit: {severity: {column_missing: warning}}\n")
+    fourth = clean_folder(str(folder), db=db)
+    assert fourth.n_rows == 240 and fourth.new_batches == (wednesday["batch_id"],)
+    assert not fourth.quarantined_batches
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT status, run_id FROM batches WHERE batch_id = ?",
+                           [wednesday["batch_id"]]).fetchall() == [("accepted", fourth.run_id)]
+        assert con.execute("SELECT outcome FROM batch_audit WHERE batch_id = ? AND check_name = "
+                           "'column_missing'", [wednesday["batch_id"]]).fetchall() == [("warn",)]
+
 
 @pytest.mark.usefixtures("prefect_server")
 def test_a_run_killed_during_publish_leaves_the_warehouse_and_its_batches_as_before(workdir):

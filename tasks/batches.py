@@ -175,7 +175,8 @@ def register_batches(spec: DatasetSpec) -> BatchPlan:
     for file, why in plan.repeats:
         logger.info("not a new batch: %s (%s)", file, why)
     logger.info("dataset %s: %d accepted batch(es), %d new, %d quarantined before",
-                plan.dataset, len(plan.known), len(plan.new), len(plan.quarantined))
+                plan.dataset, len(plan.known), len(plan.new),
+                len(plan.quarantined) + len(plan.gone))
     if not plan.known and not plan.new:
         raise CleansetError(f"dataset folder {plan.folder} holds no data file that is or can "
                             "become an accepted batch (CSV/TSV/Parquet/JSON Lines/Excel)")

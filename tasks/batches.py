@@ -188,7 +188,8 @@ FIRST_BATCH = "the dataset's first batch: nothing accepted before it to audit it
 
 def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                     text: list[str], features: list[str] | None, roles: dict[str, str] | None,
-                    settings: AuditSettings, seed: int = 0) -> Batch:
+                    settings: AuditSettings, seed: int = 0, id_column: str | None = None
+                    ) -> Batch:
     """`batch` (its snapshot ingested) audited against the dataset's accepted rows (`reference`:
     their snapshots): accepted, accepted with warnings (accepted, its warned checks recorded) or
     quarantined with the audit's reason (which says how to accept it anyway). The feature plan
@@ -206,8 +207,7 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
     plan = infer_roles(ref, label, [c for c in dict.fromkeys(skip) if c in ref.columns],
                        list(text), list(features) if features else None, dict(roles or {}))
     result = audit_batch(ref, new, plan, label, settings,
-                         id_column=next((c for c in exclude[:1] if c in ref.columns), None),
-                         seed=seed)
+                         id_column=id_column if id_column in ref.columns else None, seed=seed)
     status = "quarantined" if result.decision == "quarantine" else "accepted"
     return batch.model_copy(update={"status": status, "reason": result.reason,
                                     "audit": result.model_dump(mode="json")})
@@ -216,12 +216,12 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
 @stage("audit-batch")
 def audit_batch_stage(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                       text: list[str], features: list[str] | None,
-                      roles: dict[str, str] | None, settings: AuditSettings, seed: int = 0
-                      ) -> Batch:
+                      roles: dict[str, str] | None, settings: AuditSettings, seed: int = 0,
+                      id_column: str | None = None) -> Batch:
     """One new batch audited against the accepted rows (cached on their snapshots and the
     audit settings)."""
     return audit_new_batch(reference, batch, label, exclude, text, features, roles, settings,
-                           seed)
+                           seed, id_column)
 
 
 def audit_plan_args(spec: DatasetSpec) -> dict:
@@ -230,7 +230,7 @@ def audit_plan_args(spec: DatasetSpec) -> dict:
     return {"label": spec.label, "exclude": exclude, "text": list(spec.text),
             "features": list(spec.features) if spec.features else None,
             "roles": dict(spec.feature_roles) if spec.feature_roles else None,
-            "settings": spec.audit, "seed": spec.seed}
+            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id}
 
 
 @stage("admit-batches", cache_policy=NO_CACHE)

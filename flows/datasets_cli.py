@@ -45,6 +45,14 @@ def run_folder(folder: str, db: Path | None, work_dir: Path | None, refresh: boo
     if summary.n_replaced:
         line += f"; {summary.n_replaced} row(s) replaced by a later batch (same id)"
     console.print(line, highlight=False, soft_wrap=True)
+    for b in summary.batch_audits:  # each new batch against the dataset (tasks/audit.py)
+        status = "accepted with warnings" if b["status"] == "accepted" and b["flagged"] else \
+            b["status"]
+        console.print(f"  batch {b['batch_id']} ({b['file']}): {status}: {b['reason']}",
+                      highlight=False, soft_wrap=True, markup=False)
+        for c in b["flagged"]:
+            console.print(f"    {c['outcome']}: {c['message']}", highlight=False,
+                          soft_wrap=True, markup=False)
     if summary.degraded:
         from flows.options import err
 

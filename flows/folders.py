@@ -4,7 +4,8 @@ a dataset folder (`data/landing/<dataset>/cleanset.yaml` plus
 its batch files) and the nightly flow over every dataset folder. Wiring only (tasks/batches.py,
 tasks/retention.py hold the logic).
 
-    register-batches -> ingest (each new batch) -> admit-batches (the audit seam)
+    register-batches -> ingest (each new batch) -> audit-batch (each new batch against the
+      accepted rows) -> admit-batches
       -> accumulate (all accepted batches) -> validate ... publish (+ batches rows) -> retain
       -> alert (cleanset.dataset.degraded) -> report
 
@@ -22,7 +23,15 @@ from prefect import flow, get_run_logger, runtime
 
 from flows.clean import cached, clean_steps
 from flows.runners import task_runner
-from tasks.batches import Batch, accumulate, admit_batches, alert, register_batches
+from tasks.batches import (
+    Batch,
+    accumulate,
+    admit_batches,
+    alert,
+    audit_batch_stage,
+    audit_plan_args,
+    register_batches,
+)
 from tasks.errors import CleansetError, hide_user_error_tracebacks
 from tasks.ingest import ingest
 from tasks.publish import RunSummary, on_flow_failure
@@ -72,19 +81,38 @@ def clean_folder(folder: str, db: str | None = None, work_dir: str | None = None
                               "batch): no run", arrived, spec.dataset_name)
         return None
     snap = {b.batch_id: staged(ingest)(b.file, spec.id, work)
-            for b in [*plan.known, *plan.new] if b.snapshot is None}
-    known = [b if b.snapshot else b.model_copy(update={"snapshot": snap[b.batch_id].table})
-             for b in plan.known]
-    new = [b.model_copy(update={"snapshot": snap[b.batch_id].table}) for b in plan.new]
+            for b in [*plan.known, *plan.new, *plan.quarantined] if b.snapshot is None}
+
+    def ready(b: Batch) -> Batch:
+        return b if b.snapshot else b.model_copy(update={"snapshot": snap[b.batch_id].table})
+
+    known = [ready(b) for b in plan.known]
     added = {bid: s.row_id_added for bid, s in snap.items()}
-    admitted = admit_batches(plan, new)
+    audited, reference = [], [b.snapshot for b in known]
+    for b in map(ready, plan.new):  # each against the rows accepted before it
+        b = staged(audit_batch_stage)(reference=list(reference), batch=b,
+                                      **audit_plan_args(spec))
+        audited.append(b)
+        if b.status == "accepted":
+            reference.append(b.snapshot)
+    still, late = [], []  # batches quarantined before, audited again: changed settings
+    for b in map(ready, plan.quarantined):  # may accept them now
+        again = staged(audit_batch_stage)(reference=list(reference), batch=b,
+                                          **audit_plan_args(spec))
+        if again.status == "accepted":
+            late.append(again.model_copy(update={"run_id": None}))  # recorded anew
+        else:
+            still.append(b)
+    admitted = admit_batches(plan, [*audited, *late])
     accepted = [*known, *(b for b in admitted if b.status == "accepted")]
+    if late:  # a batch accepted late joins in its arrival order
+        accepted.sort(key=lambda b: b.arrived_at)
     if not accepted:
         raise CleansetError(f"dataset {spec.dataset_name}: every batch is quarantined; nothing "
                             "to clean")
     parts = [(b.batch_id, b.snapshot, added.get(b.batch_id, _added(b, spec))) for b in accepted]
     acc = staged(accumulate)(parts=parts, id_column=spec.id, work_dir=work)
-    acc = acc.model_copy(update={"batches": (*known, *admitted, *plan.quarantined)})
+    acc = acc.model_copy(update={"batches": (*known, *admitted, *still, *plan.gone)})
     summary = clean_steps(spec, acc.snapshot, refresh, accumulated=acc)
     degraded = alert(spec, summary.run_id, summary.label_health_score,
                      list(summary.quarantined_batches))

@@ -4,9 +4,10 @@ warehouse's `batches` table has not seen for the dataset becomes a new batch.
 
 - `plan_batches`: which files are new batches, which are known (accepted or quarantined) and
   which repeat a known batch's content (the same sha256 is never a second batch).
-- `admit_batches`: the seam where each new batch is audited against the dataset before it is
-  accepted. For now it accepts every batch; the audit (drift, schema, cross-batch copies) plugs
-  in here and may return `quarantined` with a reason: nothing of a quarantined batch is used.
+- `audit_new_batch` / `admit_batches`: each new batch is audited against the dataset's accepted
+  rows before it joins (tasks/audit.py: schema, drift, labels, cross-batch copies): accepted,
+  accepted with warnings, or `quarantined` with the audit's reason: nothing of a quarantined
+  batch is used. The first batch of a dataset has nothing to be audited against: accepted.
 - `accumulate`: one snapshot of all accepted batches in arrival order. Row identity across
   batches: the dataset's id column, and an id that comes again in a later batch replaces the
   earlier row (the earlier version stays in `<dataset>_clean_history`); without an id column
@@ -30,7 +31,7 @@ from tasks.caching import stage
 from tasks.errors import CleansetError
 from tasks.ingest import ROW_ID, Snapshot
 from tasks.landing import is_candidate
-from tasks.spec import DATASET_FILE, DatasetSpec
+from tasks.spec import DATASET_FILE, AuditSettings, DatasetSpec
 from tasks.store import TableRef, file_sha256, write_batches
 from tasks.warehouse import connect, quote_ident, read_dicts, table_names
 
@@ -53,6 +54,7 @@ class Batch(BaseModel):
     status: str = "accepted"  # accepted | quarantined
     reason: str = ""
     run_id: str | None = None  # the run that accepted (or quarantined) it; None while new
+    audit: dict | None = None  # its audit against the dataset (audit.AuditResult as a dict)
 
 
 class BatchPlan(BaseModel):
@@ -62,7 +64,9 @@ class BatchPlan(BaseModel):
     dataset: str
     folder: str
     known: tuple[Batch, ...] = ()  # accepted before, in arrival order
-    quarantined: tuple[Batch, ...] = ()  # quarantined before: not used
+    quarantined: tuple[Batch, ...] = ()  # quarantined before, file or snapshot at hand:
+    #                                      audited again (its settings may have changed)
+    gone: tuple[Batch, ...] = ()  # quarantined before, neither file nor snapshot left
     new: tuple[Batch, ...] = ()  # never seen: to be audited, in arrival order
     repeats: tuple[tuple[str, str], ...] = ()  # (file, why): content of a batch already seen
 
@@ -127,7 +131,7 @@ def plan_batches(db: Path, dataset: str, folder: Path) -> BatchPlan:
         arrived = datetime.fromtimestamp(f.stat().st_mtime, UTC)
         new.append(Batch(batch_id=batch_id(sha), file=str(f.absolute()), sha256=sha,
                          arrived_at=arrived))
-    known, quarantined = [], []
+    known, quarantined, gone = [], [], []
     for r in recorded:
         snap = r.get("snapshot_path")
         ref = None  # read again from its file (cached) while it is there, else its snapshot
@@ -136,8 +140,14 @@ def plan_batches(db: Path, dataset: str, folder: Path) -> BatchPlan:
         batch = Batch(batch_id=r["batch_id"], file=r["file"], sha256=r["sha256"],
                       arrived_at=r["arrived_at"], snapshot=ref, status=r["status"],
                       reason=r.get("reason") or "", run_id=r["run_id"])
-        if r["status"] != "accepted":
-            quarantined.append(batch)
+        if r["status"] != "accepted":  # audited again each run (cached): a changed audit
+            source = on_disk.get(r["sha256"])  # setting can accept it
+            if source is not None:
+                batch = batch.model_copy(update={"file": str(Path(source).absolute())})
+            if source is not None or ref is not None:
+                quarantined.append(batch)
+            else:
+                gone.append(batch)
             continue
         if ref is None:
             source = on_disk.get(r["sha256"])
@@ -152,7 +162,8 @@ def plan_batches(db: Path, dataset: str, folder: Path) -> BatchPlan:
             batch = batch.model_copy(update={"file": str(Path(source).absolute())})
         known.append(batch)
     return BatchPlan(dataset=dataset, folder=str(folder), known=tuple(known),
-                     quarantined=tuple(quarantined), new=tuple(new), repeats=tuple(repeats))
+                     quarantined=tuple(quarantined), gone=tuple(gone), new=tuple(new),
+                     repeats=tuple(repeats))
 
 
 @stage("register-batches", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
@@ -164,29 +175,75 @@ def register_batches(spec: DatasetSpec) -> BatchPlan:
     for file, why in plan.repeats:
         logger.info("not a new batch: %s (%s)", file, why)
     logger.info("dataset %s: %d accepted batch(es), %d new, %d quarantined before",
-                plan.dataset, len(plan.known), len(plan.new), len(plan.quarantined))
+                plan.dataset, len(plan.known), len(plan.new),
+                len(plan.quarantined) + len(plan.gone))
     if not plan.known and not plan.new:
         raise CleansetError(f"dataset folder {plan.folder} holds no data file that is or can "
                             "become an accepted batch (CSV/TSV/Parquet/JSON Lines/Excel)")
     return plan
 
 
-def accept_all(new: list[Batch]) -> list[Batch]:
-    """The audit seam's default: every new batch is accepted."""
-    return [b.model_copy(update={"status": "accepted", "reason": "no audit configured"})
-            for b in new]
+FIRST_BATCH = "the dataset's first batch: nothing accepted before it to audit it against"
+
+
+def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
+                    text: list[str], features: list[str] | None, roles: dict[str, str] | None,
+                    settings: AuditSettings, seed: int = 0, id_column: str | None = None
+                    ) -> Batch:
+    """`batch` (its snapshot ingested) audited against the dataset's accepted rows (`reference`:
+    their snapshots): accepted, accepted with warnings (accepted, its warned checks recorded) or
+    quarantined with the audit's reason (which says how to accept it anyway). The feature plan
+    is featurize's inference on the reference. The first batch of a dataset is accepted."""
+    import pandas as pd
+
+    from tasks.audit import audit_batch
+    from tasks.featurize import infer_roles
+
+    if not reference:
+        return batch.model_copy(update={"status": "accepted", "reason": FIRST_BATCH})
+    ref = pd.concat([pd.read_parquet(r.path) for r in reference], ignore_index=True)
+    new = pd.read_parquet(batch.snapshot.path)
+    skip = [ROW_ID, *exclude]  # ids, the group, supplied pred_probs: not features
+    plan = infer_roles(ref, label, [c for c in dict.fromkeys(skip) if c in ref.columns],
+                       list(text), list(features) if features else None, dict(roles or {}))
+    result = audit_batch(ref, new, plan, label, settings,
+                         id_column=id_column if id_column in ref.columns else None, seed=seed)
+    status = "quarantined" if result.decision == "quarantine" else "accepted"
+    return batch.model_copy(update={"status": status, "reason": result.reason,
+                                    "audit": result.model_dump(mode="json")})
+
+
+@stage("audit-batch")
+def audit_batch_stage(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
+                      text: list[str], features: list[str] | None,
+                      roles: dict[str, str] | None, settings: AuditSettings, seed: int = 0,
+                      id_column: str | None = None) -> Batch:
+    """One new batch audited against the accepted rows (cached on their snapshots and the
+    audit settings)."""
+    return audit_new_batch(reference, batch, label, exclude, text, features, roles, settings,
+                           seed, id_column)
+
+
+def audit_plan_args(spec: DatasetSpec) -> dict:
+    """The dataset settings the audit of a batch depends on (audit_batch_stage's arguments)."""
+    exclude = [c for c in (spec.id, spec.group, *spec.pred_prob_columns) if c]
+    return {"label": spec.label, "exclude": exclude, "text": list(spec.text),
+            "features": list(spec.features) if spec.features else None,
+            "roles": dict(spec.feature_roles) if spec.feature_roles else None,
+            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id}
 
 
 @stage("admit-batches", cache_policy=NO_CACHE)
 def admit_batches(plan: BatchPlan, new: list[Batch]) -> list[Batch]:
-    """Each new batch (its snapshot ingested) audited against the dataset's accepted batches
-    before it joins: `accepted` or `quarantined` with a reason. THE SEAM for the batch audit
-    (tasks/audit.py): it accepts every batch until that is wired in here."""
-    admitted = accept_all(new)
-    for b in admitted:
-        get_run_logger().info("batch %s (%s, %d rows): %s", b.batch_id, Path(b.file).name,
-                              b.snapshot.n_rows if b.snapshot else 0, b.status)
-    return admitted
+    """The new batches as audited (audit_batch_stage), logged: each `accepted` or `quarantined`
+    with its reason; nothing of a quarantined batch is used."""
+    logger = get_run_logger()
+    for b in new:
+        rows = b.snapshot.n_rows if b.snapshot else 0
+        log = logger.warning if b.status != "accepted" else logger.info
+        log("batch %s (%s, %d rows): %s: %s", b.batch_id, Path(b.file).name, rows, b.status,
+            b.reason)
+    return list(new)
 
 
 def accumulate_snapshots(parts: list[tuple[str, TableRef, bool]], id_column: str | None,

@@ -23,7 +23,7 @@ from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
 from tasks.audit import AuditResult
-from tasks.batches import Accumulated
+from tasks.batches import Accumulated, Batch
 from tasks.caching import TASKS_DIR, stage
 from tasks.choose import ModelChoice
 from tasks.decide import Decided
@@ -84,6 +84,8 @@ class RunSummary(BaseModel):
     quarantined_batches: tuple[str, ...] = ()  # batch ids quarantined by this run
     n_replaced: int = 0  # rows of earlier batches replaced by a later batch's (same id)
     degraded: str = ""  # why the run emitted cleanset.dataset.degraded, when it did
+    batch_audits: tuple[dict, ...] = ()  # this run's new batches against the dataset
+    #                                      (batch_audit_summary)
 
 
 EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2")
@@ -459,13 +461,28 @@ def batch_summary(accumulated: Accumulated | None) -> dict:
     return {"n_batches": sum(b.status == "accepted" for b in accumulated.batches),
             "new_batches": tuple(b.batch_id for b in new if b.status == "accepted"),
             "quarantined_batches": tuple(b.batch_id for b in new if b.status != "accepted"),
-            "n_replaced": accumulated.n_replaced}
+            "n_replaced": accumulated.n_replaced,
+            "batch_audits": tuple(batch_audit_summary(b) for b in new)}
+
+
+def batch_audit_summary(batch: Batch) -> dict:
+    """One new batch against the dataset, for the run summary, shaped like the report's
+    (report.read.run_batch_audits): status, reason, the checks that warned or failed."""
+    checks = (batch.audit or {}).get("checks", ())
+    flagged = [{"check_name": c["check"], "column_name": c["column"], "outcome": c["outcome"],
+                "severity": c["severity"], "effect_size": c["effect_size"],
+                "threshold": c["threshold"], "message": c["message"]}
+               for c in checks if c["outcome"] != "pass"]
+    return {"batch_id": batch.batch_id, "file": Path(batch.file).name,
+            "rows": batch.snapshot.n_rows if batch.snapshot else None, "status": batch.status,
+            "reason": batch.reason, "audited": bool(checks), "flagged": flagged}
 
 
 def write_batch_rows(con: duckdb.DuckDBPyConnection, dataset: str, run_id: str,
                      accumulated: Accumulated) -> None:
-    """Record the batches this run saw first (accepted or quarantined), in the run's
-    transaction: replaced when the same run is published again, never half-written."""
+    """Record the batches this run saw first (accepted or quarantined) and their audits
+    (`batch_audit`), in the run's transaction: replaced when the same run is published again,
+    never half-written."""
     new = [b for b in accumulated.batches if b.run_id is None]
     if not new:
         return
@@ -477,6 +494,16 @@ def write_batch_rows(con: duckdb.DuckDBPyConnection, dataset: str, run_id: str,
         [[dataset, b.batch_id, b.file, b.sha256, b.snapshot.n_rows if b.snapshot else None,
           b.arrived_at, run_id, b.status, b.reason or None,
           b.snapshot.path if b.snapshot else None] for b in new])
+    audited = [audit_frame(AuditResult.model_validate(b.audit), dataset, run_id, b.batch_id)
+               for b in new if b.audit]
+    if audited:  # one row per check per batch, replaced (never doubled) on a re-publish
+        con.executemany("DELETE FROM batch_audit WHERE dataset = ? AND batch_id = ?",
+                        [[dataset, b.batch_id] for b in new])
+        con.register("cleanset_audit_rows", pd.concat(audited, ignore_index=True))
+        try:
+            con.execute("INSERT INTO batch_audit SELECT * FROM cleanset_audit_rows")
+        finally:
+            con.unregister("cleanset_audit_rows")
 
 
 @stage("publish", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])

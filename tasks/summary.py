@@ -189,6 +189,26 @@ def top_issues_markdown(rows: list[dict], total: int, dataset: str, run_id: str)
     return "\n".join(lines) + "\n"
 
 
+def batch_audit_markdown(audits: list[dict], dataset: str, run_id: str) -> str:
+    """This run's new batches against the dataset (report.read.run_batch_audits rows): each
+    batch's outcome and reason, and its warned / failed checks."""
+    lines = [f"# {dataset}: new batches against the dataset (run {run_id})", ""]
+    for b in audits:
+        outcome = b["status"] if b["status"] != "accepted" or not b["flagged"] else \
+            "accepted with warnings"
+        lines += [f"## batch {b['batch_id']} ({b['file']}, {b['rows'] or 0:,} rows): {outcome}",
+                  "", b["reason"] or "", ""]
+        if b["flagged"]:
+            lines += ["| check | column | outcome | finding |", "|---|---|---|---|"]
+            lines += [f"| {c['check_name']} | {c['column_name'] or ''} | {c['outcome']} "
+                      f"({c['severity']}) | {c['message'].replace('|', '/')} |"
+                      for c in b["flagged"]]
+            lines.append("")
+    lines.append(f"Every check: `cleanset query \"SELECT * FROM batch_audit WHERE run_id = "
+                 f"'{run_id}'\"`")
+    return "\n".join(lines) + "\n"
+
+
 def artifact_key(dataset: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes."""
     return f"cleanset-{dataset.lower().replace('_', '-')}"
@@ -197,11 +217,14 @@ def artifact_key(dataset: str) -> str:
 @stage("run-artifacts", cache_policy=NO_CACHE, retries=0)
 def run_artifacts(spec: DatasetSpec, run_id: str, top: int = 15) -> None:
     """Summary table and top-issues markdown artifacts; a failure here never fails the run."""
+    from tasks.report.read import run_batch_audits  # tasks.report imports this module
+
     dataset = spec.dataset_name
     try:
         with open_warehouse(spec.db) as con:
             table = summary_table(con, run_id, dataset)
             rows, total = top_issues(con, run_id, top)
+            audits = run_batch_audits(con, run_id, dataset)
     except (duckdb.Error, CleansetError) as exc:
         get_run_logger().warning("run artifacts skipped: cannot read %s: %s", spec.db, exc)
         return
@@ -212,3 +235,7 @@ def run_artifacts(spec: DatasetSpec, run_id: str, top: int = 15) -> None:
     create_markdown_artifact(key=f"{key}-top-issues",
                              markdown=top_issues_markdown(rows, total, dataset, run_id),
                              description=f"worst flagged rows of run {run_id}")
+    if audits:
+        create_markdown_artifact(key=f"{key}-batch-audit",
+                                 markdown=batch_audit_markdown(audits, dataset, run_id),
+                                 description=f"new batches of run {run_id} against the dataset")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -18,13 +19,25 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.batches import accumulate_snapshots, degradation, plan_batches
+from tasks.batches import (
+    FIRST_BATCH,
+    Accumulated,
+    Batch,
+    accumulate_snapshots,
+    audit_new_batch,
+    audit_plan_args,
+    degradation,
+    plan_batches,
+)
 from tasks.errors import CleansetError
-from tasks.ingest import read_snapshot
+from tasks.ingest import Snapshot, read_snapshot
 from tasks.landing import LandingWatcher, dataset_folder_of, unregistered_files
-from tasks.publish import ensure_schema, transaction
+from tasks.publish import ensure_schema, transaction, write_batch_rows
+from tasks.report.read import run_batch_audits
 from tasks.retention import apply_gc, plan_gc, write_manifest
 from tasks.spec import load_dataset_spec
+from tasks.store import write_table
+from tasks.summary import batch_audit_markdown
 from tests.conftest import blobs
 from tests.warehouse import checksums
 
@@ -131,6 +144,55 @@ def test_degradation_says_why():
     assert fell["health_drop"] == pytest.approx(0.10) and "fell from 0.950 to 0.850" in \
         fell["reason"]
     assert "1 batch(es) quarantined: abc" in degradation(0.9, 0.9, 0.05, ["abc"])["reason"]
+
+
+def _batch(work: Path, frame: pd.DataFrame, name: str, day: int) -> Batch:
+    ref = write_table(frame, work, "snapshots")
+    return Batch(batch_id=ref.sha256[:12], file=str(work / f"{name}.csv"), sha256=ref.sha256,
+                 arrived_at=datetime(2026, 1, day, tzinfo=UTC), snapshot=ref)
+
+
+def test_each_new_batch_is_audited_against_the_accepted_rows(tmp_path):
+    data = blobs(240, seed=1)
+    spec = load_dataset_spec(_folder(tmp_path, "animals", "label: label\n"))
+    args = audit_plan_args(spec)
+    monday = _batch(tmp_path, data.iloc[:120], "monday", 1)
+    first = audit_new_batch([], monday, **args)
+    assert (first.status, first.reason, first.audit) == ("accepted", FIRST_BATCH, None)
+
+    drifted = data.iloc[120:180].copy()
+    drifted["x0"] += data["x0"].std()  # one standard deviation: numeric drift, a warning
+    tuesday = audit_new_batch([monday.snapshot], _batch(tmp_path, drifted, "tuesday", 2), **args)
+    assert tuesday.status == "accepted" and tuesday.audit["decision"] == "accept-with-warnings"
+    warned = {(c["check"], c["column"]) for c in tuesday.audit["checks"]
+              if c["outcome"] == "warn"}
+    assert ("numeric_drift", "x0") in warned and ("numeric_drift", "x1") not in warned
+
+    wednesday = audit_new_batch([monday.snapshot, tuesday.snapshot], _batch(
+        tmp_path, data.iloc[180:].drop(columns=["x3"]), "wednesday", 3), **args)
+    assert wednesday.status == "quarantined"
+    assert "column_missing (x3)" in wednesday.reason and "To accept it anyway" in wednesday.reason
+
+    # its rows go into the run's transaction; publishing the run again does not double them
+    acc = Accumulated(snapshot=Snapshot(table=monday.snapshot, source_sha256="s", files=(),
+                                        id_column="row_id", columns=()),
+                      provenance=monday.snapshot, batches=(tuesday, wednesday))
+    db = tmp_path / "warehouse.duckdb"
+    for _ in range(2):
+        with transaction(db) as con:
+            write_batch_rows(con, "animals", "run1", acc)
+    with duckdb.connect(str(db), read_only=True) as con:
+        counts = dict(con.execute("SELECT batch_id, count(*) FROM batch_audit GROUP BY ALL"
+                                  ).fetchall())
+        audits = run_batch_audits(con, "run1", "animals")
+    assert counts == {tuesday.batch_id: len(tuesday.audit["checks"]),
+                      wednesday.batch_id: len(wednesday.audit["checks"])}
+    assert [(a["batch_id"], a["status"]) for a in audits] == [
+        (tuesday.batch_id, "accepted"), (wednesday.batch_id, "quarantined")]
+    assert ("numeric_drift", "x0") in {(c["check_name"], c["column_name"])
+                                       for c in audits[0]["drift"]}
+    text = batch_audit_markdown(audits, "animals", "run1")
+    assert "accepted with warnings" in text and "quarantined" in text
 
 
 def _fake_run(db: Path, work: Path, run_id: str, dataset: str, files: list[Path],
@@ -290,6 +352,64 @@ def test_batches_accumulate_and_decisions_stay_with_their_rows(workdir):
     assert (listed["animals"]["accepted"], listed["animals"]["rows"]) == (2, 150)
     assert (listed["pets"]["accepted"], listed["pets"]["rows"]) == (2, 60)
     assert listed["pets"]["disk"] > 0
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_drifted_batch_is_flagged_and_a_batch_missing_a_feature_is_quarantined(workdir):
+    from flows.folders import clean_folder
+    from tasks.report import report_path
+
+    db = str(workdir / "data" / "warehouse.duckdb")
+    folder = _folder(workdir, "audited", "label: label\nmodel: logreg\nfolds: 3\n")
+    data = blobs(240, seed=1)
+    _write(folder / "monday.csv", data.iloc[:120], mtime=1_000)
+    first = clean_folder(str(folder), db=db)
+    assert [(a["status"], a["reason"]) for a in first.batch_audits] == [("accepted", FIRST_BATCH)]
+
+    drifted = data.iloc[120:180].copy()
+    drifted["x0"] += data["x0"].std()
+    _write(folder / "tuesday.csv", drifted, mtime=2_000)
+    second = clean_folder(str(folder), db=db)
+    (tuesday,) = second.batch_audits
+    assert tuesday["status"] == "accepted" and second.n_rows == 180
+    assert ("numeric_drift", "x0", "warn") in {
+        (c["check_name"], c["column_name"], c["outcome"]) for c in tuesday["flagged"]}
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT run_id, outcome, severity FROM batch_audit WHERE batch_id = ? "
+                           "AND check_name = 'numeric_drift' AND column_name = 'x0'",
+                           [tuesday["batch_id"]]).fetchall() == [
+            (second.run_id, "warn", "warning")]
+        before = sorted(con.execute("SELECT * FROM audited_clean").fetchall())
+
+    _write(folder / "wednesday.csv", data.iloc[180:].drop(columns=["x3"]), mtime=3_000)
+    third = clean_folder(str(folder), db=db)
+    (wednesday,) = third.batch_audits
+    assert third.quarantined_batches == (wednesday["batch_id"],) and third.n_rows == 180
+    assert "column_missing (x3)" in wednesday["reason"]
+    assert "To accept it anyway" in wednesday["reason"] and "quarantined" in third.degraded
+    with duckdb.connect(db, read_only=True) as con:
+        assert sorted(con.execute("SELECT * FROM audited_clean").fetchall()) == before
+        assert con.execute("SELECT status, reason FROM batches WHERE batch_id = ?",
+                           [wednesday["batch_id"]]).fetchall() == [
+            ("quarantined", wednesday["reason"])]
+        assert con.execute("SELECT count(*) FROM issues WHERE batch_id = ?",
+                           [wednesday["batch_id"]]).fetchall() == [(0,)]
+        assert con.execute("SELECT outcome FROM batch_audit WHERE batch_id = ? AND check_name = "
+                           "'column_missing'", [wednesday["batch_id"]]).fetchall() == [("fail",)]
+    page = report_path(Path(db), "audited", third.run_id).read_text()
+    assert "This batch against the dataset" in page and wednesday["batch_id"] in page
+
+    # as its reason says: with the check's severity lowered, the batch is audited again, joins
+    (folder / "cleanset.yaml").write_text("label: label\nmodel: logreg\nfolds: 3\n"
+                                          "audit: {severity: {column_missing: warning}}\n")
+    fourth = clean_folder(str(folder), db=db)
+    assert fourth.n_rows == 240 and fourth.new_batches == (wednesday["batch_id"],)
+    assert not fourth.quarantined_batches
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT status, run_id FROM batches WHERE batch_id = ?",
+                           [wednesday["batch_id"]]).fetchall() == [("accepted", fourth.run_id)]
+        assert con.execute("SELECT outcome FROM batch_audit WHERE batch_id = ? AND check_name = "
+                           "'column_missing'", [wednesday["batch_id"]]).fetchall() == [("warn",)]
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -213,6 +213,25 @@ def chart_slices(slices: list[dict], top: int = 12) -> Chart | None:
     return _png(fig)
 
 
+def chart_drift(batch: dict) -> Chart | None:
+    """One batch's drift per column against the dataset: each drift check's effect as a share
+    of its threshold (1 = the threshold; beyond it, warned or failed checks in amber / red)."""
+    drift = [c for c in batch.get("drift", ()) if c["threshold"]]
+    if not drift:
+        return None
+    plt = _plt()
+    drift = drift[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.26 * len(drift)))
+    ratios = [c["effect_size"] / c["threshold"] for c in drift]
+    colours = [{"fail": RED, "warn": AMBER}.get(c["outcome"], BLUE) for c in drift]
+    ax.barh(range(len(drift)), ratios, color=colours)
+    ax.axvline(1.0, color=INK, lw=1, ls="--")
+    ax.set_yticks(range(len(drift)), [f"{c['column_name']} ({c['check_name'].split('_')[0]})"
+                                      for c in drift], fontsize=8)
+    ax.set_xlabel("drift effect / threshold (dashed: the threshold)", fontsize=8)
+    return _png(fig)
+
+
 def chart_evaluation(evaluations: list[dict]) -> Chart | None:
     """Accuracy and macro F1 trained on the given labels vs on the cleaned data."""
     if not evaluations:

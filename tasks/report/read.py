@@ -57,6 +57,7 @@ class ReportData:
     trust: dict[str, Any] = field(default_factory=dict)  # well-labeled / ambiguous counts
     slices: list[dict[str, Any]] = field(default_factory=list)  # slice_summary, worst first
     regression: dict[str, list] | None = None  # a regression run: given vs predicted values
+    batch_audits: list[dict[str, Any]] = field(default_factory=list)  # run_batch_audits
 
 
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
@@ -110,6 +111,7 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
                 "SELECT coalesce(decided_by, 'policy'), count(*) FROM issues WHERE run_id = ? "
                 "GROUP BY ALL", [run_id]).fetchall()) if "decided_by" in issue_cols else {},
             top={}, content_source="", evaluations=[], reviews={})
+        data.batch_audits = run_batch_audits(con, run_id, dataset)
         data.top = {t: _dicts(con.execute(
             "SELECT row_id, given_label, suggested_label, suggested_label_confidence, "
             f"{quote_ident(t + '_score')} AS score, action"
@@ -156,6 +158,33 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
                 "SELECT count(*) AS n, count(DISTINCT row_id) AS n_rows, max(decided_at) AS "
                 "latest FROM review_decisions WHERE dataset = ?", [dataset]))[0]
     return data
+
+
+DRIFT_CHECKS = ("numeric_drift", "categorical_drift", "text_drift")
+
+
+def run_batch_audits(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str
+                     ) -> list[dict[str, Any]]:
+    """The batches this run saw first (`batches.run_id`), each with its status and reason, the
+    audit checks that warned or failed, and every drift check's effect per column (for the
+    chart). [] for a run of files, or a warehouse without the tables."""
+    tables = table_names(con)
+    if not {"batches", "batch_audit"} <= tables:
+        return []
+    batches = _dicts(con.execute(
+        "SELECT batch_id, file, rows, status, reason FROM batches WHERE dataset = ? AND run_id = "
+        "? ORDER BY arrived_at, batch_id", [dataset, run_id]))
+    for b in batches:
+        checks = _dicts(con.execute(
+            "SELECT check_name, column_name, effect_size, threshold, severity, outcome, message "
+            "FROM batch_audit WHERE dataset = ? AND batch_id = ? ORDER BY rowid",
+            [dataset, b["batch_id"]]))
+        b["file"] = Path(b["file"]).name
+        b["audited"] = bool(checks)
+        b["flagged"] = [c for c in checks if c["outcome"] != "pass"]
+        b["drift"] = [c for c in checks if c["check_name"] in DRIFT_CHECKS
+                      and c["effect_size"] is not None]
+    return batches
 
 
 def _spec(raw: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tasks.issue_types import ACTIONS, TYPE_NOTES
 from tasks.report.charts import (
+    chart_drift,
     chart_evaluation,
     chart_issue_counts,
     chart_noise_matrix,
@@ -77,6 +78,7 @@ def render_html(data: ReportData) -> str:
                 data.evaluations),
             "regression": chart_regression(data.regression),
             "slices": chart_slices(data.slices),
+            "drift": {b["batch_id"]: chart_drift(b) for b in data.batch_audits},
         },
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     )

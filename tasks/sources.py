@@ -72,6 +72,14 @@ def _named_files(source: str) -> list[Path]:
 
 
 
+def _line_text(raw: bytes) -> str:
+    """A line as ingest reads it (tasks/textfiles.py): UTF-8 where valid, latin-1 otherwise."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def header_columns(path: Path) -> list[str] | None:
     """The column names of a CSV/TSV (its header line) or Parquet file (its schema), or None
     when they cannot be known cheaply and exactly (JSON Lines, Excel, or a header DuckDB would
@@ -90,7 +98,7 @@ def header_columns(path: Path) -> list[str] | None:
             head = f.read(SNIFF_BYTES).removeprefix(b"\xef\xbb\xbf")
     except Exception:  # noqa: BLE001 - a file we cannot read cheaply is ingest's to report
         return None
-    text = head.decode("utf-8", errors="replace")
+    text = "".join(_line_text(raw) for raw in head.splitlines(keepends=True))  # as ingest reads
     default = "\t" if ".tsv" in path.name.lower() else ","
     try:
         header = next((r for r in csv.reader(io.StringIO(text), delimiter=sniff_delimiter(

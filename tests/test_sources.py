@@ -19,6 +19,8 @@ def test_header_columns_reads_csv_tsv_gzip_and_parquet_headers(tmp_path):
     frame.to_parquet(tmp_path / "d.parquet")
     for name in ("d.csv", "d.tsv", "d.csv.gz", "d.parquet"):
         assert header_columns(tmp_path / name) == ["a b", "label"], name
+    (tmp_path / "latin1.csv").write_bytes("café,label\n1,x\n".encode("latin-1"))
+    assert header_columns(tmp_path / "latin1.csv") == ["café", "label"]  # as ingest decodes it
 
 
 def test_header_columns_is_none_where_the_names_are_not_known_exactly(tmp_path):

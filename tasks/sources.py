@@ -71,7 +71,6 @@ def _named_files(source: str) -> list[Path]:
     return [path]
 
 
-
 def _line_text(raw: bytes) -> str:
     """A line as ingest reads it (tasks/textfiles.py): UTF-8 where valid, latin-1 otherwise."""
     try:

@@ -106,6 +106,8 @@ def header_columns(path: Path) -> list[str] | None:
         return None
     if not header or any(not c for c in header) or len(set(header)) < len(header):
         return None
+    if any(ch < " " and ch != "\t" for c in header for ch in c):
+        return None  # control characters: not a text header (ingest says what is wrong)
     return header
 
 

@@ -28,7 +28,8 @@ def test_header_columns_is_none_where_the_names_are_not_known_exactly(tmp_path):
     (tmp_path / "twice.csv").write_text("a,a,label\n1,2,x\n")
     (tmp_path / "d.jsonl").write_text('{"a": 1, "label": "x"}\n')
     (tmp_path / "bad.parquet").write_bytes(b"PAR1garbage")
-    for name in ("blank.csv", "twice.csv", "d.jsonl", "bad.parquet"):
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    for name in ("blank.csv", "twice.csv", "d.jsonl", "bad.parquet", "binary.csv"):
         assert header_columns(tmp_path / name) is None, name
 
 

@@ -105,7 +105,7 @@ def clean(data: pd.DataFrame | str | os.PathLike, label: str | None = None, *,
     import pandas as pd
 
     from tasks.errors import CleansetError
-    from tasks.ingest import resolve_source
+    from tasks.sources import precheck
     from tasks.spec import DatasetSpec, build_spec
 
     unknown = sorted(set(settings) - set(DatasetSpec.model_fields) - {"dry_run", "source"})
@@ -124,9 +124,7 @@ def clean(data: pd.DataFrame | str | os.PathLike, label: str | None = None, *,
         raise CleansetError(f"clean() takes a pandas DataFrame or a path, not "
                             f"{type(data).__name__}")
     spec = build_spec(config, source=source, label=label, **settings)
-    resolve_source(spec.source)  # fail fast, before any server starts
-    if spec.test:
-        resolve_source(spec.test)
+    precheck(spec)  # files and named columns: fail fast, before any server starts
     summary = _run(spec, refresh, runner, address)
     issues, clean_rows, flow_run_id = read_run(summary)
     from tasks.report import report_path

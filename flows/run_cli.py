@@ -122,7 +122,7 @@ def run(
     """
     quiet_prefect(verbose)  # before anything imports Prefect (it reads logging settings once)
     from tasks.errors import CleansetError
-    from tasks.ingest import resolve_source
+    from tasks.sources import precheck
     from tasks.spec import build_spec, is_dataset_folder, parse_roles
 
     if source and is_dataset_folder(source):  # a dataset folder: its batches, its settings
@@ -150,9 +150,7 @@ def run(
             test=str(test) if test else None, eval_holdout=eval_holdout, budget=budget,
             roles=parse_roles(role), dry_run=dry_run or None,
         )
-        resolve_source(spec.source)  # fail fast, before any server starts
-        if spec.test:
-            resolve_source(spec.test)
+        precheck(spec)  # files and named columns: fail fast, before anything heavy starts
     except CleansetError as exc:
         fail(str(exc))
     started = time.perf_counter()

@@ -9,9 +9,7 @@ by pandas with openpyxl, whole (a sheet holds at most 1,048,576 rows). A `row_id
 
 from __future__ import annotations
 
-import glob as globlib
 import hashlib
-import os
 from pathlib import Path
 
 import duckdb
@@ -22,16 +20,10 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import STAGE_CACHE, stage
 from tasks.errors import CleansetError
+from tasks.sources import FORMATS, _format_of, resolve_source  # noqa: F401 - re-exported
 from tasks.store import TableRef, file_sha256, write_batches
 from tasks.textfiles import DELIMITERS, MAX_FIELD, inspect_text_file
 
-FORMATS = {
-    ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".csv.gz": "csv", ".tsv.gz": "csv",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".jsonl": "json", ".ndjson": "json", ".json": "json", ".jsonl.gz": "json",
-    ".xlsx": "excel", ".xlsm": "excel", ".xls": "excel",
-}
-EXCEL_OWNER_PREFIX = "~$"  # the lock file Excel keeps beside an open workbook: not data
 ZIP_MAGIC = b"PK\x03\x04"  # an .xlsx is a zip archive
 EXCEL_MISSING = ["", "#N/A", "#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!"]
 OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")  # a password-protected workbook, or an old .xls
@@ -50,54 +42,6 @@ class Snapshot(BaseModel):
     columns: tuple[str, ...]
     row_id_added: bool = False  # True when cleanset made the id column (not part of the data)
     warnings: tuple[str, ...] = ()
-
-
-def _format_of(path: Path) -> str | None:
-    name = path.name.lower()
-    if name.startswith(EXCEL_OWNER_PREFIX):
-        return None
-    for ext in sorted(FORMATS, key=len, reverse=True):
-        if name.endswith(ext):
-            return FORMATS[ext]
-    return None
-
-
-def resolve_source(source: str) -> list[Path]:
-    """The input files named by a path, a folder (its supported files) or a glob, sorted; each
-    readable (a clear error otherwise)."""
-    files = _named_files(source)
-    unreadable = [str(f) for f in files if not os.access(f, os.R_OK)]
-    if unreadable:
-        raise CleansetError(f"cannot read {', '.join(unreadable[:5])}: permission denied")
-    return files
-
-
-def _named_files(source: str) -> list[Path]:
-    path = Path(source)
-    if any(ch in source for ch in "*?["):
-        files = [Path(p) for p in sorted(globlib.glob(source, recursive=True))]
-        files = [p for p in files if p.is_file() and _format_of(p)]
-        if not files:
-            raise CleansetError(f"no CSV/TSV/Parquet/JSON Lines/Excel files match {source!r}")
-        return files
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and _format_of(p))
-        if not files:
-            raise CleansetError(
-                f"folder {path} holds no CSV/TSV/Parquet/JSON Lines/Excel files "
-                f"(supported endings: {', '.join(sorted(FORMATS))})"
-            )
-        return files
-    if not path.exists():
-        raise CleansetError(f"input file {path} does not exist: check the path")
-    if not path.is_file():
-        raise CleansetError(f"input {path} is not a regular file")
-    if _format_of(path) is None:
-        raise CleansetError(
-            f"cannot tell the format of {path} from its name: use one of "
-            f"{', '.join(sorted(FORMATS))}"
-        )
-    return [path]
 
 
 def source_sha256(files: list[Path]) -> str:

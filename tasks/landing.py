@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from tasks.ingest import _format_of
+from tasks.sources import _format_of
 from tasks.spec import DATASET_FILE, DEFAULT_DB
 from tasks.store import file_sha256
 

@@ -96,7 +96,7 @@ BAD_INPUTS = {
     "missing file": (None, ["--label", "label"], "does not exist"),
     "unreadable file": (b"PAR1\x00\x01garbage", ["--label", "label"], "cannot read"),
     "missing label column": (frame_csv(), ["--label", "target"],
-                             "expect_column_to_exist(column='target')"),
+                             "--label column 'target' is not in"),
     "bad dataset name": (frame_csv(), ["--label", "label", "--dataset", "x;drop"],
                          "not usable as a table name"),
 }

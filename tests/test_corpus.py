@@ -418,7 +418,7 @@ CASES = [
     Case("header only", file("header.csv", b"x0,x1,label\n"), needle="no data rows",
          outcome="rejected"),
     Case("missing label column", file("nolabel.csv", csv(base())),
-         args=["--label", "target"], needle="expect_column_to_exist(column='target')",
+         args=["--label", "target"], needle="--label column 'target' is not in",
          outcome="rejected: lists the available columns"),
     Case("label all null", file("nulllabel.csv", lambda: csv(base().assign(label=None))),
          needle="expect_column_unique_value_count_to_be_between", outcome="rejected"),

@@ -65,3 +65,37 @@ def test_review_export_and_apply_import_nothing_heavy(tmp_path):
                            "ORDER BY row_id").fetchall()
     assert rows == [("0", "keep", None, "ann"), ("1", "relabel", "b", "ann")]
     assert (tmp_path / "queue.csv").is_file()
+
+
+def test_a_typo_is_answered_before_anything_heavy_is_imported(tmp_path):
+    """`cleanset run data.csv --label typo` (or a missing file, a bad --config key, a misspelt
+    --feature) is answered from the file's header: no Prefect server, no scikit-learn, cleanlab,
+    pandas or DuckDB import (issue 18: a typo took 8 s; bench/fixed_cost.py has the seconds)."""
+    pd.DataFrame({"x0": [0.0, 1.0], "x1": [1.0, 0.0], "label": ["a", "b"]}).to_csv(
+        tmp_path / "data.csv", index=False)
+    pd.DataFrame({"x0": [0.0, 1.0], "label": ["a", "b"]}).to_parquet(tmp_path / "data.parquet")
+    (tmp_path / "bad.yaml").write_text("labl: label\n")
+    cases = {
+        "label typo": (["data.csv", "--label", "lable"],
+                       "--label column 'lable' is not in data.csv; did you mean 'label'?"),
+        "feature typo": (["data.parquet", "--label", "label", "--feature", "x0,x9"],
+                         "--feature column 'x9' is not in data.parquet"),
+        "missing file": (["nope.csv", "--label", "label"], "input file nope.csv does not exist"),
+        "bad config key": (["data.csv", "--config", "bad.yaml"], "labl: Extra inputs"),
+    }
+    heavy = (*HEAVY, "pandas", "duckdb", "great_expectations")
+    for case, (args, needle) in cases.items():
+        code = (
+            "import sys\n"
+            "from flows.cli import app\n"
+            f"code = app(['run', *{args!r}], prog_name='cleanset', standalone_mode=False)\n"
+            "print('exit', code)\n"
+            f"print('heavy', sorted(m for m in {heavy!r} if m in sys.modules))\n"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        output = proc.stdout + proc.stderr
+        assert needle in output, (case, output)
+        assert "available columns" in output or "typo" not in case, (case, output)
+        assert "exit 2" in output and "heavy []" in output, (case, output)
+        assert "Traceback" not in output, (case, output)

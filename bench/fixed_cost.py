@@ -1,0 +1,229 @@
+"""Fixed cost of a small run (issue 18 item 1): where the seconds of a 1,000 x 10 CSV go.
+
+    uv run --frozen python bench/fixed_cost.py [--repeats 3] [--name fixed_cost]
+
+Measured, on a 1,000-row, 10-feature, 3-class CSV with 10% planted label noise:
+- end to end from the shell, `uv run --frozen cleanset run ...` and `.venv/bin/cleanset run ...`:
+  first run (fresh warehouse and work folder: nothing cached) and rerun (unchanged data: cached
+  stages), medians of --repeats, alternating; plus a typo in --label and a missing file;
+- the obvious cleanlab script from the shell (its own process: pandas + scikit-learn + cleanlab
+  imports, read the CSV, 5-fold `cross_val_predict` of HistGradientBoostingClassifier,
+  `find_label_issues` defaults): the peer (bench/BENCHMARKING rules: one thread each);
+- inside one first run (a child process): the imports before the flow, the temporary Prefect
+  server's start and how long the flow still waits for it, the flow's own overhead, and every
+  task run's seconds as the Prefect API recorded them;
+- the import profile (`python -X importtime -c "import flows.clean"`: cumulative seconds of the
+  heavy packages) and Great Expectations alone (import, context, the generic suite on the frame).
+Everything is written to bench/results/<name>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import SINGLE_THREAD, machine, save  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+HEAVY = ("prefect", "sklearn", "cleanlab", "great_expectations", "matplotlib", "pandas",
+         "duckdb", "scipy", "pyarrow")
+
+PEER = """
+import sys, time
+import pandas as pd
+from cleanlab.filter import find_label_issues
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import cross_val_predict
+df = pd.read_csv(sys.argv[1])
+y = df.pop("label").astype("category").cat.codes.to_numpy()
+probs = cross_val_predict(HistGradientBoostingClassifier(random_state=0), df.to_numpy(), y,
+                          cv=5, method="predict_proba")
+print(int(find_label_issues(y, probs, n_jobs=1).sum()), "label issues")
+"""
+
+# A first run inside one process, timed phase by phase; task runs read back from the API.
+PROFILE = """
+import json, sys, time
+t0 = time.perf_counter()
+from flows.local_server import LocalServer
+server = LocalServer()
+t_spawn = time.perf_counter()
+from flows.clean import clean_dataset
+from tasks.spec import build_spec
+t_import = time.perf_counter()
+server.wait()
+t_ready = time.perf_counter()
+from prefect.settings import PREFECT_API_URL, temporary_settings
+spec = build_spec(source=sys.argv[1], label="label", db=sys.argv[2])
+with temporary_settings({PREFECT_API_URL: server.url}):
+    summary = clean_dataset(spec)
+    t_flow = time.perf_counter()
+    import duckdb
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    with duckdb.connect(sys.argv[2], read_only=True) as con:
+        flow_run_id = con.execute("SELECT flow_run_id FROM runs WHERE run_id = ?",
+                                  [summary.run_id]).fetchall()[0][0]
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run_id])))
+tasks = {}
+for r in runs:
+    if r.start_time and r.end_time:
+        name = r.name.rsplit("-", 1)[0]
+        tasks[name] = tasks.get(name, 0.0) + (r.end_time - r.start_time).total_seconds()
+first = min(r.start_time for r in runs if r.start_time)
+last = max(r.end_time for r in runs if r.end_time)
+server.stop()
+print("PROFILE " + json.dumps({
+    "spawn_server_s": t_spawn - t0, "imports_s": t_import - t_spawn,
+    "server_wait_s": t_ready - t_import, "server_ready_after_s": t_ready - t0,
+    "flow_call_s": t_flow - t_ready,
+    "flow_start_to_first_task_s": (first - flow_run.start_time).total_seconds(),
+    "tasks_span_s": (last - first).total_seconds(),
+    "last_task_to_flow_end_s": (flow_run.end_time - last).total_seconds(),
+    "tasks": dict(sorted(tasks.items(), key=lambda kv: -kv[1])),
+}))
+"""
+
+GX = """
+import json, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+df = pd.read_csv(sys.argv[1])
+t1 = time.perf_counter()
+import great_expectations as gx
+t2 = time.perf_counter()
+from tasks.validate import check
+t3 = time.perf_counter()
+check(df, "label", None, [], None)
+t4 = time.perf_counter()
+check(df, "label", None, [], None)
+t5 = time.perf_counter()
+print("GX " + json.dumps({"import_gx_s": t2 - t1, "first_check_s": t4 - t3,
+                          "second_check_s": t5 - t4}))
+"""
+
+
+def make_data(path: Path, rows: int = 1000, features: int = 10) -> None:
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=rows, n_features=features, n_informative=6,
+                               n_classes=3, random_state=0)
+    flip = np.random.default_rng(0).random(rows) < 0.1
+    y[flip] = (y[flip] + 1) % 3
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(features)])
+    frame["label"] = np.array(["a", "b", "c"])[y]
+    frame.to_csv(path, index=False)
+
+
+def env() -> dict:
+    # PYTHONPATH: this checkout's code even where the console script's install points elsewhere
+    return {**os.environ, **SINGLE_THREAD, "DO_NOT_TRACK": "1", "PYTHONPATH": str(ROOT),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def wall(args: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode not in ok:
+        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout + proc.stderr
+
+
+def child(code: str, marker: str, *args: str) -> dict:
+    _, out = wall([sys.executable, "-c", code, *args], ROOT)
+    line = next(ln for ln in out.splitlines() if ln.startswith(marker + " "))
+    return json.loads(line.split(" ", 1)[1])
+
+
+def import_profile() -> dict:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import flows.clean"],
+                          cwd=ROOT, env=env(), capture_output=True, text=True, check=True)
+    seconds: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|(\s*)(\S+)", line)
+        if m and m.group(3) in (*HEAVY, "flows.clean"):
+            seconds[m.group(3)] = max(seconds.get(m.group(3), 0.0), int(m.group(1)) / 1e6)
+    return dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--name", default="fixed_cost")
+    parser.add_argument("--note", default="", help="what this run measures (e.g. before/after)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="fixed_cost_"))
+    data = tmp / "data.csv"
+    make_data(data)
+    uv = shutil.which("uv") or str(ROOT / ".tools/bin/uv")
+    launchers = {"venv": [str(VENV_BIN / "cleanset")],
+                 "uv run": [uv, "run", "--frozen", "--project", str(ROOT), "cleanset"]}
+    times: dict[str, list[float]] = {}
+
+    def record(key: str, seconds: float) -> None:
+        times.setdefault(key, []).append(seconds)
+
+    for i in range(args.repeats):
+        for name, launcher in launchers.items():  # alternating
+            db = tmp / f"{name.replace(' ', '_')}_{i}" / "w.duckdb"
+            db.parent.mkdir()
+            run = [*launcher, "run", str(data), "--label", "label", "--db", str(db), "--quiet"]
+            record(f"{name}: first run", wall(run, tmp)[0])
+            record(f"{name}: rerun (cached)", wall(run, tmp)[0])
+            record(f"{name}: --label typo", wall([*launcher, "run", str(data), "--label",
+                                                  "lable"], tmp, ok=(2,))[0])
+            record(f"{name}: missing file", wall([*launcher, "run", str(tmp / "nope.csv"),
+                                                  "--label", "label"], tmp, ok=(2,))[0])
+        record("peer script (python, HGB 5-fold + find_label_issues)",
+               wall([sys.executable, "-c", PEER, str(data)], tmp)[0])
+    medians = {k: {"median_s": round(statistics.median(v), 2), "min_s": round(min(v), 2),
+                   "max_s": round(max(v), 2)} for k, v in times.items()}
+    (tmp / "profile").mkdir()
+    profile = child(PROFILE, "PROFILE", str(data), str(tmp / "profile" / "w.duckdb"))
+    gx = child(GX, "GX", str(data))
+    imports = import_profile()
+    payload = {**machine(), "note": args.note, "repeats": args.repeats, "shell": medians,
+               "first_run_profile": profile, "great_expectations": gx,
+               "import_cumulative_s": imports}
+    lines = [f"# Fixed cost: 1,000 x 10 CSV ({payload['date']})", "",
+             f"`{payload['command']}` - {args.note}".rstrip(" -"), "",
+             f"{payload['cpus']} cores, load {payload['loadavg_1m']} at the end; one thread per "
+             f"process; medians of {args.repeats} (min-max).", "",
+             "| command | median s | min-max |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['median_s']:.2f} | {v['min_s']:.2f}-{v['max_s']:.2f} |"
+              for k, v in medians.items()]
+    lines += ["", "## Inside one first run (one process)", "", "| phase | s |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in profile.items() if k != "tasks"]
+    lines += [f"| task {k} | {v:.2f} |" for k, v in profile["tasks"].items()]
+    lines += ["", "## Great Expectations alone", "", "| step | s |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in gx.items()]
+    lines += ["", "## Imports (`python -X importtime -c 'import flows.clean'`, cumulative)", "",
+              "| module | s |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in imports.items()]
+    path = save(args.name, payload, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten: {path}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,8 @@ rows (bench/do_no_harm.py `test_accuracy`). Also reported: the share of planted 
 fixed. Datasets: scikit-learn's bundled ones (nothing to install).
 
     uv run --frozen python bench/active_learning.py [--datasets breast_cancer,digits,wine]
-        [--noise symmetric,feature_dependent] [--rate 0.1] [--seeds 5] [--out active_learning]
+        [--noise symmetric,feature_dependent] [--rate 0.1] [--seeds 5] [--unlabeled 0.3]
+        [--out active_learning]
 """
 
 from __future__ import annotations
@@ -78,6 +79,109 @@ def run_case(prep: dict, kind: str, noise: str, rate: float, seed: int) -> list[
     return rows
 
 
+def fold_probs(X, y: np.ndarray, X_unlabeled, kind: str, n_folds: int = 5  # noqa: ANN001
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """What cleanset computes: out-of-fold probabilities of the labeled rows, and for the
+    unlabeled rows the mean of the fold models' probabilities."""
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    from bench.do_no_harm import peer_model
+
+    k = int(y.max()) + 1
+    oof = np.zeros((len(y), k))
+    unl = np.zeros((X_unlabeled.shape[0], k))
+    for train, test in StratifiedKFold(n_folds, shuffle=True, random_state=0).split(X, y):
+        model = clone(peer_model(kind)).fit(X[train], y[train])
+        oof[np.ix_(test, model.classes_)] = model.predict_proba(X[test])
+        unl[:, model.classes_] += model.predict_proba(X_unlabeled) / n_folds
+    return oof, unl
+
+
+def run_unlabeled_case(prep: dict, kind: str, noise: str, rate: float, seed: int,
+                       share: float) -> list[dict]:
+    """`share` of the train rows have no label (the others carry planted noise). The budget
+    (a share of all train rows) labels or relabels rows to their true label: ActiveLab ranks
+    labeled and unlabeled rows on one scale; `label_score` relabels the lowest-quality labeled
+    rows only; `uncertainty` labels the unlabeled rows the fold models are least sure of;
+    `random` picks among all rows. The downstream model trains on every row with a label."""
+    y_true, plan = prep["y_true"], prep["plan"]
+    noisy, _ = plant(y_true, noise, prep["ref_probs"], rate, seed)
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    hidden = np.zeros(n, dtype=bool)
+    hidden[rng.choice(n, size=int(round(share * n)), replace=False)] = True
+    X = peer_transformer(plan, kind).fit_transform(prep["x_train"])
+    labeled, unlabeled = np.flatnonzero(~hidden), np.flatnonzero(hidden)
+    probs, probs_unl = fold_probs(X[labeled], noisy[labeled], X[unlabeled], kind)
+    active, active_unl = get_active_learning_scores(
+        noisy[labeled].reshape(-1, 1).astype(float), probs, probs_unl)
+    quality = get_label_quality_scores(noisy[labeled], probs)
+    both = np.r_[labeled, unlabeled]
+    orders = {"activelab": both[np.argsort(np.r_[active, active_unl], kind="stable")],
+              "label_score": labeled[np.argsort(quality, kind="stable")],
+              "uncertainty": unlabeled[np.argsort(probs_unl.max(axis=1), kind="stable")],
+              "random": rng.permutation(n)}
+
+    def accuracy(has: np.ndarray, labels: np.ndarray) -> float:
+        rows = np.flatnonzero(has)
+        return test_accuracy(prep["x_train"].iloc[rows].reset_index(drop=True), labels[rows],
+                             prep["x_test"], prep["y_test"], plan, kind)
+
+    out = [{"method": "as_given", "budget": 0.0, "seed": seed,
+            "accuracy": accuracy(~hidden, noisy), "fixed": 0.0}]
+    for budget in BUDGETS:
+        m = int(round(budget * n))
+        for method, order in orders.items():
+            chosen = order[:m]
+            labels, has = noisy.copy(), ~hidden
+            labels[chosen] = y_true[chosen]
+            has = has.copy()
+            has[chosen] = True
+            out.append({"method": method, "budget": budget, "seed": seed,
+                        "accuracy": accuracy(has, labels),
+                        "fixed": float(hidden[chosen].mean()) if m else 0.0})
+    return out
+
+
+def case_mean(results: list[dict], method: str, budget: float) -> float:
+    """Mean over cases of each case's mean test accuracy (over seeds)."""
+    return float(np.mean([np.mean([r["accuracy"] for r in c["rows"] if r["method"] == method
+                                   and r["budget"] == budget]) for c in results]))
+
+
+def unlabeled_markdown(results: list[dict], share: float) -> list[str]:
+    methods = ("activelab", "label_score", "uncertainty", "random")
+    lines = ["", f"## With {share:.0%} of the train rows unlabeled", "",
+             "The budget labels or relabels rows (to their true label) chosen by: ActiveLab "
+             "(labeled and unlabeled rows on one scale, as `active_learning_score` in the "
+             "issues table), lowest label score (labeled rows only), least confident fold-model "
+             "prediction (unlabeled rows only), random. Test accuracy, mean of the seeds; in "
+             "brackets the share of the chosen rows that were unlabeled.", "",
+             "| dataset | noise | labeled rows only | budget | ActiveLab | lowest label score | "
+             "uncertainty | random |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for case in results:
+        rows = case["rows"]
+
+        def mean(method: str, budget: float, key: str, rows: list[dict] = rows) -> float:
+            return float(np.mean([r[key] for r in rows
+                                  if r["method"] == method and r["budget"] == budget]))
+
+        for budget in BUDGETS:
+            cells = [f"{mean(m, budget, 'accuracy'):.4f} ({mean(m, budget, 'fixed'):.0%})"
+                     for m in methods]
+            lines.append(f"| {case['dataset']} | {case['noise']} | "
+                         f"{mean('as_given', 0.0, 'accuracy'):.4f} | {budget:.0%} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "Mean over every dataset and noise shape:", "",
+              "| budget | ActiveLab | lowest label score | uncertainty | random |",
+              "| --- | --- | --- | --- | --- |"]
+    for budget in BUDGETS:
+        cells = [f"{case_mean(results, m, budget):.4f}" for m in methods]
+        lines.append(f"| {budget:.0%} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: list[dict], env: dict, seconds: float, args: argparse.Namespace) -> str:
     lines = [
         "# What to label next: ActiveLab priority vs lowest label score vs random",
@@ -94,7 +198,8 @@ def markdown(results: list[dict], env: dict, seconds: float, args: argparse.Name
         "random |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for case in results:
+    labeled_cases = [c for c in results if "unlabeled" not in c]
+    for case in labeled_cases:
         rows = case["rows"]
 
         def mean(method: str, budget: float, key: str, rows: list[dict] = rows) -> float:
@@ -108,15 +213,22 @@ def markdown(results: list[dict], env: dict, seconds: float, args: argparse.Name
                          f"{mean('as_given', 0.0, 'accuracy'):.4f} | "
                          f"{mean('all_true', 1.0, 'accuracy'):.4f} | {budget:.0%} | "
                          + " | ".join(cells) + " |")
-    lines += ["", "Mean over every dataset and noise shape:", "",
+    lines += ["", "With every row labeled (one annotator), ActiveLab's score is a monotone "
+              "function of the label quality score (cleanlab 2.9: (2 x quality + 1/K) / 3), so "
+              "the two rankings are the same by construction; they differ when some rows have "
+              "no label (next table) or several annotators.",
+              "", "Mean over every dataset and noise shape:", "",
               "| budget | ActiveLab | lowest label score | random |", "| --- | --- | --- | --- |"]
     for budget in BUDGETS:
         cells = []
         for m in METHODS:
             per_case = [np.mean([r["accuracy"] for r in c["rows"]
-                                 if r["method"] == m and r["budget"] == budget]) for c in results]
+                                 if r["method"] == m and r["budget"] == budget])
+                        for c in labeled_cases]
             cells.append(f"{np.mean(per_case):.4f}")
         lines.append(f"| {budget:.0%} | " + " | ".join(cells) + " |")
+    if args.unlabeled:
+        lines += unlabeled_markdown([c for c in results if "unlabeled" in c], args.unlabeled)
     return "\n".join(lines) + "\n"
 
 
@@ -126,6 +238,8 @@ def main() -> None:
     parser.add_argument("--noise", default="symmetric,feature_dependent")
     parser.add_argument("--rate", type=float, default=RATE)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--unlabeled", type=float, default=0.3,
+                        help="also a run with this share of train rows unlabeled (0: none)")
     parser.add_argument("--out", default="active_learning")
     args = parser.parse_args()
     env = machine()
@@ -139,6 +253,12 @@ def main() -> None:
                     for r in run_case(prep, ds.kind, noise, args.rate, seed)]
             results.append({"dataset": name, "kind": ds.kind, "noise": noise,
                             "n_train": len(prep["y_true"]), "rows": rows})
+            if args.unlabeled:
+                rows = [r for seed in range(args.seeds) for r in run_unlabeled_case(
+                    prep, ds.kind, noise, args.rate, seed, args.unlabeled)]
+                results.append({"dataset": name, "kind": ds.kind, "noise": noise,
+                                "n_train": len(prep["y_true"]), "rows": rows,
+                                "unlabeled": args.unlabeled})
             print(f"{name} {noise}: done ({time.perf_counter() - started:.0f} s)", flush=True)
     seconds = time.perf_counter() - started
     text = markdown(results, env, seconds, args)

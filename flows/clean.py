@@ -162,7 +162,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         run_artifacts(spec, summary.run_id)
         retain(spec, summary.run_id, [snapshot, validation, decisions, design, neighbours,
                                       probs, files, check, detection, decided, evaluation,
-                                      accumulated])
+                                      accumulated, unlabeled])
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)

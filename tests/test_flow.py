@@ -337,6 +337,8 @@ def test_unlabeled_rows_get_a_suggestion_and_every_row_a_priority(workdir):
     assert all(r[3] == "review" and not r[4] and r[2] == r[5] > 0 for r in rows)
     assert no_priority == 0
     assert clean == summary.n_clean_rows <= 600 - len(hidden)
+    html = (spec.db_path.parent / "reports" / "partly" / f"{summary.run_id}.html").read_text()
+    assert "30</b> rows have <b>no label" in html
     _, queue = review_queue(spec.db_path, order="priority")
     scores = queue["active_learning_score"].to_numpy()
     assert len(queue) >= len(hidden) and (np.diff(scores) >= 0).all()

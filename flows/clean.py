@@ -141,7 +141,8 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                                 average_with=probs if choice.prune == "average" else None)
     unlabeled = staged(unlabeled_pred_probs)(  # rows with no label: the fold models' mean
         design=design, parts=files[-1], work_dir=work, weights=dict(
-            zip(choice.models, choice.weights, strict=True))) if choice and files else None
+            zip(choice.models, choice.weights, strict=True))) if (
+                choice and files and design.unlabeled is not None) else None
     check = staged(model_check)(design=design, pred_probs=probs)
     detection = staged(detect)(
         snapshot=snapshot, validation=validation, design=design, pred_probs=probs,

@@ -102,7 +102,7 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert n_clean == 178 - sum(row[6] == "drop" for row in issues)
     assert [t for (t,) in types] == sorted(
         ["label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label", "null",
-         "class_imbalance", "non_iid", "underperforming_group", "invalid"])
+         "class_imbalance", "non_iid", "underperforming_group", "invalid", "unlabeled"])
     assert val == [("wine", "expect_column_values_to_be_between", False),
                    ("wine", "expect_table_column_count_to_equal", True)]
 

@@ -20,6 +20,7 @@ from tasks.estimate import (
     pred_probs,
     prune_set,
     supplied_pred_probs,
+    unlabeled_pred_probs,
 )
 from tasks.evaluate import evaluate
 from tasks.featurize import featurize
@@ -138,11 +139,15 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
             flagged = staged(prune_set)(design=design, first_pass=probs, work_dir=work)
             probs = out_of_fold(**fan_out, files=files, exclude=flagged, pass_name="-pass2",
                                 average_with=probs if choice.prune == "average" else None)
+    unlabeled = staged(unlabeled_pred_probs)(  # rows with no label: the fold models' mean
+        design=design, parts=files[-1], work_dir=work, weights=dict(
+            zip(choice.models, choice.weights, strict=True))) if (
+                choice and files and design.unlabeled is not None) else None
     check = staged(model_check)(design=design, pred_probs=probs)
     detection = staged(detect)(
         snapshot=snapshot, validation=validation, design=design, pred_probs=probs,
         neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work,
-        trusted=check.trusted, slices=list(spec.slices))
+        trusted=check.trusted, slices=list(spec.slices), unlabeled_probs=unlabeled)
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
                              work_dir=work, trusted=check.trusted, task=design.task)
     evaluation = staged(evaluate)(
@@ -158,7 +163,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         run_artifacts(spec, summary.run_id)
         retain(spec, summary.run_id, [snapshot, validation, decisions, design, neighbours,
                                       probs, files, check, detection, decided, evaluation,
-                                      accumulated])
+                                      accumulated, unlabeled])
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)

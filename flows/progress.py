@@ -110,6 +110,10 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     if summary.n_well_labeled:
         t.add_row("well labeled", f"{summary.n_well_labeled:,} rows a reviewer can skip "
                                   "(is_well_labeled)")
+    if summary.issue_counts.get("unlabeled"):
+        t.add_row("no label", f"{summary.issue_counts['unlabeled']:,} rows with a suggested "
+                  "label, in review; not in the clean table until labeled (review export "
+                  "--order priority: what to label next)")
     if summary.flagged_slices:
         t.add_row("slices", "\n".join(summary.flagged_slices))
     if summary.left_out:

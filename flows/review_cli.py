@@ -26,17 +26,21 @@ TopOpt = Annotated[int | None, typer.Option("--top", "-n", help="At most this ma
 ActionsOpt = Annotated[list[str] | None, typer.Option(
     "--action", help="Rows whose policy action is one of these (comma-separated or repeated). "
     "Default: review, relabel and drop.", callback=split_commas)]
+OrderOpt = Annotated[str, typer.Option(
+    "--order", help="severity: most severe issue first. priority: ActiveLab's "
+    "active_learning_score, lowest first (the rows whose (re)labeling helps the model most; "
+    "every action unless --action).")]
 ReviewerOpt = Annotated[str | None, typer.Option(
     "--reviewer", help="Who decides (default: $CLEANSET_REVIEWER or your login).")]
 
 
-def _queue(db: Path, dataset: str | None, top: int | None, action: list[str] | None):  # noqa: ANN202
+def _queue(db: Path, dataset: str | None, top: int | None, action: list[str] | None,  # noqa: ANN202
+           order: str = "severity"):
     from tasks.errors import CleansetError
-    from tasks.issue_types import TO_REVIEW
     from tasks.review import review_queue
 
     try:
-        return review_queue(db, dataset, top, tuple(action or TO_REVIEW))
+        return review_queue(db, dataset, top, tuple(action) if action else None, order)
     except CleansetError as exc:
         fail(str(exc))
 
@@ -49,6 +53,7 @@ def review(
     top: TopOpt = None,
     action: ActionsOpt = None,
     reviewer: ReviewerOpt = None,
+    order: OrderOpt = "severity",
 ) -> None:
     r"""Review flagged rows, most severe first: one at a time here, or as a CSV (export, apply).
 
@@ -64,7 +69,7 @@ def review(
     from tasks.errors import CleansetError
     from tasks.review import check_decisions, default_reviewer, record_decisions
 
-    name, queue = _queue(db, dataset, top, action)
+    name, queue = _queue(db, dataset, top, action, order)
     if queue.empty:
         console.print(f"nothing to review in {name}: every flagged row has a decision")
         return
@@ -151,15 +156,16 @@ def export(
     db: DbOpt = Path("data/warehouse.duckdb"),
     top: TopOpt = None,
     action: ActionsOpt = None,
+    order: OrderOpt = "severity",
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="CSV to write (default: review_<dataset>.csv).")] = None,
 ) -> None:
-    """Write the rows to review to a CSV, most severe first.
+    """Write the rows to review to a CSV, most severe first (or by ActiveLab priority).
 
     Fill in `decision` (keep, drop or relabel), `new_label` for relabel, optionally `reviewer`
     and `note`; then run `cleanset review apply FILE`. Rows left blank are skipped.
     """
-    name, queue = _queue(db, dataset, top, action)
+    name, queue = _queue(db, dataset, top, action, order)
     path = out or Path(f"review_{name}.csv")
     path.parent.mkdir(parents=True, exist_ok=True)
     queue.to_csv(path, index=False)

@@ -238,6 +238,48 @@ def trust_columns(n: int, positions: np.ndarray, labels: np.ndarray, pred_probs:
     return out
 
 
+def unlabeled_columns(
+    frame: pd.DataFrame, quarantined: np.ndarray, positions: np.ndarray, labels: np.ndarray,
+    pred_probs: np.ndarray, classes: tuple[str, ...], unlabeled: np.ndarray | None = None,
+    unlabeled_probs: np.ndarray | None = None, regression: bool = False,
+) -> pd.DataFrame:
+    """The `unlabeled` type's columns on the issues frame: rows with an empty label (not
+    quarantined) are flagged and get the suggested label and its confidence from
+    `unlabeled_probs` (their rows in `unlabeled` order; score: that confidence, 0 without one);
+    every classification row with probabilities gets its ActiveLab `active_learning_score`
+    (cleanlab.multiannotator.get_active_learning_scores: lower = (re)label it first; labeled and
+    unlabeled scores are comparable)."""
+    from cleanlab.multiannotator import get_active_learning_scores
+
+    out = frame.copy()
+    n = len(out)
+    if unlabeled is None:
+        empty = out["given_label"].isna().to_numpy().copy()
+        empty[quarantined] = False
+        unlabeled = np.flatnonzero(empty)
+    out["is_unlabeled_issue"] = np.zeros(n, dtype=bool)
+    out["unlabeled_score"] = np.ones(n)
+    out["active_learning_score"] = np.full(n, np.nan)
+    out.loc[unlabeled, "is_unlabeled_issue"] = True
+    out.loc[unlabeled, "unlabeled_score"] = 0.0
+    if regression or len(positions) == 0:
+        return out
+    have = unlabeled_probs is not None and len(unlabeled) and len(unlabeled_probs) == len(
+        unlabeled)
+    scores, scores_unlabeled = get_active_learning_scores(
+        np.asarray(labels, dtype=np.float64).reshape(-1, 1), pred_probs.astype(np.float64),
+        unlabeled_probs.astype(np.float64) if have else None)
+    out.loc[positions, "active_learning_score"] = scores
+    if have:
+        out.loc[unlabeled, "active_learning_score"] = scores_unlabeled
+        confidence = unlabeled_probs.max(axis=1).astype("float64")
+        out.loc[unlabeled, "suggested_label"] = np.asarray(classes, dtype=object)[
+            unlabeled_probs.argmax(axis=1)]
+        out.loc[unlabeled, "suggested_label_confidence"] = confidence
+        out.loc[unlabeled, "unlabeled_score"] = confidence
+    return out
+
+
 def needs_knn(settings: dict[str, bool | dict], task: str = "classification") -> bool:
     """Whether any enabled type is one of Datalab's neighbour-based checks."""
     return any(t in DATALAB_TYPES for t in enabled_types(settings, task))
@@ -442,10 +484,13 @@ def detect_all(
     labels: np.ndarray, classes: tuple[str, ...], pred_probs: np.ndarray,
     quarantined: np.ndarray, rare: np.ndarray, embedding: np.ndarray | None, graph,  # noqa: ANN001
     types: dict[str, dict], task: str = "classification", trusted: bool = True,
+    unlabeled: np.ndarray | None = None, unlabeled_probs: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The whole detect stage as one pure function: every enabled issue type, one row per input
     row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows').
-    For a regression `labels` are the float targets and `pred_probs` the predictions (n x 1)."""
+    For a regression `labels` are the float targets and `pred_probs` the predictions (n x 1).
+    `unlabeled`/`unlabeled_probs`: the rows with no label and the fold models' mean
+    probabilities for them (see unlabeled_columns)."""
     regression = task == "regression"
     if regression:
         frame = regression_issues_frame(row_ids, given, positions, labels, pred_probs,
@@ -500,6 +545,9 @@ def detect_all(
     if "null" in types:
         nulls = null_rows(features)
         frame["is_null_issue"], frame["null_score"] = nulls["is_null_issue"], nulls["null_score"]
+    if "unlabeled" in types:
+        frame = unlabeled_columns(frame, quarantined, positions, labels, pred_probs, classes,
+                                  unlabeled, unlabeled_probs, regression)
     return frame
 
 
@@ -508,6 +556,7 @@ def detect(
     snapshot: Snapshot, validation: Validation, design: Design, pred_probs: ArrayRef,
     neighbours: Neighbours | None, label: str, issue_types: dict, work_dir: str,
     trusted: bool = True, slices: list[str] | None = None,
+    unlabeled_probs: ArrayRef | None = None,
 ) -> Detection:
     """Run every enabled issue check and write the issues frame, the class summary and, for
     the `slices` columns named, the slice summary. `trusted`: the model passed its check."""
@@ -525,7 +574,9 @@ def detect(
         df[snapshot.id_column], df[label], features, design.positions.read(), labels,
         design.classes, probs, validation.quarantined.read(), design.rare.read(),
         neighbours.embedding.read() if neighbours else None,
-        neighbours.graph.read() if neighbours else None, types, design.task, trusted)
+        neighbours.graph.read() if neighbours else None, types, design.task, trusted,
+        design.unlabeled.read() if design.unlabeled is not None else None,
+        unlabeled_probs.read() if unlabeled_probs is not None else None)
     sliced = None
     if slices:
         positions = design.positions.read()

@@ -124,38 +124,45 @@ def _take(X, rows: np.ndarray):  # noqa: ANN001, ANN202
 def fit_predict(
     X, y: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int,  # noqa: ANN001
     model: str, plan: FeaturePlan, seed: int, high: np.ndarray | None = None,
+    extra: tuple | None = None,
 ) -> np.ndarray:
     """Fit `model` on the `train` rows of X, return the `test` rows' probabilities (n_test x K),
     or for a regressor its predictions (n_test x 1). `high`: raw high-cardinality values,
-    target-encoded inside the training rows for linear models."""
+    target-encoded inside the training rows for linear models. `extra`: (X, high) of rows
+    outside X (the unlabeled rows): their probabilities are appended below the test rows'."""
     x_train, x_test = _take(X, train), _take(X, test)
+    tests = [x_test] if extra is None else [x_test, extra[0]]
     regression = is_regressor(model)
     if high is not None and family(model) in LINEAR:
         te = target_encoder(seed, regression)
         extra_train = te.fit_transform(high[train], y[train])
-        extra_test = te.transform(high[test])
         stack = sp.hstack if sp.issparse(x_train) else np.hstack
         x_train = stack([x_train, extra_train])
-        x_test = stack([x_test, extra_test])
+        highs = [high[test]] if extra is None else [high[test], extra[1]]
+        tests = [stack([x, te.transform(h)]) for x, h in zip(tests, highs, strict=True)]
         if sp.issparse(x_train):
-            x_train, x_test = x_train.tocsr(), x_test.tocsr()
+            x_train, tests = x_train.tocsr(), [x.tocsr() for x in tests]
     pipe = make_model(model, plan, seed)
     pipe.fit(x_train, y[train])
     if regression:
-        return np.asarray(pipe.predict(x_test), dtype=np.float64).reshape(-1, 1)
-    proba = pipe.predict_proba(x_test)
-    out = np.zeros((len(test) if test.dtype != bool else int(test.sum()), n_classes),
-                   dtype=np.float32)
-    out[:, pipe.classes_] = proba  # a class absent from the training rows keeps probability 0
-    return out
+        return np.vstack([np.asarray(pipe.predict(x), dtype=np.float64).reshape(-1, 1)
+                          for x in tests])
+    parts = []
+    for x in tests:
+        proba = pipe.predict_proba(x)
+        out = np.zeros((proba.shape[0], n_classes), dtype=np.float32)
+        out[:, pipe.classes_] = proba  # a class absent from the training rows keeps 0
+        parts.append(out)
+    return np.vstack(parts)
 
 
 def fit_predict_fold(
     X, y: np.ndarray, folds: np.ndarray, fold: int, n_classes: int,  # noqa: ANN001
     model: str, plan: FeaturePlan, seed: int, exclude: np.ndarray | None = None,
-    high: np.ndarray | None = None,
+    high: np.ndarray | None = None, extra: tuple | None = None,
 ) -> np.ndarray:
-    """Fit on rows outside `fold` (minus `exclude`d rows), return the fold's probabilities."""
+    """Fit on rows outside `fold` (minus `exclude`d rows), return the fold's probabilities
+    (followed by the `extra` rows', when given: see fit_predict)."""
     train, test = folds != fold, folds == fold
     if exclude is not None and is_regressor(model):
         train = train & ~exclude
@@ -165,7 +172,7 @@ def fit_predict_fold(
         if len(np.unique(y[pruned])) == len(np.unique(y[train])):
             train = pruned
     return fit_predict(X, y, np.flatnonzero(train), np.flatnonzero(test), n_classes, model,
-                       plan, seed, high)
+                       plan, seed, high, extra)
 
 
 def knn_smooth(neighbour_labels: np.ndarray, n_classes: int, class_counts: np.ndarray
@@ -198,8 +205,26 @@ def assemble(folds: np.ndarray, parts: list[np.ndarray], n_classes: int) -> np.n
     dtype = parts[0].dtype if parts else np.float32
     pred = np.zeros((len(folds), n_classes), dtype=dtype)
     for k, part in enumerate(parts):
-        pred[folds == k] = part
+        rows = folds == k
+        pred[rows] = part[:int(rows.sum())]  # rows below: the unlabeled rows' (unlabeled_mean)
     return pred
+
+
+def unlabeled_mean(folds: np.ndarray, parts: dict[str, list[np.ndarray]],
+                   weights: dict[str, float]) -> np.ndarray | None:
+    """Probabilities of the unlabeled rows: each fitted model's mean over its fold models (every
+    fold model is out of sample for them: none saw their label), weighted as the ensemble.
+    The kNN family has no fold models and is left out; None when no model predicted them."""
+    per_model, w = [], []
+    for model, weight in weights.items():
+        if model == "knn" or model not in parts:
+            continue
+        tails = [p[int((folds == k).sum()):] for k, p in enumerate(parts[model])]
+        if not tails or any(len(t) == 0 for t in tails):
+            return None
+        per_model.append(np.mean(tails, axis=0))
+        w.append(weight)
+    return combine(per_model, tuple(w)) if per_model else None
 
 
 def combine(per_model: list[np.ndarray], weights: tuple[float, ...] | None = None,
@@ -331,6 +356,26 @@ def design_inputs(snapshot: Snapshot, design: Design,
     return out
 
 
+def unlabeled_inputs(snapshot: Snapshot, design: Design, model: str) -> tuple | None:
+    """(X, high) of the unlabeled rows for `model` (see fit_predict's `extra`), or None."""
+    if design.unlabeled is None or design.regression:
+        return None
+    from tasks.featurize import unlabeled_frame
+
+    plan, rows = design.plan, design.unlabeled.read()
+    need_frame = family(model) == "hgb" or plan.high_cardinality
+    frame = None
+    if need_frame:
+        df = None if design.embeddings else snapshot.table.read(columns=plan.used)
+        frame = unlabeled_frame(df, plan, rows, design.embeddings.read() if design.embeddings
+                                else None)
+    high = frame[list(plan.high_cardinality)].to_numpy(dtype=object) \
+        if plan.high_cardinality else None
+    if family(model) in LINEAR:
+        return design.unlabeled_matrix.read(), high
+    return frame, high
+
+
 def design_matrix(snapshot: Snapshot, design: Design) -> pd.DataFrame:
     """The scored rows' model inputs: the data's used columns, or the supplied embeddings."""
     positions = design.positions.read()
@@ -396,9 +441,11 @@ def estimate_fold(
 ) -> ArrayRef:
     """Out-of-fold probabilities of one model for one fold's rows."""
     inputs = design_inputs(snapshot, design, (model,))
+    extra = unlabeled_inputs(snapshot, design, model)
     proba = fit_predict_fold(inputs[model], design.labels.read(), design.folds.read(), fold,
                              design.width, model, design.plan, seed,
-                             exclude.read() if exclude is not None else None, inputs.get("high"))
+                             exclude.read() if exclude is not None else None, inputs.get("high"),
+                             extra)
     get_run_logger().info("fold %d/%d: %s predicted %d rows%s", fold + 1, design.n_folds, model,
                           len(proba), " (pruned training set)" if exclude is not None else "")
     return write_array(proba, Path(work_dir), "folds")
@@ -422,6 +469,22 @@ def pred_probs(design: Design, parts: dict[str, list[ArrayRef]], weights: dict[s
     probs = combine(per_model, tuple(w), design.regression)
     if average_with is not None:
         probs = combine([probs, average_with.read()], regression=design.regression)
+    return write_array(probs, Path(work_dir), "pred_probs")
+
+
+@stage("unlabeled-pred-probs")
+def unlabeled_pred_probs(design: Design, parts: dict[str, list[ArrayRef]],
+                         weights: dict[str, float], work_dir: str) -> ArrayRef | None:
+    """The unlabeled rows' probabilities: the mean of the fold models', weighted as the
+    ensemble (tasks/estimate.unlabeled_mean)."""
+    if design.unlabeled is None or design.regression:
+        return None
+    probs = unlabeled_mean(design.folds.read(), {m: [p.read() for p in ps]
+                                                 for m, ps in parts.items()}, weights)
+    if probs is None:
+        get_run_logger().info("no fold model predicted the unlabeled rows (kNN only): they get "
+                              "no suggested label")
+        return None
     return write_array(probs, Path(work_dir), "pred_probs")
 
 

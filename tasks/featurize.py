@@ -79,6 +79,9 @@ class Design(BaseModel):
     matrix: MatrixRef | None = None  # encoded features of the scored rows (linear models' input)
     task: str = "classification"  # or regression: labels are then the float targets, no classes
     task_reason: str = ""
+    # rows with no label (not quarantined): not trained on; every fold model predicts them
+    unlabeled: ArrayRef | None = None  # their snapshot positions
+    unlabeled_matrix: MatrixRef | None = None  # their encoded features (encoding fit on scored)
 
     @property
     def regression(self) -> bool:
@@ -315,6 +318,15 @@ def encode(frame: pd.DataFrame, plan: FeaturePlan):  # noqa: ANN201 - sparse or 
     return build_transformer(plan).fit_transform(frame)
 
 
+def unlabeled_rows(labels: pd.Series, quarantined: np.ndarray) -> np.ndarray:
+    """Snapshot positions of rows with an empty label that validation did not quarantine: they
+    get a suggested label from the fold models instead of being dropped (issue type
+    `unlabeled`)."""
+    empty = labels.isna().to_numpy().copy()
+    empty[quarantined] = False
+    return np.flatnonzero(empty).astype(np.int64)
+
+
 def embedding_plan(dim: int) -> FeaturePlan:
     """Supplied embeddings replace the data's columns as the model's numeric features."""
     return FeaturePlan(numeric=tuple(f"emb_{i}" for i in range(dim)))
@@ -517,14 +529,32 @@ def featurize(
         quiet = why in ("constant", "all values missing", "role set to ignore", SLICE)
         (logger.info if quiet else logger.warning)("column %r not used as a feature: %s", col,
                                                    why)
+    unlabeled = unlabeled_rows(df[label], quarantined) if task != "regression" else None
     if emb_ref is not None:
         frame = pd.DataFrame(emb_ref.read()[positions], columns=list(plan.numeric))
     else:
         frame = prepare_frame(df.iloc[positions].reset_index(drop=True), plan)
-    matrix = write_matrix(encode(frame, plan), work, "matrix")
+    transformer = build_transformer(plan)
+    matrix = write_matrix(transformer.fit_transform(frame), work, "matrix")
+    unlabeled_ref = unlabeled_matrix = None
+    if unlabeled is not None and len(unlabeled):
+        logger.info("%d row(s) have no label: the fold models suggest one", len(unlabeled))
+        unlabeled_ref = write_array(unlabeled, work, "design")
+        unlabeled_matrix = write_matrix(transformer.transform(unlabeled_frame(
+            df, plan, unlabeled, emb_ref.read() if emb_ref is not None else None)), work,
+            "matrix")
     return Design(plan=plan, matrix=matrix, classes=classes,
                   positions=write_array(positions, work, "design"),
                   labels=write_array(y, work, "design"), folds=write_array(folds, work, "design"),
                   n_folds=n_folds, rare=write_array(rare, work, "design"),
                   rare_classes=tuple(rare_counts), embeddings=emb_ref, task=task,
-                  task_reason=task_reason)
+                  task_reason=task_reason, unlabeled=unlabeled_ref,
+                  unlabeled_matrix=unlabeled_matrix)
+
+
+def unlabeled_frame(df: pd.DataFrame, plan: FeaturePlan, unlabeled: np.ndarray,
+                    embeddings: np.ndarray | None = None) -> pd.DataFrame:
+    """The unlabeled rows' model inputs, prepared like the scored rows' (featurize.design)."""
+    if embeddings is not None:
+        return pd.DataFrame(embeddings[unlabeled], columns=list(plan.numeric))
+    return prepare_frame(df.iloc[unlabeled].reset_index(drop=True), plan)

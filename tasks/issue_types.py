@@ -93,6 +93,15 @@ REGISTRY: tuple[IssueType, ...] = (
                        ("is_ambiguous", "BOOLEAN"), ("ambiguous_score", "DOUBLE"),
                        ("plausible_labels", "VARCHAR"))),
     IssueType(
+        "unlabeled", "no label given", "detect.unlabeled_columns",
+        "the fold models' mean probabilities (classification); ActiveLab priority for every row",
+        "review", action_help="rows with an empty label",
+        readme_detail="no label given; `suggested_label` + confidence from the mean of the fold "
+        "models (score: that confidence); not in `<dataset>_clean` until a reviewer labels it. "
+        "Every classification row also gets `active_learning_score` (ActiveLab: lower = "
+        "(re)label it first)",
+        tasks=BOTH, extra_columns=(("active_learning_score", "DOUBLE"),)),
+    IssueType(
         "outlier", "far from every other row", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "review", action_help="rows far from all others",
         datalab=True, tasks=BOTH),

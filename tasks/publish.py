@@ -269,7 +269,8 @@ def clean_rows(con: duckdb.DuckDBPyConnection, snapshot: Snapshot, decided: Deci
     select.append(f"CAST(s.{lab} AS {label_type}) AS {quote_ident(original)}")
     types.append((original, label_type))
     sql = (f"SELECT ? AS run_id, {', '.join(select)} FROM read_parquet(?) s POSITIONAL JOIN "
-           "(SELECT action, final_label FROM read_parquet(?)) i WHERE i.action <> 'drop'")
+           "(SELECT action, final_label FROM read_parquet(?)) i WHERE i.action <> 'drop' "
+           "AND i.final_label IS NOT NULL")  # an unlabeled row enters once a reviewer labels it
     return sql, ["", source, decided.table.path], types, notes
 
 
@@ -315,7 +316,8 @@ def write_run(
 ) -> RunSummary:
     """Replace everything for run_id in one transaction and swap <dataset>_clean to this run.
 
-    The clean table holds the rows whose action is not `drop`; a relabelled row carries its new
+    The clean table holds the rows whose action is not `drop` and that have a label (an
+    unlabeled row enters once a reviewer labels it); a relabelled row carries its new
     label in the label column and the data's own label in `<label>_original`."""
     clean = quote_ident(f"{dataset}_clean")
     history_name = f"{dataset}_clean_history"

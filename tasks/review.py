@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.errors import CleansetError
-from tasks.issue_types import DECISIONS, ISSUE_TYPES, TO_REVIEW
+from tasks.issue_types import ACTIONS, DECISIONS, ISSUE_TYPES, TO_REVIEW
 from tasks.schema import transaction
 from tasks.warehouse import (
     column_names,
@@ -81,7 +81,7 @@ def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         severity = np.where(flagged, np.minimum(severity, scores), severity)
         for i in np.flatnonzero(flagged):
             text = f"{t} {scores[i]:.2f}"
-            if t == "label" and issues["suggested_label"].iloc[i] is not None:
+            if t in ("label", "unlabeled") and issues["suggested_label"].iloc[i] is not None:
                 confidence = issues["suggested_label_confidence"].iloc[i]
                 text += f" -> {issues['suggested_label'].iloc[i]!r}" + (
                     "" if pd.isna(confidence) else f" ({confidence:.2f})")
@@ -89,13 +89,23 @@ def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return parts.map("; ".join), pd.Series(severity, index=issues.index)
 
 
+ORDERS = ("severity", "priority")
+
+
 def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
-                 actions: tuple[str, ...] = TO_REVIEW
+                 actions: tuple[str, ...] | None = None, order: str = "severity",
                  ) -> tuple[str, pd.DataFrame]:
     """The dataset (default: the only one) and its latest run's rows that a person should look
-    at, most severe first: rows whose policy action is one of `actions` and that no reviewer has
-    decided (in that run or since). Columns: the decision columns to fill in, the labels, scores
-    and reason, then the row's content (`row.<column>`)."""
+    at: rows whose policy action is one of `actions` and that no reviewer has decided (in that
+    run or since). Columns: the decision columns to fill in, the labels, scores and reason, then
+    the row's content (`row.<column>`).
+
+    `order`: `severity` (most severe issue first; default actions: review, relabel, drop) or
+    `priority` (ActiveLab's `active_learning_score`, lowest first: the rows whose (re)labeling
+    helps the model most; default actions: all, since a kept row may be worth relabeling too)."""
+    if order not in ORDERS:
+        raise CleansetError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    actions = actions or (TO_REVIEW if order == "severity" else tuple(ACTIONS))
     with open_warehouse(db) as con:
         run = _latest_run(con, db, dataset)
         dataset = run["dataset"]
@@ -120,13 +130,16 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         "suggested_label": issues["suggested_label"],
         "suggested_label_confidence": issues["suggested_label_confidence"].round(4),
         "policy_action": issues["action"], "reason": why, "severity": severity.round(4),
+        "active_learning_score": (issues["active_learning_score"].round(4)
+                                  if "active_learning_score" in issues else np.nan),
     })
     if task == "regression":  # the suggested value's interval instead of a confidence
         queue = queue.drop(columns="suggested_label_confidence")
         queue.insert(queue.columns.get_loc("suggested_label") + 1, "suggested_interval", [
             "" if pd.isna(lo) else f"{lo:.6g} .. {hi:.6g}" for lo, hi in
             zip(issues["suggested_value_low"], issues["suggested_value_high"], strict=True)])
-    queue = queue.sort_values(["severity", "row_id"], kind="stable")
+    queue = queue.sort_values(["severity" if order == "severity" else "active_learning_score",
+                               "row_id"], kind="stable", na_position="last")
     if top:
         queue = queue.head(top)
     if content is not None and len(content):

@@ -1,7 +1,8 @@
 """validate: run Great Expectations (GX Core 1.x) suites against the snapshot.
 
-Two suites run: a generic one derived from the DatasetSpec (columns present, label non-null with
-at least two classes, id unique) and, optionally, the dataset's own suite JSON. GX's `severity`
+Two suites run: a generic one derived from the DatasetSpec (columns present, label non-null
+recorded (rows with no label are not quarantined: issue type `unlabeled`), at least two
+classes, id unique) and, optionally, the dataset's own suite JSON. GX's `severity`
 decides what a failure does: `critical` stops the run before anything is published; a failed
 row-level (column map) expectation of severity `warning` quarantines the failing rows (issue
 `invalid`); `info` is only recorded.
@@ -61,8 +62,10 @@ def generic_suite(
         exps.append({"type": "expect_column_to_exist", "kwargs": {"column": col},
                      "severity": "critical"})
     if label in columns:
+        # info, not warning: a row with no label is not quarantined; it gets a suggested label
+        # (issue type `unlabeled`, tasks/detect.py)
         exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": label},
-                     "severity": "warning"})
+                     "severity": "info"})
         exps.append({"type": "expect_column_unique_value_count_to_be_between",
                      "kwargs": {"column": label, "min_value": 2}, "severity": "critical"})
     if id_column and id_column in columns:

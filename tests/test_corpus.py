@@ -316,10 +316,12 @@ CASES = [
          check=published(45), outcome="cleaned: infinities imputed like missing values"),
     Case("float labels with NaN", file("floatlab.csv", float_labels),
          check=both(published(45), lambda con, d: _assert(con.execute(
-             "SELECT count(*) FILTER (WHERE is_invalid_issue), list(DISTINCT given_label "
+             "SELECT count(*) FILTER (WHERE is_unlabeled_issue AND NOT is_invalid_issue "
+             "AND suggested_label IS NOT NULL), list(DISTINCT given_label "
              "ORDER BY given_label) FROM issues WHERE dataset = ?", [d]).fetchall()[0]
              == (3, ["1", "2", "3", None]))),
-         outcome="cleaned: labels 1/2/3; the 3 NaN-label rows quarantined (invalid, dropped)"),
+         outcome="cleaned: labels 1/2/3; the 3 NaN-label rows get a suggested label "
+         "(unlabeled, review; not in the clean table)"),
     Case("unicode labels", file("uni.csv", unicode_labels),
          check=both(published(45), clean_values("label", {"猫", "chien ñandú", "🐢 tortue"})),
          outcome="cleaned: labels kept exactly"),

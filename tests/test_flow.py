@@ -102,7 +102,7 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert n_clean == 178 - sum(row[6] == "drop" for row in issues)
     assert [t for (t,) in types] == sorted(
         ["label", "outlier", "near_duplicate", "exact_duplicate", "conflicting_label", "null",
-         "class_imbalance", "non_iid", "underperforming_group", "invalid"])
+         "class_imbalance", "non_iid", "underperforming_group", "invalid", "unlabeled"])
     assert val == [("wine", "expect_column_values_to_be_between", False),
                    ("wine", "expect_table_column_count_to_equal", True)]
 
@@ -306,3 +306,39 @@ def test_trust_columns_and_a_noisy_slice_reach_the_warehouse(workdir):
     assert len(certified) >= 10 and both == 0
     assert flip[certified].mean() <= 0.01  # certified rows are (almost) never wrong
     assert roles["source"] == "ignore"
+
+
+def test_unlabeled_rows_get_a_suggestion_and_every_row_a_priority(workdir):
+    """Rows with an empty label are not quarantined: the fold models suggest their (true)
+    label, they go to review and stay out of the clean table; every row gets an ActiveLab
+    score, and `--order priority` puts the lowest first."""
+    from tasks.review import review_queue
+
+    frame = blobs(n=600, k=3, d=4, seed=4)
+    truth = frame["label"].to_numpy(dtype=object).copy()
+    hidden = np.arange(0, 600, 20)  # 30 rows with no label
+    labels = truth.copy()
+    labels[hidden] = None
+    frame["label"] = labels
+    frame.to_csv(workdir / "partly.csv", index=False)
+    spec = DatasetSpec(source=str(workdir / "partly.csv"), label="label",
+                       db=str(workdir / "w.duckdb"))
+    summary, _ = run(spec)
+    with duckdb.connect(spec.db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT row_id, suggested_label, suggested_label_confidence, action, "
+            "is_invalid_issue, unlabeled_score FROM issues WHERE is_unlabeled_issue "
+            "ORDER BY row_id::INT").fetchall()
+        no_priority = con.execute("SELECT count(*) FROM issues WHERE active_learning_score IS "
+                                  "NULL").fetchall()[0][0]
+        clean = con.execute("SELECT count(*) FROM partly_clean").fetchall()[0][0]
+    assert [int(r[0]) for r in rows] == hidden.tolist()
+    assert np.mean([r[1] == truth[int(r[0])] for r in rows]) >= 0.9
+    assert all(r[3] == "review" and not r[4] and r[2] == r[5] > 0 for r in rows)
+    assert no_priority == 0
+    assert clean == summary.n_clean_rows <= 600 - len(hidden)
+    html = (spec.db_path.parent / "reports" / "partly" / f"{summary.run_id}.html").read_text()
+    assert "30</b> rows have <b>no label" in html
+    _, queue = review_queue(spec.db_path, order="priority")
+    scores = queue["active_learning_score"].to_numpy()
+    assert len(queue) >= len(hidden) and (np.diff(scores) >= 0).all()

@@ -23,12 +23,14 @@ def test_clean_frame_passes_and_records_every_expectation():
     assert len(bad) == 0
 
 
-def test_null_labels_are_quarantined_not_fatal():
+def test_null_labels_are_recorded_not_quarantined():
+    """A row with no label is not quarantined (it gets a suggested label: issue type
+    `unlabeled`); the expectation still records how many there are."""
     outcomes, bad = check(frame(label=["a", None, "b", "a"]), "label", "row_id", [], None)
-    assert bad.tolist() == [1]
+    assert bad.tolist() == []
     failed = [o for o in outcomes if not o.success]
-    assert [(o.expectation, o.severity) for o in failed] == [
-        ("expect_column_values_to_not_be_null", "warning")]
+    assert [(o.expectation, o.severity, o.unexpected_count) for o in failed] == [
+        ("expect_column_values_to_not_be_null", "info", 1)]
 
 
 @pytest.mark.parametrize("df, label, needle", [

@@ -138,7 +138,9 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
                 "SELECT count(*) FILTER (WHERE label_score IS NOT NULL) AS scored, "
                 "count(*) FILTER (WHERE is_well_labeled) AS well_labeled, "
                 "count(*) FILTER (WHERE is_ambiguous) AS ambiguous, "
-                "count(*) FILTER (WHERE is_ambiguous AND is_label_issue) AS ambiguous_issues "
+                "count(*) FILTER (WHERE is_ambiguous AND is_label_issue) AS ambiguous_issues, "
+                + ("count(*) FILTER (WHERE is_unlabeled_issue) " if "is_unlabeled_issue" in
+                   issue_cols else "0 ") + "AS unlabeled "
                 "FROM issues WHERE run_id = ?", [run_id]))[0]
             data.trust["per_class"] = _dicts(con.execute(
                 "SELECT given_label AS class_name, count(*) AS n, "

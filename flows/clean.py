@@ -1,6 +1,6 @@
-"""The cleaning flow: ingest -> validate -> featurize -> estimate (per fold) -> detect -> decide
-(policy + review decisions) -> evaluate (optional) -> publish -> report. Wiring only; every
-stage lives in tasks/."""
+"""The cleaning flow: ingest -> [tag-sets] -> validate -> featurize -> estimate (per fold)
+-> detect -> decide (policy + review decisions) -> evaluate (optional) -> publish -> report.
+Wiring only; every stage lives in tasks/."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from tasks.report import report
 from tasks.retention import retain
 from tasks.spec import DatasetSpec
 from tasks.summary import artifact_key, run_artifacts
+from tasks.tags import tag_sets
 from tasks.validate import load_suite_file, validate
 from tasks.warehouse_lock import warehouse_slot
 
@@ -107,6 +108,11 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                 *spec.pred_prob_columns, *spec.slices]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
 
+    tags = staged(tag_sets)(snapshot, spec.label, spec.task, spec.label_columns,
+                            spec.label_delimiter, work)  # None unless multi-label
+    ingested = snapshot
+    if tags is not None:  # the label column as canonical tag text from here on
+        snapshot = tags.snapshot
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
     decisions = load_decisions(spec.db, spec.dataset_name, work)  # reviewers' decisions so far
     design = staged(featurize)(
@@ -114,7 +120,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         features=list(spec.features) if spec.features else None, n_folds=spec.folds,
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
         pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles,
-        task=spec.task)
+        task=spec.task, tags=tags, label_columns=spec.label_columns)
     neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
                              exact=spec.knn_exact)
     choice = None
@@ -163,7 +169,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         run_artifacts(spec, summary.run_id)
         retain(spec, summary.run_id, [snapshot, validation, decisions, design, neighbours,
                                       probs, files, check, detection, decided, evaluation,
-                                      accumulated, unlabeled])
+                                      accumulated, unlabeled, ingested])
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)

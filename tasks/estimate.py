@@ -134,14 +134,18 @@ def fit_predict(
     tests = [x_test] if extra is None else [x_test, extra[0]]
     regression = is_regressor(model)
     if high is not None and family(model) in LINEAR:
-        te = target_encoder(seed, regression)
-        extra_train = te.fit_transform(high[train], y[train])
+        te = target_encoder(seed, regression or y.ndim == 2)
+        # multilabel: encoded against the row's share of tags (one encoding for every tag)
+        target = y[train].mean(axis=1) if y.ndim == 2 else y[train]
+        extra_train = te.fit_transform(high[train], target)
         stack = sp.hstack if sp.issparse(x_train) else np.hstack
         x_train = stack([x_train, extra_train])
         highs = [high[test]] if extra is None else [high[test], extra[1]]
         tests = [stack([x, te.transform(h)]) for x, h in zip(tests, highs, strict=True)]
         if sp.issparse(x_train):
             x_train, tests = x_train.tocsr(), [x.tocsr() for x in tests]
+    if y.ndim == 2:  # multilabel: one model per tag (one-vs-rest), P(tag) per column
+        return np.vstack(per_tag(model, plan, seed, x_train, y[train], tests))
     pipe = make_model(model, plan, seed)
     pipe.fit(x_train, y[train])
     if regression:
@@ -156,6 +160,25 @@ def fit_predict(
     return np.vstack(parts)
 
 
+def per_tag(model: str, plan: FeaturePlan, seed: int, x_train, Y: np.ndarray,  # noqa: ANN001
+            tests: list) -> list[np.ndarray]:
+    """One-vs-rest: a `model` per tag fitted on the training rows' 0/1 column, P(tag) for each
+    of `tests` (n_test x K, float32); a tag constant in the training rows gets that constant."""
+    outs = [np.zeros((x.shape[0], Y.shape[1]), dtype=np.float32) for x in tests]
+    for k in range(Y.shape[1]):
+        column = Y[:, k]
+        if column.min() == column.max():
+            for out in outs:
+                out[:, k] = float(column[0]) if len(column) else 0.0
+            continue
+        clf = make_model(model, plan, seed)
+        clf.fit(x_train, column)
+        positive = list(clf.classes_).index(1)
+        for out, x in zip(outs, tests, strict=True):
+            out[:, k] = clf.predict_proba(x)[:, positive]
+    return outs
+
+
 def fit_predict_fold(
     X, y: np.ndarray, folds: np.ndarray, fold: int, n_classes: int,  # noqa: ANN001
     model: str, plan: FeaturePlan, seed: int, exclude: np.ndarray | None = None,
@@ -164,7 +187,7 @@ def fit_predict_fold(
     """Fit on rows outside `fold` (minus `exclude`d rows), return the fold's probabilities
     (followed by the `extra` rows', when given: see fit_predict)."""
     train, test = folds != fold, folds == fold
-    if exclude is not None and is_regressor(model):
+    if exclude is not None and (is_regressor(model) or y.ndim == 2):
         train = train & ~exclude
     elif exclude is not None:
         pruned = train & ~exclude
@@ -191,6 +214,22 @@ def knn_probs(graph, y: np.ndarray, n_classes: int) -> np.ndarray:  # noqa: ANN0
     neighbour)."""
     return knn_smooth(y[graph_neighbours(graph)], n_classes,
                       np.bincount(y, minlength=n_classes))
+
+
+def knn_tags(graph, Y: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Leave-one-out kNN per-tag probabilities from the shared graph: the share of the row's
+    neighbours carrying each tag, with one pseudo-neighbour at the tag's frequency."""
+    neighbours = graph_neighbours(graph)
+    k = neighbours.shape[1]
+    return ((Y[neighbours].sum(axis=1) + Y.mean(axis=0)) / (k + 1)).astype(np.float32)
+
+
+def knn_estimate(graph, y: np.ndarray, n_classes: int, regression: bool = False  # noqa: ANN001
+                 ) -> np.ndarray:
+    """The kNN family's out-of-fold estimate for any task (y: classes, targets or tag matrix)."""
+    if regression:
+        return knn_mean(graph, y)
+    return knn_tags(graph, y) if y.ndim == 2 else knn_probs(graph, y, n_classes)
 
 
 def knn_mean(graph, y: np.ndarray) -> np.ndarray:  # noqa: ANN001
@@ -228,18 +267,25 @@ def unlabeled_mean(folds: np.ndarray, parts: dict[str, list[np.ndarray]],
 
 
 def combine(per_model: list[np.ndarray], weights: tuple[float, ...] | None = None,
-            regression: bool = False) -> np.ndarray:
+            regression: bool = False, multilabel: bool = False) -> np.ndarray:
     """Weighted mean of several models' probabilities (equal weights by default), renormalised
-    per row; of regressors' predictions (n x 1, float64) when `regression`."""
+    per row; of regressors' predictions (n x 1, float64) when `regression`; of per-tag
+    probabilities (each its own, not renormalised) when `multilabel`."""
     w = np.asarray(weights if weights else [1.0] * len(per_model), dtype=np.float64)
     pred = np.tensordot(w / w.sum(), np.asarray(per_model, dtype=np.float64), axes=1)
     if regression:
         return pred
+    if multilabel:
+        return pred.astype(np.float32)
     return (pred / pred.sum(axis=1, keepdims=True).clip(min=1e-12)).astype(np.float32)
 
 
 def log_loss(y: np.ndarray, probs: np.ndarray) -> float:
-    """Mean negative log probability of the given labels (clipped at EPS)."""
+    """Mean negative log probability of the given labels (clipped at EPS); for a tag matrix
+    (multilabel) the mean over rows and tags of each tag's given state."""
+    if y.ndim == 2:
+        p = np.where(y.astype(bool), probs, 1.0 - probs)
+        return float(-np.log(np.clip(p, EPS, 1.0)).mean())
     p = probs[np.arange(len(y)), y]
     return float(-np.log(np.clip(p, EPS, 1.0)).mean())
 
@@ -255,6 +301,7 @@ class ModelCheck(BaseModel):
     skill: float  # 1 - log_loss / chance_log_loss (0 = chance, 1 = perfect)
     trusted: bool
     warning: str = ""
+    micro_f1: float | None = None  # multilabel: out-of-fold micro-F1 of the tags at 0.5
 
 
 def check_model(y: np.ndarray, probs: np.ndarray, n_classes: int) -> ModelCheck:
@@ -306,6 +353,31 @@ def check_regression(y: np.ndarray, predictions: np.ndarray) -> ModelCheck:
                       warning=warning)
 
 
+def micro_f1(Y: np.ndarray, predicted: np.ndarray) -> float:
+    """Micro-averaged F1 of predicted 0/1 tags against given ones (1.0 when both are empty)."""
+    Y, predicted = Y.astype(bool), predicted.astype(bool)
+    tp = float((Y & predicted).sum())
+    denominator = float(Y.sum() + predicted.sum())
+    return 2 * tp / denominator if denominator else 1.0
+
+
+def check_multilabel(Y: np.ndarray, probs: np.ndarray) -> ModelCheck:
+    """The multilabel counterpart of check_model: the per-tag log loss against predicting each
+    tag's frequency (skill as for classes), and the out-of-fold micro-F1 at 0.5 (reported; the
+    accuracy fields are NaN: a row's tags are not one right-or-wrong answer)."""
+    prior = Y.mean(axis=0, keepdims=True).clip(EPS, 1 - EPS)
+    ll, chance = log_loss(Y, probs), log_loss(Y, np.broadcast_to(prior, Y.shape))
+    skill = 1.0 - ll / chance if chance > 0 else 0.0
+    f1 = micro_f1(Y, probs >= 0.5)
+    warning = (f"the model is too weak to judge tags: its out-of-fold per-tag log loss {ll:.3f} "
+               f"is close to predicting each tag's frequency ({chance:.3f}; skill {skill:.2f} < "
+               f"{MIN_SKILL}; micro-F1 {f1:.3f}). Label issues are listed for review; no tag "
+               "is changed or dropped automatically") if skill < MIN_SKILL else ""
+    return ModelCheck(accuracy=float("nan"), log_loss=ll, chance_accuracy=float("nan"),
+                      chance_log_loss=chance, skill=float(skill), trusted=not warning,
+                      warning=warning, micro_f1=f1)
+
+
 def first_pass_flags(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     """Rows confident learning flags in the first pass: left out of training in the second."""
     return find_label_issues(labels, pred_probs, n_jobs=1)
@@ -319,17 +391,18 @@ def out_of_fold_probs(
     every chosen model on every fold, weighted, with the prune-and-retrain pass when chosen."""
 
     regression = any(is_regressor(m) for m in choice.models)
+    multilabel = y.ndim == 2
 
     def one_model(m: str, exclude: np.ndarray | None) -> np.ndarray:
         if m == "knn":
-            return knn_mean(graph, y) if regression else knn_probs(graph, y, n_classes)
+            return knn_estimate(graph, y, n_classes, regression)
         return assemble(folds, [fit_predict_fold(inputs[m], y, folds, k, n_classes, m, plan,
                                                  seed, exclude, inputs.get("high"))
                                 for k in range(int(folds.max()) + 1)], n_classes)
 
     def one_pass(exclude: np.ndarray | None) -> np.ndarray:
         return combine([one_model(m, exclude) for m in choice.models], choice.weights or None,
-                       regression)
+                       regression, multilabel)
 
     first = one_pass(None)
     if choice.prune == "off":
@@ -358,7 +431,7 @@ def design_inputs(snapshot: Snapshot, design: Design,
 
 def unlabeled_inputs(snapshot: Snapshot, design: Design, model: str) -> tuple | None:
     """(X, high) of the unlabeled rows for `model` (see fit_predict's `extra`), or None."""
-    if design.unlabeled is None or design.regression:
+    if design.unlabeled is None or design.task != "classification":
         return None
     from tasks.featurize import unlabeled_frame
 
@@ -416,6 +489,19 @@ def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: st
                                 "column of finite numbers, one row per input row")
         return write_array(given[design.positions.read()].astype(np.float64), Path(work_dir),
                            "pred_probs")
+    if design.multilabel:  # one column per tag, in sorted tag order, each P(tag)
+        vocabulary = tuple(sorted({t for v in df[label] for t in str(v or "").split(
+            design.tag_delimiter) if t}))
+        given = (load_user_array(path, len(df), "pred_probs") if path else df[columns].apply(
+            pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32))
+        if given.shape[1] != len(vocabulary) or not np.isfinite(given).all() or (
+                given < 0).any() or (given > 1).any():
+            raise CleansetError(f"supplied pred_probs of tag sets must be {len(vocabulary)} "
+                                "columns of probabilities in [0, 1], one per tag in sorted order "
+                                f"({', '.join(vocabulary[:10])})")
+        index = {t: i for i, t in enumerate(vocabulary)}
+        probs = given[np.ix_(design.positions.read(), [index[t] for t in design.classes])]
+        return write_array(probs.astype(np.float32), Path(work_dir), "pred_probs")
     _, all_classes = encode_labels(df[label])
     if path:
         given = load_user_array(path, len(df), "pred_probs")
@@ -461,14 +547,14 @@ def pred_probs(design: Design, parts: dict[str, list[ArrayRef]], weights: dict[s
     per_model, w = [], []
     for model, weight in weights.items():
         if model == "knn":
-            graph = neighbours.graph.read()
-            per_model.append(knn_mean(graph, y) if design.regression else knn_probs(graph, y, k))
+            per_model.append(knn_estimate(neighbours.graph.read(), y, k, design.regression))
         else:
             per_model.append(assemble(folds, [p.read() for p in parts[model]], k))
         w.append(weight)
-    probs = combine(per_model, tuple(w), design.regression)
+    probs = combine(per_model, tuple(w), design.regression, design.multilabel)
     if average_with is not None:
-        probs = combine([probs, average_with.read()], regression=design.regression)
+        probs = combine([probs, average_with.read()], regression=design.regression,
+                        multilabel=design.multilabel)
     return write_array(probs, Path(work_dir), "pred_probs")
 
 
@@ -492,6 +578,14 @@ def unlabeled_pred_probs(design: Design, parts: dict[str, list[ArrayRef]],
 def model_check(design: Design, pred_probs: ArrayRef) -> ModelCheck:
     """Out-of-fold accuracy and log loss against chance; warn when too weak to act on."""
     logger = get_run_logger()
+    if design.multilabel:
+        check = check_multilabel(design.labels.read(), pred_probs.read())
+        logger.info("model check: out-of-fold micro-F1 %.3f, per-tag log loss %.3f (chance "
+                    "%.3f), skill %.2f", check.micro_f1, check.log_loss, check.chance_log_loss,
+                    check.skill)
+        if check.warning:
+            logger.warning(check.warning)
+        return check
     if design.regression:
         check = check_regression(design.labels.read(), pred_probs.read())
         logger.info("model check: out-of-fold R^2 %.3f (MSE %.4g, variance %.4g)", check.skill,

@@ -549,8 +549,8 @@ def publish(
 
 # ---- failed runs ------------------------------------------------------------------------------
 
-HELPER_MODULES = {"errors", "store", "caching", "warehouse", "warehouse_lock", "textfiles", "spec",
-                  "schema"}
+HELPER_MODULES = {"errors", "store", "caching", "timing", "warehouse", "warehouse_lock",
+                  "textfiles", "spec", "schema"}
 
 
 def failed_stage(exc: BaseException) -> str:

@@ -266,7 +266,8 @@ def test_a_library_upgrade_recomputes_every_cached_stage(workdir, monkeypatch):
     np.save(workdir / "probs.npy", probs)  # skips training: the test is about the keys
     spec = DatasetSpec(source=str(workdir / "b.csv"), label="label", db=str(workdir / "w.duckdb"),
                        pred_probs=str(workdir / "probs.npy"))
-    never_cached = ("publish", "load-decisions", "run-artifacts", "retain", "report")
+    never_cached = ("publish", "load-decisions", "run-artifacts", "retain", "report",
+                    "record-stages")
     run(spec)
     _, second_id = run(spec)
     cached = {n: s for n, s in task_states(second_id).items() if not n.startswith(never_cached)}

@@ -42,7 +42,7 @@ class StageProgress(logging.Handler):
 
 
 def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
-             address: str | None = None, folder: str | None = None):
+             address: str | None = None, folder: str | None = None, full: bool = False):
     """Run the cleaning flow (of a dataset `folder`, flows/folders.py, when given) with a live
     status line; user errors become a message and a non-zero exit."""
     from flows.local_server import LocalServer, reporting_to, wanted
@@ -73,7 +73,7 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
                     line, description="starting a local Prefect server ...")):
                 if folder is not None:
                     return clean_folder(folder, db=spec.db, work_dir=spec.work_dir,
-                                        refresh=refresh)
+                                        refresh=refresh, full=full)
                 return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         fail(str(exc))

@@ -42,7 +42,7 @@ class StageProgress(logging.Handler):
 
 
 def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
-             address: str | None = None, folder: str | None = None):
+             address: str | None = None, folder: str | None = None, full: bool = False):
     """Run the cleaning flow (of a dataset `folder`, flows/folders.py, when given) with a live
     status line; user errors become a message and a non-zero exit."""
     from flows.local_server import LocalServer, reporting_to, wanted
@@ -73,7 +73,7 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
                     line, description="starting a local Prefect server ...")):
                 if folder is not None:
                     return clean_folder(folder, db=spec.db, work_dir=spec.work_dir,
-                                        refresh=refresh)
+                                        refresh=refresh, full=full)
                 return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         fail(str(exc))
@@ -152,7 +152,15 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     page = report_path(Path(summary.db), summary.dataset, summary.run_id)
     if page.exists():
         t.add_row("report", str(page))
-    t.add_row("time", f"{seconds:.1f} s")
+    if summary.stages:
+        from tasks.timing import stage_lines, totals
+
+        flow = totals(list(summary.stages))["seconds"]
+        t.add_row("time", f"{seconds:.1f} s ({flow:.1f} s in the flow, {seconds - flow:.1f} s "
+                          "starting up)")
+        t.add_row("slowest stages", "\n".join(stage_lines(list(summary.stages))))
+    else:
+        t.add_row("time", f"{seconds:.1f} s")
     console.print(t)
     if check and check.get("model_warning"):
         err.print(f"[bold yellow]warning:[/bold yellow] {check['model_warning']}",

@@ -103,6 +103,9 @@ def run(
     ] = None,
     refresh: Annotated[bool, typer.Option(
         "--refresh", help="Recompute every stage instead of reusing cached results.")] = False,
+    full: Annotated[bool, typer.Option(
+        "--full", help="A dataset folder: re-estimate every fold model now instead of an "
+        "incremental run (a run of files is always full).")] = False,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No live progress: only warnings and the summary.")] = False,
     verbose: Annotated[bool, typer.Option(
@@ -143,7 +146,7 @@ def run(
                     "pred-prob-column": pred_prob_columns, "embeddings": embeddings,
                     "test": test, "eval-holdout": eval_holdout, "folds": folds, "seed": seed}
         given = [f"--{k}" for k, v in settings.items() if v not in (None, False, [], ())]
-        return run_folder(source, db, work_dir, refresh, quiet, runner, address, given)
+        return run_folder(source, db, work_dir, refresh, quiet, runner, address, given, full)
 
     try:
         spec = build_spec(

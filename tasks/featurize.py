@@ -24,7 +24,15 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from tasks.caching import STAGE_CACHE, file_content, stage
 from tasks.errors import CleansetError
 from tasks.ingest import Snapshot
-from tasks.store import ArrayRef, MatrixRef, TableRef, write_array, write_matrix
+from tasks.store import (
+    ArrayRef,
+    MatrixRef,
+    ObjectRef,
+    TableRef,
+    write_array,
+    write_matrix,
+    write_object,
+)
 from tasks.task_type import decide_task
 from tasks.validate import Validation
 
@@ -84,6 +92,7 @@ class Design(BaseModel):
     # rows with no label (not quarantined): not trained on; every fold model predicts them
     unlabeled: ArrayRef | None = None  # their snapshot positions
     unlabeled_matrix: MatrixRef | None = None  # their encoded features (encoding fit on scored)
+    encoder: ObjectRef | None = None  # the fitted encoding (kept for incremental runs)
 
     @property
     def regression(self) -> bool:
@@ -481,10 +490,12 @@ def featurize(
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
     embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
     decisions: TableRef | None = None, roles: dict[str, str] | None = None, task: str = "auto",
+    keep_encoder: bool = False,
 ) -> Design:
     """Decide the task (classification or regression), infer column roles, encode labels and
     plan folds for the rows that passed validation, with the reviewers' corrections applied (a
-    reviewed drop is not trained on)."""
+    reviewed drop is not trained on). `keep_encoder`: write the fitted encoding too (a dataset
+    folder's run: an incremental run encodes new rows with it)."""
     df = snapshot.table.read()
     work = Path(work_dir)
     quarantined = validation.quarantined.read()
@@ -551,7 +562,8 @@ def featurize(
                   n_folds=n_folds, rare=write_array(rare, work, "design"),
                   rare_classes=tuple(rare_counts), embeddings=emb_ref, task=task,
                   task_reason=task_reason, unlabeled=unlabeled_ref,
-                  unlabeled_matrix=unlabeled_matrix)
+                  unlabeled_matrix=unlabeled_matrix,
+                  encoder=write_object(transformer, work, "models") if keep_encoder else None)
 
 
 def unlabeled_frame(df: pd.DataFrame, plan: FeaturePlan, unlabeled: np.ndarray,

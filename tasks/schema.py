@@ -54,7 +54,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("model_skill", "DOUBLE"), ("model_trusted", "BOOLEAN"),
              ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN"), ("task", "VARCHAR"),
              ("task_reason", "VARCHAR"), ("mode", "VARCHAR"), ("mode_reason", "VARCHAR"),
-             ("n_batches", "BIGINT"), ("n_new_batches", "BIGINT")],
+             ("n_batches", "BIGINT"), ("n_new_batches", "BIGINT"), ("models", "JSON"),
+             ("models_run_id", "VARCHAR"), ("n_new_rows", "BIGINT"),
+             ("n_verdicts_changed", "BIGINT"), ("verdicts_changed", "VARCHAR")],
     "issues": _issue_columns(),
     "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
                       ("num_issues", "BIGINT"), ("score", "DOUBLE")],
@@ -107,6 +109,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                     ("statistic", "VARCHAR"), ("value", "DOUBLE"), ("effect_size", "DOUBLE"),
                     ("threshold", "DOUBLE"), ("severity", "VARCHAR"), ("outcome", "VARCHAR"),
                     ("message", "VARCHAR")],
+    # one row per stage per flow run (tasks/timing.py): wall seconds, process RSS at the stage's
+    # end and the process's peak RSS so far; kept for every flow run (a re-run of the same
+    # run_id adds rows), so a run compares with the previous one of its dataset
+    "run_stages": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("flow_run_id", "VARCHAR"),
+                   ("position", "INTEGER"), ("stage", "VARCHAR"), ("calls", "INTEGER"),
+                   ("seconds", "DOUBLE"), ("busy_seconds", "DOUBLE"), ("rss_mib", "DOUBLE"),
+                   ("peak_rss_mib", "DOUBLE"), ("model_stage", "BOOLEAN"),
+                   ("recorded_at", "TIMESTAMPTZ")],
 }
 SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
           for t, cols in TABLES.items()]

@@ -110,6 +110,45 @@ class Retention(BaseModel):
         "keep everything")
 
 
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """`30m`, `12h`, `7d`, `2w` as seconds (a ValueError naming the forms otherwise)."""
+    match = DURATION_RE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: write e.g. 12h, 7d or 2w (m, h, d, w), "
+                         "or nightly")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+class Incremental(BaseModel):
+    """When a dataset folder's run re-estimates its models and when it reuses the last full
+    estimation's fold models for the new rows (tasks/incremental.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="false: every run of the dataset folder is full")
+    full_every: str | None = Field(
+        "7d", description="re-estimate when the last full estimation is older than this (12h, "
+        "7d, 2w); `nightly`: every run the nightly flow starts is full; null: never for age")
+    max_new_share: float = Field(
+        0.20, ge=0.0, le=1.0, description="re-estimate when new or changed rows are more than "
+        "this share of the scored rows")
+    max_relabelled_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="re-estimate when rows whose label changed since the "
+        "full estimation (a reviewer's relabel, or a later batch's new label for the same id) "
+        "are more than this share of the scored rows")
+
+    @field_validator("full_every")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None and str(v).strip() != "nightly":
+            duration_seconds(v)
+        return v
+
+
 class Alert(BaseModel):
     """When a run emits `cleanset.dataset.degraded` (tasks/batches.py)."""
 
@@ -272,6 +311,9 @@ class DatasetSpec(BaseModel):
     policy: Policy = Policy()
     retention: Retention = Retention()
     alert: Alert = Alert()
+    incremental: Incremental = Field(
+        default_factory=Incremental, description="a dataset folder's incremental runs: when the "
+        "last full estimation's fold models score the new rows, when everything is re-estimated")
     audit: AuditSettings = Field(
         default_factory=AuditSettings, description="how a new batch is audited against the "
         "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
@@ -370,7 +412,7 @@ class DatasetSpec(BaseModel):
     def fingerprint(self) -> str:
         """Hash of the settings that change results (not where outputs are written)."""
         payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source", "workers",
-                                                        "retention", "alert"})
+                                                        "retention", "alert", "incremental"})
         payload["dataset"] = self.dataset_name
         suite = self.suite_path
         payload["suite_sha256"] = (

@@ -12,7 +12,12 @@
   not the same as `symmetric`, which flips both classes alike;
 - `feature_dependent`: the `rate` of the rows with the smallest margin of the reference model
   (true class probability minus the best other class), i.e. the hardest rows, each flipped to
-  that runner-up class: what real annotators get wrong.
+  that runner-up class: what real annotators get wrong. The reference model here is the
+  script's own model (the peer's family, 5-fold out-of-fold on the true labels), so the rows it
+  finds hardest are the ones its own probabilities single out: this shape favours the script;
+- `feature_dependent_rf`: the same rule with another reference model, a RandomForest out-of-fold
+  on a shuffled StratifiedKFold (seed 1), which neither side uses: hard rows as a third party
+  (an annotator) finds them, not as either tool's model does. Reported on its own summary line.
 
 tasks/sample.py `plant_noise` is not reused: its class-conditional noise is a fixed k -> k+1
 pairing and its feature-dependent noise ranks rows by the second-highest probability, not by the
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-NOISES = ("none", "symmetric", "class_conditional", "feature_dependent")
+ORIGINAL = ("none", "symmetric", "class_conditional", "feature_dependent")
+NOISES = (*ORIGINAL, "feature_dependent_rf")
 RATE = 0.10
 CLASS_CAP = 0.3  # class_conditional: at most this share of a class is flipped
 
@@ -68,9 +74,22 @@ def confusable(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return confusion(y, probs)[0]
 
 
+def rf_reference(X, y: np.ndarray) -> np.ndarray:  # noqa: ANN001 - dense or sparse features
+    """The `feature_dependent_rf` reference: RandomForest out-of-fold probabilities on the TRUE
+    labels (shuffled StratifiedKFold, seed 1; one thread)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=1)
+    model = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=1,
+                                   n_jobs=1)
+    return cross_val_predict(model, X, y, cv=folds, method="predict_proba")
+
+
 def plant(y: np.ndarray, kind: str, probs: np.ndarray | None, rate: float = RATE,
           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(noisy labels, mask of flipped rows) for integer labels y in 0..K-1."""
+    """(noisy labels, mask of flipped rows) for integer labels y in 0..K-1. `probs` is the
+    reference model's out-of-fold probabilities (for `feature_dependent_rf`: `rf_reference`'s)."""
     y = np.asarray(y)
     n = len(y)
     k = int(probs.shape[1]) if probs is not None else int(y.max()) + 1
@@ -88,7 +107,7 @@ def plant(y: np.ndarray, kind: str, probs: np.ndarray | None, rate: float = RATE
         idx = np.concatenate([rng.choice(np.flatnonzero(y == c), size=m, replace=False)
                               for c, m in enumerate(counts) if m])
         noisy[idx] = partner[y[idx]]
-    elif kind == "feature_dependent":
+    elif kind in ("feature_dependent", "feature_dependent_rf"):
         others = probs.copy()
         others[np.arange(n), y] = -np.inf
         runner_up = others.argmax(axis=1)

@@ -8,10 +8,13 @@ replays the decision rule offline for a grid of settings:
   suggested label >= nu. Reported per setting: rows relabelled, wrong relabels (in total and on
   the 0%-noise cases, where every relabel is wrong), relabel precision, and the worst case's
   precision.
-- fallback for the other label issues (review keeps the row; drop leaves it out): test accuracy
-  of the peer's fixed model trained on the resulting clean data, against training on the data
-  as given and on the script's pruned data (the model is retrained here; same split as the
-  harness).
+- fallback for the other label issues (review keeps the row; drop leaves it out; `drop<theta`
+  drops only those whose label score, the out-of-fold probability of the given label, is below
+  theta, and sends the rest to review): label accuracy of the kept rows against the truth,
+  before and after, per variant (cases where it fell, the worst change, right and wrong labels
+  dropped), without retraining; with `--retrain` also the test accuracy of the fixed
+  downstream model trained on the resulting clean data, against training on the data as given
+  and on the script's pruned data (same split as the harness).
 
 The HELDOUT half is refused: its figures are reported by do_no_harm.py, never tuned on.
 
@@ -38,7 +41,7 @@ from bench.datasets import DESIGN, load  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 TAUS = (0.8, 0.85, 0.9, 0.95, 0.98)
 NUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-THETAS = (0.02, 0.05, 0.1, 0.2)
+THETAS = (0.02, 0.05, 0.1, 0.2, 0.3)
 
 
 def cases(name: str) -> list[tuple[str, str, pd.DataFrame, dict]]:
@@ -87,9 +90,46 @@ def relabel_grid(all_cases: list) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
+def label_masks(rows: pd.DataFrame, row: dict) -> dict[str, np.ndarray]:
+    """Rows each fallback variant keeps. Rows the run dropped for another issue type (an exact
+    copy, a null row) stay dropped in every variant; ambiguous label issues go to review (the
+    default) in every variant."""
+    trusted = bool(row.get("model_check", {}).get("model_trusted", True))
+    flag = rows["is_label_issue"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    ambiguous = rows["is_ambiguous"].astype("boolean").fillna(False).to_numpy(dtype=bool) \
+        if "is_ambiguous" in rows else np.zeros(len(rows), bool)
+    kept = rows["kept"].to_numpy(dtype=bool)
+    other = ~kept & ~flag  # dropped for another issue type
+    droppable = flag & ~ambiguous if trusted else np.zeros(len(rows), bool)
+    score = rows["label_score"].astype(float).fillna(1.0).to_numpy()
+    out = {"as run": kept, "review": ~other, "drop": ~other & ~droppable}
+    for theta in THETAS:
+        out[f"drop<{theta}"] = ~other & ~(droppable & (score < theta))
+    return out
+
+
+def accuracy_grid(all_cases: list) -> pd.DataFrame:
+    """Per fallback variant: label accuracy of the kept rows against the truth (given labels,
+    no relabelling) compared with all rows as given."""
+    table = []
+    for name, noise, rows, row in all_cases:
+        right = rows["given_label"].astype(str).to_numpy() == rows["true_label"].astype(
+            str).to_numpy()
+        for variant, keep in label_masks(rows, row).items():
+            table.append({"dataset": name, "noise": noise, "variant": variant,
+                          "change": float(right[keep].mean() - right.mean()),
+                          "dropped_right": int((~keep & right).sum()),
+                          "dropped_wrong": int((~keep & ~right).sum())})
+    frame = pd.DataFrame(table)
+    return frame.groupby("variant", sort=False).agg(
+        cases_fell=("change", lambda c: int((c < -1e-12).sum())),
+        worst_change=("change", "min"), mean_change=("change", "mean"),
+        dropped_right=("dropped_right", "sum"), dropped_wrong=("dropped_wrong", "sum"))
+
+
 def retrain(all_cases: list, tau: float, nu: float) -> pd.DataFrame:
     """Test accuracy of the peer's model trained on the clean data of each fallback."""
-    from bench.do_no_harm import prepare, test_accuracy
+    from bench.do_no_harm import prepare, single_row_class, test_accuracy
 
     out = []
     splits: dict[str, dict] = {}
@@ -111,14 +151,12 @@ def retrain(all_cases: list, tau: float, nu: float) -> pd.DataFrame:
             "script_pruned": (~rows["script_flag"].to_numpy(dtype=bool), given),
             "relabel+review": (everything, final),
             "relabel+drop": (~(flag & ~relabel) if trusted else everything, final),
-            "drop": (~flag if trusted else everything, given),
             "drop_untrusted_too": (~flag, given),
         }
-        score = rows["label_score"].astype(float).fillna(1.0).to_numpy()
-        for theta in THETAS:
-            variants[f"drop<{theta}"] = (~(flag & (score < theta)) if trusted else everything,
-                                         given)
-        acc = {k: test_accuracy(x_train[keep], lab[keep], x_test, y_test, plan, ds_kind)
+        for variant, keep in label_masks(rows, row).items():  # as in accuracy_grid
+            variants[variant] = (keep, given)
+        stable = single_row_class(*(lab[keep] for keep, lab in variants.values()))
+        acc = {k: test_accuracy(x_train[keep], lab[keep], x_test, y_test, plan, ds_kind, stable)
                for k, (keep, lab) in variants.items()}
         out.append({"dataset": name, "noise": noise,
                     "skill": row.get("model_check", {}).get("model_skill"), **acc})
@@ -140,11 +178,12 @@ def main() -> None:
     grid = relabel_grid(all_cases)
     pd.set_option("display.width", 160)
     print(grid.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nlabel accuracy of the kept rows vs all rows as given, per fallback variant:")
+    print(accuracy_grid(all_cases).to_string(float_format=lambda v: f"{v:+.4f}"))
     if args.retrain:
         table = retrain(all_cases, args.tau, args.nu)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        cols = ["given", "script_pruned", "relabel+review", "relabel+drop", "drop",
-                "drop_untrusted_too", *(f"drop<{t}" for t in THETAS)]
+        cols = [c for c in table.columns if c not in ("dataset", "noise", "skill")]
         print("mean:", table[cols].mean().round(4).to_dict())
         for c in cols[2:]:
             print(f"{c}: below given on {(table[c] < table['given']).sum()} cases, worst "

@@ -17,8 +17,20 @@ LandingOpt = Annotated[Path, typer.Option("--landing", help="The landing folder 
 DbOpt = Annotated[Path, typer.Option("--db", help="DuckDB warehouse file.")]
 
 
+def mode_line(summary) -> str:  # noqa: ANN001 - a RunSummary
+    """`mode: incremental (why)` and, against the previous run, the old rows whose verdict
+    changed and why (or that every verdict is stable)."""
+    line = f"mode: {summary.mode} ({summary.mode_reason})"
+    if summary.n_verdicts_changed is None:
+        return line
+    if summary.n_verdicts_changed == 0:
+        return line + "; verdicts: stable (no earlier row changed its flag or action)"
+    return line + (f"; verdicts: {summary.n_verdicts_changed:,} earlier row(s) changed flag or "
+                   f"action ({summary.verdicts_changed})")
+
+
 def run_folder(folder: str, db: Path | None, work_dir: Path | None, refresh: bool, quiet: bool,
-               runner: str, address: str | None, given: list[str]) -> None:
+               runner: str, address: str | None, given: list[str], full: bool = False) -> None:
     """`cleanset run DATASET_FOLDER/`: the folder's new files become batches; all accepted
     batches are cleaned with the folder's cleanset.yaml."""
     from flows.options import console, fail
@@ -36,7 +48,7 @@ def run_folder(folder: str, db: Path | None, work_dir: Path | None, refresh: boo
     except CleansetError as exc:
         fail(str(exc))
     started = time.perf_counter()
-    summary = run_flow(spec, refresh, quiet, runner, address, folder=folder)
+    summary = run_flow(spec, refresh, quiet, runner, address, folder=folder, full=full)
     print_summary(summary, time.perf_counter() - started)
     line = (f"batches: {summary.n_batches} accepted ({len(summary.new_batches)} new: "
             f"{', '.join(summary.new_batches) or 'none'})")
@@ -45,6 +57,7 @@ def run_folder(folder: str, db: Path | None, work_dir: Path | None, refresh: boo
     if summary.n_replaced:
         line += f"; {summary.n_replaced} row(s) replaced by a later batch (same id)"
     console.print(line, highlight=False, soft_wrap=True)
+    console.print(mode_line(summary), highlight=False, soft_wrap=True, markup=False)
     for b in summary.batch_audits:  # each new batch against the dataset (tasks/audit.py)
         status = "accepted with warnings" if b["status"] == "accepted" and b["flagged"] else \
             b["status"]

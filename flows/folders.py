@@ -9,9 +9,9 @@ tasks/retention.py hold the logic).
       -> accumulate (all accepted batches) -> validate ... publish (+ batches rows) -> retain
       -> alert (cleanset.dataset.degraded) -> report
 
-Every run of a dataset is a full run over all its accepted batches (`runs.mode = 'full'`, and
-why); the batches, each row's batch (`issues.batch_id`) and the run that accepted each batch are
-recorded so that incremental runs can follow.
+A run of a dataset covers all its accepted batches; it is incremental (new rows scored by the
+last full estimation's fold models, detection over everything) or full, and `runs.mode` says
+which and why (tasks/incremental.py).
 """
 
 from __future__ import annotations
@@ -67,11 +67,14 @@ def _on_failure(flow, flow_run, state) -> None:  # noqa: ANN001 - Prefect's hook
 @flow(name="cleanset-dataset", flow_run_name=_run_name, log_prints=False,
       task_runner=task_runner(), on_failure=[_on_failure])
 def clean_folder(folder: str, db: str | None = None, work_dir: str | None = None,
-                 refresh: bool = False, arrived: str | None = None) -> RunSummary | None:
+                 refresh: bool = False, arrived: str | None = None, full: bool = False,
+                 scheduled: bool = False) -> RunSummary | None:
     """Clean a dataset folder: its new files become batches, audited before they join, and all
     accepted batches are cleaned together. `arrived`: the file whose arrival started this run
     (the on-arrival trigger); when it is already a batch and nothing else is new, the run stops
-    early (returns None)."""
+    early (returns None). The run is incremental when the last full estimation's fold models
+    can score what is new (tasks/incremental.py); `full` re-estimates everything; `scheduled`:
+    started by the nightly flow (`incremental.full_every: nightly` re-estimates then)."""
     spec = folder_spec(folder, db, work_dir)
     work = str(spec.work_path)
     staged = cached(spec, refresh)
@@ -113,7 +116,8 @@ def clean_folder(folder: str, db: str | None = None, work_dir: str | None = None
     parts = [(b.batch_id, b.snapshot, added.get(b.batch_id, _added(b, spec))) for b in accepted]
     acc = staged(accumulate)(parts=parts, id_column=spec.id, work_dir=work)
     acc = acc.model_copy(update={"batches": (*known, *admitted, *still, *plan.gone)})
-    summary = clean_steps(spec, acc.snapshot, refresh, accumulated=acc)
+    summary = clean_steps(spec, acc.snapshot, refresh, accumulated=acc, full=full,
+                          scheduled=scheduled)
     degraded = alert(spec, summary.run_id, summary.label_health_score,
                      list(summary.quarantined_batches))
     return summary.model_copy(update={"degraded": degraded["reason"]}) if degraded else summary
@@ -146,7 +150,7 @@ def nightly(landing: str = "data/landing", db: str = str(DEFAULT_DB), gc: bool =
     outcomes: dict[str, str] = {}
     for folder in dataset_folders(Path(landing)):
         started = time.perf_counter()
-        state = clean_folder(str(folder), db=db, return_state=True)
+        state = clean_folder(str(folder), db=db, scheduled=True, return_state=True)
         seconds = time.perf_counter() - started
         if state.is_completed():
             summary = state.result()

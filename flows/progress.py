@@ -42,7 +42,7 @@ class StageProgress(logging.Handler):
 
 
 def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads",  # noqa: ANN001, ANN202
-             address: str | None = None, folder: str | None = None):
+             address: str | None = None, folder: str | None = None, full: bool = False):
     """Run the cleaning flow (of a dataset `folder`, flows/folders.py, when given) with a live
     status line; user errors become a message and a non-zero exit."""
     from flows.local_server import LocalServer, reporting_to, wanted
@@ -73,13 +73,24 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
                     line, description="starting a local Prefect server ...")):
                 if folder is not None:
                     return clean_folder(folder, db=spec.db, work_dir=spec.work_dir,
-                                        refresh=refresh)
+                                        refresh=refresh, full=full)
                 return clean_dataset(spec, refresh=refresh)
     except CleansetError as exc:
         fail(str(exc))
     finally:
         for logger in loggers:
             logger.removeHandler(watcher)
+
+
+def annotators_text(summary) -> str:  # noqa: ANN001 - a tasks.publish.RunSummary
+    """The run summary's annotators line: how the label was made and the weakest annotators."""
+    rated = summary.annotators
+    if not rated:
+        return f"label = {summary.consensus}"
+    worst = ", ".join(f"{a['annotator']} {a['annotator_quality']:.2f}" for a in rated[-2:][::-1])
+    return (f"{len(rated)} rated; label = {summary.consensus} consensus (differs from the "
+            f"majority vote on {summary.n_consensus_changed:,} rows); lowest quality: {worst} "
+            "(table annotator_summary)")
 
 
 def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
@@ -114,6 +125,8 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
         t.add_row("no label", f"{summary.issue_counts['unlabeled']:,} rows with a suggested "
                   "label, in review; not in the clean table until labeled (review export "
                   "--order priority: what to label next)")
+    if summary.consensus:
+        t.add_row("annotators", annotators_text(summary))
     if summary.flagged_slices:
         t.add_row("slices", "\n".join(summary.flagged_slices))
     if summary.left_out:
@@ -144,7 +157,15 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     page = report_path(Path(summary.db), summary.dataset, summary.run_id)
     if page.exists():
         t.add_row("report", str(page))
-    t.add_row("time", f"{seconds:.1f} s")
+    if summary.stages:
+        from tasks.timing import stage_lines, totals
+
+        flow = totals(list(summary.stages))["seconds"]
+        t.add_row("time", f"{seconds:.1f} s ({flow:.1f} s in the flow, {seconds - flow:.1f} s "
+                          "starting up)")
+        t.add_row("slowest stages", "\n".join(stage_lines(list(summary.stages))))
+    else:
+        t.add_row("time", f"{seconds:.1f} s")
     console.print(t)
     if check and check.get("model_warning"):
         err.print(f"[bold yellow]warning:[/bold yellow] {check['model_warning']}",

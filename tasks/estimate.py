@@ -35,7 +35,7 @@ from tasks.errors import CleansetError
 from tasks.featurize import Design, FeaturePlan, encode, prepare_frame
 from tasks.ingest import Snapshot
 from tasks.knn import graph_neighbours
-from tasks.store import ArrayRef, write_array
+from tasks.store import ArrayRef, ObjectRef, write_array, write_object
 
 FAMILIES = ("logreg", "hgb", "nb", "knn")  # regression: ridge (alpha by efficient LOO), hgbr, knn
 LINEAR = ("logreg", "nb", "ridge")  # families that take the encoded matrix (featurize.encode)
@@ -121,71 +121,112 @@ def _take(X, rows: np.ndarray):  # noqa: ANN001, ANN202
     return X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
 
 
-def fit_predict(
-    X, y: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int,  # noqa: ANN001
-    model: str, plan: FeaturePlan, seed: int, high: np.ndarray | None = None,
-    extra: tuple | None = None,
-) -> np.ndarray:
-    """Fit `model` on the `train` rows of X, return the `test` rows' probabilities (n_test x K),
-    or for a regressor its predictions (n_test x 1). `high`: raw high-cardinality values,
-    target-encoded inside the training rows for linear models. `extra`: (X, high) of rows
-    outside X (the unlabeled rows): their probabilities are appended below the test rows'."""
-    x_train, x_test = _take(X, train), _take(X, test)
-    tests = [x_test] if extra is None else [x_test, extra[0]]
-    regression = is_regressor(model)
+class PerTag:
+    """One-vs-rest for tag sets: a `model` per tag fitted on the training rows' 0/1 column;
+    a tag constant in the training rows predicts that constant."""
+
+    def __init__(self, model: str, plan: FeaturePlan, seed: int) -> None:
+        self.model, self.plan, self.seed = model, plan, seed
+        self.fitted: list = []
+
+    def fit(self, X, Y: np.ndarray) -> PerTag:  # noqa: ANN001
+        self.fitted = []
+        for k in range(Y.shape[1]):
+            column = Y[:, k]
+            if len(column) == 0 or column.min() == column.max():
+                self.fitted.append(float(column[0]) if len(column) else 0.0)
+                continue
+            clf = make_model(self.model, self.plan, self.seed)
+            clf.fit(X, column)
+            self.fitted.append(clf)
+        return self
+
+    def predict_tags(self, X) -> np.ndarray:  # noqa: ANN001
+        """P(tag) per row and tag (n x K, float32)."""
+        out = np.zeros((X.shape[0], len(self.fitted)), dtype=np.float32)
+        for k, clf in enumerate(self.fitted):
+            if isinstance(clf, float):
+                out[:, k] = clf
+            else:
+                out[:, k] = clf.predict_proba(X)[:, list(clf.classes_).index(1)]
+        return out
+
+
+class FoldModel:
+    """One fitted fold model: the estimator and, for linear families with high-cardinality
+    columns, the target encoder fitted on the same training rows. Kept (joblib) by dataset
+    folder runs so that an incremental run can score new rows with it (tasks/incremental.py)."""
+
+    def __init__(self, model: str, pipe, te, n_classes: int) -> None:  # noqa: ANN001
+        self.model, self.pipe, self.te, self.n_classes = model, pipe, te, n_classes
+
+    def predict(self, X, high: np.ndarray | None = None) -> np.ndarray:  # noqa: ANN001
+        """Probabilities (n x K, float32; classes the fold never saw keep 0), or a regressor's
+        predictions (n x 1, float64), of rows encoded like the training rows."""
+        if self.te is not None and high is not None:
+            stack = sp.hstack if sp.issparse(X) else np.hstack
+            X = stack([X, self.te.transform(high)])
+            if sp.issparse(X):
+                X = X.tocsr()
+        if is_regressor(self.model):
+            return np.asarray(self.pipe.predict(X), dtype=np.float64).reshape(-1, 1)
+        if isinstance(self.pipe, PerTag):
+            return self.pipe.predict_tags(X)
+        proba = self.pipe.predict_proba(X)
+        out = np.zeros((proba.shape[0], self.n_classes), dtype=np.float32)
+        out[:, self.pipe.classes_] = proba  # a class absent from the training rows keeps 0
+        return out
+
+
+def fit_fold_model(X, y: np.ndarray, train: np.ndarray, n_classes: int, model: str,  # noqa: ANN001
+                   plan: FeaturePlan, seed: int, high: np.ndarray | None = None) -> FoldModel:
+    """Fit `model` on the `train` rows of X (with the target encoding of `high` for linear
+    families)."""
+    x_train = _take(X, train)
+    te = None
     if high is not None and family(model) in LINEAR:
-        te = target_encoder(seed, regression or y.ndim == 2)
+        te = target_encoder(seed, is_regressor(model) or y.ndim == 2)
         # multilabel: encoded against the row's share of tags (one encoding for every tag)
         target = y[train].mean(axis=1) if y.ndim == 2 else y[train]
         extra_train = te.fit_transform(high[train], target)
         stack = sp.hstack if sp.issparse(x_train) else np.hstack
         x_train = stack([x_train, extra_train])
-        highs = [high[test]] if extra is None else [high[test], extra[1]]
-        tests = [stack([x, te.transform(h)]) for x, h in zip(tests, highs, strict=True)]
         if sp.issparse(x_train):
-            x_train, tests = x_train.tocsr(), [x.tocsr() for x in tests]
+            x_train = x_train.tocsr()
     if y.ndim == 2:  # multilabel: one model per tag (one-vs-rest), P(tag) per column
-        return np.vstack(per_tag(model, plan, seed, x_train, y[train], tests))
+        return FoldModel(model, PerTag(model, plan, seed).fit(x_train, y[train]), te, n_classes)
     pipe = make_model(model, plan, seed)
     pipe.fit(x_train, y[train])
-    if regression:
-        return np.vstack([np.asarray(pipe.predict(x), dtype=np.float64).reshape(-1, 1)
-                          for x in tests])
-    parts = []
-    for x in tests:
-        proba = pipe.predict_proba(x)
-        out = np.zeros((proba.shape[0], n_classes), dtype=np.float32)
-        out[:, pipe.classes_] = proba  # a class absent from the training rows keeps 0
-        parts.append(out)
-    return np.vstack(parts)
+    return FoldModel(model, pipe, te, n_classes)
 
 
-def per_tag(model: str, plan: FeaturePlan, seed: int, x_train, Y: np.ndarray,  # noqa: ANN001
-            tests: list) -> list[np.ndarray]:
-    """One-vs-rest: a `model` per tag fitted on the training rows' 0/1 column, P(tag) for each
-    of `tests` (n_test x K, float32); a tag constant in the training rows gets that constant."""
-    outs = [np.zeros((x.shape[0], Y.shape[1]), dtype=np.float32) for x in tests]
-    for k in range(Y.shape[1]):
-        column = Y[:, k]
-        if column.min() == column.max():
-            for out in outs:
-                out[:, k] = float(column[0]) if len(column) else 0.0
-            continue
-        clf = make_model(model, plan, seed)
-        clf.fit(x_train, column)
-        positive = list(clf.classes_).index(1)
-        for out, x in zip(outs, tests, strict=True):
-            out[:, k] = clf.predict_proba(x)[:, positive]
-    return outs
+def fit_predict(
+    X, y: np.ndarray, train: np.ndarray, test: np.ndarray, n_classes: int,  # noqa: ANN001
+    model: str, plan: FeaturePlan, seed: int, high: np.ndarray | None = None,
+    extra: tuple | None = None, return_model: bool = False,
+) -> np.ndarray | tuple[np.ndarray, FoldModel]:
+    """Fit `model` on the `train` rows of X, return the `test` rows' probabilities (n_test x K),
+    or for a regressor its predictions (n_test x 1). `high`: raw high-cardinality values,
+    target-encoded inside the training rows for linear models. `extra`: (X, high) of rows
+    outside X (the unlabeled rows): their probabilities are appended below the test rows'.
+    `return_model`: also return the fitted FoldModel."""
+    fitted = fit_fold_model(X, y, train, n_classes, model, plan, seed, high)
+    linear_high = high is not None and family(model) in LINEAR
+    parts = [fitted.predict(_take(X, test), high[test] if linear_high else None)]
+    if extra is not None:
+        parts.append(fitted.predict(extra[0], extra[1] if linear_high else None))
+    out = np.vstack(parts)
+    return (out, fitted) if return_model else out
 
 
 def fit_predict_fold(
     X, y: np.ndarray, folds: np.ndarray, fold: int, n_classes: int,  # noqa: ANN001
     model: str, plan: FeaturePlan, seed: int, exclude: np.ndarray | None = None,
-    high: np.ndarray | None = None, extra: tuple | None = None,
-) -> np.ndarray:
+    high: np.ndarray | None = None, extra: tuple | None = None, return_model: bool = False,
+) -> np.ndarray | tuple[np.ndarray, FoldModel]:
     """Fit on rows outside `fold` (minus `exclude`d rows), return the fold's probabilities
-    (followed by the `extra` rows', when given: see fit_predict)."""
+    (followed by the `extra` rows', when given: see fit_predict), and the fitted model when
+    `return_model`."""
     train, test = folds != fold, folds == fold
     if exclude is not None and (is_regressor(model) or y.ndim == 2):
         train = train & ~exclude
@@ -195,7 +236,7 @@ def fit_predict_fold(
         if len(np.unique(y[pruned])) == len(np.unique(y[train])):
             train = pruned
     return fit_predict(X, y, np.flatnonzero(train), np.flatnonzero(test), n_classes, model,
-                       plan, seed, high, extra)
+                       plan, seed, high, extra, return_model)
 
 
 def knn_smooth(neighbour_labels: np.ndarray, n_classes: int, class_counts: np.ndarray
@@ -247,6 +288,12 @@ def assemble(folds: np.ndarray, parts: list[np.ndarray], n_classes: int) -> np.n
         rows = folds == k
         pred[rows] = part[:int(rows.sum())]  # rows below: the unlabeled rows' (unlabeled_mean)
     return pred
+
+
+class FoldFit(ArrayRef):
+    """One fold's out-of-fold probabilities (an ArrayRef) and, when kept, its fitted model."""
+
+    model: ObjectRef | None = None
 
 
 def unlabeled_mean(folds: np.ndarray, parts: dict[str, list[np.ndarray]],
@@ -523,18 +570,21 @@ def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: st
 )
 def estimate_fold(
     snapshot: Snapshot, design: Design, fold: int, model: str, seed: int, work_dir: str,
-    exclude: ArrayRef | None = None, pass_name: str = "",
-) -> ArrayRef:
-    """Out-of-fold probabilities of one model for one fold's rows."""
+    exclude: ArrayRef | None = None, pass_name: str = "", keep_model: bool = False,
+) -> FoldFit:
+    """Out-of-fold probabilities of one model for one fold's rows; with `keep_model` the
+    fitted model too (work/models/, for incremental runs of a dataset folder)."""
     inputs = design_inputs(snapshot, design, (model,))
     extra = unlabeled_inputs(snapshot, design, model)
-    proba = fit_predict_fold(inputs[model], design.labels.read(), design.folds.read(), fold,
-                             design.width, model, design.plan, seed,
-                             exclude.read() if exclude is not None else None, inputs.get("high"),
-                             extra)
+    proba, fitted = fit_predict_fold(
+        inputs[model], design.labels.read(), design.folds.read(), fold, design.width, model,
+        design.plan, seed, exclude.read() if exclude is not None else None, inputs.get("high"),
+        extra, return_model=True)
     get_run_logger().info("fold %d/%d: %s predicted %d rows%s", fold + 1, design.n_folds, model,
                           len(proba), " (pruned training set)" if exclude is not None else "")
-    return write_array(proba, Path(work_dir), "folds")
+    ref = write_array(proba, Path(work_dir), "folds")
+    kept = write_object(fitted, Path(work_dir), "models") if keep_model else None
+    return FoldFit(**ref.model_dump(), model=kept)
 
 
 @stage("pred-probs")

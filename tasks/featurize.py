@@ -24,7 +24,15 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from tasks.caching import STAGE_CACHE, file_content, stage
 from tasks.errors import CleansetError
 from tasks.ingest import Snapshot
-from tasks.store import ArrayRef, MatrixRef, TableRef, write_array, write_matrix
+from tasks.store import (
+    ArrayRef,
+    MatrixRef,
+    ObjectRef,
+    TableRef,
+    write_array,
+    write_matrix,
+    write_object,
+)
 from tasks.task_type import decide_task
 from tasks.validate import Validation
 
@@ -37,6 +45,8 @@ CATEGORICAL_SHARE = 0.05
 IDENTIFIER_SHARE = 0.5
 
 SLICE = "slice column: audited in slice_summary, not a feature"
+ANNOTATOR = "annotator column: its labels make the consensus label, not a feature"
+NOT_FEATURES = {"ignore": "role set to ignore", "slice": SLICE, "annotator": ANNOTATOR}
 
 
 class FeaturePlan(BaseModel):
@@ -84,6 +94,7 @@ class Design(BaseModel):
     # rows with no label (not quarantined): not trained on; every fold model predicts them
     unlabeled: ArrayRef | None = None  # their snapshot positions
     unlabeled_matrix: MatrixRef | None = None  # their encoded features (encoding fit on scored)
+    encoder: ObjectRef | None = None  # the fitted encoding (kept for incremental runs)
 
     @property
     def regression(self) -> bool:
@@ -144,7 +155,7 @@ def infer_roles(
             f"column(s) {', '.join(map(repr, missing))} named in --text/--feature/roles are not "
             f"in the data; available columns: {', '.join(map(str, df.columns))}"
         )
-    bad = {c: r for c, r in roles.items() if r not in (*ROLES, "slice")}
+    bad = {c: r for c, r in roles.items() if r not in (*ROLES, *NOT_FEATURES)}
     if bad:
         raise CleansetError(f"unknown role(s) {bad}; a role is one of {', '.join(ROLES)}")
     candidates = features if features is not None else [c for c in df.columns]
@@ -162,8 +173,8 @@ def infer_roles(
             continue
         s = df[col]
         if col in roles:
-            if roles[col] in ("ignore", "slice"):
-                dropped.append((col, "role set to ignore" if roles[col] == "ignore" else SLICE))
+            if roles[col] in NOT_FEATURES:
+                dropped.append((col, NOT_FEATURES[roles[col]]))
             else:
                 use(col, roles[col], "set by the user")
             continue
@@ -524,11 +535,13 @@ def featurize(
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
     embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
     decisions: TableRef | None = None, roles: dict[str, str] | None = None, task: str = "auto",
-    tags=None, label_columns: tuple[str, ...] = (),  # noqa: ANN001 - a tags.TagSets
+    keep_encoder: bool = False, tags=None,  # noqa: ANN001 - a tags.TagSets
+    label_columns: tuple[str, ...] = (),
 ) -> Design:
     """Decide the task (classification or regression), infer column roles, encode labels and
     plan folds for the rows that passed validation, with the reviewers' corrections applied (a
-    reviewed drop is not trained on)."""
+    reviewed drop is not trained on). `keep_encoder`: write the fitted encoding too (a dataset
+    folder's run: an incremental run encodes new rows with it)."""
     df = snapshot.table.read()
     work = Path(work_dir)
     quarantined = validation.quarantined.read()
@@ -587,7 +600,7 @@ def featurize(
                  }.get(task, f"{len(classes)} classes"))
     for col, why in plan.dropped:
         # a column that may carry signal is a warning; an empty or constant one carries none
-        quiet = why in ("constant", "all values missing", "role set to ignore", SLICE)
+        quiet = why in ("constant", "all values missing", *NOT_FEATURES.values())
         (logger.info if quiet else logger.warning)("column %r not used as a feature: %s", col,
                                                    why)
     unlabeled = unlabeled_rows(df[label], quarantined) if task == "classification" else None
@@ -611,7 +624,8 @@ def featurize(
                   rare_classes=tuple(rare_counts), embeddings=emb_ref, task=task,
                   task_reason=task_reason, unlabeled=unlabeled_ref,
                   tag_delimiter=tags.delimiter if tags is not None else None,
-                  unlabeled_matrix=unlabeled_matrix)
+                  unlabeled_matrix=unlabeled_matrix,
+                  encoder=write_object(transformer, work, "models") if keep_encoder else None)
 
 
 def unlabeled_frame(df: pd.DataFrame, plan: FeaturePlan, unlabeled: np.ndarray,

@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.annotators import Consensus
 from tasks.audit import AuditResult
 from tasks.batches import Accumulated, Batch
 from tasks.caching import TASKS_DIR, stage
@@ -32,6 +33,7 @@ from tasks.errors import CleansetError
 from tasks.estimate import ModelCheck
 from tasks.evaluate import Evaluation
 from tasks.featurize import Design, FeaturePlan
+from tasks.incremental import ModeDecision, ModelStore
 from tasks.ingest import Snapshot
 from tasks.schema import (  # noqa: F401 - TABLES, ensure_schema, transaction: still importable here
     RUN_TABLES,
@@ -43,6 +45,7 @@ from tasks.schema import (  # noqa: F401 - TABLES, ensure_schema, transaction: s
 )
 from tasks.spec import DatasetSpec
 from tasks.store import file_sha256
+from tasks.timing import calls_of
 from tasks.validate import Validation
 from tasks.warehouse import connect, quote_ident
 from tasks.warehouse_lock import warehouse_slot
@@ -79,6 +82,11 @@ class RunSummary(BaseModel):
     task: str = "classification"
     task_reason: str = ""
     mode: str = "full"
+    mode_reason: str = ""
+    models_run_id: str = ""  # the full run whose fold models scored (a dataset folder's run)
+    n_new_rows: int = 0  # incremental: rows scored by the stored fold models
+    n_verdicts_changed: int | None = None  # old rows whose flag or action changed, None: no
+    verdicts_changed: str = ""  # previous run; why, e.g. "model changed 12, label changed 1"
     n_batches: int = 0  # a dataset folder's accepted batches (0: a one-off run of files)
     new_batches: tuple[str, ...] = ()  # batch ids accepted by this run
     quarantined_batches: tuple[str, ...] = ()  # batch ids quarantined by this run
@@ -86,6 +94,12 @@ class RunSummary(BaseModel):
     degraded: str = ""  # why the run emitted cleanset.dataset.degraded, when it did
     batch_audits: tuple[dict, ...] = ()  # this run's new batches against the dataset
     #                                      (batch_audit_summary)
+    annotators: tuple[dict, ...] = ()  # with several annotators: annotator_summary rows
+    #                                    (annotator, annotator_quality, ...), best first
+    consensus: str = ""  # how the label was made from them: CROWDLAB, or majority vote (why)
+    n_consensus_changed: int = 0  # scored rows whose consensus differs from the majority vote
+    stages: tuple[dict, ...] = ()  # seconds and memory per stage, against the previous run
+    #                                (tasks/timing.py; summary.record_stages)
 
 
 EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2", "micro_f1", "jaccard")
@@ -113,15 +127,24 @@ def column_rows(plan: FeaturePlan) -> list[tuple[str, str, str]]:
     return used + [(c, "ignore", reason) for c, reason in plan.dropped]
 
 
-def mode_row(accumulated: Accumulated | None) -> dict:
-    """runs.mode and why (incremental runs are not built yet: every run is full), and the
-    batch counts of a dataset folder's run."""
+def mode_row(accumulated: Accumulated | None, mode: ModeDecision | None = None,
+             kept: ModelStore | None = None) -> dict:
+    """runs.mode and why (tasks/incremental.py), the models kept or used, and the batch counts
+    of a dataset folder's run."""
     if accumulated is None:
         return {"mode": "full", "mode_reason": "a run of the given file(s)"}
     new = sum(b.run_id is None and b.status == "accepted" for b in accumulated.batches)
     n = sum(b.status == "accepted" for b in accumulated.batches)
-    return {"mode": "full", "mode_reason": f"every run of a dataset cleans all its accepted "
-            f"batches ({n}, {new} new)", "n_batches": n, "n_new_batches": new}
+    row = {"mode": "full", "mode_reason": f"every run of a dataset cleans all its accepted "
+           f"batches ({n}, {new} new)", "n_batches": n, "n_new_batches": new}
+    if mode is not None:
+        row.update(mode=mode.mode, mode_reason=mode.reason)
+    if mode is not None and mode.incremental:
+        row.update(models_run_id=mode.models_run_id,
+                   n_new_rows=mode.n_new + mode.n_label_changed + mode.n_data_changed)
+    elif kept is not None:
+        row["models"] = kept.model_dump_json()
+    return row
 
 
 def audit_frame(result: AuditResult, dataset: str, run_id: str, batch_id: str) -> pd.DataFrame:
@@ -314,6 +337,7 @@ def write_run(
     validation: Validation, detection: Detection, run_row: dict,
     evaluation: Evaluation | None = None, screening: list[dict] | None = None,
     columns: list[tuple[str, str, str]] | None = None, accumulated: Accumulated | None = None,
+    consensus: Consensus | None = None,
 ) -> RunSummary:
     """Replace everything for run_id in one transaction and swap <dataset>_clean to this run.
 
@@ -343,6 +367,10 @@ def write_run(
             con, "slice_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
             [run_id, dataset, detection.slices.path]) if detection.slices is not None else (
                 [], None)
+        rated = consensus.annotators if consensus is not None else None
+        rated_ddl, insert_rated = _insert_plan(
+            con, "annotator_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
+            [run_id, dataset, rated.path]) if rated is not None else ([], None)
         clean_sql, clean_params, types, left_out = clean_rows(con, snapshot, decided, label)
         noted = {note.split(":")[0] for note in left_out}
         left_out = [*left_out, *(f"{c}: {why}" for c, role, why in (columns or [])
@@ -372,6 +400,10 @@ def write_run(
                 for ddl in slice_ddl:
                     con.execute(ddl)
                 con.execute(insert_slices, [run_id, dataset, detection.slices.path])
+            if insert_rated is not None:
+                for ddl in rated_ddl:
+                    con.execute(ddl)
+                con.execute(insert_rated, [run_id, dataset, rated.path])
             if validation.outcomes:
                 con.executemany(
                     "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -426,6 +458,13 @@ def write_run(
                 in con.execute("SELECT slice_column, slice_value, issue_rate, rest_issue_rate "
                                "FROM slice_summary WHERE run_id = ? AND is_flagged ORDER BY "
                                "issue_rate DESC", [run_id]).fetchall())
+            annotators = tuple(
+                dict(zip(("annotator", "annotator_quality", "agreement_with_consensus",
+                          "worst_class", "rows_labeled"), r, strict=True))
+                for r in con.execute(
+                    "SELECT annotator, annotator_quality, agreement_with_consensus, worst_class, "
+                    "rows_labeled FROM annotator_summary WHERE run_id = ? ORDER BY "
+                    "annotator_quality DESC, annotator", [run_id]).fetchall())
             row = {**run_row, "run_id": run_id, "dataset": dataset,
                    "n_rows": snapshot.table.n_rows, "n_clean_rows": n_clean,
                    "n_label_issues": n_label, "health_score": detection.health_score,
@@ -453,8 +492,13 @@ def write_run(
         clean_table=f"{dataset}_clean", model=run_row.get("model") or "",
         model_check={k: run_row[k] for k in CHECK_COLUMNS if run_row.get(k) is not None},
         auto_fix=bool(run_row.get("auto_fix", True)), mode=run_row.get("mode") or "full",
+        mode_reason=run_row.get("mode_reason") or "",
+        models_run_id=run_row.get("models_run_id") or "",
+        n_new_rows=run_row.get("n_new_rows") or 0,
         n_well_labeled=n_well, flagged_slices=flagged_slices,
         task=run_row.get("task") or "classification", task_reason=run_row.get("task_reason") or "",
+        annotators=annotators, consensus=consensus.method if consensus is not None else "",
+        n_consensus_changed=consensus.n_changed if consensus is not None else 0,
         **batch_summary(accumulated))
 
 
@@ -517,9 +561,15 @@ def publish(
     decided: Decided, model: str = "", evaluation: Evaluation | None = None,
     check: ModelCheck | None = None, choice: ModelChoice | None = None,
     design: Design | None = None, accumulated: Accumulated | None = None,
+    mode: ModeDecision | None = None, kept: ModelStore | None = None,
+    consensus: Consensus | None = None,
 ) -> RunSummary:
-    """Publish the run to DuckDB (never cached: the warehouse is the side effect)."""
+    """Publish the run to DuckDB (never cached: the warehouse is the side effect). `mode`: a
+    dataset folder's full or incremental decision; `kept`: a full run's kept models."""
     run_id = run_key(snapshot.source_sha256, spec.fingerprint(), decided.decisions_sha256)
+    if mode is not None and mode.incremental:  # not the full run of the same data
+        run_id = hashlib.sha256(f"{run_id}|incremental|{mode.models_run_id}".encode()
+                                ).hexdigest()[:16]
     flow_ctx = FlowRunContext.get()
     started = flow_ctx.flow_run.start_time if flow_ctx and flow_ctx.flow_run else None
     run_row = {
@@ -535,13 +585,15 @@ def publish(
         "task_reason": design.task_reason if design else None,
         "tag_delimiter": design.tag_delimiter if design else None,
         **check_row(check),
-        **mode_row(accumulated),
+        **mode_row(accumulated, mode, kept),
     }
+    if run_row.get("models"):  # a full run's models are its own
+        run_row["models_run_id"] = run_id
     screening = [s.model_dump() for s in choice.screening] if choice else None
     columns = column_rows(design.plan) if design else None
     summary = write_run(spec.db_path, run_id, spec.dataset_name, spec.label, snapshot, decided,
                         validation, detection, run_row, evaluation, screening, columns,
-                        accumulated)
+                        accumulated, consensus)
     get_run_logger().info("published run %s to %s: %d rows, %d clean, %d label issues",
                           run_id, spec.db, summary.n_rows, summary.n_clean_rows,
                           summary.n_label_issues)
@@ -550,8 +602,8 @@ def publish(
 
 # ---- failed runs ------------------------------------------------------------------------------
 
-HELPER_MODULES = {"errors", "store", "caching", "warehouse", "warehouse_lock", "textfiles", "spec",
-                  "schema"}
+HELPER_MODULES = {"errors", "store", "caching", "timing", "warehouse", "warehouse_lock",
+                  "textfiles", "spec", "schema"}
 
 
 def failed_stage(exc: BaseException) -> str:
@@ -593,6 +645,7 @@ def on_flow_failure(flow, flow_run, state) -> None:  # noqa: ANN001 - Prefect's 
     from prefect.logging import get_logger
 
     logger = get_logger("cleanset.failed_run")
+    calls_of(str(flow_run.id), forget=True)  # a failed run's stage timings are not kept
     try:
         spec = flow_run.parameters.get("spec")
         spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.model_validate(spec)

@@ -15,7 +15,10 @@ and, of the older ones, deletes:
 
 `cleanset gc` also deletes *orphans*: work files no manifest names (left by failed or killed runs,
 or by cleanset before manifests), once older than `--grace` hours (default 24, so a run in
-progress keeps its files). Each completed run applies its dataset's retention right after
+progress keeps its files). The files of each dataset's latest kept models (the last full
+estimation's fold models, encoder and out-of-fold probabilities, `runs.models`) are always kept:
+the incremental runs that follow read them; an older full run's are deleted with that run.
+Each completed run applies its dataset's retention right after
 publishing (`retain`); the nightly flow runs a whole `gc` after its datasets.
 """
 
@@ -34,13 +37,13 @@ from pydantic import BaseModel
 
 from tasks.caching import stage
 from tasks.spec import DatasetSpec, Retention
-from tasks.warehouse import connect, quote_ident, read_dicts, table_names
+from tasks.warehouse import column_names, connect, quote_ident, read_dicts, table_names
 
 MANIFESTS = "runs"
 # work/ folders that hold no content-addressed intermediates of a run
 NOT_INTERMEDIATES = {"results", MANIFESTS, "frames"}
 DEFAULT_KEEP = Retention().keep_runs
-FILE_NAME = re.compile(rb"([0-9a-f]{64}\.(?:parquet|npy|npz))")
+FILE_NAME = re.compile(rb"([0-9a-f]{64}\.(?:parquet|npy|npz|joblib))")
 PER_ROW_TABLES = ("issues",)  # besides <dataset>_clean_history
 
 
@@ -130,6 +133,41 @@ def completed_runs(db: Path) -> list[dict]:
                       "status = 'completed' ORDER BY dataset, finished_at DESC NULLS LAST")
 
 
+def kept_models(db: Path) -> set[str]:
+    """The files of each dataset's latest kept models (`runs.models` of its latest completed run
+    that kept them: the fold models, encoder and stored probabilities an incremental run reads,
+    tasks/incremental.py), kept whatever `keep_runs` says."""
+    if not Path(db).is_file():
+        return set()
+    con = connect(Path(db), read_only=True)
+    try:
+        if "runs" not in table_names(con) or "models" not in column_names(con, "runs"):
+            return set()
+        stores = [r[0] for r in con.execute(
+            "SELECT arg_max(models, finished_at) FROM runs WHERE status = 'completed' AND "
+            "models IS NOT NULL GROUP BY dataset").fetchall()]
+    finally:
+        con.close()
+    found: set[str] = set()
+
+    def walk(obj: object) -> None:
+        if isinstance(obj, dict):
+            if isinstance(obj.get("path"), str) and "sha256" in obj:
+                found.add(str(Path(obj["path"]).absolute()))
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+
+    for store in stores:
+        try:
+            walk(json.loads(store))
+        except ValueError:
+            continue
+    return found
+
+
 def batch_snapshots(db: Path) -> set[str]:
     return {str(Path(r["snapshot_path"]).absolute()) for r in read_dicts(
         db, "batches", "SELECT snapshot_path FROM batches WHERE snapshot_path IS NOT NULL")}
@@ -163,7 +201,7 @@ def plan_gc(db: Path, work: Path, *, dataset: str | None = None, keep: int | Non
             files.add(str(Path(snapshot_of[run_id]).absolute()))
         return files
 
-    keep_files = set(batch_snapshots(db))
+    keep_files = set(batch_snapshots(db)) | kept_models(db)
     for run_id in kept_ids:
         keep_files |= files_of(run_id)
     # manifests of runs the warehouse does not list (another warehouse sharing this work

@@ -140,6 +140,9 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         for i, col in enumerate(("tags_likely_missing", "tags_likely_wrong")):
             queue.insert(at + i, col, [delimiter.join(v) if v is not None else "" for v in
                                        issues[col]] if col in issues else "")
+    for col in ("annotator_agreement", "consensus_quality"):  # several annotators (CROWDLAB)
+        if col in issues and issues[col].notna().any():  # -> consensus_quality, agreement
+            queue.insert(queue.columns.get_loc("severity") + 1, col, issues[col].round(4))
     if task == "regression":  # the suggested value's interval instead of a confidence
         queue = queue.drop(columns="suggested_label_confidence")
         queue.insert(queue.columns.get_loc("suggested_label") + 1, "suggested_interval", [

@@ -29,10 +29,13 @@ def _issue_columns() -> list[tuple[str, str]]:
     and interval (NULL in classification runs; the labels stay text in given/suggested_label).
     suggested_tags / tags_likely_missing / tags_likely_wrong: a multilabel run's suggested tag
     set and the tags it adds and removes (NULL in other runs; given/suggested_label hold the
-    sets as text joined by runs.tag_delimiter)."""
+    sets as text joined by runs.tag_delimiter).
+    consensus_quality / annotator_agreement: with several annotators, CROWDLAB's quality of the
+    consensus label and the share of annotators agreeing with it (NULL otherwise)."""
     cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
             ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
             ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE"),
+            ("consensus_quality", "DOUBLE"), ("annotator_agreement", "DOUBLE"),
             ("given_value", "DOUBLE"), ("suggested_value", "DOUBLE"),
             ("suggested_value_low", "DOUBLE"), ("suggested_value_high", "DOUBLE"),
             ("suggested_tags", "VARCHAR[]"), ("tags_likely_missing", "VARCHAR[]"),
@@ -56,7 +59,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("model_skill", "DOUBLE"), ("model_trusted", "BOOLEAN"),
              ("model_warning", "VARCHAR"), ("auto_fix", "BOOLEAN"), ("task", "VARCHAR"),
              ("task_reason", "VARCHAR"), ("mode", "VARCHAR"), ("mode_reason", "VARCHAR"),
-             ("n_batches", "BIGINT"), ("n_new_batches", "BIGINT"),
+             ("n_batches", "BIGINT"), ("n_new_batches", "BIGINT"), ("models", "JSON"),
+             ("models_run_id", "VARCHAR"), ("n_new_rows", "BIGINT"),
+             ("n_verdicts_changed", "BIGINT"), ("verdicts_changed", "VARCHAR"),
              ("tag_delimiter", "VARCHAR"), ("model_micro_f1", "DOUBLE")],
     "issues": _issue_columns(),
     "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
@@ -78,6 +83,11 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                       ("rest_issue_rate", "DOUBLE"), ("mean_label_score", "DOUBLE"),
                       ("accuracy", "DOUBLE"), ("p_value", "DOUBLE"), ("q_value", "DOUBLE"),
                       ("is_flagged", "BOOLEAN")],
+    # one row per annotator per run with several annotators (tasks/annotators.py), best first
+    "annotator_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"),
+                          ("annotator", "VARCHAR"), ("annotator_quality", "DOUBLE"),
+                          ("agreement_with_consensus", "DOUBLE"), ("worst_class", "VARCHAR"),
+                          ("rows_labeled", "BIGINT")],
     "review_decisions": [("dataset", "VARCHAR"), ("row_id", "VARCHAR"), ("decision", "VARCHAR"),
                          ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
                          ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
@@ -107,6 +117,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                     ("statistic", "VARCHAR"), ("value", "DOUBLE"), ("effect_size", "DOUBLE"),
                     ("threshold", "DOUBLE"), ("severity", "VARCHAR"), ("outcome", "VARCHAR"),
                     ("message", "VARCHAR")],
+    # one row per stage per flow run (tasks/timing.py): wall seconds, process RSS at the stage's
+    # end and the process's peak RSS so far; kept for every flow run (a re-run of the same
+    # run_id adds rows), so a run compares with the previous one of its dataset
+    "run_stages": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("flow_run_id", "VARCHAR"),
+                   ("position", "INTEGER"), ("stage", "VARCHAR"), ("calls", "INTEGER"),
+                   ("seconds", "DOUBLE"), ("busy_seconds", "DOUBLE"), ("rss_mib", "DOUBLE"),
+                   ("peak_rss_mib", "DOUBLE"), ("model_stage", "BOOLEAN"),
+                   ("recorded_at", "TIMESTAMPTZ")],
 }
 SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
           for t, cols in TABLES.items()]
@@ -116,7 +134,7 @@ SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' f
 MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
               for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
 RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
-              "model_screening", "column_roles", "slice_summary")
+              "model_screening", "column_roles", "slice_summary", "annotator_summary")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -30,6 +30,7 @@ from tasks.issue_types import (
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 DEFAULT_DB = Path("data/warehouse.duckdb")
+CONSENSUS_LABEL = "consensus_label"  # the label column of a run with annotators, by default
 
 
 class _PolicySettings(BaseModel):
@@ -107,6 +108,45 @@ class Retention(BaseModel):
         10, ge=1, description="keep the work files, `<dataset>_clean_history` rows and `issues` "
         "rows of this many latest completed runs (the latest run's are always kept); null: "
         "keep everything")
+
+
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
+DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """`30m`, `12h`, `7d`, `2w` as seconds (a ValueError naming the forms otherwise)."""
+    match = DURATION_RE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: write e.g. 12h, 7d or 2w (m, h, d, w), "
+                         "or nightly")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+class Incremental(BaseModel):
+    """When a dataset folder's run re-estimates its models and when it reuses the last full
+    estimation's fold models for the new rows (tasks/incremental.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="false: every run of the dataset folder is full")
+    full_every: str | None = Field(
+        "7d", description="re-estimate when the last full estimation is older than this (12h, "
+        "7d, 2w); `nightly`: every run the nightly flow starts is full; null: never for age")
+    max_new_share: float = Field(
+        0.20, ge=0.0, le=1.0, description="re-estimate when new or changed rows are more than "
+        "this share of the scored rows")
+    max_relabelled_share: float = Field(
+        0.05, ge=0.0, le=1.0, description="re-estimate when rows whose label changed since the "
+        "full estimation (a reviewer's relabel, or a later batch's new label for the same id) "
+        "are more than this share of the scored rows")
+
+    @field_validator("full_every")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None and str(v).strip() != "nightly":
+            duration_seconds(v)
+        return v
 
 
 class Alert(BaseModel):
@@ -209,8 +249,9 @@ class DatasetSpec(BaseModel):
 
     source: str = Field(
         description="file, folder or glob of CSV/TSV/Parquet/JSON Lines/Excel files")
-    label: str = Field(description="name of the label column (with label_columns: the tag "
-                       "column built from them; default `tags`)")
+    label: str = Field(description="name of the label column (with `annotators`: the column "
+                       "the consensus label is written to, default `consensus_label`; with "
+                       "label_columns: the tag column built from them, default `tags`)")
     task: Literal["auto", "classification", "regression", "multilabel"] = Field(
         "auto", description="auto: decided from the label column (many distinct numbers: "
         "regression; tag sets joined by a delimiter, or lists: multilabel; else "
@@ -247,6 +288,12 @@ class DatasetSpec(BaseModel):
     slices: tuple[str, ...] = Field(
         (), description="columns to audit label quality by (e.g. [source, annotator, region]): "
         "table slice_summary; not model features unless also named in features")
+    annotators: tuple[str, ...] = Field(
+        (), description="several annotators (wide form): one label column per annotator, empty "
+        "where one did not label the row. Their majority vote trains the models, CROWDLAB's "
+        "consensus (cleanlab) is the label the rest of the run uses (written to `label`, a "
+        "column the data must not have), each annotator gets a quality score (table "
+        "annotator_summary); classification only")
     pred_probs: str | None = Field(
         None, description="your own out-of-fold probabilities: .npy, one column per class "
         "(sorted class order), one row per input row; skips training")
@@ -272,19 +319,25 @@ class DatasetSpec(BaseModel):
     policy: Policy = Policy()
     retention: Retention = Retention()
     alert: Alert = Alert()
+    incremental: Incremental = Field(
+        default_factory=Incremental, description="a dataset folder's incremental runs: when the "
+        "last full estimation's fold models score the new rows, when everything is re-estimated")
     audit: AuditSettings = Field(
         default_factory=AuditSettings, description="how a new batch is audited against the "
         "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
 
     @model_validator(mode="before")
     @classmethod
-    def _tag_label(cls, values):  # noqa: ANN001, ANN206
-        """With label_columns the label column is built from them: named `tags` by default."""
+    def _consensus_label(cls, values):  # noqa: ANN001, ANN206
+        """With annotators and no label, the consensus goes to `consensus_label`."""
+        if isinstance(values, dict) and values.get("annotators") and not values.get("label"):
+            return {**values, "label": CONSENSUS_LABEL}
         if isinstance(values, dict) and values.get("label_columns") and not values.get("label"):
-            values = {**values, "label": "tags"}
+            return {**values, "label": "tags"}  # the tag column built from label_columns
         return values
 
-    @field_validator("text", "pred_prob_columns", "slices", "label_columns", mode="before")
+    @field_validator("text", "pred_prob_columns", "slices", "annotators", "label_columns",
+                     mode="before")
     @classmethod
     def _listify(cls, v):  # noqa: ANN001, ANN206
         return (v,) if isinstance(v, str) else tuple(v or ())
@@ -298,6 +351,7 @@ class DatasetSpec(BaseModel):
             raise ValueError("prune is for classification; leave it at auto or off")
         if self.test and self.eval_holdout:
             raise ValueError("give either test (a test file) or eval_holdout (a share), not both")
+        self._check_annotators()
         unknown = sorted(set(self.issue_types) - set(ISSUE_TYPES))
         if unknown:  # caught here, before any work is done, not after the models are trained
             raise ValueError(f"unknown issue type(s) {', '.join(unknown)} in issue_types; known: "
@@ -309,6 +363,30 @@ class DatasetSpec(BaseModel):
                 "underscores, starting with a letter (pass --dataset NAME)"
             )
         return self
+
+    def _check_annotators(self) -> None:
+        if not self.annotators:
+            return
+        repeated = sorted({a for a in self.annotators if self.annotators.count(a) > 1})
+        if repeated:
+            raise ValueError(f"annotators: {', '.join(repeated)} named more than once")
+        if self.label in self.annotators:
+            raise ValueError(
+                f"label {self.label!r} is one of the annotators: with annotators the label "
+                "column is a new column cleanset writes the consensus label to; leave label out "
+                f"(the consensus goes to {CONSENSUS_LABEL!r}) or name a column the data does "
+                "not have")
+        if self.task == "regression":
+            raise ValueError("annotators (several labels per row) work for classification "
+                             "only; drop task: regression or the annotators")
+        used = sorted(set(self.annotators) & {*self.text, *(self.features or ()), *self.slices,
+                                               *self.pred_prob_columns, *self.roles,
+                                               *([self.group, self.id] if self.group else
+                                                 [self.id])})
+        if used:
+            raise ValueError(f"annotator column(s) {', '.join(used)} are also named as "
+                             "features, text, slices, group, id or roles: an annotator's "
+                             "labels cannot be a feature (the model would read the answer)")
 
     @property
     def dataset_name(self) -> str:
@@ -322,9 +400,11 @@ class DatasetSpec(BaseModel):
     @property
     def feature_roles(self) -> dict[str, str]:
         """`roles`, plus every slice column the user did not name as a feature: role `slice`
-        (audited, not a feature; tasks/featurize.py)."""
+        (audited, not a feature; tasks/featurize.py), and every annotator column: role
+        `annotator` (its labels make the consensus, never a feature)."""
         named = set(self.features or ())
-        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles}
+        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles,
+                **{c: "annotator" for c in self.annotators}}
 
     @property
     def db_path(self) -> Path:
@@ -345,7 +425,7 @@ class DatasetSpec(BaseModel):
     def fingerprint(self) -> str:
         """Hash of the settings that change results (not where outputs are written)."""
         payload = self.model_dump(mode="json", exclude={"db", "work_dir", "source", "workers",
-                                                        "retention", "alert"})
+                                                        "retention", "alert", "incremental"})
         payload["dataset"] = self.dataset_name
         suite = self.suite_path
         payload["suite_sha256"] = (
@@ -414,6 +494,11 @@ def load_dataset_spec(folder: str | Path, **overrides) -> DatasetSpec:  # noqa: 
     if values.get("source"):
         raise CleansetError(f"{config}: remove `source:`; the files in {folder} are the "
                             "dataset's batches")
+    if values.get("annotators"):
+        raise CleansetError(
+            f"{config}: `annotators:` is not supported in a dataset folder yet (its batch audit "
+            "checks one label column per batch); run the files with `cleanset run FILE "
+            "--annotators a,b,c`, or give the folder one label column")
     values.setdefault("dataset", folder_dataset_name(folder))
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:

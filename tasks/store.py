@@ -60,6 +60,20 @@ class MatrixRef(BaseModel):
         return np.load(_existing(self.path), allow_pickle=False)
 
 
+class ObjectRef(BaseModel):
+    """A fitted Python object (an sklearn estimator or encoder) written by a task with joblib:
+    the fold models and the feature encoder an incremental run reuses (tasks/incremental.py)."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    sha256: str
+
+    def read(self):  # noqa: ANN201 - whatever was written
+        import joblib
+
+        return joblib.load(_existing(self.path))
+
+
 def _existing(path: str) -> str:
     if not Path(path).exists():
         raise CleansetError(
@@ -142,3 +156,14 @@ def write_matrix(X, work: Path, kind: str) -> MatrixRef:  # noqa: ANN001
             np.save(f, np.ascontiguousarray(X, dtype=np.float32), allow_pickle=False)
         final, digest = _publish_file(tmp, folder, ".npy")
     return MatrixRef(path=str(final), sha256=digest, shape=tuple(X.shape))
+
+
+def write_object(obj: object, work: Path, kind: str) -> ObjectRef:
+    """Write a fitted object with joblib under work/kind/, named by its content hash."""
+    import joblib
+
+    folder = Path(work) / kind
+    tmp = _tmp_in(folder, ".joblib")
+    joblib.dump(obj, tmp)
+    final, digest = _publish_file(tmp, folder, ".joblib")
+    return ObjectRef(path=str(final), sha256=digest)

@@ -1,0 +1,236 @@
+"""Incremental runs of a dataset folder (tasks/incremental.py): the last full estimation's fold
+models score what is new, the stored out-of-fold probabilities of unchanged rows are reused,
+and a full re-estimation happens when it should. Flow tests run against the session's real
+Prefect server and real DuckDB files, one shared warehouse, runs in sequence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.featurize import FeaturePlan
+from tasks.incremental import (
+    DATA_CHANGED,
+    LABEL_CHANGED,
+    NEW,
+    UNCHANGED,
+    ModelStore,
+    StoredModels,
+    decide_mode,
+    full_every_due,
+    match_rows,
+)
+from tasks.spec import Incremental
+from tests.conftest import blobs
+from tests.warehouse import checksums
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- pure parts ----------------------------------------------------------------------------------
+
+def test_rows_are_matched_by_id_and_sorted_by_what_changed():
+    pos, code = match_rows(np.array(["a", "b", "c", "d"]), np.array(["h1", "h2", "h3", "h4"]),
+                           np.array(["x", "y", "x", "y"]),
+                           np.array(["d", "b", "c", "e", "a"]),
+                           np.array(["h4", "h2", "h9", "h5", "h1"]),
+                           np.array(["y", "x", "x", "x", "x"]))
+    assert pos.tolist() == [3, 1, 2, -1, 0]
+    assert code.tolist() == [UNCHANGED, LABEL_CHANGED, DATA_CHANGED, NEW, UNCHANGED]
+
+
+def _store(**kw) -> ModelStore:  # noqa: ANN003
+    from tasks.choose import ModelChoice
+    from tasks.store import TableRef
+
+    values = {"dataset": "d", "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+              "fingerprint": "f", "task": "classification", "classes": ("a", "b"),
+              "plan": FeaturePlan(numeric=("x",)), "n_folds": 3,
+              "choice": ModelChoice(models=("logreg",), weights=(1.0,), reason="r"),
+              "rows": TableRef(path="rows.parquet", sha256="0", n_rows=100)}
+    return ModelStore(**{**values, **kw})
+
+
+def test_the_mode_is_full_when_it_should_be_and_says_why():
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    stored = StoredModels(run_id="r1", store=_store())
+    codes = np.array([UNCHANGED] * 95 + [NEW] * 5)
+    base = {"settings": Incremental(), "stored": stored, "fingerprint": "f",
+            "task": "classification", "classes": ("a", "b"), "plan": FeaturePlan(numeric=("x",)),
+            "codes": codes, "now": now}
+
+    def mode(**kw):  # noqa: ANN003, ANN202
+        return decide_mode(**{**base, **kw})
+
+    assert mode()[0] == "incremental" and "5 new and 0 changed of 100 rows" in mode()[1]
+    assert mode(full=True) == ("full", "--full asked for a full estimation")
+    assert "no earlier full run" in mode(stored=StoredModels())[1]
+    assert "estimation settings" in mode(fingerprint="g")[1]
+    assert "new class 'c'" in mode(classes=("a", "b", "c"))[1]
+    assert "x: numeric -> categorical" in mode(plan=FeaturePlan(categorical=("x",)))[1]
+    assert "25.0% of 100" in mode(codes=np.array([UNCHANGED] * 75 + [NEW] * 25))[1]
+    assert mode(codes=np.array([UNCHANGED] * 75 + [NEW] * 25),
+                settings=Incremental(max_new_share=0.3))[0] == "incremental"
+    relabelled = np.array([UNCHANGED] * 90 + [LABEL_CHANGED] * 10)
+    assert "10 rows changed label" in mode(codes=relabelled)[1]
+    assert "8.0 days old" in mode(now=now + timedelta(days=7))[1]
+    assert mode(now=now + timedelta(days=7), settings=Incremental(full_every=None))[0] == \
+        "incremental"
+    nightly = Incremental(full_every="nightly")
+    assert mode(settings=nightly)[0] == "incremental"
+    assert "nightly" in mode(settings=nightly, scheduled=True)[1]
+    assert "incremental.enabled" in mode(settings=Incremental(enabled=False))[1]
+
+
+def test_full_every_reads_durations():
+    made = datetime(2026, 1, 1, tzinfo=UTC)
+    assert full_every_due(Incremental(full_every="12h"), made, made + timedelta(hours=13), False)
+    assert not full_every_due(Incremental(full_every="2w"), made, made + timedelta(days=13),
+                              False)
+    with pytest.raises(ValueError, match="not a duration"):
+        Incremental(full_every="weekly")
+
+
+# ---- flows ---------------------------------------------------------------------------------------
+
+def _folder(root: Path, name: str, settings: str) -> Path:
+    folder = root / "data" / "landing" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "cleanset.yaml").write_text(settings)
+    return folder
+
+
+def _write(path: Path, frame: pd.DataFrame, mtime: float) -> Path:
+    frame.to_csv(path, index=False)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def _data(n: int = 900, seed: int = 1) -> pd.DataFrame:
+    """blobs with a categorical column (the stored encoder one-hot encodes it) and 8% flipped
+    labels (findable label issues)."""
+    frame = blobs(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    frame["color"] = np.where(frame["x0"] > frame["x0"].median(), "red", "blue")
+    flip = rng.random(n) < 0.08
+    frame.loc[flip, "label"] = frame.loc[flip, "label"].map(
+        {"ant": "bee", "bee": "cat", "cat": "ant"})
+    frame.insert(0, "key", [f"k{i}" for i in range(n)])
+    return frame
+
+
+def _verdicts(db: str, run_id: str) -> pd.DataFrame:
+    with duckdb.connect(db, read_only=True) as con:
+        return con.execute("SELECT row_id, is_label_issue, label_score, action FROM issues "
+                           "WHERE run_id = ? ORDER BY row_id", [run_id]).df().set_index("row_id")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_full_then_incremental_then_full_when_it_should(workdir):
+    from flows.folders import clean_folder
+
+    db = str(workdir / "data" / "warehouse.duckdb")
+    folder = _folder(workdir, "growing", "label: label\nid: key\nmodel: logreg\nfolds: 3\n")
+    data = _data()
+    _write(folder / "b1.csv", data.iloc[:600], mtime=1_000)
+    first = clean_folder(str(folder), db=db)
+    assert (first.mode, first.models_run_id) == ("full", first.run_id)
+    assert "no earlier full run" in first.mode_reason
+
+    _write(folder / "b2.csv", data.iloc[600:630], mtime=2_000)  # 5% new rows
+    second = clean_folder(str(folder), db=db)
+    assert second.mode == "incremental", second.mode_reason
+    assert second.models_run_id == first.run_id and second.n_new_rows == 30
+    assert second.n_rows == 630 and second.run_id != first.run_id
+    before, after = _verdicts(db, first.run_id), _verdicts(db, second.run_id)
+    old = before.index
+    assert (after.loc[old, "label_score"].to_numpy() == pytest.approx(
+        before["label_score"].to_numpy()))  # stored out-of-fold probabilities reused
+    assert after.loc[old, "is_label_issue"].tolist() == before["is_label_issue"].tolist()
+    new = after.index.difference(old)
+    assert len(new) == 30 and after.loc[new, "label_score"].notna().all()
+    flipped = data.set_index("key").index[600:630][
+        (data.iloc[600:630]["label"] != blobs(900, seed=1).iloc[600:630]["label"]).to_numpy()]
+    assert after.loc[flipped, "is_label_issue"].mean() >= 0.5  # new rows' planted flips found
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("SELECT mode, models_run_id, n_new_rows, models IS NULL FROM runs "
+                           "WHERE run_id = ?", [second.run_id]).fetchall() == [
+            ("incremental", first.run_id, 30, True)]
+
+    forced = clean_folder(str(folder), db=db, full=True)  # --full
+    assert (forced.mode, forced.mode_reason) == ("full", "--full asked for a full estimation")
+    assert forced.models_run_id == forced.run_id
+
+    dogs = data.iloc[630:650].copy()  # a new class
+    dogs["label"] = "dog"
+    _write(folder / "b3.csv", dogs, mtime=3_000)
+    third = clean_folder(str(folder), db=db)
+    assert third.mode == "full" and "new class 'dog'" in third.mode_reason
+
+    _write(folder / "b4.csv", data.iloc[650:900], mtime=4_000)  # 250 of 900 rows: 28% new
+    fourth = clean_folder(str(folder), db=db)
+    assert fourth.mode == "full" and "incremental.max_new_share" in fourth.mode_reason
+
+    _write(folder / "b5.csv", data.iloc[:10].assign(key=[f"z{i}" for i in range(10)]),
+           mtime=5_000)
+    result = CliRunner().invoke(app, ["run", f"{folder}/", "--db", db, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert f"mode: incremental (10 new and 0 changed of 910 rows (1.1%) scored by the fold " \
+           f"models of run {fourth.run_id})" in result.output
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_killed_incremental_run_then_a_rerun_loses_no_row(workdir):
+    from prefect.settings import get_current_settings
+
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
+           "PYTHONPATH": str(ROOT)}
+    folder = _folder(workdir, "growing", "label: label\nid: key\nmodel: logreg\nfolds: 3\n")
+    data = _data(400)
+    _write(folder / "b1.csv", data.iloc[:360], mtime=1_000)
+    cli = ["run", "data/landing/growing/", "--db", "wh.duckdb", "--quiet"]
+    assert CliRunner().invoke(app, cli).exit_code == 0
+    db = workdir / "wh.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        (full_run, models), = con.execute("SELECT run_id, models FROM runs").fetchall()
+    store = ModelStore.model_validate_json(models)
+    before = checksums(db)
+    _write(folder / "b2.csv", data.iloc[360:380], mtime=2_000)
+    marker = workdir / "publish.marker"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fault_launcher", *cli], cwd=workdir,
+                            env={**env, "FAULT_STAGE": "publish", "FAULT_MARKER": str(marker)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the planted hang was never reached"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert checksums(db) == before  # nothing of the killed run
+    assert all(Path(f).is_file() for f in store.files)
+    result = CliRunner().invoke(app, cli)
+    assert result.exit_code == 0, result.output
+    assert "mode: incremental (20 new" in result.output
+    with duckdb.connect(str(db), read_only=True) as con:
+        runs = con.execute("SELECT mode, n_rows, models_run_id FROM runs ORDER BY finished_at"
+                           ).fetchall()
+        assert runs == [("full", 360, full_run), ("incremental", 380, full_run)]
+        assert con.execute("SELECT count(*) FROM growing_clean").fetchall()[0][0] >= 340
+        latest = con.execute("SELECT count(DISTINCT row_id) FROM issues WHERE run_id = (SELECT "
+                             "run_id FROM runs WHERE mode = 'incremental')").fetchall()
+        assert latest == [(380,)]

@@ -179,7 +179,20 @@ def regression_issues_frame(
     return out
 
 
-def multilabel_label_issues(Y: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
+# Multi-label flags: cleanlab's one-vs-rest confident learning flags a tag of a row; cleanset
+# keeps the flag only when the model is at least MULTILABEL_MARGIN sure of the other state.
+# Why: per tag, confident learning counts a row as mislabelled once the model's probability of
+# the other state passes that state's average self-confidence, which for a modest model is
+# about 0.5-0.6; over six tags a row is flagged when any tag is, so on generated data with no
+# planted flip 38-58% of the rows were flagged (and the peer's 44-45%). Chosen on the design
+# half of bench/multilabel.py (results/multilabel_design_sweep.md; mean F1 of the 4 noisy
+# cases, share flagged at 0%): 0.5 (cleanlab's flags as they are) 0.343, 38-58%; 0.6 0.367;
+# 0.7 0.396; 0.8 0.406, 17-24%; 0.9 0.368, 6-9%.
+MULTILABEL_MARGIN = 0.8
+
+
+def multilabel_label_issues(Y: np.ndarray, pred_probs: np.ndarray,
+                            margin: float = MULTILABEL_MARGIN) -> pd.DataFrame:
     """cleanlab's multi-label label issues (one-vs-rest confident learning per tag, a row
     flagged when any of its tags is) and label quality scores, on out-of-fold per-tag
     probabilities, plus each tag's flag: `flags` (n x K: the tag's given state is likely wrong).
@@ -202,6 +215,7 @@ def multilabel_label_issues(Y: np.ndarray, pred_probs: np.ndarray) -> pd.DataFra
                 labels, probs, n_jobs=1), dtype=bool).reshape(n, len(varied))
             score = ml_scores(labels, probs).astype(np.float64)
     given = Y.astype(bool)
+    flags &= np.where(given, 1.0 - pred_probs, pred_probs) >= margin  # sure of the other state
     suggested = given ^ flags
     sure = np.where(suggested, pred_probs, 1.0 - pred_probs).min(axis=1) if k else np.ones(n)
     return pd.DataFrame({"is_label_issue": flags.any(axis=1), "label_score": score,

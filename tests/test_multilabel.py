@@ -105,7 +105,7 @@ def test_flipped_tags_are_found_with_the_suggested_set_and_what_it_changes():
     rng = np.random.default_rng(1)
     n = 400
     truth = rng.random((n, 3)) < 0.4
-    probs = np.clip(np.where(truth, 0.9, 0.1) + rng.normal(0, 0.05, (n, 3)), 0.01, 0.99)
+    probs = np.clip(np.where(truth, 0.92, 0.08) + rng.normal(0, 0.03, (n, 3)), 0.01, 0.99)
     given = truth.copy()
     given[:10, 0] = ~given[:10, 0]  # ten rows with the first tag flipped
     found = multilabel_label_issues(given.astype(np.int8), probs.astype(np.float32))

@@ -142,6 +142,12 @@ def precheck(spec) -> list[Path]:  # noqa: ANN001 - a tasks.spec.DatasetSpec
              "--group": [spec.group] if spec.group else [], "--slices": spec.slices,
              "--pred-prob-column": spec.pred_prob_columns, "--role": list(spec.roles)}
     check_columns(files, named)
+    if spec.annotators:  # the consensus goes to a new label column
+        headers = [header_columns(f) for f in files]
+        if all(h is not None for h in headers) and any(spec.label in h for h in headers):
+            from tasks.spec import label_exists
+
+            raise CleansetError(f"{files[0]}: " + label_exists(spec.label))
     if spec.test:
         resolve_source(spec.test)
     return files

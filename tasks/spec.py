@@ -33,6 +33,13 @@ DEFAULT_DB = Path("data/warehouse.duckdb")
 CONSENSUS_LABEL = "consensus_label"  # the label column of a run with annotators, by default
 
 
+def label_exists(label: str) -> str:
+    """The message when a run with annotators names a label column the data already has."""
+    return (f"the data already has a column {label!r}: with annotators the label column is a "
+            "new one cleanset writes the consensus label to; name a column the data does not "
+            f"have with label / --label (default {CONSENSUS_LABEL})")
+
+
 class _PolicySettings(BaseModel):
     """What happens to a row flagged with an issue. `drop` rows are left out of <dataset>_clean
     (and wait in the review queue, where a person can restore them); `review` rows stay in it and

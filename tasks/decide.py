@@ -76,8 +76,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
     they are more than `policy.max_duplicate_share` of the rows. A label issue on an ambiguous row
     (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel. When a feature is free
     text (`text`), a label issue that would be dropped gets `policy.label_with_text` instead (a
-    relabel the user asked for and `safe_relabel` allows stays). `policy.auto_fix` false changes
-    and drops nothing at all."""
+    relabel the user asked for and `safe_relabel` allows stays). A label issue found only because
+    the model's top class differs (`label_evidence` "disagreement", tasks/detect.py) is never
+    dropped: it goes to review. `policy.auto_fix` false changes and drops nothing at all."""
     level = np.zeros(len(issues), dtype=np.int8)
     safe = safe_relabel(issues, policy, trusted, task)
     copies_common = "is_exact_duplicate_issue" in issues and (
@@ -101,6 +102,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
         if issue_type == "label" and "is_ambiguous" in issues and action in ("relabel", "drop"):
             ambiguous = issues["is_ambiguous"].astype("boolean").fillna(False).to_numpy(bool)
             this = np.where(ambiguous, SEVERITY[policy.ambiguous], this)
+        if issue_type == "label" and "label_evidence" in issues:  # the model disagrees, no more
+            weak = issues["label_evidence"].to_numpy(dtype=object) == "disagreement"
+            this = np.where(weak & (this == SEVERITY["drop"]), SEVERITY["review"], this)
         if issue_type == "label" and text:
             this = np.where(this == SEVERITY["drop"], SEVERITY[policy.label_with_text], this)
         level = np.where(flagged, np.maximum(level, this), level)

@@ -77,15 +77,30 @@ class Detection(BaseModel):
 
 
 def label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> pd.DataFrame:
-    """cleanlab's label issues and scores, with the suggested label and its probability."""
-    is_issue = find_label_issues(labels, pred_probs, n_jobs=1)
+    """Label issues and scores, with the suggested label and its probability.
+
+    A row is a label issue when cleanlab's confident learning flags it (`label_evidence`
+    "confident") or, failing that, when the out-of-fold model's most likely class is not the
+    given one ("disagreement"). Why both: confident learning counts a row only once the model's
+    probability of another class passes that class's average self-confidence, so with smooth,
+    well-calibrated probabilities (cleanset's screened and mixed models) it misses the errors
+    annotators make, on hard rows near a class boundary. On the design half of
+    bench/do_no_harm.py (results/design_v3.md; bench/tune_policy.py `--rows design_v3`) mean F1
+    against the planted errors went from 0.520 to 0.555 on the four original noise shapes (the
+    script: 0.509) and from 0.211 to 0.408 on hard rows of a third model (script 0.284); on
+    error-free data it flags more rows (5,184 against 3,111 of 31,000), which is why rows with
+    only "disagreement" go to review and are never dropped by the policy (tasks/decide.py)."""
+    confident = np.asarray(find_label_issues(labels, pred_probs, n_jobs=1), dtype=bool)
     score = get_label_quality_scores(labels, pred_probs)
     suggested = pred_probs.argmax(axis=1)
+    disagrees = suggested != np.asarray(labels)
+    evidence = np.where(confident, "confident", np.where(disagrees, "disagreement", None))
     return pd.DataFrame({
-        "is_label_issue": is_issue.astype(bool),
+        "is_label_issue": confident | disagrees,
         "label_score": score.astype("float64"),
         "suggested": suggested,
         "suggested_label_confidence": pred_probs.max(axis=1).astype("float64"),
+        "label_evidence": pd.Series(evidence, dtype=object),
     })
 
 
@@ -305,11 +320,12 @@ def issues_frame(
         "suggested_label_confidence": np.full(n, np.nan),
         "is_label_issue": pd.array([pd.NA] * n, dtype="boolean"),
         "label_score": np.full(n, np.nan),
+        "label_evidence": pd.Series([None] * n, dtype=object),
         "is_invalid_issue": np.zeros(n, dtype=bool),
         "invalid_score": np.ones(n),
     })
     out.loc[positions, "suggested_label"] = names[found["suggested"].to_numpy()]
-    for col in ("suggested_label_confidence", "is_label_issue", "label_score"):
+    for col in ("suggested_label_confidence", "is_label_issue", "label_score", "label_evidence"):
         out.loc[positions, col] = found[col].to_numpy()
     out = out.join(trust_columns(n, positions, labels, pred_probs, classes,
                                  found["is_label_issue"].to_numpy(), trusted))
@@ -735,8 +751,11 @@ def detect(
     if slices:
         positions = design.positions.read()
         scored = frame.iloc[positions]
+        confident = scored["is_label_issue"].fillna(False).to_numpy(dtype=bool)
+        if "label_evidence" in scored:  # slices compare confident-learning flags (their bench)
+            confident &= scored["label_evidence"].to_numpy(dtype=object) != "disagreement"
         sliced = slice_summary(df[list(slices)].iloc[positions].reset_index(drop=True),
-                               scored["is_label_issue"].fillna(False).to_numpy(dtype=bool),
+                               confident,
                                scored["label_score"].to_numpy(dtype="float64"),
                                correct=None if design.task != "classification"
                                else probs.argmax(axis=1) == labels)

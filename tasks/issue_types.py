@@ -85,7 +85,9 @@ REGISTRY: tuple[IssueType, ...] = (
         action_help="rows with a label issue (when the model passed its check; else review)",
         default_action_text="drop when the model passed its check, else review (regression, "
         "multilabel: review); never relabelled unless asked",
-        readme_detail="probably mislabelled; `suggested_label` + confidence + "
+        readme_detail="probably mislabelled: `label_evidence` says why (`confident`: "
+        "cleanlab's confident learning; `disagreement`: only the out-of-fold model's top class "
+        "differs, review only, never dropped); `suggested_label` + confidence + "
         "`suggested_label_agreement` (share of its neighbours with that label); regression: "
         "`suggested_value` and its interval; multilabel: `suggested_tags`, `tags_likely_missing`, "
         "`tags_likely_wrong`. Every scored classification row also gets "
@@ -93,7 +95,8 @@ REGISTRY: tuple[IssueType, ...] = (
         "`ambiguous_score` / `plausible_labels` (tasks/trust.py)",
         relabel=True, tasks=ALL, task_actions=(("regression", "review"),
                                                   ("multilabel", "review")),
-        extra_columns=(("is_well_labeled", "BOOLEAN"), ("well_labeled_score", "DOUBLE"),
+        extra_columns=(("label_evidence", "VARCHAR"),
+                       ("is_well_labeled", "BOOLEAN"), ("well_labeled_score", "DOUBLE"),
                        ("is_ambiguous", "BOOLEAN"), ("ambiguous_score", "DOUBLE"),
                        ("plausible_labels", "VARCHAR"))),
     IssueType(

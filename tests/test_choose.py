@@ -121,6 +121,22 @@ def test_relabel_needs_confidence_agreement_and_a_trusted_model():
     assert out["final_label"].tolist() == ["b", "a", "a", "a"]
 
 
+def test_rows_the_model_only_disagrees_with_are_flagged_for_review_not_dropped():
+    from tasks.detect import label_issues
+
+    labels = np.array([0] * 50 + [1] * 50)
+    probs = np.where(labels[:, None] == np.arange(2), 0.9, 0.1)
+    probs[0] = [0.45, 0.55]  # a hard row: the model leans the other way, not confidently
+    probs[1] = [0.02, 0.98]  # a confident contradiction
+    found = label_issues(labels, probs)
+    assert found["is_label_issue"].tolist() == [True, True] + [False] * 98
+    assert found["label_evidence"].tolist()[:3] == ["disagreement", "confident", None]
+    issues = label_issue_rows([0.55, 0.98], [1.0, 1.0])
+    issues["label_evidence"] = ["disagreement", "confident"]
+    assert actions(issues, Policy()).tolist() == ["review", "drop"]
+    assert actions(issues, Policy(label="relabel")).tolist() == ["review", "relabel"]
+
+
 def test_label_issues_on_text_go_to_review_unless_set():
     issues = label_issue_rows([0.99, 0.6], [1.0, 0.3])
     issues["is_invalid_issue"] = [False, True]  # other types keep their action on text

@@ -73,8 +73,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
     gets `policy.relabel_fallback`. A model too weak to judge labels (`trusted` false) changes
     and drops nothing for label issues: they go to review. Exact copies are kept (flagged) when
     they are more than `policy.max_duplicate_share` of the rows. A label issue on an ambiguous row
-    (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel. `policy.auto_fix` false
-    changes and drops nothing at all."""
+    (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel; a well-labeled row gets
+    at least `policy.well_labeled` (keep by default). `policy.auto_fix` false changes and drops
+    nothing at all."""
     level = np.zeros(len(issues), dtype=np.int8)
     safe = safe_relabel(issues, policy, trusted, task)
     copies_common = "is_exact_duplicate_issue" in issues and (
@@ -99,6 +100,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
             ambiguous = issues["is_ambiguous"].astype("boolean").fillna(False).to_numpy(bool)
             this = np.where(ambiguous, SEVERITY[policy.ambiguous], this)
         level = np.where(flagged, np.maximum(level, this), level)
+    if policy.well_labeled != "keep" and "is_well_labeled" in issues:
+        certified = issues["is_well_labeled"].astype("boolean").fillna(False).to_numpy(bool)
+        level = np.where(certified, np.maximum(level, SEVERITY[policy.well_labeled]), level)
     if not policy.auto_fix:
         level = np.minimum(level, SEVERITY["review"])
     names = np.array(sorted(SEVERITY, key=SEVERITY.get), dtype=object)

@@ -86,6 +86,10 @@ def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
                 text += f" -> {issues['suggested_label'].iloc[i]!r}" + (
                     "" if pd.isna(confidence) else f" ({confidence:.2f})")
             parts.iloc[i].append(text)
+    if "is_ambiguous" in issues:  # several labels plausible: a judgement call, not an error
+        ambiguous = issues["is_ambiguous"].astype("boolean").fillna(False).to_numpy(bool)
+        for i in np.flatnonzero(ambiguous):
+            parts.iloc[i].append(f"ambiguous ({issues['plausible_labels'].iloc[i]})")
     return parts.map("; ".join), pd.Series(severity, index=issues.index)
 
 
@@ -133,6 +137,11 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         "active_learning_score": (issues["active_learning_score"].round(4)
                                   if "active_learning_score" in issues else np.nan),
     })
+    for col in ("plausible_labels", "is_well_labeled"):  # trust (tasks/trust.py)
+        if col in issues:
+            queue.insert(queue.columns.get_loc("reason") + 1, col,
+                         issues[col].where(issues[col].notna(), None)
+                         if col == "plausible_labels" else issues[col])
     for col in ("annotator_agreement", "consensus_quality"):  # several annotators (CROWDLAB)
         if col in issues and issues[col].notna().any():  # -> consensus_quality, agreement
             queue.insert(queue.columns.get_loc("severity") + 1, col, issues[col].round(4))

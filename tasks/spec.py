@@ -77,6 +77,10 @@ class _PolicySettings(BaseModel):
     ambiguous: Literal["keep", "drop", "review"] = Field(
         "review", description="the action for a label issue whose row is ambiguous (several "
         "labels plausible, the given one among them): it is never relabelled automatically")
+    well_labeled: Literal["keep", "review"] = Field(
+        "keep", description="the action for a row certified well-labeled (is_well_labeled: a "
+        "reviewer can skip it); review: put certified rows in the review queue too (spot "
+        "checks); another issue of the row still gets its own action")
     max_duplicate_share: float = Field(
         0.01, ge=0.0, le=1.0, description="exact copies are dropped only while they are at most "
         "this share of the rows; above it they are kept (flagged)")

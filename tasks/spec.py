@@ -387,9 +387,13 @@ class DatasetSpec(BaseModel):
                 "column is a new column cleanset writes the consensus label to; leave label out "
                 f"(the consensus goes to {CONSENSUS_LABEL!r}) or name a column the data does "
                 "not have")
-        if self.task == "regression":
+        if self.label_columns:
+            raise ValueError("annotators and label_columns cannot be combined: give one label "
+                             "column per annotator (annotators) or one 0/1 column per tag "
+                             "(label_columns)")
+        if self.task in ("regression", "multilabel"):
             raise ValueError("annotators (several labels per row) work for classification "
-                             "only; drop task: regression or the annotators")
+                             f"only; drop task: {self.task} or the annotators")
         used = sorted(set(self.annotators) & {*self.text, *(self.features or ()), *self.slices,
                                                *self.pred_prob_columns, *self.roles,
                                                *([self.group, self.id] if self.group else

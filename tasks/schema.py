@@ -33,7 +33,8 @@ def _issue_columns() -> list[tuple[str, str]]:
             ("given_value", "DOUBLE"), ("suggested_value", "DOUBLE"),
             ("suggested_value_low", "DOUBLE"), ("suggested_value_high", "DOUBLE")]
     return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
-            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR"), ("batch_id", "VARCHAR")]
+            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR"), ("batch_id", "VARCHAR"),
+            ("data_hash", "VARCHAR")]
 
 
 TABLES: dict[str, list[tuple[str, str]]] = {

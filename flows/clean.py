@@ -39,7 +39,7 @@ from tasks.publish import RunSummary, on_flow_failure, publish
 from tasks.report import report
 from tasks.retention import retain
 from tasks.spec import DatasetSpec
-from tasks.summary import artifact_key, run_artifacts
+from tasks.summary import artifact_key, record_stages, run_artifacts
 from tasks.validate import load_suite_file, validate
 from tasks.warehouse_lock import warehouse_slot
 
@@ -208,4 +208,6 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         get_run_logger().warning("the HTML report failed (%s); the run is published. Regenerate "
                                  "it with `cleanset report --db %s --run %s`", reported.message,
                                  summary.db, summary.run_id)
-    return summary
+    with warehouse_slot(spec.db_path, get_run_logger()):
+        stages = record_stages(spec, summary.run_id)
+    return summary.model_copy(update={"stages": tuple(stages)})

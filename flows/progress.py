@@ -139,7 +139,15 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     page = report_path(Path(summary.db), summary.dataset, summary.run_id)
     if page.exists():
         t.add_row("report", str(page))
-    t.add_row("time", f"{seconds:.1f} s")
+    if summary.stages:
+        from tasks.timing import stage_lines, totals
+
+        flow = totals(list(summary.stages))["seconds"]
+        t.add_row("time", f"{seconds:.1f} s ({flow:.1f} s in the flow, {seconds - flow:.1f} s "
+                          "starting up)")
+        t.add_row("slowest stages", "\n".join(stage_lines(list(summary.stages))))
+    else:
+        t.add_row("time", f"{seconds:.1f} s")
     console.print(t)
     if check and check.get("model_warning"):
         err.print(f"[bold yellow]warning:[/bold yellow] {check['model_warning']}",

@@ -22,6 +22,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
 
+from tasks import timing
 from tasks.errors import is_retryable
 
 TASKS_DIR = Path(__file__).parent
@@ -63,17 +64,21 @@ STAGE_CACHE = TASK_SOURCE + INPUTS + CacheKeyFnPolicy(cache_key_fn=_code_key)
 
 
 def stage(name: str, *, cache_policy: CachePolicy = STAGE_CACHE, retries: int = 2,
-          retry_delay_seconds: float | list[float] = 2, **overrides: Any) -> Callable:
+          retry_delay_seconds: float | list[float] = 2, timed: bool = True,
+          **overrides: Any) -> Callable:
     """The decorator for every stage: a Prefect task with the stage cache (or `NO_CACHE` for the
     stages that read or write the warehouse), 2 retries 2 s apart, and never a retry of a user
-    error (`is_retryable`: a CleansetError fails the same way every time)."""
+    error (`is_retryable`: a CleansetError fails the same way every time). Each call that runs
+    records its seconds and memory for the run's stage timings (tasks/timing.py) unless
+    `timed` is False."""
     if "retry_condition_fn" in overrides:
         raise TypeError("stage(): user errors are never retried; retry_condition_fn is fixed")
 
     def decorate(fn: Callable) -> Any:
         declared = task(name=name, cache_policy=cache_policy, retries=retries,
                         retry_delay_seconds=retry_delay_seconds,
-                        retry_condition_fn=is_retryable, **overrides)(fn)
+                        retry_condition_fn=is_retryable, **overrides)(
+                            timing.timed(name, fn) if timed else fn)
         declared.cleanset_stage = True  # tests/test_stages.py: every task comes through here
         return declared
 

@@ -44,6 +44,7 @@ from tasks.schema import (  # noqa: F401 - TABLES, ensure_schema, transaction: s
 )
 from tasks.spec import DatasetSpec
 from tasks.store import file_sha256
+from tasks.timing import calls_of
 from tasks.validate import Validation
 from tasks.warehouse import connect, quote_ident
 from tasks.warehouse_lock import warehouse_slot
@@ -92,6 +93,8 @@ class RunSummary(BaseModel):
     degraded: str = ""  # why the run emitted cleanset.dataset.degraded, when it did
     batch_audits: tuple[dict, ...] = ()  # this run's new batches against the dataset
     #                                      (batch_audit_summary)
+    stages: tuple[dict, ...] = ()  # seconds and memory per stage, against the previous run
+    #                                (tasks/timing.py; summary.record_stages)
 
 
 EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2")
@@ -607,8 +610,8 @@ def publish(
 
 # ---- failed runs ------------------------------------------------------------------------------
 
-HELPER_MODULES = {"errors", "store", "caching", "warehouse", "warehouse_lock", "textfiles", "spec",
-                  "schema"}
+HELPER_MODULES = {"errors", "store", "caching", "timing", "warehouse", "warehouse_lock",
+                  "textfiles", "spec", "schema"}
 
 
 def failed_stage(exc: BaseException) -> str:
@@ -650,6 +653,7 @@ def on_flow_failure(flow, flow_run, state) -> None:  # noqa: ANN001 - Prefect's 
     from prefect.logging import get_logger
 
     logger = get_logger("cleanset.failed_run")
+    calls_of(str(flow_run.id), forget=True)  # a failed run's stage timings are not kept
     try:
         spec = flow_run.parameters.get("spec")
         spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec.model_validate(spec)

@@ -102,6 +102,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                     ("statistic", "VARCHAR"), ("value", "DOUBLE"), ("effect_size", "DOUBLE"),
                     ("threshold", "DOUBLE"), ("severity", "VARCHAR"), ("outcome", "VARCHAR"),
                     ("message", "VARCHAR")],
+    # one row per stage per flow run (tasks/timing.py): wall seconds, process RSS at the stage's
+    # end and the process's peak RSS so far; kept for every flow run (a re-run of the same
+    # run_id adds rows), so a run compares with the previous one of its dataset
+    "run_stages": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("flow_run_id", "VARCHAR"),
+                   ("position", "INTEGER"), ("stage", "VARCHAR"), ("calls", "INTEGER"),
+                   ("seconds", "DOUBLE"), ("busy_seconds", "DOUBLE"), ("rss_mib", "DOUBLE"),
+                   ("peak_rss_mib", "DOUBLE"), ("model_stage", "BOOLEAN"),
+                   ("recorded_at", "TIMESTAMPTZ")],
 }
 SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' for c, d in cols)})"
           for t, cols in TABLES.items()]

@@ -8,6 +8,8 @@ Builders are plain functions of a DuckDB connection; `run_artifacts` is the thin
 from __future__ import annotations
 
 import re
+import time
+from datetime import UTC, datetime
 
 import duckdb
 from prefect import get_run_logger
@@ -17,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.caching import stage
 from tasks.errors import CleansetError
 from tasks.spec import DatasetSpec
+from tasks.timing import calls_of, compare, stage_rows, stages_markdown
 from tasks.warehouse import column_names, open_warehouse
 
 FLAG_RE = re.compile(r"^is_(.+)_issue$")
@@ -239,3 +242,65 @@ def run_artifacts(spec: DatasetSpec, run_id: str, top: int = 15) -> None:
         create_markdown_artifact(key=f"{key}-batch-audit",
                                  markdown=batch_audit_markdown(audits, dataset, run_id),
                                  description=f"new batches of run {run_id} against the dataset")
+
+
+STAGE_COLUMNS = ("position", "stage", "calls", "seconds", "busy_seconds", "rss_mib",
+                 "peak_rss_mib", "model_stage")
+
+
+def previous_stages(con: duckdb.DuckDBPyConnection, dataset: str, flow_run_id: str
+                    ) -> tuple[str | None, list[dict]]:
+    """The run id and stage rows of the dataset's latest other flow run in run_stages."""
+    found = con.execute(
+        "SELECT run_id, flow_run_id FROM run_stages WHERE dataset = ? AND flow_run_id <> ? "
+        "ORDER BY recorded_at DESC LIMIT 1", [dataset, flow_run_id]).fetchall()
+    if not found:
+        return None, []
+    cur = con.execute(f"SELECT {', '.join(STAGE_COLUMNS)} FROM run_stages WHERE flow_run_id = ? "
+                      "ORDER BY position", [found[0][1]])
+    return found[0][0], [dict(zip(STAGE_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+
+
+def write_stages(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str, flow_run_id: str,
+                 rows: list[dict]) -> None:
+    """Replace this flow run's run_stages rows with `rows` (tasks.timing.stage_rows)."""
+    con.execute("DELETE FROM run_stages WHERE flow_run_id = ?", [flow_run_id])
+    now = datetime.now(UTC)
+    con.executemany(
+        f"INSERT INTO run_stages (run_id, dataset, flow_run_id, {', '.join(STAGE_COLUMNS)}, "
+        f"recorded_at) VALUES ({', '.join('?' * (len(STAGE_COLUMNS) + 4))})",
+        [[run_id, dataset, flow_run_id, i, r["stage"], r["calls"], r["seconds"],
+          r["busy_seconds"], r["rss_mib"], r["peak_rss_mib"], r["model_stage"], now]
+         for i, r in enumerate(rows)])
+
+
+@stage("record-stages", cache_policy=NO_CACHE, retries=0, timed=False)
+def record_stages(spec: DatasetSpec, run_id: str) -> list[dict]:
+    """Write this flow run's stage timings to run_stages (the caller holds the warehouse lock)
+    and the markdown artifact comparing them with the dataset's previous run. Returns the rows
+    (with previous_seconds and ratio). A failure is a warning: the run is published."""
+    from prefect.context import FlowRunContext
+
+    from tasks.schema import transaction
+
+    ctx = FlowRunContext.get()
+    flow_run = ctx.flow_run if ctx else None
+    if flow_run is None:
+        return []
+    calls = calls_of(str(flow_run.id), forget=True)
+    started = flow_run.start_time.timestamp() if flow_run.start_time else (
+        min((c.started for c in calls), default=None))
+    rows = stage_rows(calls, started, time.time())
+    try:
+        with transaction(spec.db_path) as con:
+            previous_run, previous = previous_stages(con, spec.dataset_name, str(flow_run.id))
+            write_stages(con, run_id, spec.dataset_name, str(flow_run.id), rows)
+    except (duckdb.Error, CleansetError) as exc:
+        get_run_logger().warning("stage timings not recorded in %s: %s", spec.db, exc)
+        return rows
+    rows = compare(rows, previous)
+    create_markdown_artifact(key=f"{artifact_key(spec.dataset_name)}-stages",
+                             markdown=stages_markdown(rows, spec.dataset_name, run_id,
+                                                      previous_run),
+                             description=f"seconds and memory per stage of run {run_id}")
+    return rows

@@ -114,7 +114,8 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
     second, second_id = run(spec)
     states = task_states(second_id)
     # these use the warehouse, so they are never served from the cache
-    for never_cached in ("publish", "load-decisions", "run-artifacts", "retain", "report"):
+    for never_cached in ("publish", "load-decisions", "run-artifacts", "retain", "report",
+                        "record-stages"):
         assert states.pop(next(n for n in states if n.startswith(never_cached))) == "Completed"
     assert set(states.values()) == {"Cached"}, states
     stages = {n.rsplit("-", 1)[0] for n in states if not n.startswith("estimate-")}
@@ -265,7 +266,8 @@ def test_a_library_upgrade_recomputes_every_cached_stage(workdir, monkeypatch):
     np.save(workdir / "probs.npy", probs)  # skips training: the test is about the keys
     spec = DatasetSpec(source=str(workdir / "b.csv"), label="label", db=str(workdir / "w.duckdb"),
                        pred_probs=str(workdir / "probs.npy"))
-    never_cached = ("publish", "load-decisions", "run-artifacts", "retain", "report")
+    never_cached = ("publish", "load-decisions", "run-artifacts", "retain", "report",
+                    "record-stages")
     run(spec)
     _, second_id = run(spec)
     cached = {n: s for n, s in task_states(second_id).items() if not n.startswith(never_cached)}

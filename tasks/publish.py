@@ -344,12 +344,17 @@ def verdict_changes(con: duckdb.DuckDBPyConnection, dataset: str, run_id: str,
         return None, ""
     prev_id, prev_models = prev[0]
     model_changed = models_run_id is None or prev_models != models_run_id
+    have = {name for name, _ in _describe(con, "SELECT * FROM read_parquet(?)", [issues_path])}
+    if not {"row_id", "given_label", "is_label_issue", "action"} <= have:
+        return None, ""
+    current = ("(SELECT *" + "".join(f", NULL::VARCHAR AS {c}" for c in ("data_hash",
+               "decided_by") if c not in have) + " FROM read_parquet(?))")
     counts = dict(con.execute(
         "SELECT CASE WHEN p.given_label IS DISTINCT FROM CAST(c.given_label AS VARCHAR) THEN "
         "'label changed' WHEN p.data_hash <> c.data_hash THEN 'data changed' "
         "WHEN p.decided_by IS DISTINCT FROM c.decided_by OR c.decided_by = 'review' THEN "
         "'reviewed' WHEN ? THEN 'model changed' ELSE 'neighbours changed' END AS why, count(*) "
-        "FROM issues p JOIN read_parquet(?) c ON p.row_id = CAST(c.row_id AS VARCHAR) "
+        f"FROM issues p JOIN {current} c ON p.row_id = CAST(c.row_id AS VARCHAR) "
         "WHERE p.run_id = ? AND (coalesce(p.is_label_issue, false) <> "
         "coalesce(c.is_label_issue, false) OR p.action IS DISTINCT FROM c.action) GROUP BY why",
         [model_changed, issues_path, prev_id]).fetchall())

@@ -1,6 +1,7 @@
-"""The cleaning flow: ingest -> validate -> featurize -> estimate (per fold) -> detect -> decide
-(policy + review decisions) -> evaluate (optional) -> publish -> report. Wiring only; every
-stage lives in tasks/."""
+"""The cleaning flow: ingest [-> vote] -> validate -> featurize -> estimate (per fold)
+[-> consensus] -> detect -> decide (policy + review decisions) -> evaluate (optional) -> publish
+-> report. vote and consensus run with several annotators (tasks/annotators.py). Wiring only;
+every stage lives in tasks/."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from flows.runners import task_runner
+from tasks.annotators import consensus, vote
 from tasks.batches import Accumulated
 from tasks.choose import choose
 from tasks.decide import decide, load_decisions
@@ -117,6 +119,10 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
     `full`; `scheduled`: the nightly flow started the run (incremental.full_every: nightly)."""
     work = str(spec.work_path)
     staged = cached(spec, refresh)
+    stages = [snapshot]  # earlier stages' refs the later ones replace (for the manifest)
+    if spec.annotators:  # several annotators: their majority vote is the label to train on
+        snapshot = staged(vote)(snapshot=snapshot, annotators=list(spec.annotators),
+                                label=spec.label, work_dir=work)
     required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else []),
                 *spec.pred_prob_columns, *spec.slices]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
@@ -176,10 +182,18 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                 else {}, pred_probs=probs, fingerprint=estimation_fingerprint(spec),
                 dataset=spec.dataset_name, work_dir=work)
     check = staged(model_check)(design=design, pred_probs=probs)
+    agreed = None
+    if spec.annotators:  # CROWDLAB's consensus replaces the vote from here on
+        agreed = staged(consensus)(snapshot=snapshot, design=design, pred_probs=probs,
+                                   annotators=list(spec.annotators), label=spec.label,
+                                   work_dir=work, decisions=decisions)
+        stages += [snapshot, design, agreed]
+        snapshot, design = agreed.snapshot, agreed.design
     detection = staged(detect)(
         snapshot=snapshot, validation=validation, design=design, pred_probs=probs,
         neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work,
-        trusted=check.trusted, slices=list(spec.slices), unlabeled_probs=unlabeled)
+        trusted=check.trusted, slices=list(spec.slices), unlabeled_probs=unlabeled,
+        consensus_rows=agreed.rows if agreed else None)
     if mode is not None and mode.incremental:  # unchanged earlier rows keep their verdicts
         previous = load_verdicts(db=spec.db, dataset=spec.dataset_name, work_dir=work)
         detection = staged(stabilize)(detection=detection, previous=previous,
@@ -196,11 +210,12 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                           detection=detection, decided=decided, model=model,
                           evaluation=evaluation, check=check,
                           choice=None if mode is not None and mode.incremental else choice,
-                          design=design, accumulated=accumulated, mode=mode, kept=kept)
+                          design=design, accumulated=accumulated, mode=mode, kept=kept,
+                          consensus=agreed)
         run_artifacts(spec, summary.run_id)
-        retain(spec, summary.run_id, [snapshot, validation, decisions, design, neighbours,
-                                      probs, files, check, detection, decided, evaluation,
-                                      accumulated, unlabeled, kept, stored])
+        retain(spec, summary.run_id, [*stages, snapshot, validation, decisions, design,
+                                      neighbours, probs, files, check, detection, decided,
+                                      evaluation, accumulated, unlabeled, kept, stored])
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)

@@ -120,6 +120,9 @@ def _panel(row, n: int, total: int) -> Panel:  # noqa: ANN001
     elif row["suggested_label"] is not None:
         t.add_row("suggested", f"{row['suggested_label']} (confidence "
                                f"{row['suggested_label_confidence']:.2f})")
+    if "consensus_quality" in row and row["consensus_quality"] == row["consensus_quality"]:
+        t.add_row("consensus", f"quality {row['consensus_quality']:.2f}, "
+                               f"{row['annotator_agreement']:.0%} of annotators agree")
     t.add_row("why", str(row["reason"]))
     t.add_row("policy", str(row["policy_action"]))
     content = [(str(c)[4:], v) for c, v in row.items() if str(c).startswith("row.")]

@@ -18,7 +18,8 @@ def run(
         "like 'landing/*.csv'. May instead be `source:` in --config.", show_default=False)
     ] = None,
     label: Annotated[str | None, typer.Option(
-        "--label", "-l", help="Label column (required here or in --config).")] = None,
+        "--label", "-l", help="Label column (required here or in --config; with --annotators "
+        "the new column the consensus goes to).")] = None,
     task: Annotated[str | None, typer.Option(
         "--task", help="auto (default: many distinct numbers -> regression, else "
         "classification), classification or regression (multilabel: not available yet).")
@@ -48,6 +49,12 @@ def run(
         "--slices", help="Columns to audit label quality by (e.g. --slices source,annotator): "
         "issue rate per value against the rest, table slice_summary. Not used as features "
         "unless also given with --feature.", callback=split_commas)] = None,
+    annotators: Annotated[list[str] | None, typer.Option(
+        "--annotators", help="Several annotators: one label column each (comma-separated or "
+        "repeated, e.g. --annotators ann,bob,cy; empty where one did not label a row). "
+        "CROWDLAB's consensus becomes the label (written to --label, a new column, default "
+        "consensus_label); annotator quality in table annotator_summary.",
+        callback=split_commas)] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="auto (default: candidates measured by log loss on a sample of the data),"
         " or force a family: logreg, hgb, nb (text only), knn, ensemble (best two).")] = None,
@@ -133,7 +140,8 @@ def run(
 
         settings = {"label": label, "task": task, "id": id, "text": text, "feature": features,
                     "dataset": dataset, "config": config, "suite": suite, "group": group,
-                    "slices": slices, "model": model, "budget": budget, "role": role,
+                    "slices": slices, "annotators": annotators, "model": model,
+                    "budget": budget, "role": role,
                     "dry-run": dry_run, "prune": prune, "pred-probs": pred_probs,
                     "pred-prob-column": pred_prob_columns, "embeddings": embeddings,
                     "test": test, "eval-holdout": eval_holdout, "folds": folds, "seed": seed}
@@ -147,7 +155,8 @@ def run(
             db=str(db) if db else None, suite=str(suite) if suite else None, folds=folds,
             seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,
             slices=tuple(slices) if slices else None,
-            prune=prune, pred_probs=str(pred_probs) if pred_probs else None,
+            annotators=tuple(annotators) if annotators else None, prune=prune,
+            pred_probs=str(pred_probs) if pred_probs else None,
             pred_prob_columns=tuple(pred_prob_columns or ()),
             embeddings=str(embeddings) if embeddings else None, workers=workers,
             test=str(test) if test else None, eval_holdout=eval_holdout, budget=budget,

@@ -563,10 +563,12 @@ def detect(
     snapshot: Snapshot, validation: Validation, design: Design, pred_probs: ArrayRef,
     neighbours: Neighbours | None, label: str, issue_types: dict, work_dir: str,
     trusted: bool = True, slices: list[str] | None = None,
-    unlabeled_probs: ArrayRef | None = None,
+    unlabeled_probs: ArrayRef | None = None, consensus_rows: TableRef | None = None,
 ) -> Detection:
     """Run every enabled issue check and write the issues frame, the class summary and, for
-    the `slices` columns named, the slice summary. `trusted`: the model passed its check."""
+    the `slices` columns named, the slice summary. `trusted`: the model passed its check.
+    `consensus_rows`: with several annotators, each row's `consensus_quality` and
+    `annotator_agreement` (tasks/annotators.py), added beside the suggested label."""
     import time
 
     started = time.perf_counter()
@@ -585,6 +587,10 @@ def detect(
         design.unlabeled.read() if design.unlabeled is not None else None,
         unlabeled_probs.read() if unlabeled_probs is not None else None)
     frame["data_hash"] = data_hashes(features)
+    if consensus_rows is not None:
+        at = frame.columns.get_loc("suggested_label_agreement") + 1
+        for offset, (col, values) in enumerate(consensus_rows.read().items()):
+            frame.insert(at + offset, col, values.to_numpy(dtype="float64"))
     sliced = None
     if slices:
         positions = design.positions.read()

@@ -45,6 +45,8 @@ CATEGORICAL_SHARE = 0.05
 IDENTIFIER_SHARE = 0.5
 
 SLICE = "slice column: audited in slice_summary, not a feature"
+ANNOTATOR = "annotator column: its labels make the consensus label, not a feature"
+NOT_FEATURES = {"ignore": "role set to ignore", "slice": SLICE, "annotator": ANNOTATOR}
 
 
 class FeaturePlan(BaseModel):
@@ -146,7 +148,7 @@ def infer_roles(
             f"column(s) {', '.join(map(repr, missing))} named in --text/--feature/roles are not "
             f"in the data; available columns: {', '.join(map(str, df.columns))}"
         )
-    bad = {c: r for c, r in roles.items() if r not in (*ROLES, "slice")}
+    bad = {c: r for c, r in roles.items() if r not in (*ROLES, *NOT_FEATURES)}
     if bad:
         raise CleansetError(f"unknown role(s) {bad}; a role is one of {', '.join(ROLES)}")
     candidates = features if features is not None else [c for c in df.columns]
@@ -164,8 +166,8 @@ def infer_roles(
             continue
         s = df[col]
         if col in roles:
-            if roles[col] in ("ignore", "slice"):
-                dropped.append((col, "role set to ignore" if roles[col] == "ignore" else SLICE))
+            if roles[col] in NOT_FEATURES:
+                dropped.append((col, NOT_FEATURES[roles[col]]))
             else:
                 use(col, roles[col], "set by the user")
             continue
@@ -537,7 +539,7 @@ def featurize(
                 f"{len(classes)} classes" if task != "regression" else f"{len(y):,} targets")
     for col, why in plan.dropped:
         # a column that may carry signal is a warning; an empty or constant one carries none
-        quiet = why in ("constant", "all values missing", "role set to ignore", SLICE)
+        quiet = why in ("constant", "all values missing", *NOT_FEATURES.values())
         (logger.info if quiet else logger.warning)("column %r not used as a feature: %s", col,
                                                    why)
     unlabeled = unlabeled_rows(df[label], quarantined) if task != "regression" else None

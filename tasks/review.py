@@ -133,6 +133,9 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         "active_learning_score": (issues["active_learning_score"].round(4)
                                   if "active_learning_score" in issues else np.nan),
     })
+    for col in ("annotator_agreement", "consensus_quality"):  # several annotators (CROWDLAB)
+        if col in issues and issues[col].notna().any():  # -> consensus_quality, agreement
+            queue.insert(queue.columns.get_loc("severity") + 1, col, issues[col].round(4))
     if task == "regression":  # the suggested value's interval instead of a confidence
         queue = queue.drop(columns="suggested_label_confidence")
         queue.insert(queue.columns.get_loc("suggested_label") + 1, "suggested_interval", [

@@ -26,10 +26,13 @@ def _issue_columns() -> list[tuple[str, str]]:
     """issues: each registered issue type's columns (tasks/issue_types.py: a BOOLEAN flag, a
     DOUBLE score, set ids VARCHAR) between the row's given/suggested label and its decision.
     given_value / suggested_value(_low/_high): a regression run's target, its suggested value
-    and interval (NULL in classification runs; the labels stay text in given/suggested_label)."""
+    and interval (NULL in classification runs; the labels stay text in given/suggested_label).
+    consensus_quality / annotator_agreement: with several annotators, CROWDLAB's quality of the
+    consensus label and the share of annotators agreeing with it (NULL otherwise)."""
     cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
             ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
             ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE"),
+            ("consensus_quality", "DOUBLE"), ("annotator_agreement", "DOUBLE"),
             ("given_value", "DOUBLE"), ("suggested_value", "DOUBLE"),
             ("suggested_value_low", "DOUBLE"), ("suggested_value_high", "DOUBLE")]
     return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
@@ -74,6 +77,11 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                       ("rest_issue_rate", "DOUBLE"), ("mean_label_score", "DOUBLE"),
                       ("accuracy", "DOUBLE"), ("p_value", "DOUBLE"), ("q_value", "DOUBLE"),
                       ("is_flagged", "BOOLEAN")],
+    # one row per annotator per run with several annotators (tasks/annotators.py), best first
+    "annotator_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"),
+                          ("annotator", "VARCHAR"), ("annotator_quality", "DOUBLE"),
+                          ("agreement_with_consensus", "DOUBLE"), ("worst_class", "VARCHAR"),
+                          ("rows_labeled", "BIGINT")],
     "review_decisions": [("dataset", "VARCHAR"), ("row_id", "VARCHAR"), ("decision", "VARCHAR"),
                          ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
                          ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
@@ -119,7 +127,7 @@ SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' f
 MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
               for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
 RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
-              "model_screening", "column_roles", "slice_summary")
+              "model_screening", "column_roles", "slice_summary", "annotator_summary")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -135,7 +135,8 @@ def check_columns(files: list[Path], named: dict[str, Iterable[str]]) -> None:
 def precheck(spec) -> list[Path]:  # noqa: ANN001 - a tasks.spec.DatasetSpec
     """The source's files, after checking that every column the spec names is in them."""
     files = resolve_source(spec.source)
-    named = {"--label": [spec.label], "--id": [spec.id] if spec.id else [],
+    named = {"--label": [] if spec.annotators else [spec.label],  # annotators: label is made
+             "--annotators": spec.annotators, "--id": [spec.id] if spec.id else [],
              "--text": spec.text, "--feature": spec.features or (),
              "--group": [spec.group] if spec.group else [], "--slices": spec.slices,
              "--pred-prob-column": spec.pred_prob_columns, "--role": list(spec.roles)}

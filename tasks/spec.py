@@ -30,6 +30,7 @@ from tasks.issue_types import (
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 DEFAULT_DB = Path("data/warehouse.duckdb")
+CONSENSUS_LABEL = "consensus_label"  # the label column of a run with annotators, by default
 
 
 class _PolicySettings(BaseModel):
@@ -248,7 +249,8 @@ class DatasetSpec(BaseModel):
 
     source: str = Field(
         description="file, folder or glob of CSV/TSV/Parquet/JSON Lines/Excel files")
-    label: str = Field(description="name of the label column")
+    label: str = Field(description="name of the label column (with `annotators`: the column "
+                       "the consensus label is written to, default `consensus_label`)")
     task: Literal["auto", "classification", "regression", "multilabel"] = Field(
         "auto", description="auto: decided from the label column (many distinct numbers: "
         "regression, else classification); multilabel is not available yet")
@@ -278,6 +280,12 @@ class DatasetSpec(BaseModel):
     slices: tuple[str, ...] = Field(
         (), description="columns to audit label quality by (e.g. [source, annotator, region]): "
         "table slice_summary; not model features unless also named in features")
+    annotators: tuple[str, ...] = Field(
+        (), description="several annotators (wide form): one label column per annotator, empty "
+        "where one did not label the row. Their majority vote trains the models, CROWDLAB's "
+        "consensus (cleanlab) is the label the rest of the run uses (written to `label`, a "
+        "column the data must not have), each annotator gets a quality score (table "
+        "annotator_summary); classification only")
     pred_probs: str | None = Field(
         None, description="your own out-of-fold probabilities: .npy, one column per class "
         "(sorted class order), one row per input row; skips training")
@@ -310,7 +318,15 @@ class DatasetSpec(BaseModel):
         default_factory=AuditSettings, description="how a new batch is audited against the "
         "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
 
-    @field_validator("text", "pred_prob_columns", "slices", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _consensus_label(cls, values):  # noqa: ANN001, ANN206
+        """With annotators and no label, the consensus goes to `consensus_label`."""
+        if isinstance(values, dict) and values.get("annotators") and not values.get("label"):
+            return {**values, "label": CONSENSUS_LABEL}
+        return values
+
+    @field_validator("text", "pred_prob_columns", "slices", "annotators", mode="before")
     @classmethod
     def _listify(cls, v):  # noqa: ANN001, ANN206
         return (v,) if isinstance(v, str) else tuple(v or ())
@@ -322,6 +338,7 @@ class DatasetSpec(BaseModel):
                              "cleanset; use auto, classification or regression")
         if self.test and self.eval_holdout:
             raise ValueError("give either test (a test file) or eval_holdout (a share), not both")
+        self._check_annotators()
         unknown = sorted(set(self.issue_types) - set(ISSUE_TYPES))
         if unknown:  # caught here, before any work is done, not after the models are trained
             raise ValueError(f"unknown issue type(s) {', '.join(unknown)} in issue_types; known: "
@@ -333,6 +350,30 @@ class DatasetSpec(BaseModel):
                 "underscores, starting with a letter (pass --dataset NAME)"
             )
         return self
+
+    def _check_annotators(self) -> None:
+        if not self.annotators:
+            return
+        repeated = sorted({a for a in self.annotators if self.annotators.count(a) > 1})
+        if repeated:
+            raise ValueError(f"annotators: {', '.join(repeated)} named more than once")
+        if self.label in self.annotators:
+            raise ValueError(
+                f"label {self.label!r} is one of the annotators: with annotators the label "
+                "column is a new column cleanset writes the consensus label to; leave label out "
+                f"(the consensus goes to {CONSENSUS_LABEL!r}) or name a column the data does "
+                "not have")
+        if self.task == "regression":
+            raise ValueError("annotators (several labels per row) work for classification "
+                             "only; drop task: regression or the annotators")
+        used = sorted(set(self.annotators) & {*self.text, *(self.features or ()), *self.slices,
+                                               *self.pred_prob_columns, *self.roles,
+                                               *([self.group, self.id] if self.group else
+                                                 [self.id])})
+        if used:
+            raise ValueError(f"annotator column(s) {', '.join(used)} are also named as "
+                             "features, text, slices, group, id or roles: an annotator's "
+                             "labels cannot be a feature (the model would read the answer)")
 
     @property
     def dataset_name(self) -> str:
@@ -346,9 +387,11 @@ class DatasetSpec(BaseModel):
     @property
     def feature_roles(self) -> dict[str, str]:
         """`roles`, plus every slice column the user did not name as a feature: role `slice`
-        (audited, not a feature; tasks/featurize.py)."""
+        (audited, not a feature; tasks/featurize.py), and every annotator column: role
+        `annotator` (its labels make the consensus, never a feature)."""
         named = set(self.features or ())
-        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles}
+        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles,
+                **{c: "annotator" for c in self.annotators}}
 
     @property
     def db_path(self) -> Path:
@@ -438,6 +481,11 @@ def load_dataset_spec(folder: str | Path, **overrides) -> DatasetSpec:  # noqa: 
     if values.get("source"):
         raise CleansetError(f"{config}: remove `source:`; the files in {folder} are the "
                             "dataset's batches")
+    if values.get("annotators"):
+        raise CleansetError(
+            f"{config}: `annotators:` is not supported in a dataset folder yet (its batch audit "
+            "checks one label column per batch); run the files with `cleanset run FILE "
+            "--annotators a,b,c`, or give the folder one label column")
     values.setdefault("dataset", folder_dataset_name(folder))
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:

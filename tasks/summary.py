@@ -104,6 +104,14 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
     if this.get("left_out"):  # data columns not used as features (nested, all empty)
         table.append({"metric": "columns left out", "this run": "; ".join(this["left_out"]),
                       "previous run": "", "change": ""})
+    rated = con.execute(
+        "SELECT annotator, annotator_quality FROM annotator_summary WHERE run_id = ? ORDER BY "
+        "annotator_quality, annotator", [run_id]).fetchall() if "annotator_summary" in {
+            r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()} else []
+    if rated:  # several annotators: CROWDLAB's quality of each, the weakest first
+        table.append({"metric": "annotators (CROWDLAB quality, weakest first)",
+                      "this run": "; ".join(f"{a} {q:.3f}" for a, q in rated),
+                      "previous run": "", "change": ""})
     counts = _issue_counts(con, run_id)
     before_counts = _issue_counts(con, prev_id) if prev_id else {}
     for t in sorted(set(counts) | set(before_counts), key=lambda t: (-counts.get(t, 0), t)):

@@ -1,7 +1,8 @@
-"""The cleaning flow: ingest [-> vote] -> validate -> featurize -> estimate (per fold)
-[-> consensus] -> detect -> decide (policy + review decisions) -> evaluate (optional) -> publish
--> report. vote and consensus run with several annotators (tasks/annotators.py). Wiring only;
-every stage lives in tasks/."""
+"""The cleaning flow: ingest [-> vote] -> [tag-sets] -> validate -> featurize -> estimate (per
+fold) [-> consensus] -> detect -> decide (policy + review decisions) -> evaluate (optional) ->
+publish -> report. vote and consensus run with several annotators (tasks/annotators.py);
+tag-sets decides whether the label is multi-label (tasks/tags.py). Wiring only; every stage
+lives in tasks/."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from tasks.report import report
 from tasks.retention import retain
 from tasks.spec import DatasetSpec
 from tasks.summary import artifact_key, record_stages, run_artifacts
+from tasks.tags import tag_sets
 from tasks.validate import load_suite_file, validate
 from tasks.warehouse_lock import warehouse_slot
 
@@ -129,6 +131,11 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
     supplied = bool(spec.pred_probs or spec.pred_prob_columns)
     keep = accumulated is not None and not supplied  # a dataset folder's estimation is kept
 
+    tags = staged(tag_sets)(snapshot, spec.label, spec.task, spec.label_columns,
+                            spec.label_delimiter, work)  # None unless multi-label
+    if tags is not None:  # the label column as canonical tag text from here on
+        stages.append(snapshot)
+        snapshot = tags.snapshot
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
     decisions = load_decisions(spec.db, spec.dataset_name, work)  # reviewers' decisions so far
     design = staged(featurize)(
@@ -136,7 +143,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         features=list(spec.features) if spec.features else None, n_folds=spec.folds,
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
         pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles,
-        task=spec.task, keep_encoder=keep)
+        task=spec.task, keep_encoder=keep, tags=tags, label_columns=spec.label_columns)
     neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
                              exact=spec.knn_exact)
     choice = mode = kept = stored = None

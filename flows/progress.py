@@ -140,6 +140,11 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
                                f"trained cleaned (MAE {before['mae']:.4g} -> {after['mae']:.4g}, "
                                f"R^2 {before['r2']:.3f} -> {after['r2']:.3f}), scored on "
                                f"{summary.test_set}")
+    elif summary.evaluation and "jaccard" in summary.evaluation["given"]:  # tag sets
+        before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
+        t.add_row("test micro-F1", f"{before['micro_f1']:.3f} trained as given -> "
+                                   f"{after['micro_f1']:.3f} trained cleaned (Jaccard "
+                                   f"{before['jaccard']:.3f} -> {after['jaccard']:.3f})")
     elif summary.evaluation:
         before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
         t.add_row("test accuracy", f"{before['accuracy']:.3f} trained as given -> "

@@ -21,9 +21,17 @@ def run(
         "--label", "-l", help="Label column (required here or in --config; with --annotators "
         "the new column the consensus goes to).")] = None,
     task: Annotated[str | None, typer.Option(
-        "--task", help="auto (default: many distinct numbers -> regression, else "
-        "classification), classification or regression (multilabel: not available yet).")
+        "--task", help="auto (default: many distinct numbers -> regression; tags joined by "
+        "';', '|' or ',', or lists -> multilabel; else classification), classification, "
+        "regression or multilabel.")
     ] = None,
+    label_columns: Annotated[list[str] | None, typer.Option(
+        "--label-columns", help="Multilabel from several 0/1 columns, one tag each "
+        "(comma-separated or repeated); the tag column they make is --label (default `tags`).",
+        callback=split_commas)] = None,
+    label_delimiter: Annotated[str | None, typer.Option(
+        "--label-delimiter", help="Multilabel: the text between tags (default: guessed among "
+        "';', '|', ',').")] = None,
     id: Annotated[str | None, typer.Option(
         "--id", help="Unique id column; without it a `row_id` (0, 1, ...) is added.")] = None,
     text: Annotated[list[str] | None, typer.Option(
@@ -138,7 +146,8 @@ def run(
     if source and is_dataset_folder(source):  # a dataset folder: its batches, its settings
         from flows.datasets_cli import run_folder
 
-        settings = {"label": label, "task": task, "id": id, "text": text, "feature": features,
+        settings = {"label": label, "task": task, "label-columns": label_columns,
+                    "label-delimiter": label_delimiter, "id": id, "text": text, "feature": features,
                     "dataset": dataset, "config": config, "suite": suite, "group": group,
                     "slices": slices, "annotators": annotators, "model": model,
                     "budget": budget, "role": role,
@@ -150,7 +159,9 @@ def run(
 
     try:
         spec = build_spec(
-            config, source=source, label=label, task=task, id=id, text=tuple(text or ()),
+            config, source=source, label=label, task=task,
+            label_columns=tuple(label_columns) if label_columns else None,
+            label_delimiter=label_delimiter, id=id, text=tuple(text or ()),
             features=tuple(features) if features else None, dataset=dataset,
             db=str(db) if db else None, suite=str(suite) if suite else None, folds=folds,
             seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,

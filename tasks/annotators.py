@@ -31,6 +31,7 @@ from tasks.caching import stage
 from tasks.errors import CleansetError
 from tasks.featurize import Design, _label_text, match_decisions
 from tasks.ingest import Snapshot
+from tasks.spec import label_exists
 from tasks.store import ArrayRef, TableRef, write_array, write_table
 
 ANNOTATOR_COLUMNS = ["annotator", "annotator_quality", "agreement_with_consensus",
@@ -143,10 +144,7 @@ def check_annotator_columns(columns: list[str], annotators: list[str], label: st
         raise CleansetError(f"annotator column(s) {', '.join(map(repr, missing))} are not in the "
                             f"data; available columns: {', '.join(map(str, columns))}")
     if label in columns:
-        raise CleansetError(
-            f"the data already has a column {label!r}: with annotators the label column is the "
-            "consensus cleanset writes; name another label column (label / --label) or list "
-            f"{label!r} among the annotators")
+        raise CleansetError(label_exists(label))
 
 
 def representatives(table: pa.Table, annotators: list[str]) -> tuple[dict[str, object],

@@ -128,7 +128,10 @@ def label_texts(design: Design, y: np.ndarray) -> np.ndarray:
     """The scored rows' training labels as text (class names; a regression target's value)."""
     if design.regression:
         return np.array([f"{float(v):.17g}" for v in y], dtype=object)
-    return np.asarray(design.classes, dtype=object)[y]
+    names = np.asarray(design.classes, dtype=object)
+    if y.ndim == 2:  # multilabel: the scored tags as text
+        return np.array([";".join(names[row.astype(bool)]) for row in y], dtype=object)
+    return names[y]
 
 
 def match_rows(stored_ids: np.ndarray, stored_hash: np.ndarray, stored_label: np.ndarray,
@@ -183,8 +186,13 @@ def decide_mode(*, settings: Incremental, stored: StoredModels, fingerprint: str
     """(mode, why). `codes`: match_rows's code per scored row (None when nothing is stored)."""
     if full:
         return "full", "--full asked for a full estimation"
+    if task == "multilabel":
+        return "full", "tag sets are re-estimated every run (incremental runs: classes, values)"
     if not settings.enabled:
         return "full", "incremental runs are off (incremental.enabled: false)"
+    if task not in ("classification", "regression"):
+        return "full", (f"incremental runs cover classification and regression; a {task} run "
+                        "re-estimates every time")
     store = stored.store
     if store is None:
         return "full", stored.note
@@ -321,7 +329,8 @@ def plan_mode(spec: DatasetSpec, snapshot: Snapshot, design: Design, stored: Sto
     logger = get_run_logger()
     store = stored.store
     pos = codes = None
-    if store is not None and design.embeddings is None:
+    if store is not None and design.embeddings is None and store.task == design.task and \
+            design.task in ("classification", "regression"):
         rows = store.rows.read(columns=["row_id", "data_hash", "label"])
         ids, hashes, labels = _current_rows(snapshot, design, store.plan)
         pos, codes = match_rows(rows["row_id"].to_numpy(), rows["data_hash"].to_numpy(),
@@ -349,7 +358,8 @@ def keep_models(snapshot: Snapshot, design: Design, choice: ModelChoice,
     """Keep a full run's estimation for incremental runs: the fold models (written by the
     estimate-fold tasks), the encoder, and the scored rows' out-of-fold probabilities."""
     models = {m: tuple(p.model for p in parts.get(m, [])) for m in choice.fitted}
-    if any(not refs or any(r is None for r in refs) for refs in models.values()) or (
+    missing = any(not refs or any(r is None for r in refs) for refs in models.values())
+    if design.task not in ("classification", "regression") or missing or (
             design.encoder is None and design.embeddings is None):
         get_run_logger().info("the fold models were not kept: incremental runs need a full "
                               "run first")

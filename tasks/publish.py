@@ -102,9 +102,9 @@ class RunSummary(BaseModel):
     #                                (tasks/timing.py; summary.record_stages)
 
 
-EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2")
+EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2", "micro_f1", "jaccard")
 CHECK_COLUMNS = ("model_accuracy", "model_log_loss", "chance_accuracy", "chance_log_loss",
-                 "model_skill", "model_trusted", "model_warning")
+                 "model_skill", "model_trusted", "model_warning", "model_micro_f1")
 
 
 def check_row(check: ModelCheck | None) -> dict:
@@ -114,8 +114,9 @@ def check_row(check: ModelCheck | None) -> dict:
     row = {"model_accuracy": check.accuracy, "model_log_loss": check.log_loss,
            "chance_accuracy": check.chance_accuracy, "chance_log_loss": check.chance_log_loss,
            "model_skill": check.skill, "model_trusted": check.trusted,
-           "model_warning": check.warning}
-    # a regression has no accuracy (NaN): NULL; its log_loss fields hold MSE and variance
+           "model_warning": check.warning, "model_micro_f1": check.micro_f1}
+    # a regression has no accuracy (NaN): NULL; its log_loss fields hold MSE and variance;
+    # a multilabel run has none either: its log loss is per tag, its micro-F1 its own column
     return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
 
 
@@ -451,24 +452,26 @@ def write_run(
             if evaluation is not None:
                 con.executemany(
                     "INSERT INTO evaluations (run_id, dataset, trained_on, model, test_set, "
-                    "n_train, n_test, accuracy, macro_f1, rmse, mae, r2) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "n_train, n_test, accuracy, macro_f1, rmse, mae, r2, micro_f1, jaccard) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[run_id, dataset, r["trained_on"], r["model"], r["test_set"], r["n_train"],
                       r["n_test"], *(r.get(m) for m in EVALUATION_METRICS)]
                      for r in evaluation.rows])
             if screening:
-                # a regression's screening measured MSE and R^2 (in log_loss / accuracy of
-                # choose.Screened): stored under their own names
+                # a regression's screening measured MSE and R^2, a multilabel one per-tag log
+                # loss and micro-F1 (in log_loss / accuracy of choose.Screened): stored under
+                # their own names
                 con.executemany(
                     "INSERT INTO model_screening (run_id, dataset, model, n_rows, log_loss, "
-                    "accuracy, seconds, projected_seconds, within_budget, chosen, mse, r2) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "accuracy, seconds, projected_seconds, within_budget, chosen, mse, r2, "
+                    "micro_f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[run_id, dataset, r["model"], r["rows"],
                       None if r.get("regression") else r["log_loss"],
-                      None if r.get("regression") else r["accuracy"],
+                      None if r.get("regression") or r.get("multilabel") else r["accuracy"],
                       r["seconds"], r["projected_seconds"], r["within_budget"], r["chosen"],
                       r["log_loss"] if r.get("regression") else None,
-                      r["accuracy"] if r.get("regression") else None]
+                      r["accuracy"] if r.get("regression") else None,
+                      r["accuracy"] if r.get("multilabel") else None]
                      for r in screening])
             if columns:
                 con.executemany("INSERT INTO column_roles VALUES (?, ?, ?, ?, ?)",
@@ -621,6 +624,7 @@ def publish(
         "auto_fix": spec.policy.auto_fix,
         "task": design.task if design else None,
         "task_reason": design.task_reason if design else None,
+        "tag_delimiter": design.tag_delimiter if design else None,
         **check_row(check),
         **mode_row(accumulated, mode, kept),
     }

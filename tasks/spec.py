@@ -33,6 +33,13 @@ DEFAULT_DB = Path("data/warehouse.duckdb")
 CONSENSUS_LABEL = "consensus_label"  # the label column of a run with annotators, by default
 
 
+def label_exists(label: str) -> str:
+    """The message when a run with annotators names a label column the data already has."""
+    return (f"the data already has a column {label!r}: with annotators the label column is a "
+            "new one cleanset writes the consensus label to; name a column the data does not "
+            f"have with label / --label (default {CONSENSUS_LABEL})")
+
+
 class _PolicySettings(BaseModel):
     """What happens to a row flagged with an issue. `drop` rows are left out of <dataset>_clean
     (and wait in the review queue, where a person can restore them); `review` rows stay in it and
@@ -250,10 +257,18 @@ class DatasetSpec(BaseModel):
     source: str = Field(
         description="file, folder or glob of CSV/TSV/Parquet/JSON Lines/Excel files")
     label: str = Field(description="name of the label column (with `annotators`: the column "
-                       "the consensus label is written to, default `consensus_label`)")
+                       "the consensus label is written to, default `consensus_label`; with "
+                       "label_columns: the tag column built from them, default `tags`)")
     task: Literal["auto", "classification", "regression", "multilabel"] = Field(
         "auto", description="auto: decided from the label column (many distinct numbers: "
-        "regression, else classification); multilabel is not available yet")
+        "regression; tag sets joined by a delimiter, or lists: multilabel; else "
+        "classification)")
+    label_columns: tuple[str, ...] = Field(
+        (), description="multilabel: several 0/1 columns, one tag each (named by the column); "
+        "the label column is built from them")
+    label_delimiter: str | None = Field(
+        None, min_length=1, max_length=5, description="multilabel: the text between tags, "
+        "e.g. ';'; default: guessed among ';', '|', ',' (logged with the evidence)")
     id: str | None = Field(None, description="id column; a `row_id` is added when absent")
     text: tuple[str, ...] = Field((), description="columns to treat as free text (TF-IDF)")
     features: tuple[str, ...] | None = Field(
@@ -324,18 +339,23 @@ class DatasetSpec(BaseModel):
         """With annotators and no label, the consensus goes to `consensus_label`."""
         if isinstance(values, dict) and values.get("annotators") and not values.get("label"):
             return {**values, "label": CONSENSUS_LABEL}
+        if isinstance(values, dict) and values.get("label_columns") and not values.get("label"):
+            return {**values, "label": "tags"}  # the tag column built from label_columns
         return values
 
-    @field_validator("text", "pred_prob_columns", "slices", "annotators", mode="before")
+    @field_validator("text", "pred_prob_columns", "slices", "annotators", "label_columns",
+                     mode="before")
     @classmethod
     def _listify(cls, v):  # noqa: ANN001, ANN206
         return (v,) if isinstance(v, str) else tuple(v or ())
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
-        if self.task == "multilabel":
-            raise ValueError("task multilabel (tag sets) is not available yet in this version of "
-                             "cleanset; use auto, classification or regression")
+        if self.label_columns and self.task not in ("auto", "multilabel"):
+            raise ValueError(f"label_columns make a multi-label target; task {self.task!r} "
+                             "cannot take them (use multilabel or auto)")
+        if self.label_columns and self.prune not in ("auto", "off"):
+            raise ValueError("prune is for classification; leave it at auto or off")
         if self.test and self.eval_holdout:
             raise ValueError("give either test (a test file) or eval_holdout (a share), not both")
         self._check_annotators()

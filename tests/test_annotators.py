@@ -155,3 +155,5 @@ def test_precheck_names_a_missing_annotator_column_and_needs_no_label_column(tmp
     precheck(build_spec(source=str(path), annotators=["ann", "bob"]))
     with pytest.raises(CleansetError, match="--annotators column 'bbo'.*did you mean 'bob'"):
         precheck(build_spec(source=str(path), annotators=["ann", "bbo"]))
+    with pytest.raises(CleansetError, match="already has a column 'x'.*default consensus_label"):
+        precheck(build_spec(source=str(path), annotators=["ann", "bob"], label="x"))

@@ -11,7 +11,10 @@ import pytest
 
 from flows.clean import clean_dataset
 from tasks.annotators import annotation_codes, annotation_texts, majority_vote
+from tasks.report import report_path
+from tasks.review import record_decisions
 from tasks.spec import DatasetSpec
+from tasks.summary import summary_table
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 ACCURACY = {"ann": 0.95, "bob": 0.85, "cy": 0.7, "rand": 1 / 3}
@@ -78,6 +81,27 @@ def test_consensus_is_the_label_annotators_are_rated_and_a_warehouse_is_shared(w
     assert consensus_accuracy >= (vote == truth[labeled]).mean() + 0.05, consensus_accuracy
     assert issues["consensus_quality"].dropna().between(0, 1).all()
     assert len(clean) and clean["ann"].notna().any()  # annotator columns stay in the clean table
+    with duckdb.connect(db, read_only=True) as con:  # the run summary artifact's table
+        table = {r["metric"]: r["this run"] for r in summary_table(con, summary.run_id, "rated")}
+    assert table["annotators (CROWDLAB quality, weakest first)"].startswith("rand ")
+    page = report_path(workdir / "w.duckdb", "rated", summary.run_id).read_text()
+    assert 'id="annotators"' in page and "CROWDLAB" in page
+
+    # a reviewer's relabel wins over the consensus: the next run scores the reviewer's label
+    sure = issues[(issues["given_label"] == truth) & (issues["consensus_quality"] > 0.7)]
+    row = sure.iloc[0]
+    other = next(c for c in ("cat", "dog", "eel") if c != row["given_label"])
+    record_decisions(workdir / "w.duckdb", "rated", pd.DataFrame([{
+        "row_id": row["row_id"], "decision": "relabel", "new_label": other, "note": "",
+        "reviewer": "", "given_label": row["given_label"]}]), "me", "test")
+    second = run(DatasetSpec(source=str(workdir / "rated.csv"), annotators=list(ACCURACY),
+                             db=db))
+    with duckdb.connect(db, read_only=True) as con:
+        again = con.execute("SELECT * FROM issues WHERE run_id = ? AND row_id = ?",
+                            [second.run_id, row["row_id"]]).df().iloc[0]
+    assert second.run_id != summary.run_id and again["final_label"] == other
+    assert again["given_label"] == row["given_label"]  # the consensus, as published
+    assert again["label_score"] < 0.5 < row["label_score"]  # scored as the reviewer's label
 
 
 def test_a_single_annotator_changes_nothing(workdir):

@@ -167,6 +167,8 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
                 "consensus_quality < 0.5) AS low FROM issues WHERE run_id = ?", [run_id]))[0]
         if run.get("task") == "regression":  # values, not classes: no noise matrix
             data.noise, data.regression = [], regression_points(con, run_id)
+        if run.get("task") == "multilabel":  # tag sets: noise per tag (class_summary) instead
+            data.noise = []
         if "review_decisions" in tables:
             data.reviews = _dicts(con.execute(
                 "SELECT count(*) AS n, count(DISTINCT row_id) AS n_rows, max(decided_at) AS "

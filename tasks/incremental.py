@@ -190,9 +190,6 @@ def decide_mode(*, settings: Incremental, stored: StoredModels, fingerprint: str
         return "full", "tag sets are re-estimated every run (incremental runs: classes, values)"
     if not settings.enabled:
         return "full", "incremental runs are off (incremental.enabled: false)"
-    if task not in ("classification", "regression"):
-        return "full", (f"incremental runs cover classification and regression; a {task} run "
-                        "re-estimates every time")
     store = stored.store
     if store is None:
         return "full", stored.note
@@ -330,7 +327,7 @@ def plan_mode(spec: DatasetSpec, snapshot: Snapshot, design: Design, stored: Sto
     store = stored.store
     pos = codes = None
     if store is not None and design.embeddings is None and store.task == design.task and \
-            design.task in ("classification", "regression"):
+            design.task != "multilabel":
         rows = store.rows.read(columns=["row_id", "data_hash", "label"])
         ids, hashes, labels = _current_rows(snapshot, design, store.plan)
         pos, codes = match_rows(rows["row_id"].to_numpy(), rows["data_hash"].to_numpy(),
@@ -359,7 +356,7 @@ def keep_models(snapshot: Snapshot, design: Design, choice: ModelChoice,
     estimate-fold tasks), the encoder, and the scored rows' out-of-fold probabilities."""
     models = {m: tuple(p.model for p in parts.get(m, [])) for m in choice.fitted}
     missing = any(not refs or any(r is None for r in refs) for refs in models.values())
-    if design.task not in ("classification", "regression") or missing or (
+    if missing or (
             design.encoder is None and design.embeddings is None):
         get_run_logger().info("the fold models were not kept: incremental runs need a full "
                               "run first")

@@ -92,7 +92,7 @@ def test_the_mode_is_full_when_it_should_be_and_says_why():
     assert mode(settings=nightly)[0] == "incremental"
     assert "nightly" in mode(settings=nightly, scheduled=True)[1]
     assert "incremental.enabled" in mode(settings=Incremental(enabled=False))[1]
-    assert "cover classification and regression" in mode(task="multilabel")[1]
+    assert "tag sets are re-estimated" in mode(task="multilabel")[1]
 
 
 def test_unchanged_rows_keep_their_verdict_and_changed_rows_do_not():

@@ -57,7 +57,8 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     with duckdb.connect(spec.db, read_only=True) as con:
         issues = con.execute("SELECT CAST(row_id AS INT), is_label_issue, given_label, "
                              "suggested_label, suggested_label_confidence, label_score, action, "
-                             "suggested_label_agreement FROM issues ORDER BY 1").fetchall()
+                             "suggested_label_agreement, label_evidence FROM issues ORDER BY 1"
+                             ).fetchall()
         check = con.execute("SELECT model_accuracy, chance_accuracy, model_log_loss, "
                             "chance_log_loss, model_trusted FROM runs").fetchall()[0]
         screened = con.execute("SELECT model, chosen FROM model_screening").fetchall()
@@ -91,11 +92,15 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert check[0] > check[1] + 0.3 and check[2] < check[3] / 2 and check[4] is True
     assert {m for m, _ in screened} >= {"logreg", "hgb", "knn"} and any(c for _, c in screened)
     assert roles["alcohol"] == "numeric" and len(roles) == 13
-    # measured default: a trusted model's label issues are left out of the clean table (and wait
-    # in the review queue); no label is rewritten without a person
-    label_issue_ids = {row[0] for row in issues if row[1]}
-    assert all(row[6] == "drop" for row in issues if row[1])
-    assert not clean_ids & label_issue_ids
+    # measured default: a trusted model's confident label issues are left out of the clean table
+    # (and wait in the review queue); rows the model only disagrees with stay, for review; no
+    # label is rewritten without a person
+    confident_ids = {row[0] for row in issues if row[1] and row[8] == "confident"}
+    assert confident_ids and all(row[6] == "drop" for row in issues if row[0] in confident_ids)
+    assert all(row[6] == "review" for row in issues if row[8] == "disagreement"
+               and row[0] not in high_alcohol)
+    assert all((row[8] is not None) == bool(row[1]) for row in issues if row[1] is not None)
+    assert not clean_ids & confident_ids
     assert n_relabel == 0 and relabelled == 0 and changed == []
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
                      runs[0][5], "completed", runs[0][7])]

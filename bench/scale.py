@@ -10,12 +10,15 @@ Parquet, with 10% of labels flipped to another class, 0.5% of rows exact copies 
 0.2% far outliers planted (so every issue type has something to find).
 
 For each size and repeat, alternating:
-- cleanset: `.venv/bin/cleanset run FILE --label label --db NEW --quiet` in a fresh process (a
-  new warehouse and work folder: nothing cached; it starts its own local Prefect server);
-- the peer: `python -c SCRIPT FILE` (pandas, scikit-learn and cleanlab imports, read the Parquet,
-  5-fold `cross_val_predict(HistGradientBoostingClassifier(random_state=0), method=
-  "predict_proba")`, `cleanlab.filter.find_label_issues` defaults): the label-only script of the
-  same model family cleanset picks for this data (`hgb`; the run's model is recorded).
+- cleanset: `.venv/bin/cleanset run FILE --label label --db NEW --model M --quiet` in a fresh
+  process (a new warehouse and work folder: nothing cached; it starts its own local Prefect
+  server);
+- the peer: `python -c SCRIPT FILE M` (pandas, scikit-learn and cleanlab imports, read the
+  Parquet, 5-fold `cross_val_predict(..., method="predict_proba")` of the same model family M:
+  HistGradientBoostingClassifier(random_state=0) for the default `--model hgb`,
+  `cleanlab.filter.find_label_issues` defaults): the label-only script.
+(Left to choose, cleanset picks its kNN model on this data; `--model knn` compares that family
+with scikit-learn's KNeighborsClassifier.)
 Both under `/usr/bin/time -v` (wall seconds, peak RSS of the largest process: the CLI's own
 Python, not its Prefect server), one thread per process (OMP/OPENBLAS/MKL_NUM_THREADS=1).
 Medians of --repeats with min-max; the ratio is cleanset / peer of the medians.
@@ -58,8 +61,17 @@ from sklearn.model_selection import cross_val_predict
 df = pd.read_parquet(sys.argv[1])
 y = df.pop("label").astype("category").cat.codes.to_numpy()
 t1 = time.perf_counter()
-probs = cross_val_predict(HistGradientBoostingClassifier(random_state=0), df.to_numpy(), y,
-                          cv=5, method="predict_proba")
+if sys.argv[2] == "hgb":
+    model = HistGradientBoostingClassifier(random_state=0)
+elif sys.argv[2] == "logreg":
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+else:
+    from sklearn.neighbors import KNeighborsClassifier
+    model = KNeighborsClassifier(n_neighbors=10)
+probs = cross_val_predict(model, df.to_numpy(), y, cv=5, method="predict_proba")
 t2 = time.perf_counter()
 issues = find_label_issues(y, probs, n_jobs=1)
 t3 = time.perf_counter()
@@ -110,12 +122,12 @@ def timed(args: list[str], cwd: Path) -> tuple[float, float, str]:
     return seconds, kib / 2**20, proc.stdout + proc.stderr
 
 
-def run_cleanset(data: Path, folder: Path) -> dict:
+def run_cleanset(data: Path, folder: Path, model: str) -> dict:
     import duckdb
 
     db = folder / "w.duckdb"
     seconds, peak, _ = timed([str(VENV_BIN / "cleanset"), "run", str(data), "--label", "label",
-                              "--db", str(db), "--quiet"], folder)
+                              "--db", str(db), "--model", model, "--quiet"], folder)
     with duckdb.connect(str(db), read_only=True) as con:
         (run_id, model, n_label), = con.execute(
             "SELECT run_id, model, n_label_issues FROM runs").fetchall()
@@ -131,8 +143,8 @@ def run_cleanset(data: Path, folder: Path) -> dict:
             "non_model_share": (flow - model_s) / flow if flow else None, "issue_types": found}
 
 
-def run_peer(data: Path, folder: Path) -> dict:
-    seconds, peak, out = timed([sys.executable, "-c", PEER, str(data)], folder)
+def run_peer(data: Path, folder: Path, model: str) -> dict:
+    seconds, peak, out = timed([sys.executable, "-c", PEER, str(data), model], folder)
     _, n, load, fit, find = next(ln for ln in out.splitlines() if ln.startswith("PEER ")).split()
     return {"seconds": seconds, "peak_rss_gib": peak, "label_issues": int(n),
             "load_seconds": float(load), "cv_seconds": float(fit), "find_seconds": float(find)}
@@ -147,6 +159,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--million", action="store_true", help="also 1,000,000 rows")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default="hgb", choices=("hgb", "logreg", "knn"),
+                        help="the model family of both sides (cleanset --model, the peer's "
+                        "estimator); default hgb")
     parser.add_argument("--name", default="scale")
     parser.add_argument("--note", default="", help="what this run measures (e.g. before/after)")
     args = parser.parse_args()
@@ -162,8 +177,8 @@ def main() -> None:
             for i in range(args.repeats):  # alternating, cleanset first
                 folder = tmp / f"run_{n}_{i}"
                 folder.mkdir()
-                ours.append(run_cleanset(data, folder))
-                peer.append(run_peer(data, folder))
+                ours.append(run_cleanset(data, folder, args.model))
+                peer.append(run_peer(data, folder, args.model))
                 shutil.rmtree(folder, ignore_errors=True)
                 print(f"{n:>9,} rows #{i + 1}: cleanset {ours[-1]['seconds']:.1f} s "
                       f"({ours[-1]['peak_rss_gib']:.2f} GiB, flow {ours[-1]['flow_seconds']:.1f}"
@@ -195,7 +210,8 @@ def main() -> None:
              "", f"`{payload['command']}`" + (f" - {args.note}" if args.note else ""), "",
              f"{payload['cpus']} cores (shared), one thread per process; medians of "
              f"{args.repeats} (min-max), alternating; peak RSS of the largest process "
-             "(/usr/bin/time -v). Peer: 5-fold HGB cross_val_predict + find_label_issues.", "",
+             "(/usr/bin/time -v). Both sides use the model family `{args.model}` (cleanset `--model "
+             f"{args.model}`); peer: its 5-fold cross_val_predict + find_label_issues.", "",
              "| rows | cleanset s | peer s | ratio | cleanset peak GiB | peer peak GiB | in flow s "
              "| startup s | non-model share | load before -> after |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

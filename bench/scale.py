@@ -210,8 +210,9 @@ def main() -> None:
              "", f"`{payload['command']}`" + (f" - {args.note}" if args.note else ""), "",
              f"{payload['cpus']} cores (shared), one thread per process; medians of "
              f"{args.repeats} (min-max), alternating; peak RSS of the largest process "
-             "(/usr/bin/time -v). Both sides use the model family `{args.model}` (cleanset `--model "
-             f"{args.model}`); peer: its 5-fold cross_val_predict + find_label_issues.", "",
+             f"(/usr/bin/time -v). Both sides use the model family `{args.model}` (cleanset "
+             f"`--model {args.model}`); peer: its 5-fold cross_val_predict + "
+             "find_label_issues.", "",
              "| rows | cleanset s | peer s | ratio | cleanset peak GiB | peer peak GiB | in flow s "
              "| startup s | non-model share | load before -> after |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]

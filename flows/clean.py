@@ -1,6 +1,8 @@
-"""The cleaning flow: ingest -> validate -> featurize -> estimate (per fold) -> detect -> decide
-(policy + review decisions) -> evaluate (optional) -> publish -> report. Wiring only; every
-stage lives in tasks/."""
+"""The cleaning flow: ingest [-> vote] -> [tag-sets] -> validate -> featurize -> estimate (per
+fold) [-> consensus] -> detect -> decide (policy + review decisions) -> evaluate (optional) ->
+publish -> report. vote and consensus run with several annotators (tasks/annotators.py);
+tag-sets decides whether the label is multi-label (tasks/tags.py). Wiring only; every stage
+lives in tasks/."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import as_completed
 
 from flows.runners import task_runner
+from tasks.annotators import consensus, vote
 from tasks.batches import Accumulated
 from tasks.choose import choose
 from tasks.decide import decide, load_decisions
@@ -38,6 +41,7 @@ from tasks.report import report
 from tasks.retention import retain
 from tasks.spec import DatasetSpec
 from tasks.summary import artifact_key, record_stages, run_artifacts
+from tasks.tags import tag_sets
 from tasks.validate import load_suite_file, validate
 from tasks.warehouse_lock import warehouse_slot
 
@@ -115,12 +119,21 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
     `full`; `scheduled`: the nightly flow started the run (incremental.full_every: nightly)."""
     work = str(spec.work_path)
     staged = cached(spec, refresh)
+    stages = [snapshot]  # earlier stages' refs the later ones replace (for the manifest)
+    if spec.annotators:  # several annotators: their majority vote is the label to train on
+        snapshot = staged(vote)(snapshot=snapshot, annotators=list(spec.annotators),
+                                label=spec.label, work_dir=work)
     required = [*spec.text, *(spec.features or ()), *([spec.group] if spec.group else []),
                 *spec.pred_prob_columns, *spec.slices]
     suite = load_suite_file(spec.suite_path) if spec.suite_path else None
     supplied = bool(spec.pred_probs or spec.pred_prob_columns)
     keep = accumulated is not None and not supplied  # a dataset folder's estimation is kept
 
+    tags = staged(tag_sets)(snapshot, spec.label, spec.task, spec.label_columns,
+                            spec.label_delimiter, work)  # None unless multi-label
+    if tags is not None:  # the label column as canonical tag text from here on
+        stages.append(snapshot)
+        snapshot = tags.snapshot
     validation = staged(validate)(snapshot, spec.label, required, suite, work)
     decisions = load_decisions(spec.db, spec.dataset_name, work)  # reviewers' decisions so far
     design = staged(featurize)(
@@ -128,7 +141,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         features=list(spec.features) if spec.features else None, n_folds=spec.folds,
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
         pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles,
-        task=spec.task, keep_encoder=keep)
+        task=spec.task, keep_encoder=keep, tags=tags, label_columns=spec.label_columns)
     neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
                              exact=spec.knn_exact)
     choice = mode = kept = stored = None
@@ -174,10 +187,18 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                 else {}, pred_probs=probs, fingerprint=estimation_fingerprint(spec),
                 dataset=spec.dataset_name, work_dir=work)
     check = staged(model_check)(design=design, pred_probs=probs)
+    agreed = None
+    if spec.annotators:  # CROWDLAB's consensus replaces the vote from here on
+        agreed = staged(consensus)(snapshot=snapshot, design=design, pred_probs=probs,
+                                   annotators=list(spec.annotators), label=spec.label,
+                                   work_dir=work, decisions=decisions)
+        stages += [snapshot, design, agreed]
+        snapshot, design = agreed.snapshot, agreed.design
     detection = staged(detect)(
         snapshot=snapshot, validation=validation, design=design, pred_probs=probs,
         neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work,
-        trusted=check.trusted, slices=list(spec.slices), unlabeled_probs=unlabeled)
+        trusted=check.trusted, slices=list(spec.slices), unlabeled_probs=unlabeled,
+        consensus_rows=agreed.rows if agreed else None)
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
                              work_dir=work, trusted=check.trusted, task=design.task)
     evaluation = staged(evaluate)(
@@ -190,11 +211,12 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                           detection=detection, decided=decided, model=model,
                           evaluation=evaluation, check=check,
                           choice=None if mode is not None and mode.incremental else choice,
-                          design=design, accumulated=accumulated, mode=mode, kept=kept)
+                          design=design, accumulated=accumulated, mode=mode, kept=kept,
+                          consensus=agreed)
         run_artifacts(spec, summary.run_id)
-        retain(spec, summary.run_id, [snapshot, validation, decisions, design, neighbours,
-                                      probs, files, check, detection, decided, evaluation,
-                                      accumulated, unlabeled, kept, stored])
+        retain(spec, summary.run_id, [*stages, snapshot, validation, decisions, design,
+                                      neighbours, probs, files, check, detection, decided,
+                                      evaluation, accumulated, unlabeled, kept, stored])
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)

@@ -82,6 +82,17 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
             logger.removeHandler(watcher)
 
 
+def annotators_text(summary) -> str:  # noqa: ANN001 - a tasks.publish.RunSummary
+    """The run summary's annotators line: how the label was made and the weakest annotators."""
+    rated = summary.annotators
+    if not rated:
+        return f"label = {summary.consensus}"
+    worst = ", ".join(f"{a['annotator']} {a['annotator_quality']:.2f}" for a in rated[-2:][::-1])
+    return (f"{len(rated)} rated; label = {summary.consensus} consensus (differs from the "
+            f"majority vote on {summary.n_consensus_changed:,} rows); lowest quality: {worst} "
+            "(table annotator_summary)")
+
+
 def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     from tasks.summary import model_check_text
 
@@ -114,6 +125,8 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
         t.add_row("no label", f"{summary.issue_counts['unlabeled']:,} rows with a suggested "
                   "label, in review; not in the clean table until labeled (review export "
                   "--order priority: what to label next)")
+    if summary.consensus:
+        t.add_row("annotators", annotators_text(summary))
     if summary.flagged_slices:
         t.add_row("slices", "\n".join(summary.flagged_slices))
     if summary.left_out:
@@ -127,6 +140,11 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
                                f"trained cleaned (MAE {before['mae']:.4g} -> {after['mae']:.4g}, "
                                f"R^2 {before['r2']:.3f} -> {after['r2']:.3f}), scored on "
                                f"{summary.test_set}")
+    elif summary.evaluation and "jaccard" in summary.evaluation["given"]:  # tag sets
+        before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
+        t.add_row("test micro-F1", f"{before['micro_f1']:.3f} trained as given -> "
+                                   f"{after['micro_f1']:.3f} trained cleaned (Jaccard "
+                                   f"{before['jaccard']:.3f} -> {after['jaccard']:.3f})")
     elif summary.evaluation:
         before, after = summary.evaluation["given"], summary.evaluation["cleaned"]
         t.add_row("test accuracy", f"{before['accuracy']:.3f} trained as given -> "

@@ -75,6 +75,11 @@ def review(
         return
     who = reviewer or default_reviewer()
     classes = sorted({*queue["given_label"].dropna(), *queue["suggested_label"].dropna()})
+    task, delimiter = queue.attrs.get("task", "classification"), queue.attrs.get("delimiter", ";")
+    if task == "multilabel":  # tags, not sets, are what a new label is made of
+        from tasks.task_type import NO_TAGS
+
+        classes = sorted({t for c in classes for t in c.split(delimiter) if t})
     console.print(f"{len(queue)} row(s) of {name} to review, as {who}. Keys: k keep (the "
                   "label is right), r relabel to the suggestion, o other label, d drop, s skip, "
                   "q quit", markup=False)
@@ -87,10 +92,12 @@ def review(
         if key not in ("k", "r", "o", "d"):
             continue
         decision, new_label = {"k": ("keep", ""), "d": ("drop", ""),
-                               "r": ("relabel", row["suggested_label"] or ""),
+                               "r": ("relabel", row["suggested_label"] or (
+                                   NO_TAGS if task == "multilabel" else "")),
                                "o": ("relabel", None)}[key]
         if new_label is None:
-            console.print("labels: " + ", ".join(classes))
+            console.print(("tags (join with " + repr(delimiter) + f"; {NO_TAGS} for none): "
+                           if task == "multilabel" else "labels: ") + ", ".join(classes))
             new_label = _line("new label: ")
         note = _line("note (Enter for none): ")
         one = pd.DataFrame([{"row_id": row["row_id"], "decision": decision,
@@ -98,7 +105,7 @@ def review(
                              "given_label": row["given_label"] or "", "dataset": name}])
         try:
             checked = check_decisions(one, name, {row["row_id"]}, set(classes), "decision",
-                                      queue.attrs.get("task", "classification"))
+                                      task, delimiter)
             record_decisions(db, name, checked, who, "interactive")
         except CleansetError as exc:  # a typo or a busy warehouse should not end the session
             err.print(f"not saved: {exc}", markup=False)
@@ -120,6 +127,9 @@ def _panel(row, n: int, total: int) -> Panel:  # noqa: ANN001
     elif row["suggested_label"] is not None:
         t.add_row("suggested", f"{row['suggested_label']} (confidence "
                                f"{row['suggested_label_confidence']:.2f})")
+    if "consensus_quality" in row and row["consensus_quality"] == row["consensus_quality"]:
+        t.add_row("consensus", f"quality {row['consensus_quality']:.2f}, "
+                               f"{row['annotator_agreement']:.0%} of annotators agree")
     t.add_row("why", str(row["reason"]))
     t.add_row("policy", str(row["policy_action"]))
     content = [(str(c)[4:], v) for c, v in row.items() if str(c).startswith("row.")]

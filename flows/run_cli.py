@@ -18,11 +18,20 @@ def run(
         "like 'landing/*.csv'. May instead be `source:` in --config.", show_default=False)
     ] = None,
     label: Annotated[str | None, typer.Option(
-        "--label", "-l", help="Label column (required here or in --config).")] = None,
+        "--label", "-l", help="Label column (required here or in --config; with --annotators "
+        "the new column the consensus goes to).")] = None,
     task: Annotated[str | None, typer.Option(
-        "--task", help="auto (default: many distinct numbers -> regression, else "
-        "classification), classification or regression (multilabel: not available yet).")
+        "--task", help="auto (default: many distinct numbers -> regression; tags joined by "
+        "';', '|' or ',', or lists -> multilabel; else classification), classification, "
+        "regression or multilabel.")
     ] = None,
+    label_columns: Annotated[list[str] | None, typer.Option(
+        "--label-columns", help="Multilabel from several 0/1 columns, one tag each "
+        "(comma-separated or repeated); the tag column they make is --label (default `tags`).",
+        callback=split_commas)] = None,
+    label_delimiter: Annotated[str | None, typer.Option(
+        "--label-delimiter", help="Multilabel: the text between tags (default: guessed among "
+        "';', '|', ',').")] = None,
     id: Annotated[str | None, typer.Option(
         "--id", help="Unique id column; without it a `row_id` (0, 1, ...) is added.")] = None,
     text: Annotated[list[str] | None, typer.Option(
@@ -48,6 +57,12 @@ def run(
         "--slices", help="Columns to audit label quality by (e.g. --slices source,annotator): "
         "issue rate per value against the rest, table slice_summary. Not used as features "
         "unless also given with --feature.", callback=split_commas)] = None,
+    annotators: Annotated[list[str] | None, typer.Option(
+        "--annotators", help="Several annotators: one label column each (comma-separated or "
+        "repeated, e.g. --annotators ann,bob,cy; empty where one did not label a row). "
+        "CROWDLAB's consensus becomes the label (written to --label, a new column, default "
+        "consensus_label); annotator quality in table annotator_summary.",
+        callback=split_commas)] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="auto (default: candidates measured by log loss on a sample of the data),"
         " or force a family: logreg, hgb, nb (text only), knn, ensemble (best two).")] = None,
@@ -131,9 +146,11 @@ def run(
     if source and is_dataset_folder(source):  # a dataset folder: its batches, its settings
         from flows.datasets_cli import run_folder
 
-        settings = {"label": label, "task": task, "id": id, "text": text, "feature": features,
+        settings = {"label": label, "task": task, "label-columns": label_columns,
+                    "label-delimiter": label_delimiter, "id": id, "text": text, "feature": features,
                     "dataset": dataset, "config": config, "suite": suite, "group": group,
-                    "slices": slices, "model": model, "budget": budget, "role": role,
+                    "slices": slices, "annotators": annotators, "model": model,
+                    "budget": budget, "role": role,
                     "dry-run": dry_run, "prune": prune, "pred-probs": pred_probs,
                     "pred-prob-column": pred_prob_columns, "embeddings": embeddings,
                     "test": test, "eval-holdout": eval_holdout, "folds": folds, "seed": seed}
@@ -142,12 +159,15 @@ def run(
 
     try:
         spec = build_spec(
-            config, source=source, label=label, task=task, id=id, text=tuple(text or ()),
+            config, source=source, label=label, task=task,
+            label_columns=tuple(label_columns) if label_columns else None,
+            label_delimiter=label_delimiter, id=id, text=tuple(text or ()),
             features=tuple(features) if features else None, dataset=dataset,
             db=str(db) if db else None, suite=str(suite) if suite else None, folds=folds,
             seed=seed, work_dir=str(work_dir) if work_dir else None, group=group, model=model,
             slices=tuple(slices) if slices else None,
-            prune=prune, pred_probs=str(pred_probs) if pred_probs else None,
+            annotators=tuple(annotators) if annotators else None, prune=prune,
+            pred_probs=str(pred_probs) if pred_probs else None,
             pred_prob_columns=tuple(pred_prob_columns or ()),
             embeddings=str(embeddings) if embeddings else None, workers=workers,
             test=str(test) if test else None, eval_holdout=eval_holdout, budget=budget,

@@ -34,9 +34,10 @@ from tasks.estimate import (
     fit_predict,
     knn_smooth,
     log_loss,
+    micro_f1,
     mse,
 )
-from tasks.featurize import Design, FeaturePlan, target_strata
+from tasks.featurize import Design, FeaturePlan, tag_strata, target_strata
 
 MODEL_CHOICES = ("auto", "logreg", "hgb", "nb", "knn", "ensemble")
 PRUNE_CHOICES = ("auto", "off", "replace", "average")
@@ -62,6 +63,7 @@ class Screened(BaseModel):
     within_budget: bool
     chosen: bool = False
     regression: bool = False  # then log_loss holds the out-of-fold MSE and accuracy the R^2
+    multilabel: bool = False  # then log_loss is per tag and accuracy holds the micro-F1
 
 
 class ModelChoice(BaseModel):
@@ -141,10 +143,11 @@ def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Fe
                seed: int, knn_k: int, strata: np.ndarray | None = None
                ) -> tuple[np.ndarray, float]:
     """Out-of-sample probabilities of one candidate on the sample (3-fold CV) and the seconds
-    (`strata` given: a regression, predictions n x 1, folds stratified by target quantile)."""
+    (`strata` given: a regression, predictions n x 1, folds stratified by target quantile; or
+    multilabel, y a tag matrix, folds stratified by rarest tag)."""
     started = time.perf_counter()
     splitter = StratifiedKFold(n_splits=SCREEN_FOLDS, shuffle=True, random_state=seed)
-    regression = strata is not None
+    regression = strata is not None and y.ndim == 1
     out = (np.zeros((len(y), 1), dtype=np.float64) if regression
            else np.zeros((len(y), n_classes), dtype=np.float32))
     for train, test in splitter.split(np.zeros(len(y)), y if strata is None else strata):
@@ -153,12 +156,15 @@ def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Fe
             k = min(knn_k, len(train) - 1)
             clf = KNeighborsClassifier(n_neighbors=k, metric="cosine" if emb.shape[1] > 3
                                        else "euclidean", algorithm="brute")
-            clf.fit(emb[train], np.zeros(len(train), dtype=np.int64) if regression
+            clf.fit(emb[train], np.zeros(len(train), dtype=np.int64) if strata is not None
                     else y[train])
             _, idx = clf.kneighbors(emb[test])
-            out[test] = (y[train][idx].mean(axis=1, keepdims=True) if regression else
-                         knn_smooth(y[train][idx], n_classes,
-                                    np.bincount(y[train], minlength=n_classes)))
+            if y.ndim == 2:  # the neighbours' tag shares, one pseudo-neighbour at frequency
+                out[test] = (y[train][idx].sum(axis=1) + y[train].mean(axis=0)) / (k + 1)
+            else:
+                out[test] = (y[train][idx].mean(axis=1, keepdims=True) if regression else
+                             knn_smooth(y[train][idx], n_classes,
+                                        np.bincount(y[train], minlength=n_classes)))
         else:
             X = inputs[model]
             out[test] = fit_predict(X, y, train, test, n_classes, model, plan, seed,
@@ -168,6 +174,7 @@ def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Fe
 
 def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray,
          regression: bool = False) -> tuple[tuple[str, ...], tuple[float, ...], str]:
+    # (multilabel: y is the tag matrix; log loss is per tag, the mix is not renormalised)
     """The best candidate within budget by log loss (regression: MSE), or a weighted pair when
     it is clearly better. Returns (models, weights, reason)."""
     loss_of, what = (mse, "MSE") if regression else (log_loss, "log loss")
@@ -184,7 +191,8 @@ def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray,
     second = others[0]
     pair = None
     for w in (0.25, 0.5, 0.75):
-        mixed = combine([probs[best.model], probs[second.model]], (w, 1 - w), regression)
+        mixed = combine([probs[best.model], probs[second.model]], (w, 1 - w), regression,
+                        y.ndim == 2)
         loss = loss_of(y, mixed)
         if pair is None or loss < pair[1]:
             pair = (w, loss)
@@ -232,15 +240,27 @@ def choose_model(
             raise CleansetError("model 'knn' needs the kNN embedding, which this run has not "
                                 "built")
         admitted = [m for m in admitted if family(m) == model]
-    strata_all = target_strata(y, SCREEN_FOLDS) if regression else None
+    multilabel = y.ndim == 2
+    if multilabel and prune not in ("auto", "off"):
+        raise CleansetError("prune (a second pass without flagged rows) is for classification; "
+                            "leave it at auto or off for tag sets")
+
+    def strata_of(values: np.ndarray) -> np.ndarray | None:
+        if multilabel:
+            return tag_strata(values, SCREEN_FOLDS)
+        return target_strata(values, SCREEN_FOLDS) if regression else None
+
+    strata_all = strata_of(y)
     sample = stratified_sample(y if strata_all is None else strata_all, sample_rows, seed)
     ys = y[sample]
-    strata = None if strata_all is None else target_strata(ys, SCREEN_FOLDS)
+    strata = strata_of(ys)
     loss_of = mse if regression else log_loss
 
-    def score(p: np.ndarray) -> float:  # accuracy, or R^2 for a regression
+    def score(p: np.ndarray) -> float:  # accuracy; R^2 for a regression; micro-F1 for tags
         if regression:
             return 1.0 - mse(ys, p) / max(float(np.var(ys)), 1e-300)
+        if multilabel:
+            return micro_f1(ys, p >= 0.5)
         return float((p.argmax(1) == ys).mean())
 
     n = len(y)
@@ -284,7 +304,7 @@ def choose_model(
         probs[cheapest["model"]] = p
         cheapest.update(log_loss=loss_of(ys, p), accuracy=score(p), seconds=seconds)
     screened = [Screened(**r, within_budget=r["projected_seconds"] <= budget,
-                         regression=regression) for r in results]
+                         regression=regression, multilabel=multilabel) for r in results]
     if model == "ensemble":
         screened = [s.model_copy(update={"within_budget": True}) for s in screened]
     models, weights, reason = pick(screened, probs, ys, regression)
@@ -323,7 +343,8 @@ def choose(design: Design, snapshot, neighbours, model: str, prune: str,  # noqa
                           design.n_folds, model, prune, budget, seed, knn_k,
                           regression=design.regression)
     logger = get_run_logger()
-    loss, score = ("MSE", "R^2") if design.regression else ("log loss", "accuracy")
+    loss, score = ("MSE", "R^2") if design.regression else (
+        ("per-tag log loss", "micro-F1") if design.multilabel else ("log loss", "accuracy"))
     for s in choice.screening:
         logger.info("screened %-12s %s %.4g, %s %.3f, %.1f s (full pass ~%.0f s%s)",
                     s.model, loss, s.log_loss, score, s.accuracy, s.seconds, s.projected_seconds,

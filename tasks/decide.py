@@ -42,11 +42,12 @@ def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool,
     its check, the suggestion is confident, and the row's neighbours (another model family)
     mostly carry the suggested label. Measured in bench/do_no_harm.py (design half). For a
     regression (only with `label_regression: relabel`): every flagged row with a suggested
-    value, when the model passed its check."""
+    value, when the model passed its check; the same for a multilabel run's suggested tag set
+    (`label_multilabel: relabel`)."""
     n = len(issues)
     if not (trusted and policy.auto_fix):
         return np.zeros(n, dtype=bool)
-    if task == "regression":
+    if task in ("regression", "multilabel"):  # the suggested value / tag set
         suggested = issues.get("suggested_label", pd.Series(None, index=issues.index))
         return suggested.notna().to_numpy() & (
             suggested.astype(str).to_numpy() != issues["given_label"].astype(str).to_numpy())
@@ -117,8 +118,8 @@ def apply_policy(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
     return out
 
 
-def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None
-                    ) -> tuple[pd.DataFrame, list[str]]:
+def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None,
+                    task: str = "classification") -> tuple[pd.DataFrame, list[str]]:
     """Reviewers' decisions override the policy. Returns the frame and the row ids of decisions
     whose row is no longer in the data (reported by the caller, never silently dropped).
 
@@ -134,7 +135,12 @@ def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None
     out.loc[rows, "action"] = kind
     out.loc[rows, "decided_by"] = "review"
     out.loc[rows, "review_note"] = latest["note"].to_numpy()
-    out.loc[rows, "final_label"] = np.where(kind == "relabel", latest["new_label"].to_numpy(),
+    new = latest["new_label"].to_numpy(dtype=object)
+    if task == "multilabel":  # a reviewer's "no tags" (tags.NO_TAGS) is the empty set
+        from tasks.task_type import NO_TAGS
+
+        new = np.where(new == NO_TAGS, "", new)
+    out.loc[rows, "final_label"] = np.where(kind == "relabel", new,
                                             out.loc[rows, "given_label"].to_numpy())
     resolved = rows[np.isin(kind, ("keep", "relabel"))]
     scored = resolved[out.loc[resolved, "is_label_issue"].notna().to_numpy()]
@@ -149,7 +155,7 @@ def decide(detection: Detection, policy: Policy, decisions: TableRef | None, wor
     `trusted`: whether the model passed its check (estimate.check_model)."""
     logger = get_run_logger()
     issues = apply_policy(detection.issues.read(), policy, trusted, task)
-    issues, orphans = apply_decisions(issues, decisions.read() if decisions else None)
+    issues, orphans = apply_decisions(issues, decisions.read() if decisions else None, task)
     if orphans:
         shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")
         logger.warning("%d review decision(s) are for rows no longer in the data (kept in "

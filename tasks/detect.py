@@ -179,6 +179,111 @@ def regression_issues_frame(
     return out
 
 
+# Multi-label flags: cleanlab's one-vs-rest confident learning flags a tag of a row; cleanset
+# keeps the flag only when the model is at least MULTILABEL_MARGIN sure of the other state.
+# Why: per tag, confident learning counts a row as mislabelled once the model's probability of
+# the other state passes that state's average self-confidence, which for a modest model is
+# about 0.5-0.6; over six tags a row is flagged when any tag is, so on generated data with no
+# planted flip 38-58% of the rows were flagged (and the peer's 44-45%). Chosen on the design
+# half of bench/multilabel.py (results/multilabel_design_sweep.md; mean F1 of the 4 noisy
+# cases, share flagged at 0%): 0.5 (cleanlab's flags as they are) 0.343, 38-58%; 0.6 0.367;
+# 0.7 0.396; 0.8 0.406, 17-24%; 0.9 0.368, 6-9%.
+MULTILABEL_MARGIN = 0.8
+
+
+def multilabel_label_issues(Y: np.ndarray, pred_probs: np.ndarray,
+                            margin: float = MULTILABEL_MARGIN) -> pd.DataFrame:
+    """cleanlab's multi-label label issues (one-vs-rest confident learning per tag, a row
+    flagged when any of its tags is) and label quality scores, on out-of-fold per-tag
+    probabilities, plus each tag's flag: `flags` (n x K: the tag's given state is likely wrong).
+    A tag every row (or no row) carries is not checked. n_jobs=1: cleanlab's process pool was
+    seen to deadlock inside a worker process."""
+    from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
+    from cleanlab.multilabel_classification.rank import get_label_quality_scores as ml_scores
+
+    n, k = Y.shape
+    varied = np.flatnonzero(Y.min(axis=0) != Y.max(axis=0))
+    flags = np.zeros((n, k), dtype=bool)
+    score = np.ones(n, dtype=np.float64)
+    if len(varied):
+        sub = Y[:, varied]
+        labels = [np.flatnonzero(r).tolist() for r in sub]
+        probs = np.clip(pred_probs[:, varied].astype(np.float64), 1e-6, 1 - 1e-6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flags[:, varied] = np.asarray(find_multilabel_issues_per_class(
+                labels, probs, n_jobs=1), dtype=bool).reshape(n, len(varied))
+            score = ml_scores(labels, probs).astype(np.float64)
+    given = Y.astype(bool)
+    flags &= np.where(given, 1.0 - pred_probs, pred_probs) >= margin  # sure of the other state
+    suggested = given ^ flags
+    sure = np.where(suggested, pred_probs, 1.0 - pred_probs).min(axis=1) if k else np.ones(n)
+    return pd.DataFrame({"is_label_issue": flags.any(axis=1), "label_score": score,
+                         "suggested_label_confidence": sure.astype("float64"),
+                         "flags": list(flags)})
+
+
+def tag_flags(scored: pd.DataFrame, tags: tuple[str, ...]) -> np.ndarray:
+    """The scored rows' per-tag flags (n x K) back from tags_likely_missing / _wrong."""
+    index = {t: k for k, t in enumerate(tags)}
+    flags = np.zeros((len(scored), len(tags)), dtype=bool)
+    for i, (miss, wrong) in enumerate(zip(scored["tags_likely_missing"],
+                                          scored["tags_likely_wrong"], strict=True)):
+        for t in [*(miss if miss is not None else []), *(wrong if wrong is not None else [])]:
+            flags[i, index[t]] = True
+    return flags
+
+
+def multilabel_issues_frame(
+    row_ids: pd.Series, given: pd.Series, positions: np.ndarray, Y: np.ndarray,
+    tags: tuple[str, ...], pred_probs: np.ndarray, quarantined: np.ndarray, delimiter: str,
+) -> pd.DataFrame:
+    """The multilabel counterpart of issues_frame: one row per snapshot row; for scored rows
+    the suggested tag set (the given one with the tags likely wrong removed and the tags likely
+    missing added) as `suggested_tags` and as text in `suggested_label`, `tags_likely_missing`,
+    `tags_likely_wrong`; invalid for quarantined rows. Tags not scored (too rare) stay in the
+    given and suggested sets."""
+    from tasks.tags import split_text, tags_text
+
+    n = len(row_ids)
+    found = multilabel_label_issues(Y, pred_probs)
+    names = np.array(tags, dtype=object)
+    given_text = given.astype(object).where(given.notna(), "").astype(str)
+    out = pd.DataFrame({
+        "row_id": row_ids.astype(str).to_numpy(),
+        "given_label": given_text.to_numpy(dtype=object),
+        "suggested_label": pd.Series([None] * n, dtype=object),
+        "suggested_label_confidence": np.full(n, np.nan),
+        "suggested_tags": pd.Series([None] * n, dtype=object),
+        "tags_likely_missing": pd.Series([None] * n, dtype=object),
+        "tags_likely_wrong": pd.Series([None] * n, dtype=object),
+        "is_label_issue": pd.array([pd.NA] * n, dtype="boolean"),
+        "label_score": np.full(n, np.nan),
+        "is_invalid_issue": np.zeros(n, dtype=bool),
+        "invalid_score": np.ones(n),
+    })
+    scored_tags = set(tags)
+    suggested_sets, missing, wrong = [], [], []
+    for text, row, flags in zip(given_text.iloc[positions], Y.astype(bool), found["flags"],
+                                strict=True):
+        rest = split_text(text, delimiter) - scored_tags  # unscored tags: kept as given
+        now = set(names[row ^ flags]) | rest
+        suggested_sets.append(now)
+        missing.append(sorted(names[flags & ~row]))
+        wrong.append(sorted(names[flags & row]))
+    out.loc[positions, "suggested_label"] = [tags_text(s, delimiter) for s in suggested_sets]
+    for col, values in (("suggested_tags", [sorted(s) for s in suggested_sets]),
+                        ("tags_likely_missing", missing), ("tags_likely_wrong", wrong)):
+        out[col] = pd.Series([None] * n, dtype=object)
+        out.loc[positions, col] = pd.Series([list(v) for v in values], index=positions,
+                                            dtype=object)
+    for col in ("suggested_label_confidence", "is_label_issue", "label_score"):
+        out.loc[positions, col] = found[col].to_numpy()
+    out.loc[quarantined, "is_invalid_issue"] = True
+    out.loc[quarantined, "invalid_score"] = 0.0
+    return out
+
+
 def issues_frame(
     row_ids: pd.Series, given: pd.Series, positions: np.ndarray, labels: np.ndarray,
     classes: tuple[str, ...], pred_probs: np.ndarray, quarantined: np.ndarray,
@@ -352,6 +457,11 @@ def datalab_issues(
     if task == "regression":
         lab = Datalab({"label": labels}, label_name="label", verbosity=0, task="regression")
         _find_issues(lab, features=features, knn_graph=graph, issue_types=main)
+    elif task == "multilabel":  # labels: the tag matrix, as Datalab's lists of tag indices
+        lab = Datalab({"label": [np.flatnonzero(r).tolist() for r in labels]},
+                      label_name="label", verbosity=0, task="multilabel")
+        _find_issues(lab, pred_probs=pred_probs, features=features, knn_graph=graph,
+                     issue_types=main)
     else:
         lab = Datalab({"label": labels}, label_name="label", verbosity=0)
         _find_issues(lab, pred_probs=pred_probs, features=features, knn_graph=graph,
@@ -384,7 +494,9 @@ def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.
     step = int(np.ceil(n / NON_IID_MAX_ROWS))
     sample = np.arange(0, n, step)
     graph, _, _ = knn_graph(np.ascontiguousarray(features[sample]), 10)
-    lab = Datalab({"label": labels[sample]}, label_name="label", verbosity=0, task=task)
+    sampled = labels[sample]
+    lab = Datalab({"label": [np.flatnonzero(r).tolist() for r in sampled] if task == "multilabel"
+                   else sampled}, label_name="label", verbosity=0, task=task)
     _find_issues(lab, **({} if task == "regression" else {"pred_probs": pred_probs[sample]}),
                  features=features[sample], knn_graph=graph, issue_types={"non_iid": settings})
     found = lab.get_issues()
@@ -478,32 +590,67 @@ def class_summary(labels: np.ndarray, pred_probs: np.ndarray, classes: tuple[str
     return pd.DataFrame(rows)
 
 
+def tag_summary(Y: np.ndarray, tags: tuple[str, ...], flags: np.ndarray) -> pd.DataFrame:
+    """Per-tag label quality (class_summary of a multilabel run) from the per-tag flags of
+    cleanlab's one-vs-rest confident learning (`flags`: n x K, the tag's given state is likely
+    wrong): `n_tags_likely_wrong` (tagged, likely not) and `n_tags_likely_missing` (untagged,
+    likely should be); label noise = the first over the tag's rows, inverse label noise = the
+    second over the other rows, label quality = 1 - label noise. (cleanlab's
+    rank_classes_by_multilabel_quality counts the same flags but over all rows, and starts a
+    process pool that deadlocks inside a worker; so computed here.)"""
+    given = Y.astype(bool)
+    rows = []
+    for k, tag in enumerate(tags):
+        n_tag = int(given[:, k].sum())
+        wrong = int((flags[:, k] & given[:, k]).sum())
+        missing = int((flags[:, k] & ~given[:, k]).sum())
+        noise = wrong / n_tag if n_tag else 0.0
+        rows.append({
+            "class_name": tag, "n_rows": n_tag, "n_label_issues": wrong + missing,
+            "label_noise": noise,
+            "inverse_label_noise": missing / (len(Y) - n_tag) if len(Y) > n_tag else 0.0,
+            "label_quality": 1.0 - noise, "most_overlapping_class": None,
+            "overlap_joint_probability": float("nan"), "n_tags_likely_wrong": wrong,
+            "n_tags_likely_missing": missing})
+    out = pd.DataFrame(rows)
+    return out.astype({"most_overlapping_class": object}) if len(out) else out
+
+
 def detect_all(
     row_ids: pd.Series, given: pd.Series, features: pd.DataFrame, positions: np.ndarray,
     labels: np.ndarray, classes: tuple[str, ...], pred_probs: np.ndarray,
     quarantined: np.ndarray, rare: np.ndarray, embedding: np.ndarray | None, graph,  # noqa: ANN001
     types: dict[str, dict], task: str = "classification", trusted: bool = True,
     unlabeled: np.ndarray | None = None, unlabeled_probs: np.ndarray | None = None,
+    delimiter: str | None = None,
 ) -> pd.DataFrame:
     """The whole detect stage as one pure function: every enabled issue type, one row per input
     row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows').
     For a regression `labels` are the float targets and `pred_probs` the predictions (n x 1).
     `unlabeled`/`unlabeled_probs`: the rows with no label and the fold models' mean
-    probabilities for them (see unlabeled_columns)."""
-    regression = task == "regression"
+    probabilities for them (see unlabeled_columns). For multilabel `labels` is the n x K tag
+    matrix over `classes` (the scored tags) and `pred_probs` each tag's probability."""
+    regression, multilabel = task == "regression", task == "multilabel"
     if regression:
         frame = regression_issues_frame(row_ids, given, positions, labels, pred_probs,
                                         quarantined, None if graph is None
                                         else graph_neighbours(graph))
+    elif multilabel:
+        frame = multilabel_issues_frame(row_ids, given, positions, labels, classes, pred_probs,
+                                        quarantined, delimiter or ";")
     else:
         frame = issues_frame(row_ids, given, positions, labels, classes, pred_probs,
                              quarantined, rare, trusted)
     agreement = np.full(len(frame), np.nan)
-    if graph is not None and not regression:  # a second opinion: the neighbours' given labels
+    if graph is not None and multilabel:  # a second opinion: neighbours with the suggested set
+        suggested = frame["suggested_label"].to_numpy(dtype=object)[positions]
+        neighbours = graph_neighbours(graph)
+        agreement[positions] = (suggested[neighbours] == suggested[:, None]).mean(axis=1)
+    elif graph is not None and not regression:  # a second opinion: the neighbours' given labels
         agreement[positions] = neighbour_agreement(graph, labels, pred_probs.argmax(axis=1))
     frame.insert(frame.columns.get_loc("suggested_label_confidence") + 1,
                  "suggested_label_agreement", agreement)
-    if graph is not None and not regression:  # well-labeled: the neighbours agree too
+    if graph is not None and task == "classification":  # well-labeled: the neighbours agree
         scored = frame.iloc[positions]
         well, _ = well_labeled(labels, pred_probs, scored["is_label_issue"].to_numpy(bool),
                                trusted, agreement=agreement[positions])
@@ -531,7 +678,7 @@ def detect_all(
         frame = frame.drop(columns=["is_class_imbalance_issue", "class_imbalance_score"],
                            errors="ignore")
     if "exact_duplicate" in types or "conflicting_label" in types:
-        dup = exact_duplicates(features, given)
+        dup = exact_duplicates(features, frame["given_label"] if multilabel else given)
         dup["exact_duplicate_set"] = [None if s < 0 else str(row_ids.iloc[s])
                                       for s in dup["exact_duplicate_set"]]
         for t, cols in (("exact_duplicate", ["is_exact_duplicate_issue", "exact_duplicate_score",
@@ -555,10 +702,12 @@ def detect(
     snapshot: Snapshot, validation: Validation, design: Design, pred_probs: ArrayRef,
     neighbours: Neighbours | None, label: str, issue_types: dict, work_dir: str,
     trusted: bool = True, slices: list[str] | None = None,
-    unlabeled_probs: ArrayRef | None = None,
+    unlabeled_probs: ArrayRef | None = None, consensus_rows: TableRef | None = None,
 ) -> Detection:
     """Run every enabled issue check and write the issues frame, the class summary and, for
-    the `slices` columns named, the slice summary. `trusted`: the model passed its check."""
+    the `slices` columns named, the slice summary. `trusted`: the model passed its check.
+    `consensus_rows`: with several annotators, each row's `consensus_quality` and
+    `annotator_agreement` (tasks/annotators.py), added beside the suggested label."""
     import time
 
     started = time.perf_counter()
@@ -575,7 +724,12 @@ def detect(
         neighbours.embedding.read() if neighbours else None,
         neighbours.graph.read() if neighbours else None, types, design.task, trusted,
         design.unlabeled.read() if design.unlabeled is not None else None,
-        unlabeled_probs.read() if unlabeled_probs is not None else None)
+        unlabeled_probs.read() if unlabeled_probs is not None else None,
+        design.tag_delimiter)
+    if consensus_rows is not None:
+        at = frame.columns.get_loc("suggested_label_agreement") + 1
+        for offset, (col, values) in enumerate(consensus_rows.read().items()):
+            frame.insert(at + offset, col, values.to_numpy(dtype="float64"))
     sliced = None
     if slices:
         positions = design.positions.read()
@@ -583,7 +737,7 @@ def detect(
         sliced = slice_summary(df[list(slices)].iloc[positions].reset_index(drop=True),
                                scored["is_label_issue"].fillna(False).to_numpy(dtype=bool),
                                scored["label_score"].to_numpy(dtype="float64"),
-                               correct=None if design.regression
+                               correct=None if design.task != "classification"
                                else probs.argmax(axis=1) == labels)
         worst = sliced[sliced["is_flagged"]]
         if len(worst):
@@ -591,7 +745,7 @@ def detect(
                 "slices with more label issues than the rest: %s", "; ".join(
                     f"{r.slice_column}={r.slice_value} ({r.issue_rate:.1%} vs "
                     f"{r.rest_issue_rate:.1%})" for r in worst.itertuples()))
-    if design.regression:  # cleanlab's definition: 1 - the share of rows with a label issue
+    if design.task != "classification":  # cleanlab's: 1 - the share of rows with a label issue
         label_health = 1.0 - float(frame["is_label_issue"].astype("float64").mean())
     else:
         label_health = float(overall_label_health_score(labels, probs, verbose=False))
@@ -603,5 +757,8 @@ def detect(
     return Detection(issues=write_table(frame, work, "issues"), summary=tuple(summary),
                      health_score=health(frame), label_health_score=label_health,
                      classes=None if design.regression else write_table(
+                         tag_summary(labels, design.classes, tag_flags(
+                             frame.iloc[design.positions.read()], design.classes))
+                         if design.multilabel else
                          class_summary(labels, probs, design.classes), work, "classes"),
                      slices=write_table(sliced, work, "slices") if sliced is not None else None)

@@ -121,6 +121,37 @@ def _take(X, rows: np.ndarray):  # noqa: ANN001, ANN202
     return X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
 
 
+class PerTag:
+    """One-vs-rest for tag sets: a `model` per tag fitted on the training rows' 0/1 column;
+    a tag constant in the training rows predicts that constant."""
+
+    def __init__(self, model: str, plan: FeaturePlan, seed: int) -> None:
+        self.model, self.plan, self.seed = model, plan, seed
+        self.fitted: list = []
+
+    def fit(self, X, Y: np.ndarray) -> PerTag:  # noqa: ANN001
+        self.fitted = []
+        for k in range(Y.shape[1]):
+            column = Y[:, k]
+            if len(column) == 0 or column.min() == column.max():
+                self.fitted.append(float(column[0]) if len(column) else 0.0)
+                continue
+            clf = make_model(self.model, self.plan, self.seed)
+            clf.fit(X, column)
+            self.fitted.append(clf)
+        return self
+
+    def predict_tags(self, X) -> np.ndarray:  # noqa: ANN001
+        """P(tag) per row and tag (n x K, float32)."""
+        out = np.zeros((X.shape[0], len(self.fitted)), dtype=np.float32)
+        for k, clf in enumerate(self.fitted):
+            if isinstance(clf, float):
+                out[:, k] = clf
+            else:
+                out[:, k] = clf.predict_proba(X)[:, list(clf.classes_).index(1)]
+        return out
+
+
 class FoldModel:
     """One fitted fold model: the estimator and, for linear families with high-cardinality
     columns, the target encoder fitted on the same training rows. Kept (joblib) by dataset
@@ -139,6 +170,8 @@ class FoldModel:
                 X = X.tocsr()
         if is_regressor(self.model):
             return np.asarray(self.pipe.predict(X), dtype=np.float64).reshape(-1, 1)
+        if isinstance(self.pipe, PerTag):
+            return self.pipe.predict_tags(X)
         proba = self.pipe.predict_proba(X)
         out = np.zeros((proba.shape[0], self.n_classes), dtype=np.float32)
         out[:, self.pipe.classes_] = proba  # a class absent from the training rows keeps 0
@@ -152,12 +185,16 @@ def fit_fold_model(X, y: np.ndarray, train: np.ndarray, n_classes: int, model: s
     x_train = _take(X, train)
     te = None
     if high is not None and family(model) in LINEAR:
-        te = target_encoder(seed, is_regressor(model))
-        extra_train = te.fit_transform(high[train], y[train])
+        te = target_encoder(seed, is_regressor(model) or y.ndim == 2)
+        # multilabel: encoded against the row's share of tags (one encoding for every tag)
+        target = y[train].mean(axis=1) if y.ndim == 2 else y[train]
+        extra_train = te.fit_transform(high[train], target)
         stack = sp.hstack if sp.issparse(x_train) else np.hstack
         x_train = stack([x_train, extra_train])
         if sp.issparse(x_train):
             x_train = x_train.tocsr()
+    if y.ndim == 2:  # multilabel: one model per tag (one-vs-rest), P(tag) per column
+        return FoldModel(model, PerTag(model, plan, seed).fit(x_train, y[train]), te, n_classes)
     pipe = make_model(model, plan, seed)
     pipe.fit(x_train, y[train])
     return FoldModel(model, pipe, te, n_classes)
@@ -191,7 +228,7 @@ def fit_predict_fold(
     (followed by the `extra` rows', when given: see fit_predict), and the fitted model when
     `return_model`."""
     train, test = folds != fold, folds == fold
-    if exclude is not None and is_regressor(model):
+    if exclude is not None and (is_regressor(model) or y.ndim == 2):
         train = train & ~exclude
     elif exclude is not None:
         pruned = train & ~exclude
@@ -218,6 +255,22 @@ def knn_probs(graph, y: np.ndarray, n_classes: int) -> np.ndarray:  # noqa: ANN0
     neighbour)."""
     return knn_smooth(y[graph_neighbours(graph)], n_classes,
                       np.bincount(y, minlength=n_classes))
+
+
+def knn_tags(graph, Y: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """Leave-one-out kNN per-tag probabilities from the shared graph: the share of the row's
+    neighbours carrying each tag, with one pseudo-neighbour at the tag's frequency."""
+    neighbours = graph_neighbours(graph)
+    k = neighbours.shape[1]
+    return ((Y[neighbours].sum(axis=1) + Y.mean(axis=0)) / (k + 1)).astype(np.float32)
+
+
+def knn_estimate(graph, y: np.ndarray, n_classes: int, regression: bool = False  # noqa: ANN001
+                 ) -> np.ndarray:
+    """The kNN family's out-of-fold estimate for any task (y: classes, targets or tag matrix)."""
+    if regression:
+        return knn_mean(graph, y)
+    return knn_tags(graph, y) if y.ndim == 2 else knn_probs(graph, y, n_classes)
 
 
 def knn_mean(graph, y: np.ndarray) -> np.ndarray:  # noqa: ANN001
@@ -261,18 +314,25 @@ def unlabeled_mean(folds: np.ndarray, parts: dict[str, list[np.ndarray]],
 
 
 def combine(per_model: list[np.ndarray], weights: tuple[float, ...] | None = None,
-            regression: bool = False) -> np.ndarray:
+            regression: bool = False, multilabel: bool = False) -> np.ndarray:
     """Weighted mean of several models' probabilities (equal weights by default), renormalised
-    per row; of regressors' predictions (n x 1, float64) when `regression`."""
+    per row; of regressors' predictions (n x 1, float64) when `regression`; of per-tag
+    probabilities (each its own, not renormalised) when `multilabel`."""
     w = np.asarray(weights if weights else [1.0] * len(per_model), dtype=np.float64)
     pred = np.tensordot(w / w.sum(), np.asarray(per_model, dtype=np.float64), axes=1)
     if regression:
         return pred
+    if multilabel:
+        return pred.astype(np.float32)
     return (pred / pred.sum(axis=1, keepdims=True).clip(min=1e-12)).astype(np.float32)
 
 
 def log_loss(y: np.ndarray, probs: np.ndarray) -> float:
-    """Mean negative log probability of the given labels (clipped at EPS)."""
+    """Mean negative log probability of the given labels (clipped at EPS); for a tag matrix
+    (multilabel) the mean over rows and tags of each tag's given state."""
+    if y.ndim == 2:
+        p = np.where(y.astype(bool), probs, 1.0 - probs)
+        return float(-np.log(np.clip(p, EPS, 1.0)).mean())
     p = probs[np.arange(len(y)), y]
     return float(-np.log(np.clip(p, EPS, 1.0)).mean())
 
@@ -288,6 +348,7 @@ class ModelCheck(BaseModel):
     skill: float  # 1 - log_loss / chance_log_loss (0 = chance, 1 = perfect)
     trusted: bool
     warning: str = ""
+    micro_f1: float | None = None  # multilabel: out-of-fold micro-F1 of the tags at 0.5
 
 
 def check_model(y: np.ndarray, probs: np.ndarray, n_classes: int) -> ModelCheck:
@@ -339,6 +400,31 @@ def check_regression(y: np.ndarray, predictions: np.ndarray) -> ModelCheck:
                       warning=warning)
 
 
+def micro_f1(Y: np.ndarray, predicted: np.ndarray) -> float:
+    """Micro-averaged F1 of predicted 0/1 tags against given ones (1.0 when both are empty)."""
+    Y, predicted = Y.astype(bool), predicted.astype(bool)
+    tp = float((Y & predicted).sum())
+    denominator = float(Y.sum() + predicted.sum())
+    return 2 * tp / denominator if denominator else 1.0
+
+
+def check_multilabel(Y: np.ndarray, probs: np.ndarray) -> ModelCheck:
+    """The multilabel counterpart of check_model: the per-tag log loss against predicting each
+    tag's frequency (skill as for classes), and the out-of-fold micro-F1 at 0.5 (reported; the
+    accuracy fields are NaN: a row's tags are not one right-or-wrong answer)."""
+    prior = Y.mean(axis=0, keepdims=True).clip(EPS, 1 - EPS)
+    ll, chance = log_loss(Y, probs), log_loss(Y, np.broadcast_to(prior, Y.shape))
+    skill = 1.0 - ll / chance if chance > 0 else 0.0
+    f1 = micro_f1(Y, probs >= 0.5)
+    warning = (f"the model is too weak to judge tags: its out-of-fold per-tag log loss {ll:.3f} "
+               f"is close to predicting each tag's frequency ({chance:.3f}; skill {skill:.2f} < "
+               f"{MIN_SKILL}; micro-F1 {f1:.3f}). Label issues are listed for review; no tag "
+               "is changed or dropped automatically") if skill < MIN_SKILL else ""
+    return ModelCheck(accuracy=float("nan"), log_loss=ll, chance_accuracy=float("nan"),
+                      chance_log_loss=chance, skill=float(skill), trusted=not warning,
+                      warning=warning, micro_f1=f1)
+
+
 def first_pass_flags(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     """Rows confident learning flags in the first pass: left out of training in the second."""
     return find_label_issues(labels, pred_probs, n_jobs=1)
@@ -352,17 +438,18 @@ def out_of_fold_probs(
     every chosen model on every fold, weighted, with the prune-and-retrain pass when chosen."""
 
     regression = any(is_regressor(m) for m in choice.models)
+    multilabel = y.ndim == 2
 
     def one_model(m: str, exclude: np.ndarray | None) -> np.ndarray:
         if m == "knn":
-            return knn_mean(graph, y) if regression else knn_probs(graph, y, n_classes)
+            return knn_estimate(graph, y, n_classes, regression)
         return assemble(folds, [fit_predict_fold(inputs[m], y, folds, k, n_classes, m, plan,
                                                  seed, exclude, inputs.get("high"))
                                 for k in range(int(folds.max()) + 1)], n_classes)
 
     def one_pass(exclude: np.ndarray | None) -> np.ndarray:
         return combine([one_model(m, exclude) for m in choice.models], choice.weights or None,
-                       regression)
+                       regression, multilabel)
 
     first = one_pass(None)
     if choice.prune == "off":
@@ -391,7 +478,7 @@ def design_inputs(snapshot: Snapshot, design: Design,
 
 def unlabeled_inputs(snapshot: Snapshot, design: Design, model: str) -> tuple | None:
     """(X, high) of the unlabeled rows for `model` (see fit_predict's `extra`), or None."""
-    if design.unlabeled is None or design.regression:
+    if design.unlabeled is None or design.task != "classification":
         return None
     from tasks.featurize import unlabeled_frame
 
@@ -449,6 +536,19 @@ def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: st
                                 "column of finite numbers, one row per input row")
         return write_array(given[design.positions.read()].astype(np.float64), Path(work_dir),
                            "pred_probs")
+    if design.multilabel:  # one column per tag, in sorted tag order, each P(tag)
+        vocabulary = tuple(sorted({t for v in df[label] for t in str(v or "").split(
+            design.tag_delimiter) if t}))
+        given = (load_user_array(path, len(df), "pred_probs") if path else df[columns].apply(
+            pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32))
+        if given.shape[1] != len(vocabulary) or not np.isfinite(given).all() or (
+                given < 0).any() or (given > 1).any():
+            raise CleansetError(f"supplied pred_probs of tag sets must be {len(vocabulary)} "
+                                "columns of probabilities in [0, 1], one per tag in sorted order "
+                                f"({', '.join(vocabulary[:10])})")
+        index = {t: i for i, t in enumerate(vocabulary)}
+        probs = given[np.ix_(design.positions.read(), [index[t] for t in design.classes])]
+        return write_array(probs.astype(np.float32), Path(work_dir), "pred_probs")
     _, all_classes = encode_labels(df[label])
     if path:
         given = load_user_array(path, len(df), "pred_probs")
@@ -497,14 +597,14 @@ def pred_probs(design: Design, parts: dict[str, list[ArrayRef]], weights: dict[s
     per_model, w = [], []
     for model, weight in weights.items():
         if model == "knn":
-            graph = neighbours.graph.read()
-            per_model.append(knn_mean(graph, y) if design.regression else knn_probs(graph, y, k))
+            per_model.append(knn_estimate(neighbours.graph.read(), y, k, design.regression))
         else:
             per_model.append(assemble(folds, [p.read() for p in parts[model]], k))
         w.append(weight)
-    probs = combine(per_model, tuple(w), design.regression)
+    probs = combine(per_model, tuple(w), design.regression, design.multilabel)
     if average_with is not None:
-        probs = combine([probs, average_with.read()], regression=design.regression)
+        probs = combine([probs, average_with.read()], regression=design.regression,
+                        multilabel=design.multilabel)
     return write_array(probs, Path(work_dir), "pred_probs")
 
 
@@ -528,6 +628,14 @@ def unlabeled_pred_probs(design: Design, parts: dict[str, list[ArrayRef]],
 def model_check(design: Design, pred_probs: ArrayRef) -> ModelCheck:
     """Out-of-fold accuracy and log loss against chance; warn when too weak to act on."""
     logger = get_run_logger()
+    if design.multilabel:
+        check = check_multilabel(design.labels.read(), pred_probs.read())
+        logger.info("model check: out-of-fold micro-F1 %.3f, per-tag log loss %.3f (chance "
+                    "%.3f), skill %.2f", check.micro_f1, check.log_loss, check.chance_log_loss,
+                    check.skill)
+        if check.warning:
+            logger.warning(check.warning)
+        return check
     if design.regression:
         check = check_regression(design.labels.read(), pred_probs.read())
         logger.info("model check: out-of-fold R^2 %.3f (MSE %.4g, variance %.4g)", check.skill,

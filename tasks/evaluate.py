@@ -98,6 +98,44 @@ def train_and_score_regression(train: pd.DataFrame, y_train: np.ndarray, test: p
             "r2": float(r2_score(truth, predicted))}
 
 
+def train_and_score_multilabel(train: pd.DataFrame, y_train: np.ndarray, test: pd.DataFrame,
+                               y_test: np.ndarray, plan: FeaturePlan, models: tuple[str, ...],
+                               seed: int = 0, tags: tuple[str, ...] = (),
+                               delimiter: str = ";") -> dict:
+    """The multilabel counterpart of train_and_score: tag sets as text (`delimiter`) over the
+    scored `tags`; one model per tag (averaged over `models`), a tag predicted at probability
+    0.5; micro-F1, macro-F1 over tags and the mean Jaccard index of the rows' sets."""
+    from sklearn.metrics import jaccard_score
+
+    from tasks.tags import split_text, tag_matrix
+
+    def matrix(texts: np.ndarray) -> np.ndarray:
+        return tag_matrix([split_text(None if pd.isna(v) else str(v), delimiter)
+                           for v in texts], tags)
+
+    Y = matrix(np.asarray(y_train, dtype=object))
+    rows = np.arange(len(train) + len(test))
+    fit_rows, test_rows = rows[:len(train)], rows[len(train):]
+    y_all = np.vstack([Y, np.zeros((len(test), len(tags)), dtype=Y.dtype)])
+    both = pd.concat([train, test], ignore_index=True)
+    probs = []
+    for m in models:
+        if family(m) in LINEAR:
+            X = build_transformer(plan).fit(train).transform(both)
+            X = X.tocsr() if sp.issparse(X) else X
+        else:
+            X = both
+        high = (both[list(plan.high_cardinality)].to_numpy(dtype=object)
+                if plan.high_cardinality else None)
+        probs.append(fit_predict(X, y_all, fit_rows, test_rows, len(tags), m, plan, seed, high))
+    predicted = np.mean(probs, axis=0) >= 0.5
+    truth = matrix(np.asarray(y_test, dtype=object)).astype(bool)
+    return {"micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=1.0)),
+            "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=1.0)),
+            "jaccard": float(jaccard_score(truth, predicted, average="samples",
+                                           zero_division=1.0))}
+
+
 def label_text(values: pd.Series) -> pd.Series:
     """Labels as the text the issues table uses (1.0 -> '1'); missing stays missing."""
     return values.map(_label_text, na_action="ignore")
@@ -171,6 +209,11 @@ def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
         if test_df.empty:
             raise CleansetError(f"test file {test_source} has no labelled rows")
         test_y = label_text(test_df[label])
+        if design.multilabel:  # the test file's tag sets (text or lists) as canonical text
+            from tasks.tags import parse_tags, tags_text
+
+            test_y = pd.Series([tags_text(s, design.tag_delimiter) for s in parse_tags(
+                test_df[label].reset_index(drop=True), design.tag_delimiter)])
         if design.regression:
             test_y = pd.to_numeric(test_y, errors="coerce")
             if test_y.isna().any():
@@ -181,16 +224,27 @@ def evaluate(snapshot: Snapshot, design: Design, decided: Decided, label: str,
     decided_rows = decided.table.read(columns=["action", "final_label"])
     if design.regression:
         decided_rows["final_label"] = pd.to_numeric(decided_rows["final_label"], errors="coerce")
-    sets = evaluation_sets(frame, given, decided_rows, test, holdout, seed, design.regression)
+    sets = evaluation_sets(frame, given, decided_rows, test, holdout, seed,
+                           design.task != "classification")
     test_set = test_source or f"holdout {holdout:.0%} (labels as given)"
     rows = []
     score = train_and_score_regression if design.regression else train_and_score
+    if design.multilabel:
+        def score(*args):  # noqa: ANN002, ANN202
+            return train_and_score_multilabel(*args, tags=design.classes,
+                                              delimiter=design.tag_delimiter)
     for trained_on in ("given", "cleaned"):
         x, y = sets[trained_on]
         scores = score(x, y, *sets["test"], design.plan, models, seed)
         rows.append({"trained_on": trained_on, "model": "+".join(models), "test_set": test_set,
                      "n_train": len(y), "n_test": len(sets["test"][1]), **scores})
     before, after = rows
+    if design.multilabel:
+        get_run_logger().info(
+            "evaluation on %s: micro-F1 %.3f -> %.3f, macro-F1 %.3f -> %.3f, Jaccard %.3f -> "
+            "%.3f (given -> cleaned)", test_set, before["micro_f1"], after["micro_f1"],
+            before["macro_f1"], after["macro_f1"], before["jaccard"], after["jaccard"])
+        return Evaluation(model="+".join(models), test_set=test_set, rows=tuple(rows))
     if design.regression:
         get_run_logger().info(
             "evaluation on %s: RMSE %.4g -> %.4g, MAE %.4g -> %.4g, R^2 %.3f -> %.3f (given -> "

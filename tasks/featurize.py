@@ -45,6 +45,8 @@ CATEGORICAL_SHARE = 0.05
 IDENTIFIER_SHARE = 0.5
 
 SLICE = "slice column: audited in slice_summary, not a feature"
+ANNOTATOR = "annotator column: its labels make the consensus label, not a feature"
+NOT_FEATURES = {"ignore": "role set to ignore", "slice": SLICE, "annotator": ANNOTATOR}
 
 
 class FeaturePlan(BaseModel):
@@ -86,7 +88,9 @@ class Design(BaseModel):
     embeddings: ArrayRef | None = None  # user-supplied features (n_snapshot_rows x d)
     matrix: MatrixRef | None = None  # encoded features of the scored rows (linear models' input)
     task: str = "classification"  # or regression: labels are then the float targets, no classes
+    #                               or multilabel: labels an n x K 0/1 matrix over the scored tags
     task_reason: str = ""
+    tag_delimiter: str | None = None  # multilabel: the text between tags in the label column
     # rows with no label (not quarantined): not trained on; every fold model predicts them
     unlabeled: ArrayRef | None = None  # their snapshot positions
     unlabeled_matrix: MatrixRef | None = None  # their encoded features (encoding fit on scored)
@@ -97,8 +101,13 @@ class Design(BaseModel):
         return self.task == "regression"
 
     @property
+    def multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    @property
     def width(self) -> int:
-        """Columns of the out-of-fold estimate: one per class, or one prediction (regression)."""
+        """Columns of the out-of-fold estimate: one per class (multilabel: per tag, each its own
+        probability), or one prediction (regression)."""
         return 1 if self.regression else len(self.classes)
 
 
@@ -146,7 +155,7 @@ def infer_roles(
             f"column(s) {', '.join(map(repr, missing))} named in --text/--feature/roles are not "
             f"in the data; available columns: {', '.join(map(str, df.columns))}"
         )
-    bad = {c: r for c, r in roles.items() if r not in (*ROLES, "slice")}
+    bad = {c: r for c, r in roles.items() if r not in (*ROLES, *NOT_FEATURES)}
     if bad:
         raise CleansetError(f"unknown role(s) {bad}; a role is one of {', '.join(ROLES)}")
     candidates = features if features is not None else [c for c in df.columns]
@@ -164,8 +173,8 @@ def infer_roles(
             continue
         s = df[col]
         if col in roles:
-            if roles[col] in ("ignore", "slice"):
-                dropped.append((col, "role set to ignore" if roles[col] == "ignore" else SLICE))
+            if roles[col] in NOT_FEATURES:
+                dropped.append((col, NOT_FEATURES[roles[col]]))
             else:
                 use(col, roles[col], "set by the user")
             continue
@@ -443,6 +452,40 @@ def regression_design(
     return plan, positions, y, folds
 
 
+def tag_strata(Y: np.ndarray, n_folds: int) -> np.ndarray:
+    """A stratum per row for multi-label folds: its rarest tag (rows with no tags: their own
+    stratum); strata with fewer rows than folds are pooled, so every fold sees every tag."""
+    counts = Y.sum(axis=0)
+    order = np.where(Y.astype(bool), counts[None, :], np.inf)
+    strata = np.where(Y.any(axis=1), order.argmin(axis=1), Y.shape[1]).astype(np.int64)
+    sizes = np.bincount(strata, minlength=Y.shape[1] + 1)
+    return np.where(sizes[strata] < n_folds, -1, strata)
+
+
+def multilabel_design(
+    df: pd.DataFrame, label: str, id_column: str, quarantined: np.ndarray, text: list[str],
+    features: list[str] | None, n_folds: int, seed: int, tags, group: str | None = None,  # noqa: ANN001
+    also_exclude: tuple[str, ...] = (), plan: FeaturePlan | None = None,
+    roles: dict[str, str] | None = None,
+) -> tuple[FeaturePlan, np.ndarray, np.ndarray, np.ndarray]:
+    """Plan features, take the tag sets of the scored rows (not quarantined; an empty set is a
+    set) as a 0/1 matrix over the tags seen at least MIN_TAG_ROWS times (`tags`: a
+    tags.TagSets), and assign folds stratified by each row's rarest tag."""
+    from tasks.tags import split_text, tag_matrix
+
+    plan, keep = _plan_and_keep(df, label, id_column, quarantined, text, features, group,
+                                also_exclude, plan, roles)
+    positions = np.flatnonzero(keep)
+    sets = [split_text(v, tags.delimiter) for v in df[label].iloc[positions]]
+    Y = tag_matrix(sets, tags.scored)
+    if len(positions) < 2 * n_folds:
+        raise CleansetError(f"label column {label!r} has {len(positions)} usable rows: too few "
+                            f"to cross-check tag sets with {n_folds} folds")
+    groups = group_codes(df[group].iloc[positions]) if group else None
+    folds = plan_folds(tag_strata(Y, n_folds), n_folds, seed, groups)
+    return plan, positions, Y, folds
+
+
 def match_decisions(decisions: pd.DataFrame, row_ids: pd.Series
                     ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """Each row's latest decision (a later decision supersedes an earlier one): the decisions
@@ -453,8 +496,8 @@ def match_decisions(decisions: pd.DataFrame, row_ids: pd.Series
     return latest[found], pos[found], sorted(latest.index[~found].astype(str))
 
 
-def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFrame | None
-                    ) -> tuple[pd.Series, np.ndarray, int]:
+def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFrame | None,
+                    tags=None) -> tuple[pd.Series, np.ndarray, int]:  # noqa: ANN001
     """Reviewers' decisions applied before training, so every later run's models learn from the
     corrected labels: `relabel` replaces the row's label (with a value of the column's own type),
     `drop` leaves the row out of training. Returns (labels, dropped positions, rows relabelled).
@@ -471,7 +514,11 @@ def reviewed_labels(labels: pd.Series, row_ids: pd.Series, decisions: pd.DataFra
     for p, kind, new in zip(pos, kinds, latest["new_label"].to_numpy(), strict=True):
         if kind != "relabel" or new is None or _label_text(out.iloc[p]) == new:
             continue
-        if new in by_text:
+        if tags is not None:  # a reviewed tag set (canonical text; NO_TAGS: no tags)
+            from tasks.tags import split_text, tags_text
+
+            out.iloc[p] = tags_text(split_text(new, tags.delimiter), tags.delimiter)
+        elif new in by_text:
             out.iloc[p] = by_text[new]
         elif numeric and pd.notna(value := pd.to_numeric(new, errors="coerce")):
             out = out.astype("float64")  # a reviewed regression value (a new number)
@@ -488,7 +535,8 @@ def featurize(
     features: list[str] | None, n_folds: int, seed: int, work_dir: str, group: str | None = None,
     embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
     decisions: TableRef | None = None, roles: dict[str, str] | None = None, task: str = "auto",
-    keep_encoder: bool = False,
+    keep_encoder: bool = False, tags=None,  # noqa: ANN001 - a tags.TagSets
+    label_columns: tuple[str, ...] = (),
 ) -> Design:
     """Decide the task (classification or regression), infer column roles, encode labels and
     plan folds for the rows that passed validation, with the reviewers' corrections applied (a
@@ -499,7 +547,7 @@ def featurize(
     quarantined = validation.quarantined.read()
     if decisions is not None:
         df[label], dropped, n_fixed = reviewed_labels(df[label], df[snapshot.id_column],
-                                                      decisions.read())
+                                                      decisions.read(), tags)
         quarantined = np.union1d(quarantined, dropped).astype(np.int64)
         get_run_logger().info("training on reviewed labels: %d relabelled, %d dropped by "
                               "reviewers", n_fixed, len(dropped))
@@ -512,21 +560,35 @@ def featurize(
                             f"{', '.join(map(str, df.columns))}")
     kept = np.ones(len(df), dtype=bool)
     kept[quarantined] = False
-    task, task_reason = decide_task(df[label][kept], label, task)
+    if tags is not None:
+        task, task_reason = "multilabel", tags.reason
+    else:
+        task, task_reason = decide_task(df[label][kept], label, task)
     logger = get_run_logger()
-    (logger.warning if "tag sets" in task_reason else logger.info)("task: %s (%s)", task,
-                                                                   task_reason)
-    if task == "regression":
+    (logger.warning if "tag sets" in task_reason and task != "multilabel" else logger.info)(
+        "task: %s (%s)", task, task_reason)
+    exclude = (*pred_prob_columns, *label_columns)
+    if task == "multilabel":
+        plan, positions, y, folds = multilabel_design(
+            df, label, snapshot.id_column, quarantined, text, features, n_folds, seed, tags,
+            group, exclude, given_plan, roles)
+        classes, rare = tags.scored, np.array([], dtype=np.int64)
+        rare_counts = {t: n for t, n in tags.tags if t in tags.rare}
+    elif task == "regression":
         plan, positions, y, folds = regression_design(
             df, label, snapshot.id_column, quarantined, text, features, n_folds, seed, group,
-            pred_prob_columns, given_plan, roles)
+            exclude, given_plan, roles)
         classes, rare, rare_counts = (), np.array([], dtype=np.int64), {}
     else:
         plan, classes, positions, y, folds, rare, rare_counts = design(
             df, label, snapshot.id_column, quarantined, text, features, n_folds,
-            seed, group, pred_prob_columns, given_plan, roles,
+            seed, group, exclude, given_plan, roles,
         )
-    if rare_counts:
+    if rare_counts and task == "multilabel":
+        logger.info("%d tag(s) seen in too few rows are not scored (kept as given): %s",
+                    len(rare_counts), ", ".join(f"{k!r} ({v})" for k, v in
+                                                list(rare_counts.items())[:10]))
+    elif rare_counts:
         logger.warning(
             "%d class(es) have fewer rows than the %d folds and are not scored; their %d rows "
             "are flagged for review: %s", len(rare_counts), n_folds, len(rare),
@@ -534,13 +596,14 @@ def featurize(
     logger.info("features: %d numeric, %d categorical, %d high-cardinality, %d text, %d datetime; "
                 "%s", len(plan.numeric), len(plan.categorical),
                 len(plan.high_cardinality), len(plan.text), len(plan.datetime),
-                f"{len(classes)} classes" if task != "regression" else f"{len(y):,} targets")
+                {"regression": f"{len(y):,} targets", "multilabel": f"{len(classes)} scored tags"
+                 }.get(task, f"{len(classes)} classes"))
     for col, why in plan.dropped:
         # a column that may carry signal is a warning; an empty or constant one carries none
-        quiet = why in ("constant", "all values missing", "role set to ignore", SLICE)
+        quiet = why in ("constant", "all values missing", *NOT_FEATURES.values())
         (logger.info if quiet else logger.warning)("column %r not used as a feature: %s", col,
                                                    why)
-    unlabeled = unlabeled_rows(df[label], quarantined) if task != "regression" else None
+    unlabeled = unlabeled_rows(df[label], quarantined) if task == "classification" else None
     if emb_ref is not None:
         frame = pd.DataFrame(emb_ref.read()[positions], columns=list(plan.numeric))
     else:
@@ -560,6 +623,7 @@ def featurize(
                   n_folds=n_folds, rare=write_array(rare, work, "design"),
                   rare_classes=tuple(rare_counts), embeddings=emb_ref, task=task,
                   task_reason=task_reason, unlabeled=unlabeled_ref,
+                  tag_delimiter=tags.delimiter if tags is not None else None,
                   unlabeled_matrix=unlabeled_matrix,
                   encoder=write_object(transformer, work, "models") if keep_encoder else None)
 

@@ -135,7 +135,10 @@ def label_texts(design: Design, y: np.ndarray) -> np.ndarray:
     """The scored rows' training labels as text (class names; a regression target's value)."""
     if design.regression:
         return np.array([f"{float(v):.17g}" for v in y], dtype=object)
-    return np.asarray(design.classes, dtype=object)[y]
+    names = np.asarray(design.classes, dtype=object)
+    if y.ndim == 2:  # multilabel: the scored tags as text
+        return np.array([";".join(names[row.astype(bool)]) for row in y], dtype=object)
+    return names[y]
 
 
 def match_rows(stored_ids: np.ndarray, stored_hash: np.ndarray, stored_label: np.ndarray,
@@ -190,6 +193,8 @@ def decide_mode(*, settings: Incremental, stored: StoredModels, fingerprint: str
     """(mode, why). `codes`: match_rows's code per scored row (None when nothing is stored)."""
     if full:
         return "full", "--full asked for a full estimation"
+    if task == "multilabel":
+        return "full", "tag sets are re-estimated every run (incremental runs: classes, values)"
     if not settings.enabled:
         return "full", "incremental runs are off (incremental.enabled: false)"
     store = stored.store

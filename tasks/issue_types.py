@@ -33,8 +33,9 @@ DECISIONS: tuple[str, ...] = ("keep", "drop", "relabel")
 # The actions the review queue holds by default: every one a person may want to overrule.
 TO_REVIEW: tuple[str, ...] = ("review", "relabel", "drop")
 Task = Literal["classification", "regression", "multilabel"]
-TASKS: tuple[str, ...] = ("classification", "regression")  # the tasks cleanset runs today
+TASKS: tuple[str, ...] = ("classification", "regression", "multilabel")
 BOTH: tuple[Task, ...] = ("classification", "regression")
+ALL: tuple[Task, ...] = ("classification", "regression", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,19 @@ REGISTRY: tuple[IssueType, ...] = (
     IssueType(
         "label", "probably mislabelled", "detect.label_issues",
         "confident learning on out-of-fold probabilities (regression: cleanlab's label quality "
-        "score of out-of-fold predictions)", "drop",
+        "score of out-of-fold predictions; multilabel: cleanlab's multi-label label issues of "
+        "out-of-fold per-tag probabilities)", "drop",
         action_help="rows with a label issue (when the model passed its check; else review)",
-        default_action_text="drop when the model passed its check, else review (regression: "
-        "review); never relabelled unless asked",
+        default_action_text="drop when the model passed its check, else review (regression, "
+        "multilabel: review); never relabelled unless asked",
         readme_detail="probably mislabelled; `suggested_label` + confidence + "
         "`suggested_label_agreement` (share of its neighbours with that label); regression: "
-        "`suggested_value` and its interval. Every scored classification row also gets "
+        "`suggested_value` and its interval; multilabel: `suggested_tags`, `tags_likely_missing`, "
+        "`tags_likely_wrong`. Every scored classification row also gets "
         "`is_well_labeled` / `well_labeled_score` (safe to skip in review) and `is_ambiguous` / "
         "`ambiguous_score` / `plausible_labels` (tasks/trust.py)",
-        relabel=True, tasks=BOTH, task_actions=(("regression", "review"),),
+        relabel=True, tasks=ALL, task_actions=(("regression", "review"),
+                                                  ("multilabel", "review")),
         extra_columns=(("is_well_labeled", "BOOLEAN"), ("well_labeled_score", "DOUBLE"),
                        ("is_ambiguous", "BOOLEAN"), ("ambiguous_score", "DOUBLE"),
                        ("plausible_labels", "VARCHAR"))),
@@ -104,28 +108,28 @@ REGISTRY: tuple[IssueType, ...] = (
     IssueType(
         "outlier", "far from every other row", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "review", action_help="rows far from all others",
-        datalab=True, tasks=BOTH),
+        datalab=True, tasks=ALL),
     IssueType(
         "near_duplicate", "near copies of another row", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "keep",
         readme_detail="all members of a near-copy set (`near_duplicate_set` = its first row)",
-        datalab=True, extra_columns=(("near_duplicate_set", "VARCHAR"),), tasks=BOTH),
+        datalab=True, extra_columns=(("near_duplicate_set", "VARCHAR"),), tasks=ALL),
     IssueType(
         "exact_duplicate", "copies of an earlier row", "detect.exact_duplicates",
         "hash of the raw feature values and the label", "drop",
         action_help="copies after the first",
         default_action_text="drop while copies are rare (≤ 1% of rows), else keep",
         readme_detail="every copy after the first (`exact_duplicate_set`)",
-        extra_columns=(("exact_duplicate_set", "VARCHAR"),), tasks=BOTH),
+        extra_columns=(("exact_duplicate_set", "VARCHAR"),), tasks=ALL),
     IssueType(
         "conflicting_label", "same features, other label", "detect.exact_duplicates",
         "hash of the raw feature values", "review",
         action_help="same features, other labels",
-        readme_detail="identical features, different labels (score: share agreeing)", tasks=BOTH),
+        readme_detail="identical features, different labels (score: share agreeing)", tasks=ALL),
     IssueType(
         "null", "every feature missing", "detect.null_rows", "raw feature values", "drop",
         action_help="rows with every feature missing",
-        readme_detail="every feature missing (score: share present)", tasks=BOTH),
+        readme_detail="every feature missing (score: share present)", tasks=ALL),
     IssueType(
         "class_imbalance", "rows of a rare class", "detect.datalab_issues",
         "Datalab + the rare-class rule", "review", action_help="rows of a rare class",
@@ -134,7 +138,7 @@ REGISTRY: tuple[IssueType, ...] = (
         "non_iid", "data order is not random", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "keep",
         readme_detail="the dataset's order is not random (one row carries the flag)",
-        datalab=True, tasks=BOTH),
+        datalab=True, tasks=ALL),
     IssueType(
         "underperforming_group", "a cluster the model fails on", "detect.datalab_issues",
         "Datalab, on the shared kNN graph", "keep",
@@ -142,11 +146,11 @@ REGISTRY: tuple[IssueType, ...] = (
     IssueType(
         "data_valuation", "rows that do not help the model", "detect.datalab_issues",
         "Datalab (KNN-Shapley), **opt-in**", "keep", enabled_by_default=False, datalab=True,
-        tasks=BOTH),
+        tasks=ALL),
     IssueType(
         "invalid", "failed a row-level expectation", "validate.check",
         "validation (`warning` expectations)", "drop",
-        action_help="rows failing a row-level expectation", tasks=BOTH),
+        action_help="rows failing a row-level expectation", tasks=ALL),
 )
 
 BY_NAME: dict[str, IssueType] = {t.name: t for t in REGISTRY}

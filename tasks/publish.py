@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from tasks.annotators import Consensus
 from tasks.audit import AuditResult
 from tasks.batches import Accumulated, Batch
 from tasks.caching import TASKS_DIR, stage
@@ -93,13 +94,17 @@ class RunSummary(BaseModel):
     degraded: str = ""  # why the run emitted cleanset.dataset.degraded, when it did
     batch_audits: tuple[dict, ...] = ()  # this run's new batches against the dataset
     #                                      (batch_audit_summary)
+    annotators: tuple[dict, ...] = ()  # with several annotators: annotator_summary rows
+    #                                    (annotator, annotator_quality, ...), best first
+    consensus: str = ""  # how the label was made from them: CROWDLAB, or majority vote (why)
+    n_consensus_changed: int = 0  # scored rows whose consensus differs from the majority vote
     stages: tuple[dict, ...] = ()  # seconds and memory per stage, against the previous run
     #                                (tasks/timing.py; summary.record_stages)
 
 
-EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2")
+EVALUATION_METRICS = ("accuracy", "macro_f1", "rmse", "mae", "r2", "micro_f1", "jaccard")
 CHECK_COLUMNS = ("model_accuracy", "model_log_loss", "chance_accuracy", "chance_log_loss",
-                 "model_skill", "model_trusted", "model_warning")
+                 "model_skill", "model_trusted", "model_warning", "model_micro_f1")
 
 
 def check_row(check: ModelCheck | None) -> dict:
@@ -109,8 +114,9 @@ def check_row(check: ModelCheck | None) -> dict:
     row = {"model_accuracy": check.accuracy, "model_log_loss": check.log_loss,
            "chance_accuracy": check.chance_accuracy, "chance_log_loss": check.chance_log_loss,
            "model_skill": check.skill, "model_trusted": check.trusted,
-           "model_warning": check.warning}
-    # a regression has no accuracy (NaN): NULL; its log_loss fields hold MSE and variance
+           "model_warning": check.warning, "model_micro_f1": check.micro_f1}
+    # a regression has no accuracy (NaN): NULL; its log_loss fields hold MSE and variance;
+    # a multilabel run has none either: its log loss is per tag, its micro-F1 its own column
     return {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
 
 
@@ -331,6 +337,7 @@ def write_run(
     validation: Validation, detection: Detection, run_row: dict,
     evaluation: Evaluation | None = None, screening: list[dict] | None = None,
     columns: list[tuple[str, str, str]] | None = None, accumulated: Accumulated | None = None,
+    consensus: Consensus | None = None,
 ) -> RunSummary:
     """Replace everything for run_id in one transaction and swap <dataset>_clean to this run.
 
@@ -360,6 +367,10 @@ def write_run(
             con, "slice_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
             [run_id, dataset, detection.slices.path]) if detection.slices is not None else (
                 [], None)
+        rated = consensus.annotators if consensus is not None else None
+        rated_ddl, insert_rated = _insert_plan(
+            con, "annotator_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
+            [run_id, dataset, rated.path]) if rated is not None else ([], None)
         clean_sql, clean_params, types, left_out = clean_rows(con, snapshot, decided, label)
         noted = {note.split(":")[0] for note in left_out}
         left_out = [*left_out, *(f"{c}: {why}" for c, role, why in (columns or [])
@@ -389,6 +400,10 @@ def write_run(
                 for ddl in slice_ddl:
                     con.execute(ddl)
                 con.execute(insert_slices, [run_id, dataset, detection.slices.path])
+            if insert_rated is not None:
+                for ddl in rated_ddl:
+                    con.execute(ddl)
+                con.execute(insert_rated, [run_id, dataset, rated.path])
             if validation.outcomes:
                 con.executemany(
                     "INSERT INTO validations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -398,24 +413,26 @@ def write_run(
             if evaluation is not None:
                 con.executemany(
                     "INSERT INTO evaluations (run_id, dataset, trained_on, model, test_set, "
-                    "n_train, n_test, accuracy, macro_f1, rmse, mae, r2) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "n_train, n_test, accuracy, macro_f1, rmse, mae, r2, micro_f1, jaccard) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[run_id, dataset, r["trained_on"], r["model"], r["test_set"], r["n_train"],
                       r["n_test"], *(r.get(m) for m in EVALUATION_METRICS)]
                      for r in evaluation.rows])
             if screening:
-                # a regression's screening measured MSE and R^2 (in log_loss / accuracy of
-                # choose.Screened): stored under their own names
+                # a regression's screening measured MSE and R^2, a multilabel one per-tag log
+                # loss and micro-F1 (in log_loss / accuracy of choose.Screened): stored under
+                # their own names
                 con.executemany(
                     "INSERT INTO model_screening (run_id, dataset, model, n_rows, log_loss, "
-                    "accuracy, seconds, projected_seconds, within_budget, chosen, mse, r2) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "accuracy, seconds, projected_seconds, within_budget, chosen, mse, r2, "
+                    "micro_f1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[run_id, dataset, r["model"], r["rows"],
                       None if r.get("regression") else r["log_loss"],
-                      None if r.get("regression") else r["accuracy"],
+                      None if r.get("regression") or r.get("multilabel") else r["accuracy"],
                       r["seconds"], r["projected_seconds"], r["within_budget"], r["chosen"],
                       r["log_loss"] if r.get("regression") else None,
-                      r["accuracy"] if r.get("regression") else None]
+                      r["accuracy"] if r.get("regression") else None,
+                      r["accuracy"] if r.get("multilabel") else None]
                      for r in screening])
             if columns:
                 con.executemany("INSERT INTO column_roles VALUES (?, ?, ?, ?, ?)",
@@ -441,6 +458,13 @@ def write_run(
                 in con.execute("SELECT slice_column, slice_value, issue_rate, rest_issue_rate "
                                "FROM slice_summary WHERE run_id = ? AND is_flagged ORDER BY "
                                "issue_rate DESC", [run_id]).fetchall())
+            annotators = tuple(
+                dict(zip(("annotator", "annotator_quality", "agreement_with_consensus",
+                          "worst_class", "rows_labeled"), r, strict=True))
+                for r in con.execute(
+                    "SELECT annotator, annotator_quality, agreement_with_consensus, worst_class, "
+                    "rows_labeled FROM annotator_summary WHERE run_id = ? ORDER BY "
+                    "annotator_quality DESC, annotator", [run_id]).fetchall())
             row = {**run_row, "run_id": run_id, "dataset": dataset,
                    "n_rows": snapshot.table.n_rows, "n_clean_rows": n_clean,
                    "n_label_issues": n_label, "health_score": detection.health_score,
@@ -473,6 +497,8 @@ def write_run(
         n_new_rows=run_row.get("n_new_rows") or 0,
         n_well_labeled=n_well, flagged_slices=flagged_slices,
         task=run_row.get("task") or "classification", task_reason=run_row.get("task_reason") or "",
+        annotators=annotators, consensus=consensus.method if consensus is not None else "",
+        n_consensus_changed=consensus.n_changed if consensus is not None else 0,
         **batch_summary(accumulated))
 
 
@@ -536,6 +562,7 @@ def publish(
     check: ModelCheck | None = None, choice: ModelChoice | None = None,
     design: Design | None = None, accumulated: Accumulated | None = None,
     mode: ModeDecision | None = None, kept: ModelStore | None = None,
+    consensus: Consensus | None = None,
 ) -> RunSummary:
     """Publish the run to DuckDB (never cached: the warehouse is the side effect). `mode`: a
     dataset folder's full or incremental decision; `kept`: a full run's kept models."""
@@ -556,6 +583,7 @@ def publish(
         "auto_fix": spec.policy.auto_fix,
         "task": design.task if design else None,
         "task_reason": design.task_reason if design else None,
+        "tag_delimiter": design.tag_delimiter if design else None,
         **check_row(check),
         **mode_row(accumulated, mode, kept),
     }
@@ -565,7 +593,7 @@ def publish(
     columns = column_rows(design.plan) if design else None
     summary = write_run(spec.db_path, run_id, spec.dataset_name, spec.label, snapshot, decided,
                         validation, detection, run_row, evaluation, screening, columns,
-                        accumulated)
+                        accumulated, consensus)
     get_run_logger().info("published run %s to %s: %d rows, %d clean, %d label issues",
                           run_id, spec.db, summary.n_rows, summary.n_clean_rows,
                           summary.n_label_issues)

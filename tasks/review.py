@@ -123,6 +123,7 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
                 f"SELECT * FROM read_parquet(?) WHERE CAST({quote_ident(run['id_column'])} AS "
                 "VARCHAR) IN (SELECT unnest(?))", [snap, issues["row_id"].tolist()]).df()
         task = run_task(con, run["run_id"])
+        delimiter = run_delimiter(run_id=run["run_id"], con=con)
     why, severity = reasons(issues)
     queue = pd.DataFrame({
         "dataset": dataset, "row_id": issues["row_id"].astype(str), "decision": "",
@@ -133,6 +134,15 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         "active_learning_score": (issues["active_learning_score"].round(4)
                                   if "active_learning_score" in issues else np.nan),
     })
+    if task == "multilabel":  # the tags the suggestion adds and removes, as text
+        queue.attrs["delimiter"] = delimiter
+        at = queue.columns.get_loc("suggested_label") + 1
+        for i, col in enumerate(("tags_likely_missing", "tags_likely_wrong")):
+            queue.insert(at + i, col, [delimiter.join(v) if v is not None else "" for v in
+                                       issues[col]] if col in issues else "")
+    for col in ("annotator_agreement", "consensus_quality"):  # several annotators (CROWDLAB)
+        if col in issues and issues[col].notna().any():  # -> consensus_quality, agreement
+            queue.insert(queue.columns.get_loc("severity") + 1, col, issues[col].round(4))
     if task == "regression":  # the suggested value's interval instead of a confidence
         queue = queue.drop(columns="suggested_label_confidence")
         queue.insert(queue.columns.get_loc("suggested_label") + 1, "suggested_interval", [
@@ -150,6 +160,7 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         queue = queue.merge(content, on="row_id", how="left")
     queue = queue.reset_index(drop=True)
     queue.attrs["task"] = task
+    queue.attrs["delimiter"] = delimiter
     return dataset, queue
 
 
@@ -161,6 +172,35 @@ def run_task(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     return (rows[0][0] if rows else None) or "classification"
 
 
+def run_delimiter(run_id: str, con: duckdb.DuckDBPyConnection) -> str:
+    """A multilabel run's tag delimiter (runs.tag_delimiter; ";" when not recorded)."""
+    if "tag_delimiter" not in column_names(con, "runs"):
+        return ";"
+    rows = con.execute("SELECT tag_delimiter FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    return (rows[0][0] if rows else None) or ";"
+
+
+def known_tags(con: duckdb.DuckDBPyConnection, run_id: str, delimiter: str) -> set[str]:
+    """Every tag a multilabel run saw (given or suggested)."""
+    return {t.strip() for c in known_classes(con, run_id) for t in c.split(delimiter)
+            if t.strip()}
+
+
+def canonical_tags(frame: pd.DataFrame, tags: set[str], delimiter: str,
+                   report) -> pd.Series:  # noqa: ANN001 - check_decisions' report
+    """Reviewers' tag sets as canonical text (sorted, joined by `delimiter`; NO_TAGS for the
+    empty set); unknown tags are reported (a typo would add a new tag)."""
+    from tasks.task_type import NO_TAGS, split_text, tags_text
+
+    sets = frame["new_label"].map(lambda v: split_text(v, delimiter))
+    unknown = sets.map(lambda s: bool(s - tags)) & (frame["decision"] == "relabel")
+    if unknown.any():
+        shown = ", ".join(sorted(tags)[:20])
+        report(unknown, f"new_label holds a tag the data does not have (known tags: {shown}; "
+               f"tags are separated by {delimiter!r}, {NO_TAGS!r} means no tags)", "new_label")
+    return sets.map(lambda s: tags_text(s, delimiter) or NO_TAGS)
+
+
 def known_classes(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
     rows = con.execute("SELECT DISTINCT given_label FROM issues WHERE run_id = ? AND given_label "
                        "IS NOT NULL UNION SELECT DISTINCT suggested_label FROM issues WHERE "
@@ -170,10 +210,12 @@ def known_classes(con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
 
 def check_decisions(frame: pd.DataFrame, dataset: str, known_rows: set[str],
                     classes: set[str], where: str = "review file",
-                    task: str = "classification") -> pd.DataFrame:
+                    task: str = "classification", delimiter: str = ";") -> pd.DataFrame:
     """Validate a filled-in review file; return the decisions to record (blank decisions are
     rows not reviewed yet and are skipped). Every problem is listed; nothing is half-applied.
-    A regression run's new_label is a finite number (any value, not only known ones)."""
+    A regression run's new_label is a finite number (any value, not only known ones); a
+    multilabel run's is a tag set of known tags (`classes`) joined by `delimiter` ("-": no
+    tags), stored in canonical form."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise CleansetError(
@@ -212,6 +254,10 @@ def check_decisions(frame: pd.DataFrame, dataset: str, known_rows: set[str],
         report(relabel & (frame["new_label"] != "") & ~np.isfinite(value.fillna(np.inf)),
                "new_label is not a number (this dataset's label is a regression target)",
                "new_label")
+        unknown = relabel & False
+    elif task == "multilabel":
+        frame["new_label"] = frame["new_label"].where(
+            frame["new_label"] == "", canonical_tags(frame, classes, delimiter, report))
         unknown = relabel & False
     else:
         unknown = relabel & (frame["new_label"] != "") & ~frame["new_label"].isin(classes)
@@ -264,9 +310,12 @@ def apply_review_file(db: Path, path: Path, dataset: str | None = None,
         dataset = run["dataset"]
         known_rows = {r[0] for r in con.execute(
             "SELECT row_id FROM issues WHERE run_id = ?", [run["run_id"]]).fetchall()}
-        classes = known_classes(con, run["run_id"])
         task = run_task(con, run["run_id"])
-    checked = check_decisions(frame, dataset, known_rows, classes, f"review file {path}", task)
+        delimiter = run_delimiter(run_id=run["run_id"], con=con)
+        classes = (known_tags(con, run["run_id"], delimiter) if task == "multilabel"
+                   else known_classes(con, run["run_id"]))
+    checked = check_decisions(frame, dataset, known_rows, classes, f"review file {path}", task,
+                              delimiter)
     n = record_decisions(db, dataset, checked, reviewer or default_reviewer(), str(path))
     blank = len(frame) - len(checked)
     return dataset, n, blank

@@ -26,12 +26,20 @@ def _issue_columns() -> list[tuple[str, str]]:
     """issues: each registered issue type's columns (tasks/issue_types.py: a BOOLEAN flag, a
     DOUBLE score, set ids VARCHAR) between the row's given/suggested label and its decision.
     given_value / suggested_value(_low/_high): a regression run's target, its suggested value
-    and interval (NULL in classification runs; the labels stay text in given/suggested_label)."""
+    and interval (NULL in classification runs; the labels stay text in given/suggested_label).
+    suggested_tags / tags_likely_missing / tags_likely_wrong: a multilabel run's suggested tag
+    set and the tags it adds and removes (NULL in other runs; given/suggested_label hold the
+    sets as text joined by runs.tag_delimiter).
+    consensus_quality / annotator_agreement: with several annotators, CROWDLAB's quality of the
+    consensus label and the share of annotators agreeing with it (NULL otherwise)."""
     cols = [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("row_id", "VARCHAR"),
             ("given_label", "VARCHAR"), ("suggested_label", "VARCHAR"),
             ("suggested_label_confidence", "DOUBLE"), ("suggested_label_agreement", "DOUBLE"),
+            ("consensus_quality", "DOUBLE"), ("annotator_agreement", "DOUBLE"),
             ("given_value", "DOUBLE"), ("suggested_value", "DOUBLE"),
-            ("suggested_value_low", "DOUBLE"), ("suggested_value_high", "DOUBLE")]
+            ("suggested_value_low", "DOUBLE"), ("suggested_value_high", "DOUBLE"),
+            ("suggested_tags", "VARCHAR[]"), ("tags_likely_missing", "VARCHAR[]"),
+            ("tags_likely_wrong", "VARCHAR[]")]
     return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
             ("decided_by", "VARCHAR"), ("review_note", "VARCHAR"), ("batch_id", "VARCHAR")]
 
@@ -53,7 +61,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("task_reason", "VARCHAR"), ("mode", "VARCHAR"), ("mode_reason", "VARCHAR"),
              ("n_batches", "BIGINT"), ("n_new_batches", "BIGINT"), ("models", "JSON"),
              ("models_run_id", "VARCHAR"), ("n_new_rows", "BIGINT"),
-             ("n_verdicts_changed", "BIGINT"), ("verdicts_changed", "VARCHAR")],
+             ("n_verdicts_changed", "BIGINT"), ("verdicts_changed", "VARCHAR"),
+             ("tag_delimiter", "VARCHAR"), ("model_micro_f1", "DOUBLE")],
     "issues": _issue_columns(),
     "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
                       ("num_issues", "BIGINT"), ("score", "DOUBLE")],
@@ -65,7 +74,8 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                       ("n_rows", "BIGINT"), ("n_label_issues", "BIGINT"),
                       ("label_noise", "DOUBLE"), ("inverse_label_noise", "DOUBLE"),
                       ("label_quality", "DOUBLE"), ("most_overlapping_class", "VARCHAR"),
-                      ("overlap_joint_probability", "DOUBLE")],
+                      ("overlap_joint_probability", "DOUBLE"),
+                      ("n_tags_likely_wrong", "BIGINT"), ("n_tags_likely_missing", "BIGINT")],
     "slice_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"),
                       ("slice_column", "VARCHAR"), ("slice_value", "VARCHAR"), ("rows", "BIGINT"),
                       ("label_issues", "BIGINT"), ("issue_rate", "DOUBLE"),
@@ -73,6 +83,11 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                       ("rest_issue_rate", "DOUBLE"), ("mean_label_score", "DOUBLE"),
                       ("accuracy", "DOUBLE"), ("p_value", "DOUBLE"), ("q_value", "DOUBLE"),
                       ("is_flagged", "BOOLEAN")],
+    # one row per annotator per run with several annotators (tasks/annotators.py), best first
+    "annotator_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"),
+                          ("annotator", "VARCHAR"), ("annotator_quality", "DOUBLE"),
+                          ("agreement_with_consensus", "DOUBLE"), ("worst_class", "VARCHAR"),
+                          ("rows_labeled", "BIGINT")],
     "review_decisions": [("dataset", "VARCHAR"), ("row_id", "VARCHAR"), ("decision", "VARCHAR"),
                          ("new_label", "VARCHAR"), ("decided_at", "TIMESTAMPTZ"),
                          ("note", "VARCHAR"), ("reviewer", "VARCHAR"), ("source", "VARCHAR"),
@@ -81,13 +96,14 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                         ("n_rows", "BIGINT"), ("log_loss", "DOUBLE"), ("accuracy", "DOUBLE"),
                         ("seconds", "DOUBLE"), ("projected_seconds", "DOUBLE"),
                         ("within_budget", "BOOLEAN"), ("chosen", "BOOLEAN"), ("mse", "DOUBLE"),
-                        ("r2", "DOUBLE")],
+                        ("r2", "DOUBLE"), ("micro_f1", "DOUBLE")],
     "column_roles": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("column_name", "VARCHAR"),
                      ("role", "VARCHAR"), ("reason", "VARCHAR")],
     "evaluations": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("trained_on", "VARCHAR"),
                     ("model", "VARCHAR"), ("test_set", "VARCHAR"), ("n_train", "BIGINT"),
                     ("n_test", "BIGINT"), ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE"),
-                    ("rmse", "DOUBLE"), ("mae", "DOUBLE"), ("r2", "DOUBLE")],
+                    ("rmse", "DOUBLE"), ("mae", "DOUBLE"), ("r2", "DOUBLE"),
+                    ("micro_f1", "DOUBLE"), ("jaccard", "DOUBLE")],
     # one row per batch of a dataset folder (tasks/batches.py); written with the run that
     # accepted (or quarantined) it, in that run's transaction
     "batches": [("dataset", "VARCHAR"), ("batch_id", "VARCHAR"), ("file", "VARCHAR"),
@@ -118,7 +134,7 @@ SCHEMA = [f"CREATE TABLE IF NOT EXISTS {t} ({', '.join(f'{quote_ident(c)} {d}' f
 MIGRATIONS = [f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {quote_ident(c)} {d}"
               for t, cols in TABLES.items() for c, d in cols if "PRIMARY KEY" not in d]
 RUN_TABLES = ("issues", "issue_summary", "validations", "class_summary", "evaluations",
-              "model_screening", "column_roles", "slice_summary")
+              "model_screening", "column_roles", "slice_summary", "annotator_summary")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:

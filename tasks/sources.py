@@ -135,11 +135,19 @@ def check_columns(files: list[Path], named: dict[str, Iterable[str]]) -> None:
 def precheck(spec) -> list[Path]:  # noqa: ANN001 - a tasks.spec.DatasetSpec
     """The source's files, after checking that every column the spec names is in them."""
     files = resolve_source(spec.source)
-    named = {"--label": [spec.label], "--id": [spec.id] if spec.id else [],
+    label = [] if spec.annotators or spec.label_columns else [spec.label]  # made by a stage
+    named = {"--label": label, "label_columns": spec.label_columns,
+             "--annotators": spec.annotators, "--id": [spec.id] if spec.id else [],
              "--text": spec.text, "--feature": spec.features or (),
              "--group": [spec.group] if spec.group else [], "--slices": spec.slices,
              "--pred-prob-column": spec.pred_prob_columns, "--role": list(spec.roles)}
     check_columns(files, named)
+    if spec.annotators:  # the consensus goes to a new label column
+        headers = [header_columns(f) for f in files]
+        if all(h is not None for h in headers) and any(spec.label in h for h in headers):
+            from tasks.spec import label_exists
+
+            raise CleansetError(f"{files[0]}: " + label_exists(spec.label))
     if spec.test:
         resolve_source(spec.test)
     return files

@@ -30,6 +30,14 @@ from tasks.issue_types import (
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 DEFAULT_DB = Path("data/warehouse.duckdb")
+CONSENSUS_LABEL = "consensus_label"  # the label column of a run with annotators, by default
+
+
+def label_exists(label: str) -> str:
+    """The message when a run with annotators names a label column the data already has."""
+    return (f"the data already has a column {label!r}: with annotators the label column is a "
+            "new one cleanset writes the consensus label to; name a column the data does not "
+            f"have with label / --label (default {CONSENSUS_LABEL})")
 
 
 class _PolicySettings(BaseModel):
@@ -248,10 +256,19 @@ class DatasetSpec(BaseModel):
 
     source: str = Field(
         description="file, folder or glob of CSV/TSV/Parquet/JSON Lines/Excel files")
-    label: str = Field(description="name of the label column")
+    label: str = Field(description="name of the label column (with `annotators`: the column "
+                       "the consensus label is written to, default `consensus_label`; with "
+                       "label_columns: the tag column built from them, default `tags`)")
     task: Literal["auto", "classification", "regression", "multilabel"] = Field(
         "auto", description="auto: decided from the label column (many distinct numbers: "
-        "regression, else classification); multilabel is not available yet")
+        "regression; tag sets joined by a delimiter, or lists: multilabel; else "
+        "classification)")
+    label_columns: tuple[str, ...] = Field(
+        (), description="multilabel: several 0/1 columns, one tag each (named by the column); "
+        "the label column is built from them")
+    label_delimiter: str | None = Field(
+        None, min_length=1, max_length=5, description="multilabel: the text between tags, "
+        "e.g. ';'; default: guessed among ';', '|', ',' (logged with the evidence)")
     id: str | None = Field(None, description="id column; a `row_id` is added when absent")
     text: tuple[str, ...] = Field((), description="columns to treat as free text (TF-IDF)")
     features: tuple[str, ...] | None = Field(
@@ -278,6 +295,12 @@ class DatasetSpec(BaseModel):
     slices: tuple[str, ...] = Field(
         (), description="columns to audit label quality by (e.g. [source, annotator, region]): "
         "table slice_summary; not model features unless also named in features")
+    annotators: tuple[str, ...] = Field(
+        (), description="several annotators (wide form): one label column per annotator, empty "
+        "where one did not label the row. Their majority vote trains the models, CROWDLAB's "
+        "consensus (cleanlab) is the label the rest of the run uses (written to `label`, a "
+        "column the data must not have), each annotator gets a quality score (table "
+        "annotator_summary); classification only")
     pred_probs: str | None = Field(
         None, description="your own out-of-fold probabilities: .npy, one column per class "
         "(sorted class order), one row per input row; skips training")
@@ -310,18 +333,32 @@ class DatasetSpec(BaseModel):
         default_factory=AuditSettings, description="how a new batch is audited against the "
         "dataset before it is accepted (tasks/audit.py): thresholds and severities per check")
 
-    @field_validator("text", "pred_prob_columns", "slices", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _consensus_label(cls, values):  # noqa: ANN001, ANN206
+        """With annotators and no label, the consensus goes to `consensus_label`."""
+        if isinstance(values, dict) and values.get("annotators") and not values.get("label"):
+            return {**values, "label": CONSENSUS_LABEL}
+        if isinstance(values, dict) and values.get("label_columns") and not values.get("label"):
+            return {**values, "label": "tags"}  # the tag column built from label_columns
+        return values
+
+    @field_validator("text", "pred_prob_columns", "slices", "annotators", "label_columns",
+                     mode="before")
     @classmethod
     def _listify(cls, v):  # noqa: ANN001, ANN206
         return (v,) if isinstance(v, str) else tuple(v or ())
 
     @model_validator(mode="after")
     def _check(self) -> DatasetSpec:
-        if self.task == "multilabel":
-            raise ValueError("task multilabel (tag sets) is not available yet in this version of "
-                             "cleanset; use auto, classification or regression")
+        if self.label_columns and self.task not in ("auto", "multilabel"):
+            raise ValueError(f"label_columns make a multi-label target; task {self.task!r} "
+                             "cannot take them (use multilabel or auto)")
+        if self.label_columns and self.prune not in ("auto", "off"):
+            raise ValueError("prune is for classification; leave it at auto or off")
         if self.test and self.eval_holdout:
             raise ValueError("give either test (a test file) or eval_holdout (a share), not both")
+        self._check_annotators()
         unknown = sorted(set(self.issue_types) - set(ISSUE_TYPES))
         if unknown:  # caught here, before any work is done, not after the models are trained
             raise ValueError(f"unknown issue type(s) {', '.join(unknown)} in issue_types; known: "
@@ -333,6 +370,30 @@ class DatasetSpec(BaseModel):
                 "underscores, starting with a letter (pass --dataset NAME)"
             )
         return self
+
+    def _check_annotators(self) -> None:
+        if not self.annotators:
+            return
+        repeated = sorted({a for a in self.annotators if self.annotators.count(a) > 1})
+        if repeated:
+            raise ValueError(f"annotators: {', '.join(repeated)} named more than once")
+        if self.label in self.annotators:
+            raise ValueError(
+                f"label {self.label!r} is one of the annotators: with annotators the label "
+                "column is a new column cleanset writes the consensus label to; leave label out "
+                f"(the consensus goes to {CONSENSUS_LABEL!r}) or name a column the data does "
+                "not have")
+        if self.task == "regression":
+            raise ValueError("annotators (several labels per row) work for classification "
+                             "only; drop task: regression or the annotators")
+        used = sorted(set(self.annotators) & {*self.text, *(self.features or ()), *self.slices,
+                                               *self.pred_prob_columns, *self.roles,
+                                               *([self.group, self.id] if self.group else
+                                                 [self.id])})
+        if used:
+            raise ValueError(f"annotator column(s) {', '.join(used)} are also named as "
+                             "features, text, slices, group, id or roles: an annotator's "
+                             "labels cannot be a feature (the model would read the answer)")
 
     @property
     def dataset_name(self) -> str:
@@ -346,9 +407,11 @@ class DatasetSpec(BaseModel):
     @property
     def feature_roles(self) -> dict[str, str]:
         """`roles`, plus every slice column the user did not name as a feature: role `slice`
-        (audited, not a feature; tasks/featurize.py)."""
+        (audited, not a feature; tasks/featurize.py), and every annotator column: role
+        `annotator` (its labels make the consensus, never a feature)."""
         named = set(self.features or ())
-        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles}
+        return {**{c: "slice" for c in self.slices if c not in named}, **self.roles,
+                **{c: "annotator" for c in self.annotators}}
 
     @property
     def db_path(self) -> Path:
@@ -438,6 +501,11 @@ def load_dataset_spec(folder: str | Path, **overrides) -> DatasetSpec:  # noqa: 
     if values.get("source"):
         raise CleansetError(f"{config}: remove `source:`; the files in {folder} are the "
                             "dataset's batches")
+    if values.get("annotators"):
+        raise CleansetError(
+            f"{config}: `annotators:` is not supported in a dataset folder yet (its batch audit "
+            "checks one label column per batch); run the files with `cleanset run FILE "
+            "--annotators a,b,c`, or give the folder one label column")
     values.setdefault("dataset", folder_dataset_name(folder))
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -28,6 +28,7 @@ RUN_METRICS = (("rows", "n_rows"), ("clean rows", "n_clean_rows"),
                ("relabelled", "n_relabelled"), ("to review", "n_review"),
                ("decided by reviewers", "n_reviewed"),
                ("model out-of-fold accuracy", "model_accuracy"),
+               ("model out-of-fold micro-F1 (tags)", "model_micro_f1"),
                ("chance accuracy (largest class)", "chance_accuracy"),
                ("model out-of-fold log loss", "model_log_loss"),
                ("chance log loss (class frequencies)", "chance_log_loss"),
@@ -36,7 +37,12 @@ RUN_METRICS = (("rows", "n_rows"), ("clean rows", "n_clean_rows"),
 
 def model_check_text(check: dict) -> str:
     """One line of the model check (runs' model_* columns): accuracy and log loss against
-    chance, or for a regression (no accuracy) R^2 and MSE against the variance."""
+    chance, or for a regression (no accuracy) R^2 and MSE against the variance, or for tag sets
+    (multilabel: no accuracy either) the micro-F1 and the per-tag log loss against chance."""
+    if check.get("model_micro_f1") is not None:
+        return (f"out-of-fold micro-F1 {check['model_micro_f1']:.3f}, per-tag log loss "
+                f"{check['model_log_loss']:.3f} (chance {check.get('chance_log_loss', 0):.3f}: "
+                "each tag's frequency)")
     if check.get("model_accuracy") is None and check.get("model_log_loss") is not None:
         return (f"out-of-fold R^2 {check.get('model_skill', 0.0):.3f} (MSE "
                 f"{check['model_log_loss']:.4g}, variance {check.get('chance_log_loss', 0):.4g})")
@@ -103,6 +109,14 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
                       "change": _change(now, before)})
     if this.get("left_out"):  # data columns not used as features (nested, all empty)
         table.append({"metric": "columns left out", "this run": "; ".join(this["left_out"]),
+                      "previous run": "", "change": ""})
+    rated = con.execute(
+        "SELECT annotator, annotator_quality FROM annotator_summary WHERE run_id = ? ORDER BY "
+        "annotator_quality, annotator", [run_id]).fetchall() if "annotator_summary" in {
+            r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()} else []
+    if rated:  # several annotators: CROWDLAB's quality of each, the weakest first
+        table.append({"metric": "annotators (CROWDLAB quality, weakest first)",
+                      "this run": "; ".join(f"{a} {q:.3f}" for a, q in rated),
                       "previous run": "", "change": ""})
     counts = _issue_counts(con, run_id)
     before_counts = _issue_counts(con, prev_id) if prev_id else {}

@@ -1,6 +1,6 @@
-"""task type: what kind of target the label column is (classification or regression), decided
-from the column when the settings say `auto`, with the reason in words (logged, and stored in
-`runs.task` / `runs.task_reason`).
+"""task type: what kind of target the label column is (classification, regression or
+multilabel), decided from the column when the settings say `auto`, with the reason in words
+(logged, and stored in `runs.task` / `runs.task_reason`).
 
 Rules for `auto` (pure, on the labelled, non-quarantined values):
 - numbers (or text that is all numbers) with more than CONTINUOUS_MIN distinct values and more
@@ -11,8 +11,9 @@ Rules for `auto` (pure, on the labelled, non-quarantined values):
   CONTINUOUS_MIN) -> refused: free text is neither a class nor a number (many short distinct
   codes stay classes: their rare classes are flagged for review);
 - anything else -> classification.
-Multi-label (tag sets) is not available yet: `auto` never picks it and `task: multilabel` is
-refused with that message.
+Multi-label (tag sets joined by a delimiter, list values, or `label_columns`) is decided before
+validation by the tag-sets stage (tasks/tags.py), which uses `looks_like_tags` below; this module
+decides between classification and regression for every other label.
 """
 
 from __future__ import annotations
@@ -29,6 +30,22 @@ FREE_TEXT_SHARE = 0.5  # a text label with more distinct values per row is free 
 MIXED_SHARE = 0.9  # text labels of which at least this share parse as numbers: numbers + typos
 TAG_DELIMITERS = (";", "|", ",")
 TAG_SHARE = 0.2  # text labels of which this share hold a delimiter look like tag sets
+
+
+NO_TAGS = "-"  # a reviewer's new_label for the empty tag set (review files)
+
+
+def tags_text(tags: frozenset[str] | set[str] | list[str], delimiter: str) -> str:
+    """The canonical text of a tag set: sorted, joined by the delimiter ("" = no tags).
+    (Here, not in tasks/tags.py, so the review commands stay light.)"""
+    return delimiter.join(sorted(tags))
+
+
+def split_text(text: str | None, delimiter: str) -> frozenset[str]:
+    """The tag set of a canonical (or reviewer's) text; NO_TAGS and "" are the empty set."""
+    if text is None or text.strip() in ("", NO_TAGS):
+        return frozenset()
+    return frozenset(t.strip() for t in str(text).split(delimiter) if t.strip())
 
 
 def looks_like_tags(values: pd.Series) -> str | None:
@@ -71,9 +88,8 @@ def decide_task(labels: pd.Series, label: str, requested: str = "auto") -> tuple
     or when the requested task cannot take it."""
     if requested not in TASK_CHOICES:
         raise CleansetError(f"unknown task {requested!r}; choose one of {', '.join(TASK_CHOICES)}")
-    if requested == "multilabel":
-        raise CleansetError("task multilabel (tag sets) is not available yet in this version of "
-                            "cleanset; use classification or regression")
+    if requested == "multilabel":  # the tag-sets stage (tasks/tags.py) takes every such label
+        raise CleansetError(f"label column {label!r} could not be read as tag sets")
     values = labels.dropna()
     n, distinct = len(values), int(values.nunique())
     numbers = _numbers(values)
@@ -112,7 +128,7 @@ def decide_task(labels: pd.Series, label: str, requested: str = "auto") -> tuple
             "another column")
     reason = f"{distinct:,} distinct label values in {n:,} rows: classes"
     tags = looks_like_tags(values)
-    if tags:  # multi-label is not available yet: say what happens instead
-        reason += (f"; the values look like tag sets separated by {tags!r}, but multi-label is "
-                   "not available yet: each distinct set is one class")
+    if tags:  # (auto takes such a column as multilabel before this: tasks/tags.py)
+        reason += (f"; the values look like tag sets separated by {tags!r}: each distinct set "
+                   "is one class (set task: multilabel to take them as tags)")
     return "classification", reason

@@ -119,7 +119,8 @@ def test_second_run_is_served_from_cache_and_publishes_once(noisy_wine, workdir)
         assert states.pop(next(n for n in states if n.startswith(never_cached))) == "Completed"
     assert set(states.values()) == {"Cached"}, states
     stages = {n.rsplit("-", 1)[0] for n in states if not n.startswith("estimate-")}
-    assert stages == {"ingest", "validate", "featurize", "knn", "choose-model", "pred-probs",
+    assert stages == {"ingest", "tag-sets", "validate", "featurize", "knn", "choose-model",
+                      "pred-probs",
                       "check-model", "detect", "decide"}, stages
     fitted = [m for m in first.model.split(" (")[0].replace("+", " ").split()
               if m.split("*")[-1] != "knn"]

@@ -73,9 +73,8 @@ def test_tag_sets_are_classes_for_now_and_the_reason_says_so():
     assert "tag sets" not in decide_task(pd.Series(["a", "b"] * 40), "y")[1]
 
 
-def test_multilabel_is_not_available_yet():
-    with pytest.raises(CleansetError, match="multilabel.*not available yet"):
-        build_spec(source="x.csv", label="tags", task="multilabel")
+def test_multilabel_is_a_task_setting():
+    assert build_spec(source="x.csv", label="tags", task="multilabel").task == "multilabel"
     assert DatasetSpec(source="x.csv", label="y").task == "auto"
 
 

@@ -257,6 +257,32 @@ def chart_evaluation(evaluations: list[dict]) -> Chart | None:
     return _png(fig)
 
 
+def chart_tag_noise(tags: list[dict], top: int = 20) -> Chart | None:
+    """A multilabel run's noise per tag: rows whose tag is likely wrong (red) and rows where it
+    is likely missing (amber), the noisiest tags first (at most `top`)."""
+    if not tags:
+        return None
+    plt = _plt()
+    rows = sorted(tags, key=lambda t: -((t.get("n_tags_likely_wrong") or 0)
+                                        + (t.get("n_tags_likely_missing") or 0)))[:top][::-1]
+    wrong = [t.get("n_tags_likely_wrong") or 0 for t in rows]
+    missing = [t.get("n_tags_likely_missing") or 0 for t in rows]
+    names = [str(t["class_name"]) for t in rows]
+    fig, ax = plt.subplots(figsize=(5.6, 0.3 * len(rows) + 0.9))
+    ax.barh(names, wrong, color=RED, label="likely wrong (tagged, should not be)")
+    ax.barh(names, missing, left=wrong, color=AMBER, label="likely missing (should be tagged)")
+    for i, t in enumerate(rows):
+        noise = t.get("label_noise")
+        if noise is not None and noise == noise:
+            ax.text(wrong[i] + missing[i], i, f" {noise:.1%} of {t['n_rows']:,}", va="center",
+                    fontsize=8, color=INK)
+    ax.set_xlim(0, max(1, max(w + m for w, m in zip(wrong, missing, strict=True))) * 1.35)
+    ax.set_xlabel("rows")
+    ax.tick_params(axis="y", length=0)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    return _png(fig)
+
+
 def chart_regression(points: dict[str, list] | None) -> Chart | None:
     """Predicted (out of fold) against given values, flagged rows in red, and the residual
     distribution (given - predicted)."""

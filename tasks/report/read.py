@@ -58,6 +58,8 @@ class ReportData:
     slices: list[dict[str, Any]] = field(default_factory=list)  # slice_summary, worst first
     regression: dict[str, list] | None = None  # a regression run: given vs predicted values
     batch_audits: list[dict[str, Any]] = field(default_factory=list)  # run_batch_audits
+    annotators: list[dict[str, Any]] = field(default_factory=list)  # annotator_summary, best
+    consensus: dict[str, Any] = field(default_factory=dict)  # rows' consensus quality figures
 
 
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
@@ -153,8 +155,20 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
                 "SELECT * EXCLUDE (run_id, dataset) FROM slice_summary WHERE run_id = ? "
                 "ORDER BY is_flagged DESC, issue_rate DESC, slice_column, slice_value",
                 [run_id]))
+        if "annotator_summary" in tables:
+            data.annotators = _dicts(con.execute(
+                "SELECT * EXCLUDE (run_id, dataset) FROM annotator_summary WHERE run_id = ? "
+                "ORDER BY annotator_quality DESC, annotator", [run_id]))
+        if data.annotators and "consensus_quality" in column_names(con, "issues"):
+            data.consensus = _dicts(con.execute(
+                "SELECT count(consensus_quality) AS rows, avg(consensus_quality) AS quality, "
+                "avg(annotator_agreement) AS agreement, count(*) FILTER (WHERE "
+                "annotator_agreement < 1) AS disputed, count(*) FILTER (WHERE "
+                "consensus_quality < 0.5) AS low FROM issues WHERE run_id = ?", [run_id]))[0]
         if run.get("task") == "regression":  # values, not classes: no noise matrix
             data.noise, data.regression = [], regression_points(con, run_id)
+        if run.get("task") == "multilabel":  # tag sets: noise per tag (class_summary) instead
+            data.noise = []
         if "review_decisions" in tables:
             data.reviews = _dicts(con.execute(
                 "SELECT count(*) AS n, count(DISTINCT row_id) AS n_rows, max(decided_at) AS "

@@ -16,6 +16,7 @@ from tasks.report.charts import (
     chart_regression,
     chart_scores,
     chart_slices,
+    chart_tag_noise,
     chart_trend,
 )
 from tasks.report.read import ReportData, _spec, load_report_data
@@ -50,7 +51,8 @@ def render_html(data: ReportData) -> str:
                      and b.get("test_set") == e.get("test_set")), None)
         evaluations.append({**e, "delta": None if base is None or e is base else
                             {m: (e.get(m) or 0) - (base.get(m) or 0)
-                             for m in ("accuracy", "macro_f1", "rmse", "mae", "r2")}})
+                             for m in ("accuracy", "macro_f1", "rmse", "mae", "r2",
+                                       "micro_f1", "jaccard")}})
     env = Environment(loader=FileSystemLoader(TEMPLATES),
                       autoescape=select_autoescape(["html", "j2"]), trim_blocks=True,
                       lstrip_blocks=True)
@@ -74,8 +76,9 @@ def render_html(data: ReportData) -> str:
             "issues": chart_issue_counts(data.summary, n_rows),
             "noise": chart_noise_matrix(data.noise),
             "scores": chart_scores(data.histograms, data.flagged_types),
-            "evaluation": None if data.regression is not None else chart_evaluation(
-                data.evaluations),
+            "evaluation": None if data.regression is not None or run.get("task") == "multilabel"
+            else chart_evaluation(data.evaluations),
+            "tags": chart_tag_noise(data.classes) if run.get("task") == "multilabel" else None,
             "regression": chart_regression(data.regression),
             "slices": chart_slices(data.slices),
             "drift": {b["batch_id"]: chart_drift(b) for b in data.batch_audits},

@@ -200,7 +200,8 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         trusted=check.trusted, slices=list(spec.slices), unlabeled_probs=unlabeled,
         consensus_rows=agreed.rows if agreed else None)
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
-                             work_dir=work, trusted=check.trusted, task=design.task)
+                             work_dir=work, trusted=check.trusted, task=design.task,
+                             text=bool(design.plan.text))
     evaluation = staged(evaluate)(
         snapshot=snapshot, design=design, decided=decided, label=spec.label,
         test_source=spec.test, holdout=spec.eval_holdout,

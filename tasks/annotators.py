@@ -255,9 +255,9 @@ def consensus(snapshot: Snapshot, design: Design, pred_probs: ArrayRef, annotato
     and in the design's labels (a reviewer's relabel still wins), so detection, policy and
     publish run on it. Rows not scored keep the vote."""
     logger = get_run_logger()
-    if design.regression:
-        raise CleansetError("annotators work for classification only; this label was taken "
-                            "for a regression target (set task: classification)")
+    if design.task != "classification":
+        raise CleansetError(f"annotators work for classification only; their label was taken "
+                            f"for a {design.task} target (set task: classification)")
     table = pq.read_table(snapshot.table.path)
     positions, labels = design.positions.read(), design.labels.read()
     wide = pd.DataFrame({a: table.column(a).to_pylist() for a in annotators})

@@ -133,6 +133,10 @@ def test_annotator_settings(tmp_path):
         build_spec(source="x.csv", annotators=["a", "b"], features=["a", "x"])
     with pytest.raises(CleansetError, match="classification only"):
         build_spec(source="x.csv", annotators=["a", "b"], task="regression")
+    with pytest.raises(CleansetError, match="cannot be combined"):
+        build_spec(source="x.csv", annotators=["a", "b"], label_columns=["t1", "t2"])
+    with pytest.raises(CleansetError, match="classification only"):
+        build_spec(source="x.csv", annotators=["a", "b"], task="multilabel")
     with pytest.raises(CleansetError, match="named more than once"):
         build_spec(source="x.csv", annotators=["a", "a"])
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "a": ["u", "v", "u"], "b": ["u", "u", "v"],

@@ -18,7 +18,8 @@ TRUE labels); noise is planted on the train part only (10%; `none` = 0%), with a
 Metrics: label-issue precision/recall/F1 (flags vs the planted mask), AUROC of the label score
 (lower = more likely wrong) and precision among the n lowest-scored rows (n = planted errors);
 after cleanset's automatic actions: label accuracy against the truth before (all rows) and after
-(rows kept in `<dataset>_clean`), dropped rows (right/wrong), relabelled rows and their
+(rows kept in `<dataset>_clean`; exact copies dropped while their identical first copy is kept
+count in neither), dropped rows (right/wrong), relabelled rows and their
 precision, right labels changed or dropped; test accuracy (true-label test set) of one fixed
 model (`downstream_model`: the peer's model for the kind, HistGradientBoosting with early
 stopping) trained on (a) the data as given, (b) minus the script's flagged rows, (c)
@@ -232,9 +233,15 @@ def detection(flags: np.ndarray, score: np.ndarray, mask: np.ndarray) -> dict:
             "auroc": float(roc_auc_score(mask, -score)), "p_at_n": float(mask[lowest].mean())}
 
 
-def outcome(given: np.ndarray, truth: np.ndarray, kept: np.ndarray, final: np.ndarray) -> dict:
-    """Label accuracy before (all rows) and after (rows kept, with their final labels), and
-    what the automatic actions did to right and wrong labels. `final` is meaningful where kept."""
+def outcome(given: np.ndarray, truth: np.ndarray, kept: np.ndarray, final: np.ndarray,
+            twin: np.ndarray | None = None) -> dict:
+    """Label accuracy before (all distinct rows) and after (rows kept, with their final labels),
+    and what the automatic actions did to right and wrong labels. `final` is meaningful where
+    kept. `twin`: exact copies (same features and label) dropped while their first copy is kept:
+    no label is lost or changed by dropping them, so they count neither before nor after (else
+    deduplicating right rows would read as harm)."""
+    twin = np.zeros(len(given), dtype=bool) if twin is None else twin
+    given, truth, kept, final = given[~twin], truth[~twin], kept[~twin], final[~twin]
     right = given == truth
     changed = kept & (final != given)
     now_right = final == truth
@@ -249,6 +256,7 @@ def outcome(given: np.ndarray, truth: np.ndarray, kept: np.ndarray, final: np.nd
         "relabel_precision": float(now_right[changed].mean()) if n_relabel else None,
         "fixed": int((changed & now_right & ~right).sum()),
         "right_harmed": int((right & (~kept | (changed & ~now_right))).sum()),
+        "copies_dropped": int(twin.sum()),
     }
 
 
@@ -278,6 +286,12 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
     kept = np.isin(np.arange(len(train)), clean_labels.index)
     final = clean_labels.reindex(np.arange(len(train))).fillna("").to_numpy(dtype=object)
     final = np.where(kept, final, given).astype(object)
+    twin = np.zeros(len(train), dtype=bool)
+    if "exact_duplicate_set" in issues:
+        first = pd.to_numeric(issues["exact_duplicate_set"], errors="coerce").to_numpy()
+        copy = issues["is_exact_duplicate_issue"].astype("boolean").fillna(False).to_numpy(bool)
+        first_kept = np.isin(first, np.flatnonzero(kept))
+        twin = copy & ~kept & first_kept
 
     x_train, y_test = split["x_train"], classes[split["y_test"]]
     keep_script = ~script["flags"]
@@ -300,7 +314,7 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
         "cleanset": detection(cs_flags, cs_score, mask),
         "script": detection(script["flags"], script["score"], mask),
         "script_s": script["seconds"], "cleanset_s": cs["seconds"],
-        "outcome": outcome(given, truth, kept, final),
+        "outcome": outcome(given, truth, kept, final, twin),
         "test_acc": acc, "downstream_stable": stable,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }

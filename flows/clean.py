@@ -32,7 +32,9 @@ from tasks.incremental import (
     find_models,
     incremental_pred_probs,
     keep_models,
+    load_verdicts,
     plan_mode,
+    stabilize,
 )
 from tasks.ingest import ingest
 from tasks.knn import knn
@@ -199,8 +201,13 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         neighbours=neighbours, label=spec.label, issue_types=spec.issue_types, work_dir=work,
         trusted=check.trusted, slices=list(spec.slices), unlabeled_probs=unlabeled,
         consensus_rows=agreed.rows if agreed else None)
+    if mode is not None and mode.incremental:  # unchanged earlier rows keep their verdicts
+        previous = load_verdicts(db=spec.db, dataset=spec.dataset_name, work_dir=work)
+        detection = staged(stabilize)(detection=detection, previous=previous,
+                                      models_run_id=mode.models_run_id, work_dir=work)
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
-                             work_dir=work, trusted=check.trusted, task=design.task)
+                             work_dir=work, trusted=check.trusted, task=design.task,
+                             text=bool(design.plan.text))
     evaluation = staged(evaluate)(
         snapshot=snapshot, design=design, decided=decided, label=spec.label,
         test_source=spec.test, holdout=spec.eval_holdout,

@@ -67,15 +67,17 @@ def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool,
 
 
 def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
-            task: str = "classification") -> pd.Series:
+            task: str = "classification", text: bool = False) -> pd.Series:
     """The action per row by the policy: the most severe action among the row's issues.
 
     A label issue under `relabel` becomes `relabel` only where `safe_relabel` holds; otherwise it
     gets `policy.relabel_fallback`. A model too weak to judge labels (`trusted` false) changes
     and drops nothing for label issues: they go to review. Exact copies are kept (flagged) when
     they are more than `policy.max_duplicate_share` of the rows. A label issue on an ambiguous row
-    (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel. `policy.auto_fix` false
-    changes and drops nothing at all."""
+    (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel. When a feature is free
+    text (`text`), a label issue that would be dropped gets `policy.label_with_text` instead (a
+    relabel the user asked for and `safe_relabel` allows stays). `policy.auto_fix` false changes
+    and drops nothing at all."""
     level = np.zeros(len(issues), dtype=np.int8)
     safe = safe_relabel(issues, policy, trusted, task)
     copies_common = "is_exact_duplicate_issue" in issues and (
@@ -99,6 +101,8 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
         if issue_type == "label" and "is_ambiguous" in issues and action in ("relabel", "drop"):
             ambiguous = issues["is_ambiguous"].astype("boolean").fillna(False).to_numpy(bool)
             this = np.where(ambiguous, SEVERITY[policy.ambiguous], this)
+        if issue_type == "label" and text:
+            this = np.where(this == SEVERITY["drop"], SEVERITY[policy.label_with_text], this)
         level = np.where(flagged, np.maximum(level, this), level)
     if not policy.auto_fix:
         level = np.minimum(level, SEVERITY["review"])
@@ -107,10 +111,10 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
 
 
 def apply_policy(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
-                 task: str = "classification") -> pd.DataFrame:
+                 task: str = "classification", text: bool = False) -> pd.DataFrame:
     """Add `action`, `final_label` (the label the clean table carries) and `decided_by`."""
     out = issues.copy()
-    out["action"] = actions(out, policy, trusted, task)
+    out["action"] = actions(out, policy, trusted, task, text)
     relabel = out["action"] == "relabel"
     out["final_label"] = out["given_label"].where(~relabel, out["suggested_label"]).astype("str")
     out["decided_by"] = pd.Series("policy", index=out.index, dtype="str")
@@ -150,11 +154,12 @@ def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None,
 
 @stage("decide")
 def decide(detection: Detection, policy: Policy, decisions: TableRef | None, work_dir: str,
-           trusted: bool = True, task: str = "classification") -> Decided:
+           trusted: bool = True, task: str = "classification", text: bool = False) -> Decided:
     """Add `action`, `final_label`, `decided_by` to the issues frame: policy, then decisions.
-    `trusted`: whether the model passed its check (estimate.check_model)."""
+    `trusted`: whether the model passed its check (estimate.check_model); `text`: whether a
+    feature is free text (see `actions`)."""
     logger = get_run_logger()
-    issues = apply_policy(detection.issues.read(), policy, trusted, task)
+    issues = apply_policy(detection.issues.read(), policy, trusted, task, text)
     issues, orphans = apply_decisions(issues, decisions.read() if decisions else None, task)
     if orphans:
         shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")

@@ -538,6 +538,13 @@ def row_keys(features: pd.DataFrame, labels: pd.Series) -> tuple[np.ndarray, np.
     return key, copy_key
 
 
+def data_hashes(features: pd.DataFrame) -> np.ndarray:
+    """A hash of each row's feature values as 16 hex digits (`issues.data_hash`): whether a
+    row's data changed between runs (tasks/incremental.py)."""
+    key, _ = row_keys(features, pd.Series([None] * len(features), dtype=object))
+    return np.array([f"{int(k):016x}" for k in key], dtype=object)
+
+
 def exact_duplicates(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     """Exact copies: rows whose feature values and label are identical to an earlier row's
     (every copy after the first is flagged, so dropping them keeps one), and conflicting labels:
@@ -731,6 +738,7 @@ def detect(
         design.unlabeled.read() if design.unlabeled is not None else None,
         unlabeled_probs.read() if unlabeled_probs is not None else None,
         design.tag_delimiter)
+    frame["data_hash"] = data_hashes(features)
     if consensus_rows is not None:
         at = frame.columns.get_loc("suggested_label_agreement") + 1
         for offset, (col, values) in enumerate(consensus_rows.read().items()):

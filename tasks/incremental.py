@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import stage
 from tasks.choose import ModelChoice
+from tasks.detect import Detection, data_hashes, health, summarize
 from tasks.featurize import Design, FeaturePlan, prepare_frame
 from tasks.ingest import Snapshot
 from tasks.spec import DatasetSpec, Incremental, duration_seconds
@@ -121,14 +122,6 @@ def estimation_fingerprint(spec: DatasetSpec) -> str:
     payload = spec.model_dump(mode="json", include=set(ESTIMATION_SETTINGS))
     payload["_"] = [FORMAT, version("scikit-learn")]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def data_hashes(features: pd.DataFrame) -> np.ndarray:
-    """A hash of each row's feature values as 16 hex digits (tasks/detect.row_keys)."""
-    from tasks.detect import row_keys
-
-    key, _ = row_keys(features, pd.Series([None] * len(features)))
-    return np.array([f"{int(k):016x}" for k in key], dtype=object)
 
 
 def label_texts(design: Design, y: np.ndarray) -> np.ndarray:
@@ -333,7 +326,8 @@ def plan_mode(spec: DatasetSpec, snapshot: Snapshot, design: Design, stored: Sto
     logger = get_run_logger()
     store = stored.store
     pos = codes = None
-    if store is not None and design.embeddings is None:
+    if store is not None and design.embeddings is None and store.task == design.task and \
+            design.task != "multilabel":
         rows = store.rows.read(columns=["row_id", "data_hash", "label"])
         ids, hashes, labels = _current_rows(snapshot, design, store.plan)
         pos, codes = match_rows(rows["row_id"].to_numpy(), rows["data_hash"].to_numpy(),
@@ -361,7 +355,8 @@ def keep_models(snapshot: Snapshot, design: Design, choice: ModelChoice,
     """Keep a full run's estimation for incremental runs: the fold models (written by the
     estimate-fold tasks), the encoder, and the scored rows' out-of-fold probabilities."""
     models = {m: tuple(p.model for p in parts.get(m, [])) for m in choice.fitted}
-    if any(not refs or any(r is None for r in refs) for refs in models.values()) or (
+    missing = any(not refs or any(r is None for r in refs) for refs in models.values())
+    if missing or (
             design.encoder is None and design.embeddings is None):
         get_run_logger().info("the fold models were not kept: incremental runs need a full "
                               "run first")
@@ -427,3 +422,97 @@ def incremental_pred_probs(snapshot: Snapshot, design: Design, store: ModelStore
     return IncrementalProbs(pred_probs=write_array(probs.astype(dtype), Path(work_dir),
                                                    "pred_probs"),
                             unlabeled=unlabeled, n_rescored=len(redo))
+
+
+# ---- stable verdicts ----------------------------------------------------------------------------
+
+VERDICT_COLUMNS = ("row_id", "given_label", "data_hash", "label_score", "suggested_label",
+                   "is_label_issue")
+
+
+class PreviousVerdicts(BaseModel):
+    """The dataset's previous completed run: its id, whose models scored it, its rows' label
+    verdicts (VERDICT_COLUMNS)."""
+
+    model_config = ConfigDict(frozen=True)
+    run_id: str
+    models_run_id: str | None = None
+    rows: TableRef
+
+
+def previous_verdicts(db: Path, dataset: str, work_dir: Path) -> PreviousVerdicts | None:
+    """The latest completed run's label verdicts, as a content-addressed table."""
+    runs = read_dicts(db, "runs", "SELECT * FROM runs WHERE dataset = ? AND status = "
+                      "'completed' ORDER BY finished_at DESC NULLS LAST LIMIT 1", [dataset])
+    if not runs:
+        return None
+    rows = read_dicts(db, "issues", f"SELECT {', '.join(VERDICT_COLUMNS)} FROM issues WHERE "
+                      "run_id = ?", [runs[0]["run_id"]])
+    frame = pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
+    return PreviousVerdicts(run_id=runs[0]["run_id"], models_run_id=runs[0].get("models_run_id"),
+                            rows=write_table(frame.astype(object).where(frame.notna(), None),
+                                             Path(work_dir), "verdicts"))
+
+
+@stage("load-verdicts", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
+def load_verdicts(db: str, dataset: str, work_dir: str) -> PreviousVerdicts | None:
+    """The previous run's label verdicts (an incremental run keeps those of unchanged rows)."""
+    try:
+        return previous_verdicts(Path(db), dataset, Path(work_dir))
+    except Exception as exc:  # noqa: BLE001 - an older warehouse without data_hash: no pinning
+        get_run_logger().info("no earlier verdicts to keep (%s)", exc)
+        return None
+
+
+def pin_verdicts(current: pd.DataFrame, previous: pd.DataFrame) -> np.ndarray:
+    """Which current rows keep the previous run's label verdict, and set it: rows whose given
+    label, feature values and out-of-fold probabilities (label score, suggested label) are as
+    they were. Confident learning's per-class thresholds move a little whenever rows join, which
+    would otherwise flip an unchanged row at the margin. Returns the pinned rows' mask."""
+    prev = previous.drop_duplicates("row_id", keep="last").set_index("row_id")
+    at = prev.index.get_indexer(current["row_id"].astype(str))
+    found = at >= 0
+    safe = np.where(found, at, 0)
+
+    def same(col: str) -> np.ndarray:
+        a = current[col].astype(object).to_numpy()
+        b = prev[col].astype(object).to_numpy()[safe]
+        return np.array([x == y or (x is None and y is None) for x, y in zip(a, b, strict=True)])
+
+    score_now = pd.to_numeric(current["label_score"], errors="coerce").to_numpy(dtype=float)
+    score_then = pd.to_numeric(prev["label_score"], errors="coerce").to_numpy(dtype=float)[safe]
+    flag_then = prev["is_label_issue"].astype("boolean").to_numpy()[safe]
+    pinned = (found & same("given_label") & same("data_hash") & same("suggested_label")
+              & np.isfinite(score_now) & (np.abs(score_now - score_then) <= 1e-6)
+              & ~pd.isna(flag_then))
+    return pinned
+
+
+@stage("stabilize")
+def stabilize(detection: Detection, previous: PreviousVerdicts | None,
+              models_run_id: str | None, work_dir: str) -> Detection:
+    """An incremental run's label verdicts: an earlier row scored by the same fold models as in
+    the previous run, whose data, label and probabilities did not change, keeps that run's
+    `is_label_issue` (pin_verdicts); every other row keeps this run's."""
+    if previous is None or previous.models_run_id != models_run_id or models_run_id is None:
+        return detection
+    frame = detection.issues.read()
+    prev = previous.rows.read()
+    pinned = pin_verdicts(frame, prev)
+    prev_flags = prev.drop_duplicates("row_id", keep="last").set_index("row_id")[
+        "is_label_issue"].astype("boolean")
+    kept = prev_flags.reindex(frame["row_id"].astype(str)).to_numpy()
+    now = frame["is_label_issue"].astype("boolean").to_numpy()
+    changed = pinned & (pd.array(kept, dtype="boolean") != pd.array(now, dtype="boolean")
+                        ).fillna(False).to_numpy(bool)
+    get_run_logger().info("stable verdicts: %d earlier rows keep their label verdict (%d would "
+                          "have flipped with the thresholds of the grown data)",
+                          int(pinned.sum()), int(changed.sum()))
+    if not changed.any():
+        return detection
+    flags = frame["is_label_issue"].astype("boolean").copy()
+    flags[changed] = pd.array(kept, dtype="boolean")[changed]
+    frame["is_label_issue"] = flags
+    return detection.model_copy(update={
+        "issues": write_table(frame, Path(work_dir), "issues"),
+        "summary": tuple(summarize(frame)), "health_score": health(frame)})

@@ -332,6 +332,42 @@ def label_original_column(label: str, columns: list[str]) -> str:
     return name
 
 
+VERDICT_REASONS = ("label changed", "data changed", "reviewed", "model changed",
+                   "neighbours changed")
+
+
+def verdict_changes(con: duckdb.DuckDBPyConnection, dataset: str, run_id: str,
+                    issues_path: str, models_run_id: str | None) -> tuple[int | None, str]:
+    """How many rows of the dataset's previous completed run changed verdict in this one (their
+    label-issue flag or their action), and why, in this order: their given label changed, their
+    feature values changed (`data_hash`), a reviewer's decision, the model changed (another
+    estimation scored them: `models_run_id`), else `neighbours changed` (rows that joined or
+    changed moved a kNN, duplicate or class-level check). (None, "") with no previous run."""
+    prev = con.execute("SELECT run_id, models_run_id FROM runs WHERE dataset = ? AND status = "
+                       "'completed' AND run_id <> ? ORDER BY finished_at DESC NULLS LAST LIMIT 1",
+                       [dataset, run_id]).fetchall()
+    if not prev:
+        return None, ""
+    prev_id, prev_models = prev[0]
+    model_changed = models_run_id is None or prev_models != models_run_id
+    have = {name for name, _ in _describe(con, "SELECT * FROM read_parquet(?)", [issues_path])}
+    if not {"row_id", "given_label", "is_label_issue", "action"} <= have:
+        return None, ""
+    current = ("(SELECT *" + "".join(f", NULL::VARCHAR AS {c}" for c in ("data_hash",
+               "decided_by") if c not in have) + " FROM read_parquet(?))")
+    counts = dict(con.execute(
+        "SELECT CASE WHEN p.given_label IS DISTINCT FROM CAST(c.given_label AS VARCHAR) THEN "
+        "'label changed' WHEN p.data_hash <> c.data_hash THEN 'data changed' "
+        "WHEN p.decided_by IS DISTINCT FROM c.decided_by OR c.decided_by = 'review' THEN "
+        "'reviewed' WHEN ? THEN 'model changed' ELSE 'neighbours changed' END AS why, count(*) "
+        f"FROM issues p JOIN {current} c ON p.row_id = CAST(c.row_id AS VARCHAR) "
+        "WHERE p.run_id = ? AND (coalesce(p.is_label_issue, false) <> "
+        "coalesce(c.is_label_issue, false) OR p.action IS DISTINCT FROM c.action) GROUP BY why",
+        [model_changed, issues_path, prev_id]).fetchall())
+    return sum(counts.values()), ", ".join(f"{why} {counts[why]}" for why in VERDICT_REASONS
+                                           if counts.get(why))
+
+
 def write_run(
     db: Path, run_id: str, dataset: str, label: str, snapshot: Snapshot, decided: Decided,
     validation: Validation, detection: Detection, run_row: dict,
@@ -358,6 +394,9 @@ def write_run(
         # Before the write transaction: the declared schema, then every type decision and every
         # check a value could fail (a CleansetError here leaves the warehouse as it was).
         _schema_ready(con)
+        n_changed, why_changed = verdict_changes(con, dataset, run_id, decided.table.path,
+                                                 run_row.get("models_run_id"))
+        run_row = {**run_row, "n_verdicts_changed": n_changed, "verdicts_changed": why_changed}
         issue_ddl, insert_issues = _insert_plan(con, "issues", issues_sql, issues_params)
         class_ddl, insert_classes = _insert_plan(
             con, "class_summary", "SELECT ? AS run_id, ? AS dataset, * FROM read_parquet(?)",
@@ -495,6 +534,8 @@ def write_run(
         mode_reason=run_row.get("mode_reason") or "",
         models_run_id=run_row.get("models_run_id") or "",
         n_new_rows=run_row.get("n_new_rows") or 0,
+        n_verdicts_changed=run_row.get("n_verdicts_changed"),
+        verdicts_changed=run_row.get("verdicts_changed") or "",
         n_well_labeled=n_well, flagged_slices=flagged_slices,
         task=run_row.get("task") or "classification", task_reason=run_row.get("task_reason") or "",
         annotators=annotators, consensus=consensus.method if consensus is not None else "",

@@ -41,7 +41,8 @@ def _issue_columns() -> list[tuple[str, str]]:
             ("suggested_tags", "VARCHAR[]"), ("tags_likely_missing", "VARCHAR[]"),
             ("tags_likely_wrong", "VARCHAR[]")]
     return [*cols, *issue_columns(), ("action", "VARCHAR"), ("final_label", "VARCHAR"),
-            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR"), ("batch_id", "VARCHAR")]
+            ("decided_by", "VARCHAR"), ("review_note", "VARCHAR"), ("batch_id", "VARCHAR"),
+            ("data_hash", "VARCHAR")]
 
 
 TABLES: dict[str, list[tuple[str, str]]] = {

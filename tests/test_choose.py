@@ -121,6 +121,15 @@ def test_relabel_needs_confidence_agreement_and_a_trusted_model():
     assert out["final_label"].tolist() == ["b", "a", "a", "a"]
 
 
+def test_label_issues_on_text_go_to_review_unless_set():
+    issues = label_issue_rows([0.99, 0.6], [1.0, 0.3])
+    issues["is_invalid_issue"] = [False, True]  # other types keep their action on text
+    assert actions(issues, Policy(), text=True).tolist() == ["review", "drop"]
+    assert actions(issues, Policy(label_with_text="drop"), text=True).tolist() == ["drop", "drop"]
+    relabel = Policy(label="relabel")  # a relabel the user asked for, where it is safe, stays
+    assert actions(issues, relabel, text=True).tolist() == ["relabel", "drop"]
+
+
 def test_dry_run_changes_and_drops_nothing():
     issues = label_issue_rows([0.99, 0.99], [1.0, 1.0])
     issues["is_invalid_issue"] = [True, False]

@@ -92,6 +92,26 @@ def test_the_mode_is_full_when_it_should_be_and_says_why():
     assert mode(settings=nightly)[0] == "incremental"
     assert "nightly" in mode(settings=nightly, scheduled=True)[1]
     assert "incremental.enabled" in mode(settings=Incremental(enabled=False))[1]
+    assert "tag sets are re-estimated" in mode(task="multilabel")[1]
+
+
+def test_unchanged_rows_keep_their_verdict_and_changed_rows_do_not():
+    previous = pd.DataFrame({
+        "row_id": ["a", "b", "c", "d", "e"], "given_label": ["x", "x", "y", "y", "x"],
+        "data_hash": ["1", "2", "3", "4", "5"], "label_score": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "suggested_label": ["y", "y", "x", "y", "x"],
+        "is_label_issue": [True, False, True, False, None]})
+    current = pd.DataFrame({
+        "row_id": ["a", "b", "c", "d", "e", "f"], "given_label": ["x", "y", "y", "y", "x", "x"],
+        "data_hash": ["1", "2", "9", "4", "5", "6"], "label_score": [0.1, 0.2, 0.3, 0.41, 0.5,
+                                                                     0.6],
+        "suggested_label": ["y", "y", "x", "y", "x", "x"],
+        "is_label_issue": [False, False, True, True, False, False]})
+    from tasks.incremental import pin_verdicts
+
+    # a: unchanged (keeps True); b: label changed; c: data changed; d: probabilities changed;
+    # e: was not scored before; f: new
+    assert pin_verdicts(current, previous).tolist() == [True, False, False, False, False, False]
 
 
 def test_full_every_reads_durations():
@@ -164,14 +184,19 @@ def test_full_then_incremental_then_full_when_it_should(workdir):
     flipped = data.set_index("key").index[600:630][
         (data.iloc[600:630]["label"] != blobs(900, seed=1).iloc[600:630]["label"]).to_numpy()]
     assert after.loc[flipped, "is_label_issue"].mean() >= 0.5  # new rows' planted flips found
+    changed = (after.loc[old, "action"] != before["action"]).sum()
+    assert second.n_verdicts_changed == changed  # only kNN-type findings of the new rows
+    assert second.verdicts_changed in ("", f"neighbours changed {changed}")
     with duckdb.connect(db, read_only=True) as con:
-        assert con.execute("SELECT mode, models_run_id, n_new_rows, models IS NULL FROM runs "
-                           "WHERE run_id = ?", [second.run_id]).fetchall() == [
-            ("incremental", first.run_id, 30, True)]
+        assert con.execute("SELECT mode, models_run_id, n_new_rows, models IS NULL, "
+                           "n_verdicts_changed FROM runs WHERE run_id = ?",
+                           [second.run_id]).fetchall() == [
+            ("incremental", first.run_id, 30, True, changed)]
 
     forced = clean_folder(str(folder), db=db, full=True)  # --full
     assert (forced.mode, forced.mode_reason) == ("full", "--full asked for a full estimation")
     assert forced.models_run_id == forced.run_id
+    assert forced.verdicts_changed in ("",) or "model changed" in forced.verdicts_changed
 
     dogs = data.iloc[630:650].copy()  # a new class
     dogs["label"] = "dog"
@@ -188,7 +213,7 @@ def test_full_then_incremental_then_full_when_it_should(workdir):
     result = CliRunner().invoke(app, ["run", f"{folder}/", "--db", db, "--quiet"])
     assert result.exit_code == 0, result.output
     assert f"mode: incremental (10 new and 0 changed of 910 rows (1.1%) scored by the fold " \
-           f"models of run {fourth.run_id})" in result.output
+           f"models of run {fourth.run_id}); verdicts: " in result.output
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -130,6 +130,10 @@ def _panel(row, n: int, total: int) -> Panel:  # noqa: ANN001
     if "consensus_quality" in row and row["consensus_quality"] == row["consensus_quality"]:
         t.add_row("consensus", f"quality {row['consensus_quality']:.2f}, "
                                f"{row['annotator_agreement']:.0%} of annotators agree")
+    if row.get("plausible_labels") and row["plausible_labels"] == row["plausible_labels"]:
+        t.add_row("plausible", f"{row['plausible_labels']} (ambiguous: several labels fit)")
+    if str(row.get("is_well_labeled")) == "True":
+        t.add_row("trust", "well labeled: the model and the neighbours agree with the label")
     t.add_row("why", str(row["reason"]))
     t.add_row("policy", str(row["policy_action"]))
     content = [(str(c)[4:], v) for c, v in row.items() if str(c).startswith("row.")]

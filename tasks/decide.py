@@ -76,8 +76,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
     they are more than `policy.max_duplicate_share` of the rows. A label issue on an ambiguous row
     (tasks/trust.py) gets `policy.ambiguous` instead of drop or relabel. When a feature is free
     text (`text`), a label issue that would be dropped gets `policy.label_with_text` instead (a
-    relabel the user asked for and `safe_relabel` allows stays). `policy.auto_fix` false changes
-    and drops nothing at all."""
+    relabel the user asked for and `safe_relabel` allows stays). A well-labeled row gets at least
+    `policy.well_labeled` (keep by default). `policy.auto_fix` false changes and drops nothing
+    at all."""
     level = np.zeros(len(issues), dtype=np.int8)
     safe = safe_relabel(issues, policy, trusted, task)
     copies_common = "is_exact_duplicate_issue" in issues and (
@@ -104,6 +105,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
         if issue_type == "label" and text:
             this = np.where(this == SEVERITY["drop"], SEVERITY[policy.label_with_text], this)
         level = np.where(flagged, np.maximum(level, this), level)
+    if policy.well_labeled != "keep" and "is_well_labeled" in issues:
+        certified = issues["is_well_labeled"].astype("boolean").fillna(False).to_numpy(bool)
+        level = np.where(certified, np.maximum(level, SEVERITY[policy.well_labeled]), level)
     if not policy.auto_fix:
         level = np.minimum(level, SEVERITY["review"])
     names = np.array(sorted(SEVERITY, key=SEVERITY.get), dtype=object)

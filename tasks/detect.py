@@ -356,9 +356,9 @@ def unlabeled_columns(
     quarantined) are flagged and get the suggested label and its confidence from
     `unlabeled_probs` (their rows in `unlabeled` order; score: that confidence, 0 without one);
     every classification row with probabilities gets its ActiveLab `active_learning_score`
-    (cleanlab.multiannotator.get_active_learning_scores: lower = (re)label it first; labeled and
-    unlabeled scores are comparable)."""
-    from cleanlab.multiannotator import get_active_learning_scores
+    (cleanlab.multiannotator.get_active_learning_scores, vectorised: annotators.activelab_scores;
+    lower = (re)label it first; labeled and unlabeled scores are comparable)."""
+    from tasks.annotators import activelab_scores
 
     out = frame.copy()
     n = len(out)
@@ -375,9 +375,8 @@ def unlabeled_columns(
         return out
     have = unlabeled_probs is not None and len(unlabeled) and len(unlabeled_probs) == len(
         unlabeled)
-    scores, scores_unlabeled = get_active_learning_scores(
-        np.asarray(labels, dtype=np.float64).reshape(-1, 1), pred_probs.astype(np.float64),
-        unlabeled_probs.astype(np.float64) if have else None)
+    scores, scores_unlabeled = activelab_scores(labels, pred_probs,
+                                                unlabeled_probs if have else None)
     out.loc[positions, "active_learning_score"] = scores
     if have:
         out.loc[unlabeled, "active_learning_score"] = scores_unlabeled

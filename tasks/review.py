@@ -86,6 +86,11 @@ def reasons(issues: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
                 text += f" -> {issues['suggested_label'].iloc[i]!r}" + (
                     "" if pd.isna(confidence) else f" ({confidence:.2f})")
             parts.iloc[i].append(text)
+    if "is_ambiguous" in issues and "plausible_labels" in issues:  # a judgement call, not an
+        # error: several labels are plausible
+        ambiguous = issues["is_ambiguous"].astype("boolean").fillna(False).to_numpy(bool)
+        for i in np.flatnonzero(ambiguous):
+            parts.iloc[i].append(f"ambiguous ({issues['plausible_labels'].iloc[i]})")
     return parts.map("; ".join), pd.Series(severity, index=issues.index)
 
 
@@ -134,6 +139,11 @@ def review_queue(db: Path, dataset: str | None = None, top: int | None = None,
         "active_learning_score": (issues["active_learning_score"].round(4)
                                   if "active_learning_score" in issues else np.nan),
     })
+    for col in ("plausible_labels", "is_well_labeled"):  # trust (tasks/trust.py)
+        if col in issues:
+            queue.insert(queue.columns.get_loc("reason") + 1, col,
+                         issues[col].where(issues[col].notna(), None)
+                         if col == "plausible_labels" else issues[col])
     if task == "multilabel":  # the tags the suggestion adds and removes, as text
         queue.attrs["delimiter"] = delimiter
         at = queue.columns.get_loc("suggested_label") + 1

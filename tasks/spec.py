@@ -88,6 +88,10 @@ class _PolicySettings(BaseModel):
         "review", description="the action for a label issue that would be dropped when a "
         "feature is free text: on text, confident-looking flags are often hard, right rows "
         "(measured on the design half of bench/do_no_harm.py)")
+    well_labeled: Literal["keep", "review"] = Field(
+        "keep", description="the action for a row certified well-labeled (is_well_labeled: a "
+        "reviewer can skip it); review: put certified rows in the review queue too (spot "
+        "checks); another issue of the row still gets its own action")
     max_duplicate_share: float = Field(
         0.01, ge=0.0, le=1.0, description="exact copies are dropped only while they are at most "
         "this share of the rows; above it they are kept (flagged)")
@@ -394,9 +398,13 @@ class DatasetSpec(BaseModel):
                 "column is a new column cleanset writes the consensus label to; leave label out "
                 f"(the consensus goes to {CONSENSUS_LABEL!r}) or name a column the data does "
                 "not have")
-        if self.task == "regression":
+        if self.label_columns:
+            raise ValueError("annotators and label_columns cannot be combined: give one label "
+                             "column per annotator (annotators) or one 0/1 column per tag "
+                             "(label_columns)")
+        if self.task in ("regression", "multilabel"):
             raise ValueError("annotators (several labels per row) work for classification "
-                             "only; drop task: regression or the annotators")
+                             f"only; drop task: {self.task} or the annotators")
         used = sorted(set(self.annotators) & {*self.text, *(self.features or ()), *self.slices,
                                                *self.pred_prob_columns, *self.roles,
                                                *([self.group, self.id] if self.group else

@@ -110,10 +110,32 @@ def summary_table(con: duckdb.DuckDBPyConnection, run_id: str, dataset: str) -> 
     if this.get("left_out"):  # data columns not used as features (nested, all empty)
         table.append({"metric": "columns left out", "this run": "; ".join(this["left_out"]),
                       "previous run": "", "change": ""})
+    cols = set(column_names(con, "issues"))
+    if {"is_well_labeled", "is_ambiguous"} <= cols:  # trust (tasks/trust.py)
+        trust = con.execute(
+            "SELECT count(*) FILTER (WHERE is_well_labeled), count(*) FILTER (WHERE "
+            "is_ambiguous) FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
+        before = con.execute(
+            "SELECT count(*) FILTER (WHERE is_well_labeled), count(*) FILTER (WHERE "
+            "is_ambiguous) FROM issues WHERE run_id = ?", [prev_id]).fetchall()[0] if (
+                prev_id) else (None, None)
+        for name, now, was in (("well-labeled rows (a reviewer can skip them)", trust[0],
+                                before[0]), ("ambiguous rows", trust[1], before[1])):
+            table.append({"metric": name, "this run": _fmt(now), "previous run": _fmt(was),
+                          "change": _change(now, was)})
+    tables_now = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    flagged = con.execute(
+        "SELECT slice_column || '=' || slice_value || ': ' || round(100 * issue_rate, 1) || "
+        "'% vs ' || round(100 * rest_issue_rate, 1) || '%' FROM slice_summary WHERE run_id = ? "
+        "AND is_flagged ORDER BY issue_rate DESC", [run_id]).fetchall() if (
+            "slice_summary" in tables_now) else []
+    if flagged:  # slices with clearly worse labels (label-issue rate vs the rest)
+        table.append({"metric": "flagged slices", "this run": "; ".join(r[0] for r in flagged),
+                      "previous run": "", "change": ""})
     rated = con.execute(
         "SELECT annotator, annotator_quality FROM annotator_summary WHERE run_id = ? ORDER BY "
-        "annotator_quality, annotator", [run_id]).fetchall() if "annotator_summary" in {
-            r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()} else []
+        "annotator_quality, annotator", [run_id]).fetchall() if (
+            "annotator_summary" in tables_now) else []
     if rated:  # several annotators: CROWDLAB's quality of each, the weakest first
         table.append({"metric": "annotators (CROWDLAB quality, weakest first)",
                       "this run": "; ".join(f"{a} {q:.3f}" for a, q in rated),

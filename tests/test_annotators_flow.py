@@ -12,7 +12,7 @@ import pytest
 from flows.clean import clean_dataset
 from tasks.annotators import annotation_codes, annotation_texts, majority_vote
 from tasks.report import report_path
-from tasks.review import record_decisions
+from tasks.review import record_decisions, review_queue
 from tasks.spec import DatasetSpec
 from tasks.summary import summary_table
 
@@ -84,6 +84,10 @@ def test_consensus_is_the_label_annotators_are_rated_and_a_warehouse_is_shared(w
     with duckdb.connect(db, read_only=True) as con:  # the run summary artifact's table
         table = {r["metric"]: r["this run"] for r in summary_table(con, summary.run_id, "rated")}
     assert table["annotators (CROWDLAB quality, weakest first)"].startswith("rand ")
+    assert "well-labeled rows (a reviewer can skip them)" in table and "ambiguous rows" in table
+    _, queue = review_queue(workdir / "w.duckdb", "rated", order="priority")
+    assert {"consensus_quality", "annotator_agreement", "plausible_labels", "is_well_labeled",
+            "row.ann", "row.rand"} <= set(queue.columns)
     page = report_path(workdir / "w.duckdb", "rated", summary.run_id).read_text()
     assert 'id="annotators"' in page and "CROWDLAB" in page
 

@@ -73,3 +73,24 @@ def test_an_ambiguous_label_issue_is_reviewed_not_dropped_or_relabelled() -> Non
     assert apply_policy(issues, Policy(ambiguous="drop"))["action"].tolist()[1] == "drop"
     untrusted = apply_policy(issues, Policy(ambiguous="drop"), trusted=False)
     assert untrusted["action"].tolist()[:2] == ["review", "review"]
+
+
+def test_well_labeled_rows_are_kept_or_spot_checked_and_the_queue_lists_plausible_labels():
+    from tasks.decide import apply_policy
+    from tasks.review import reasons
+    from tasks.spec import Policy
+
+    issues = pd.DataFrame({
+        "row_id": ["a", "b", "c"], "given_label": ["x", "x", "y"],
+        "suggested_label": ["x", "y", "y"], "suggested_label_confidence": [0.99, 0.55, 0.9],
+        "suggested_label_agreement": [1.0, 1.0, 1.0],
+        "is_label_issue": pd.array([False, False, False], dtype="boolean"),
+        "label_score": [0.99, 0.45, 0.9], "is_well_labeled": [True, False, False],
+        "is_ambiguous": [False, True, False], "plausible_labels": [None, "y|x", None]})
+    assert apply_policy(issues, Policy())["action"].tolist() == ["keep", "keep", "keep"]
+    spot = apply_policy(issues, Policy(well_labeled="review"))
+    assert spot["action"].tolist() == ["review", "keep", "keep"]
+    assert apply_policy(issues, Policy(well_labeled="review", auto_fix=False))[
+        "action"].tolist()[0] == "review"
+    why, _ = reasons(issues)
+    assert why.tolist() == ["", "ambiguous (y|x)", ""]

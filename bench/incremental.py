@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--model", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     import duckdb
@@ -112,7 +114,7 @@ def main() -> None:
                 "load_1m": round(os.getloadavg()[0], 2)}
             nights.append(row)
             print(f"{night:>5} {row['rows']:>6} {row['incremental_s']:>7.1f} "
-                  f"{row['full_s']:>7.1f} {row['ratio']:>6.2f}  {inc.mode}; "
+                  f"{row['full_s']:>7.1f} {row['ratio']:>6.2f}  {inc.mode} ({inc.mode_reason}); "
                   f"{inc.n_verdicts_changed} ({inc.verdicts_changed or '-'}) | "
                   f"{full.n_verdicts_changed} ({full.verdicts_changed or '-'})", flush=True)
     truth = dict(zip(frame["key"], flipped, strict=True))
@@ -133,7 +135,7 @@ def main() -> None:
         flags_of[arm] = dict(zip(keys, flags, strict=True))
         scores[arm] = {"f1_all": f1(flags, true), "f1_daily_batches": f1(flags[new], true[new]),
                        "flagged": int(flags.sum())}
-    agree = statistics.mean(flags_of["incremental"][k] == flags_of["full"][k]
+    agree = statistics.mean(float(flags_of["incremental"][k] == flags_of["full"][k])
                             for k in flags_of["full"])
     later = [r for r in nights if r["night"] > 0]
     inc_nights = [r for r in later if r["mode"] == "incremental"]

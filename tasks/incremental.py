@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from tasks.caching import stage
 from tasks.choose import ModelChoice
@@ -70,6 +70,12 @@ class ModelStore(BaseModel):
     rows: TableRef  # row_id, data_hash, label, fold, p0..p{K-1} of the scored rows
     encoder: ObjectRef | None = None  # the fitted feature encoding (linear families' input)
     models: dict[str, tuple[ObjectRef, ...]] = {}  # fitted model -> its fold models
+
+    @field_validator("choice")
+    @classmethod
+    def _without_screening(cls, choice: ModelChoice) -> ModelChoice:
+        """The screening table is in `model_screening`; its NaN/inf would not survive JSON."""
+        return choice.model_copy(update={"screening": ()})
 
     @property
     def files(self) -> list[str]:
@@ -284,8 +290,9 @@ def latest_models(db: Path, dataset: str) -> StoredModels:
             continue
         try:
             store = ModelStore.model_validate_json(r["models"])
-        except ValueError:
-            return StoredModels(note=f"the stored models of run {r['run_id']} are unreadable")
+        except ValueError as exc:
+            return StoredModels(note=f"the stored models of run {r['run_id']} are unreadable "
+                                f"({str(exc).splitlines()[0]})")
         if store.format != FORMAT:
             return StoredModels(note=f"the stored models of run {r['run_id']} have an older "
                                 "format")
@@ -369,7 +376,8 @@ def keep_models(snapshot: Snapshot, design: Design, choice: ModelChoice,
         table[f"p{k}"] = probs[:, k]
     rows = write_table(table, Path(work_dir), "models")
     return ModelStore(dataset=dataset, created_at=datetime.now(UTC), fingerprint=fingerprint,
-                      task=design.task, classes=design.classes, plan=design.plan, choice=choice,
+                      task=design.task, classes=design.classes, plan=design.plan,
+                      choice=choice,
                       n_folds=design.n_folds, rows=rows, encoder=design.encoder, models=models)
 
 

@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.annotators import crowdlab, encode_annotations, long_to_wide, majority_vote
+from tasks.annotators import (
+    activelab_scores,
+    crowdlab,
+    encode_annotations,
+    long_to_wide,
+    majority_vote,
+)
 from tasks.errors import CleansetError
 
 ACCURACY = {"ann": 0.95, "bob": 0.85, "cy": 0.7, "dee": 0.5, "rand": 1 / 3}
@@ -61,6 +67,26 @@ def test_long_form_and_rows_nobody_labeled():
         encode_annotations(pd.DataFrame({"x": ["a", None, "b"], "y": ["b", None, "a"]}))
     with pytest.raises(CleansetError, match="'rater'"):
         long_to_wide(long, "id", "rater", "label")
+
+
+@pytest.mark.parametrize(("k", "with_unlabeled"), [(2, True), (3, False), (5, True)])
+def test_activelab_scores_match_cleanlab(k, with_unlabeled):
+    from cleanlab.multiannotator import get_active_learning_scores
+
+    rng = np.random.default_rng(k)
+    probs = rng.dirichlet(np.ones(k) * 0.5, size=300)
+    probs[:5] = np.eye(k)[rng.integers(0, k, 5)]  # exact zeros: cleanlab clips them
+    labels = rng.integers(0, k, 300)
+    labels[:k] = np.arange(k)  # every class present
+    unlabeled = rng.dirichlet(np.ones(k), size=40) if with_unlabeled else None
+    if with_unlabeled:
+        unlabeled[0] = np.eye(k)[0]
+    ours, ours_unlabeled = activelab_scores(labels, probs, unlabeled)
+    theirs, theirs_unlabeled = get_active_learning_scores(
+        labels.astype(np.float64).reshape(-1, 1), probs, unlabeled)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    assert len(ours_unlabeled) == len(theirs_unlabeled)
+    np.testing.assert_allclose(ours_unlabeled, theirs_unlabeled, rtol=0, atol=1e-12)
 
 
 # ---- the pipeline's pure side: vote, consensus, settings -------------------------------------

@@ -63,6 +63,17 @@ def _store(**kw) -> ModelStore:  # noqa: ANN003
     return ModelStore(**{**values, **kw})
 
 
+def test_the_stored_models_survive_their_json_in_runs_models():
+    from tasks.choose import ModelChoice, Screened
+
+    nan = float("nan")
+    screened = Screened(model="hgb", rows=10, log_loss=nan, accuracy=nan, seconds=1.0,
+                        projected_seconds=float("inf"), within_budget=False)
+    store = _store(choice=ModelChoice(models=("logreg",), weights=(1.0,), reason="r",
+                                      screening=(screened,)))
+    assert ModelStore.model_validate_json(store.model_dump_json()) == store
+
+
 def test_the_mode_is_full_when_it_should_be_and_says_why():
     now = datetime(2026, 1, 2, tzinfo=UTC)
     stored = StoredModels(run_id="r1", store=_store())

@@ -137,6 +137,8 @@ class PerTag:
                 self.fitted.append(float(column[0]) if len(column) else 0.0)
                 continue
             clf = make_model(self.model, self.plan, self.seed)
+            if isinstance(clf, LogisticRegression):  # binary: liblinear, 2-4x faster on TF-IDF
+                clf.set_params(solver="liblinear")
             clf.fit(X, column)
             self.fitted.append(clf)
         return self

@@ -299,7 +299,7 @@ class DatasetSpec(BaseModel):
         "auto", description="auto: measured on a sample of the data (see tasks/choose.py)")
     budget: float | None = Field(
         None, gt=0, description="seconds the model fits may take (projected from the screening); "
-        "default: 3x logistic regression's, at least 30 s")
+        "default: 3x logistic regression's, at least 30 s (tag sets: at least 10 s)")
     prune: Literal["auto", "off", "replace", "average"] = Field(
         "auto", description="second pass without first-pass flagged rows (auto: off)")
     roles: dict[str, Literal["numeric", "categorical", "text", "datetime", "high_cardinality",

@@ -435,7 +435,7 @@ def incremental_pred_probs(snapshot: Snapshot, design: Design, store: ModelStore
 # ---- stable verdicts ----------------------------------------------------------------------------
 
 VERDICT_COLUMNS = ("row_id", "given_label", "data_hash", "label_score", "suggested_label",
-                   "is_label_issue")
+                   "is_label_issue", "label_evidence")
 
 
 class PreviousVerdicts(BaseModel):
@@ -521,6 +521,12 @@ def stabilize(detection: Detection, previous: PreviousVerdicts | None,
     flags = frame["is_label_issue"].astype("boolean").copy()
     flags[changed] = pd.array(kept, dtype="boolean")[changed]
     frame["is_label_issue"] = flags
+    if "label_evidence" in frame and "label_evidence" in prev:  # why it was flagged, kept too
+        evidence = prev.drop_duplicates("row_id", keep="last").set_index("row_id")[
+            "label_evidence"].reindex(frame["row_id"].astype(str)).to_numpy(dtype=object)
+        now_evidence = frame["label_evidence"].to_numpy(dtype=object).copy()
+        now_evidence[changed] = evidence[changed]
+        frame["label_evidence"] = pd.Series(now_evidence, index=frame.index, dtype=object)
     return detection.model_copy(update={
         "issues": write_table(frame, Path(work_dir), "issues"),
         "summary": tuple(summarize(frame)), "health_score": health(frame)})

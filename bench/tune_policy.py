@@ -165,6 +165,28 @@ def retrain(all_cases: list, tau: float, nu: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def flag_grid(all_cases: list) -> dict[str, float]:
+    """Mean label-issue F1 (noisy cases) of confident learning's flags as run, against those
+    plus every row whose suggested label differs from the given one (tasks/detect.py's
+    `label_evidence: disagreement`), for the original shapes and `feature_dependent_rf` apart."""
+    from tasks.sample import precision_recall
+
+    out: dict[str, list[float]] = {}
+    for _, noise, rows, _ in all_cases:
+        if noise == "none":
+            continue
+        mask = rows["is_planted"].to_numpy(dtype=bool)
+        flag = rows["is_label_issue"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+        confident = flag & (rows["label_evidence"].to_numpy(dtype=object) != "disagreement") \
+            if "label_evidence" in rows else flag
+        differs = (rows["suggested_label"].astype(str) != rows["given_label"].astype(str)
+                   ).to_numpy() & rows["label_score"].notna().to_numpy()
+        group = "fd_rf" if noise == "feature_dependent_rf" else "original"
+        for name, f in (("confident", confident), ("confident|disagreement", confident | differs)):
+            out.setdefault(f"{group} {name}", []).append(precision_recall(f, mask)[2])
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -178,6 +200,8 @@ def main() -> None:
     grid = relabel_grid(all_cases)
     pd.set_option("display.width", 160)
     print(grid.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nmean label-issue F1 of the flag rules:", {k: round(v, 3)
+                                                     for k, v in flag_grid(all_cases).items()})
     print("\nlabel accuracy of the kept rows vs all rows as given, per fallback variant:")
     print(accuracy_grid(all_cases).to_string(float_format=lambda v: f"{v:+.4f}"))
     if args.retrain:

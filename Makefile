@@ -22,11 +22,16 @@ demo: setup
 
 # What CI runs (.ci/run). Installs nothing outside .venv/: without chromium the report's
 # screenshot test is skipped, saying why (`make setup-chromium` to run it).
+# Two pytest-xdist workers (TEST_WORKERS=1 for one process), a test file per worker at a time
+# (--dist loadfile: a file's module fixtures, e.g. one shared warehouse, stay in one process);
+# each worker starts its own temporary Prefect server. Most of a flow test's time is spent
+# waiting on the API, so two workers on two cores take about half the time of one.
 # One OpenMP/BLAS thread per process unless set: an OpenMP pool that meets another busy process
 # spin-waits (a HistGradientBoosting fit went from 1.4 s to 29 s that way on a shared machine).
 test: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} OPENBLAS_NUM_THREADS=$${OPENBLAS_NUM_THREADS:-1} \
-		MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(UV) run --frozen pytest
+		MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} $(UV) run --frozen pytest \
+		-n $${TEST_WORKERS:-2} --dist loadfile --durations=15
 
 # The inner loop: tests that start no Prefect server, flow run or other process (under a minute;
 # tests/conftest.py marks the others `slow`). The slowest tests are listed at the end. One

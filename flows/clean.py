@@ -227,10 +227,12 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
     # The data is already published: a report that fails is a warning, not a failed run (its
     # task run shows Failed in the UI; `cleanset report` regenerates it).
     reported = report(summary, return_state=True)
+    report_error = ""
     if reported.is_failed():
+        report_error = reported.message or "failed"
         get_run_logger().warning("the HTML report failed (%s); the run is published. Regenerate "
                                  "it with `cleanset report --db %s --run %s`", reported.message,
                                  summary.db, summary.run_id)
     with warehouse_slot(spec.db_path, get_run_logger()):
         stages = record_stages(spec, summary.run_id)
-    return summary.model_copy(update={"stages": tuple(stages)})
+    return summary.model_copy(update={"stages": tuple(stages), "report_error": report_error})

@@ -155,7 +155,13 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
     from tasks.report import report_path
 
     page = report_path(Path(summary.db), summary.dataset, summary.run_id)
-    if page.exists():
+    if summary.report_error:
+        from rich.markup import escape
+
+        t.add_row("report", f"[red]failed[/red]: {escape(summary.report_error)} (the run is "
+                            f"published; `cleanset report --db {summary.db} --run "
+                            f"{summary.run_id}` retries)")
+    elif page.exists():
         t.add_row("report", str(page))
     if summary.stages:
         from tasks.timing import stage_lines, totals

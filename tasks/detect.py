@@ -200,21 +200,67 @@ def regression_issues_frame(
 # the other state passes that state's average self-confidence, which for a modest model is
 # about 0.5-0.6; over six tags a row is flagged when any tag is, so on generated data with no
 # planted flip 38-45% of the rows were flagged (the peer's: 44-45%). Chosen on the design half
-# of bench/multilabel.py (results/multilabel_design_sweep.md; mean F1 of the 4 noisy cases, and
-# the share flagged with no planted flip): 0.5 (cleanlab's flags as they are) 0.358, 38-45%;
-# 0.6 0.388, 27-34%; 0.7 0.408, 17-26%; 0.8 0.397, 8-17%; 0.9 0.340, 1-7%. 0.8: within 0.011 of
-# the best F1 with half the false flags of 0.7. Also tried there: the threshold relative to
-# confident learning's (the other state's mean self-confidence moved a share of the way to 1),
-# which adapts to a less confident model: best mean F1 0.391 at 0.25
+# of bench/multilabel.py with generated data (results/multilabel_design_sweep.md as of commit
+# 911f3a4; mean F1 of the 4 noisy cases, and the share flagged with no planted flip): 0.5
+# (cleanlab's flags as they are) 0.358, 38-45%; 0.6 0.388, 27-34%; 0.7 0.408, 17-26%; 0.8
+# 0.397, 8-17%; 0.9 0.340, 1-7%.
+# Also tried there: the threshold relative to confident learning's (the other state's mean
+# self-confidence moved a share of the way to 1): best mean F1 0.391 at 0.25
 # (results/multilabel_design_sweep_relative.md), below the absolute margin's.
+#
+# An absolute margin only means something when the probabilities are calibrated, and how sure
+# a model is depends on its regularisation: with logistic regression at C=1 chosen instead of
+# C=10, the generated text set's held-out half kept 43 flags for 150 planted flips (F1 0.155 vs
+# the peer's 0.291, bench/results/multilabel.md of 2026-12-02). So the margin reads each tag's
+# probabilities recalibrated against the given tags (Platt scaling: a logistic regression on
+# the logit of the out-of-fold probability, one per tag, two parameters, on all scored rows);
+# confident learning's own flags stay computed on the model's probabilities. On the design
+# halves of bench/multilabel.py (two real datasets and the two generated ones, 8 noisy cases:
+# `--sweep`, results/multilabel_design_sweep.md), mean F1 at margin 0.8 without -> with the
+# recalibration: the chosen model 0.417 -> 0.420, logistic regression alone at C=0.1 0.349 ->
+# 0.385, C=1 0.394 -> 0.418, C=10 0.413 -> 0.412, the peer's probabilities 0.390 -> 0.423: the
+# flag no longer hinges on which strength the screening picked. The margin stays 0.8 (chosen
+# model, recalibrated, at 0.7 / 0.75 / 0.8 / 0.85 / 0.9: 0.392 / 0.409 / 0.420 / 0.416 /
+# 0.374). A tag with fewer than MIN_CALIBRATION_ROWS rows in either state keeps its
+# probabilities.
+#
+# The label score is cleanlab's multi-label label quality score (per-tag self-confidence) on
+# the recalibrated probabilities, aggregated by the minimum over tags (cleanlab's default: an
+# exponential moving average, alpha 0.8): the row's least likely given tag state, the
+# multi-label counterpart of a class's self-confidence. Mean AUROC over the same 8 cases: 0.752
+# (cleanlab's default score) -> 0.769.
 MULTILABEL_MARGIN = 0.8
+MIN_CALIBRATION_ROWS = 10
+
+
+def calibrate_tags(Y: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """Each tag's probabilities recalibrated against the given tags (n x K, float64): Platt
+    scaling, a one-feature logistic regression on the logit of the out-of-fold probability per
+    tag. A tag with fewer than MIN_CALIBRATION_ROWS rows carrying it, or lacking it, keeps its
+    probabilities (clipped to [1e-6, 1 - 1e-6])."""
+    from sklearn.linear_model import LogisticRegression
+
+    probs = np.clip(np.asarray(pred_probs, dtype=np.float64), 1e-6, 1 - 1e-6)
+    out = probs.copy()
+    for k in range(Y.shape[1]):
+        carried = int(Y[:, k].sum())
+        if min(carried, len(Y) - carried) < MIN_CALIBRATION_ROWS:
+            continue
+        logit = np.log(probs[:, k] / (1 - probs[:, k]))[:, None]
+        platt = LogisticRegression().fit(logit, Y[:, k].astype(np.int64))
+        out[:, k] = platt.predict_proba(logit)[:, 1]
+    return np.clip(out, 1e-6, 1 - 1e-6)
 
 
 def multilabel_label_issues(Y: np.ndarray, pred_probs: np.ndarray,
-                            margin: float = MULTILABEL_MARGIN) -> pd.DataFrame:
-    """cleanlab's multi-label label issues (one-vs-rest confident learning per tag, a row
-    flagged when any of its tags is) and label quality scores, on out-of-fold per-tag
-    probabilities, plus each tag's flag: `flags` (n x K: the tag's given state is likely wrong).
+                            margin: float = MULTILABEL_MARGIN,
+                            calibrate: bool = True) -> pd.DataFrame:
+    """cleanlab's multi-label label issues (one-vs-rest confident learning per tag on the
+    out-of-fold per-tag probabilities, a row flagged when any of its tags is), kept where the
+    probabilities recalibrated per tag (calibrate_tags; `calibrate=False`: as they are) give
+    the other state at least `margin`; the label quality score (minimum over tags) and the
+    suggested set's confidence read the recalibrated probabilities too. Also each tag's flag:
+    `flags` (n x K: the tag's given state is likely wrong).
     A tag every row (or no row) carries is not checked. n_jobs=1: cleanlab's process pool was
     seen to deadlock inside a worker process."""
     from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
@@ -224,15 +270,17 @@ def multilabel_label_issues(Y: np.ndarray, pred_probs: np.ndarray,
     varied = np.flatnonzero(Y.min(axis=0) != Y.max(axis=0))
     flags = np.zeros((n, k), dtype=bool)
     score = np.ones(n, dtype=np.float64)
+    raw = np.clip(np.asarray(pred_probs, dtype=np.float64), 1e-6, 1 - 1e-6)
+    pred_probs = calibrate_tags(Y, raw) if calibrate else raw
     if len(varied):
         sub = Y[:, varied]
         labels = [np.flatnonzero(r).tolist() for r in sub]
-        probs = np.clip(pred_probs[:, varied].astype(np.float64), 1e-6, 1 - 1e-6)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             flags[:, varied] = np.asarray(find_multilabel_issues_per_class(
-                labels, probs, n_jobs=1), dtype=bool).reshape(n, len(varied))
-            score = ml_scores(labels, probs).astype(np.float64)
+                labels, raw[:, varied], n_jobs=1), dtype=bool).reshape(n, len(varied))
+            score = ml_scores(labels, pred_probs[:, varied], aggregator_kwargs={
+                "method": "exponential_moving_average", "alpha": 1.0}).astype(np.float64)
     given = Y.astype(bool)
     flags &= np.where(given, 1.0 - pred_probs, pred_probs) >= margin  # sure of the other state
     suggested = given ^ flags

@@ -92,6 +92,7 @@ class RunSummary(BaseModel):
     quarantined_batches: tuple[str, ...] = ()  # batch ids quarantined by this run
     n_replaced: int = 0  # rows of earlier batches replaced by a later batch's (same id)
     degraded: str = ""  # why the run emitted cleanset.dataset.degraded, when it did
+    report_error: str = ""  # why the HTML report failed, when it did (the run is published)
     batch_audits: tuple[dict, ...] = ()  # this run's new batches against the dataset
     #                                      (batch_audit_summary)
     annotators: tuple[dict, ...] = ()  # with several annotators: annotator_summary rows

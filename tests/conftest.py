@@ -16,6 +16,13 @@ for _k, _v in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "GX_ANALYTICS_ENABLED": "false"}.items():
     os.environ.setdefault(_k, _v)
 
+import tempfile  # noqa: E402
+
+# Each test process (each pytest-xdist worker) gets a PREFECT_HOME of its own, so the temporary
+# Prefect servers that CLI subprocesses start never share (or lock) one SQLite database, and no
+# test touches the user's ~/.prefect.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="cleanset-tests-prefect-")
+
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from tasks.decide import apply_decisions, apply_policy
-from tasks.detect import multilabel_issues_frame, multilabel_label_issues, tag_summary
+from tasks.detect import (
+    MIN_CALIBRATION_ROWS,
+    calibrate_tags,
+    multilabel_issues_frame,
+    multilabel_label_issues,
+    tag_summary,
+)
 from tasks.errors import CleansetError
 from tasks.estimate import check_multilabel, micro_f1
 from tasks.review import check_decisions
@@ -129,6 +135,55 @@ def test_flipped_tags_are_found_with_the_suggested_set_and_what_it_changes():
     assert set(decided.loc[decided["is_label_issue"].fillna(False), "action"]) == {"review"}
     relabelled = apply_policy(frame, Policy(label_multilabel="relabel"), True, "multilabel")
     assert (relabelled.loc[0, "final_label"] == row["suggested_label"])
+
+
+def squeezed(probs: np.ndarray, base: np.ndarray, keep: float) -> np.ndarray:
+    """An under-confident model: each tag's probabilities pulled towards its frequency."""
+    return base + keep * (probs - base)
+
+
+def test_an_under_confident_model_still_finds_flipped_tags_after_recalibration():
+    rng = np.random.default_rng(3)
+    n = 600
+    truth = rng.random((n, 3)) < 0.4
+    sharp = np.clip(np.where(truth, 0.95, 0.05) + rng.normal(0, 0.02, (n, 3)), 0.01, 0.99)
+    given = truth.copy()
+    given[:20, 1] = ~given[:20, 1]  # twenty rows with the second tag flipped
+    shy = squeezed(sharp, truth.mean(axis=0), 0.35)  # all between about 0.25 and 0.62
+    as_given = multilabel_label_issues(given.astype(np.int8), shy, calibrate=False)
+    assert not as_given["is_label_issue"].any()  # no tag passes the 0.8 margin as it is
+    found = multilabel_label_issues(given.astype(np.int8), shy)
+    flagged = found["is_label_issue"].to_numpy()
+    assert flagged[:20].sum() >= 18 and flagged[20:].mean() < 0.02
+    assert all(np.flatnonzero(f).tolist() == [1] for f in found["flags"][:20] if f.any())
+    # recalibration keeps each tag's order and brings the squeezed model back to sure
+    calibrated = calibrate_tags(given.astype(np.int8), shy)
+    for k in range(3):
+        assert (np.diff(calibrated[np.argsort(shy[:, k]), k]) >= -1e-12).all()
+    assert calibrated[~given[:, 0], 0].mean() < 0.1 < 0.9 < calibrated[given[:, 0], 0].mean()
+
+
+def test_a_tag_too_rare_to_recalibrate_keeps_its_probabilities():
+    rng = np.random.default_rng(4)
+    n = 200
+    Y = np.zeros((n, 2), dtype=np.int8)
+    Y[: MIN_CALIBRATION_ROWS - 1, 0] = 1  # a rare tag
+    Y[rng.random(n) < 0.5, 1] = 1
+    probs = np.column_stack([np.where(Y[:, 0] == 1, 0.6, 0.1), np.where(Y[:, 1] == 1, 0.6, 0.4)])
+    calibrated = calibrate_tags(Y, probs)
+    assert np.allclose(calibrated[:, 0], probs[:, 0])
+    assert not np.allclose(calibrated[:, 1], probs[:, 1])
+
+
+def test_the_label_score_is_the_least_likely_given_tag_state():
+    rng = np.random.default_rng(5)
+    n = 300
+    Y = (rng.random((n, 3)) < 0.5).astype(np.int8)
+    probs = np.clip(np.where(Y == 1, 0.8, 0.2) + rng.normal(0, 0.1, (n, 3)), 0.02, 0.98)
+    found = multilabel_label_issues(Y, probs)
+    calibrated = calibrate_tags(Y, probs)
+    least = np.where(Y == 1, calibrated, 1 - calibrated).min(axis=1)
+    assert np.allclose(found["label_score"].to_numpy(), least, atol=1e-6)
 
 
 def test_model_check_speaks_of_micro_f1_not_accuracy():

@@ -102,11 +102,14 @@ def load_cases(name: str, names: tuple[str, ...]) -> list[Case]:
             continue
         f = pd.read_parquet(RESULTS / "do_no_harm_rows" / name /
                             f"{row['dataset']}__{row['noise']}.parquet")
-        if "pred_probs" not in f or not row.get("classes"):
+        # the flow's class order (runs trust2_design/trust2_heldout wrote it as "classes")
+        names = row.get("class_names") or (row["classes"] if isinstance(row.get("classes"), list)
+                                           else None)
+        if "pred_probs" not in f or not names:
             raise SystemExit(f"{name}: {row['dataset']}/{row['noise']} has no out-of-fold "
                              "probabilities: rerun bench/do_no_harm.py")
         s = f["pred_probs"].notna().to_numpy()
-        index = {c: i for i, c in enumerate(row["classes"])}
+        index = {c: i for i, c in enumerate(names)}
 
         def flag(col: str, default: bool = False, s: np.ndarray = s, f: pd.DataFrame = f
                  ) -> np.ndarray:

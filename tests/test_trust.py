@@ -84,7 +84,7 @@ def test_certified_rows_are_right_on_planted_noise_and_random_noise_caps_the_cer
 
 def test_the_default_certificate_is_more_precise_where_annotators_err_like_the_model():
     """Overlapping classes, the hardest rows relabelled as they look: the earlier rule (0.95, no
-    neighbours) certified one wrong row in ten; the chosen one far fewer (not none: such errors
+    neighbours) certified 7-9% wrong rows here; the chosen one far fewer (not none: such errors
     look exactly like right rows, the limit bench/trust.py shows on moons)."""
     for seed in (0, 1):
         given, truth, probs, issue, agreement = _planted(seed, "feature_dependent", overlap=1.6)

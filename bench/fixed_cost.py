@@ -13,7 +13,10 @@ Measured, on a 1,000-row, 10-feature, 3-class CSV with 10% planted label noise:
   server's start and how long the flow still waits for it, the flow's own overhead, and every
   task run's seconds as the Prefect API recorded them;
 - the import profile (`python -X importtime -c "import flows.clean"`: cumulative seconds of the
-  heavy packages) and Great Expectations alone (import, context, the generic suite on the frame).
+  heavy packages) and Great Expectations alone (import, context, the generic suite on the frame);
+- one model fit (HistGradientBoosting, logistic regression) with the libraries' default threads
+  against one thread, in a child without OMP_NUM_THREADS (what tasks/estimate.one_thread avoids).
+`--sections shell,profile,gx,threads,imports` runs only some parts (default: all).
 Everything is written to bench/results/<name>.{json,md}.
 """
 
@@ -118,6 +121,37 @@ print("GX " + json.dumps({"import_gx_s": t2 - t1, "first_check_s": t4 - t3,
                           "second_check_s": t5 - t4}))
 """
 
+# One model fit with the libraries' default threads (one per core) against one thread: the
+# child runs without the single-thread environment, as a user's run does (tasks/estimate.py,
+# one_thread).
+THREADS = """
+import json, time
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_info, threadpool_limits
+cores = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
+rng = np.random.default_rng(0)
+out = {}
+for n in (700, 1000, 80000):
+    X = rng.normal(size=(n, 10))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] + rng.normal(size=n) > 0).astype(int) + (X[:, 3] > 1)
+    for name, make in (("hgb", lambda: HistGradientBoostingClassifier(
+            max_iter=100, max_leaf_nodes=15, min_samples_leaf=40, l2_regularization=1.0,
+            random_state=0)), ("logreg", lambda: LogisticRegression(max_iter=1000))):
+        if name == "logreg" and n > 1000:
+            continue
+        for threads in (cores, 1):
+            seconds = []
+            for _ in range(2):
+                start = time.perf_counter()
+                with threadpool_limits(threads):
+                    make().fit(X, y)
+                seconds.append(time.perf_counter() - start)
+            out[f"{name} fit, {n:,} rows, {threads} thread(s)"] = min(seconds)
+print("THREADS " + json.dumps(out))
+"""
+
 
 def make_data(path: Path, rows: int = 1000, features: int = 10) -> None:
     import numpy as np
@@ -139,17 +173,22 @@ def env() -> dict:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
-def wall(args: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[float, str]:
+def wall(args: list[str], cwd: Path, ok: tuple[int, ...] = (0,),
+         environment: dict | None = None) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=cwd, env=environment or env(), capture_output=True,
+                          text=True)
     seconds = time.perf_counter() - start
     if proc.returncode not in ok:
         raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return seconds, proc.stdout + proc.stderr
 
 
-def child(code: str, marker: str, *args: str) -> dict:
-    _, out = wall([sys.executable, "-c", code, *args], ROOT)
+def child(code: str, marker: str, *args: str, threads: bool = False) -> dict:
+    environment = None
+    if threads:  # the libraries' default thread counts, as in a user's shell
+        environment = {k: v for k, v in env().items() if k not in SINGLE_THREAD}
+    _, out = wall([sys.executable, "-c", code, *args], ROOT, environment=environment)
     line = next(ln for ln in out.splitlines() if ln.startswith(marker + " "))
     return json.loads(line.split(" ", 1)[1])
 
@@ -170,7 +209,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--name", default="fixed_cost")
     parser.add_argument("--note", default="", help="what this run measures (e.g. before/after)")
+    parser.add_argument("--sections", default="shell,profile,gx,threads,imports")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="fixed_cost_"))
     data = tmp / "data.csv"
     make_data(data)
@@ -182,7 +223,7 @@ def main() -> None:
     def record(key: str, seconds: float) -> None:
         times.setdefault(key, []).append(seconds)
 
-    for i in range(args.repeats):
+    for i in range(args.repeats if "shell" in sections else 0):
         for name, launcher in launchers.items():  # alternating
             db = tmp / f"{name.replace(' ', '_')}_{i}" / "w.duckdb"
             db.parent.mkdir()
@@ -198,11 +239,14 @@ def main() -> None:
     medians = {k: {"median_s": round(statistics.median(v), 2), "min_s": round(min(v), 2),
                    "max_s": round(max(v), 2)} for k, v in times.items()}
     (tmp / "profile").mkdir()
-    profile = child(PROFILE, "PROFILE", str(data), str(tmp / "profile" / "w.duckdb"))
-    gx = child(GX, "GX", str(data))
-    imports = import_profile()
+    profile = child(PROFILE, "PROFILE", str(data), str(tmp / "profile" / "w.duckdb")) if (
+        "profile" in sections) else {"tasks": {}}
+    gx = child(GX, "GX", str(data)) if "gx" in sections else {}
+    threads = child(THREADS, "THREADS", threads=True) if "threads" in sections else {}
+    imports = import_profile() if "imports" in sections else {}
     payload = {**machine(), "note": args.note, "repeats": args.repeats, "shell": medians,
                "first_run_profile": profile, "great_expectations": gx,
+               "threads_per_fit_s": threads,
                "import_cumulative_s": imports}
     lines = [f"# Fixed cost: 1,000 x 10 CSV ({payload['date']})", "",
              f"`{payload['command']}` - {args.note}".rstrip(" -"), "",
@@ -216,6 +260,9 @@ def main() -> None:
     lines += [f"| task {k} | {v:.2f} |" for k, v in profile["tasks"].items()]
     lines += ["", "## Great Expectations alone", "", "| step | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in gx.items()]
+    lines += ["", "## Threads per fit (min of 2; default threads = one per core, no "
+              "OMP_NUM_THREADS)", "", "| fit | s |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in threads.items()]
     lines += ["", "## Imports (`python -X importtime -c 'import flows.clean'`, cumulative)", "",
               "| module | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in imports.items()]

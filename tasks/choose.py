@@ -36,6 +36,7 @@ from tasks.estimate import (
     log_loss,
     micro_f1,
     mse,
+    one_thread,
 )
 from tasks.featurize import Design, FeaturePlan, tag_strata, target_strata
 
@@ -152,6 +153,13 @@ def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Fe
     (`strata` given: a regression, predictions n x 1, folds stratified by target quantile; or
     multilabel, y a tag matrix, folds stratified by rarest tag)."""
     started = time.perf_counter()
+    with one_thread():  # the kNN search's OpenMP too (see estimate.one_thread)
+        out = _screen(model, inputs, y, n_classes, plan, seed, knn_k, strata)
+    return out, time.perf_counter() - started
+
+
+def _screen(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
+            seed: int, knn_k: int, strata: np.ndarray | None) -> np.ndarray:
     splitter = StratifiedKFold(n_splits=SCREEN_FOLDS, shuffle=True, random_state=seed)
     regression = strata is not None and y.ndim == 1
     out = (np.zeros((len(y), 1), dtype=np.float64) if regression
@@ -175,7 +183,7 @@ def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Fe
             X = inputs[model]
             out[test] = fit_predict(X, y, train, test, n_classes, model, plan, seed,
                                     inputs.get("high"))
-    return out, time.perf_counter() - started
+    return out
 
 
 def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray,

@@ -14,6 +14,9 @@ without the rows the first pass flagged; `replace` uses the second pass's probab
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder, TargetEncoder
+from threadpoolctl import threadpool_limits
 
 from tasks.caching import STAGE_CACHE, file_content, stage
 from tasks.errors import CleansetError
@@ -154,6 +158,38 @@ class PerTag:
         return out
 
 
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved: threadpool_limits | None = None
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Model fits and predictions in one thread: OpenMP (HistGradientBoosting, the kNN search)
+    and BLAS (logistic regression's solver). The run's parallelism is across fits: the fold
+    tasks run side by side, one worker per core (flows/runners.py), and screening fits a
+    sample of at most ~1,300 training rows. Library threads on top of that oversubscribe the
+    cores, and waiting OpenMP threads spin: on this 2-core machine under load ~5 one HGB fit
+    took 27 s with two OpenMP threads against 0.7 s with one at 1,000 rows, and 17 s against
+    3.4 s at 80,000 (bench/fixed_cost.py, "threads per fit"); a 100-row run's model screening
+    took 17.6 s instead of 0.7 s. OpenMP's limit is per thread (its own setting); BLAS's is
+    process-wide, so it is held while any fit runs and restored when the last one ends."""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = threadpool_limits(1, user_api="blas")
+        _blas_users += 1
+    try:
+        with threadpool_limits(1, user_api="openmp"):
+            yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_saved is not None:
+                _blas_saved.restore_original_limits()
+                _blas_saved = None
+
+
 class FoldModel:
     """One fitted fold model: the estimator and, for linear families with high-cardinality
     columns, the target encoder fitted on the same training rows. Kept (joblib) by dataset
@@ -170,11 +206,12 @@ class FoldModel:
             X = stack([X, self.te.transform(high)])
             if sp.issparse(X):
                 X = X.tocsr()
-        if is_regressor(self.model):
-            return np.asarray(self.pipe.predict(X), dtype=np.float64).reshape(-1, 1)
-        if isinstance(self.pipe, PerTag):
-            return self.pipe.predict_tags(X)
-        proba = self.pipe.predict_proba(X)
+        with one_thread():
+            if is_regressor(self.model):
+                return np.asarray(self.pipe.predict(X), dtype=np.float64).reshape(-1, 1)
+            if isinstance(self.pipe, PerTag):
+                return self.pipe.predict_tags(X)
+            proba = self.pipe.predict_proba(X)
         out = np.zeros((proba.shape[0], self.n_classes), dtype=np.float32)
         out[:, self.pipe.classes_] = proba  # a class absent from the training rows keeps 0
         return out
@@ -195,10 +232,12 @@ def fit_fold_model(X, y: np.ndarray, train: np.ndarray, n_classes: int, model: s
         x_train = stack([x_train, extra_train])
         if sp.issparse(x_train):
             x_train = x_train.tocsr()
-    if y.ndim == 2:  # multilabel: one model per tag (one-vs-rest), P(tag) per column
-        return FoldModel(model, PerTag(model, plan, seed).fit(x_train, y[train]), te, n_classes)
-    pipe = make_model(model, plan, seed)
-    pipe.fit(x_train, y[train])
+    with one_thread():
+        if y.ndim == 2:  # multilabel: one model per tag (one-vs-rest), P(tag) per column
+            return FoldModel(model, PerTag(model, plan, seed).fit(x_train, y[train]), te,
+                             n_classes)
+        pipe = make_model(model, plan, seed)
+        pipe.fit(x_train, y[train])
     return FoldModel(model, pipe, te, n_classes)
 
 

@@ -44,29 +44,39 @@ class Evaluation(BaseModel):
         return next(r for r in self.rows if r["trained_on"] == trained_on)
 
 
+def _predict_test(train: pd.DataFrame, y_train: np.ndarray, test: pd.DataFrame,
+                  plan: FeaturePlan, models: tuple[str, ...], n_outputs: int,
+                  seed: int) -> np.ndarray:
+    """The mean output (probabilities; a regressor's prediction in column 0) over `models`, each
+    fitted on the training rows (encoders fitted on them only) and applied to the test rows.
+    `y_train` is the encoded target of the training rows (a vector, or a tag matrix)."""
+    rows = np.arange(len(train) + len(test))
+    fit_rows, test_rows = rows[:len(train)], rows[len(train):]
+    y_train = np.asarray(y_train)
+    y_all = np.concatenate([y_train, np.zeros((len(test), *y_train.shape[1:]),
+                                              dtype=y_train.dtype)])
+    both = pd.concat([train, test], ignore_index=True)
+    high = (both[list(plan.high_cardinality)].to_numpy(dtype=object)
+            if plan.high_cardinality else None)
+    out = []
+    for m in models:
+        if family(m) in LINEAR:
+            X = build_transformer(plan).fit(train).transform(both)
+            X = X.tocsr() if sp.issparse(X) else X
+        else:
+            X = both
+        out.append(fit_predict(X, y_all, fit_rows, test_rows, n_outputs, m, plan, seed, high))
+    return np.mean(out, axis=0)
+
+
 def train_and_score(train: pd.DataFrame, y_train: np.ndarray, test: pd.DataFrame,
                     y_test: np.ndarray, plan: FeaturePlan, models: tuple[str, ...],
                     seed: int = 0) -> dict:
     """Fit each model on the training rows (labels as text), average their probabilities, and
     score the test rows. Encoders are fitted on the training rows only."""
     classes, y = np.unique(np.asarray(y_train, dtype=object).astype(str), return_inverse=True)
-    rows = np.arange(len(train) + len(test))
-    fit_rows, test_rows = rows[:len(train)], rows[len(train):]
-    y_all = np.concatenate([y, np.zeros(len(test), dtype=y.dtype)])
-    probs = []
-    for m in models:
-        both = pd.concat([train, test], ignore_index=True)
-        if family(m) in LINEAR:
-            encoder = build_transformer(plan).fit(train)
-            X = encoder.transform(both)
-            X = X.tocsr() if sp.issparse(X) else X
-        else:
-            X = both
-        high = (both[list(plan.high_cardinality)].to_numpy(dtype=object)
-                if plan.high_cardinality else None)
-        probs.append(fit_predict(X, y_all, fit_rows, test_rows, len(classes), m, plan, seed,
-                                 high))
-    predicted = classes[np.mean(probs, axis=0).argmax(axis=1)]
+    probs = _predict_test(train, y, test, plan, models, len(classes), seed)
+    predicted = classes[probs.argmax(axis=1)]
     truth = np.asarray(y_test, dtype=object).astype(str)
     return {"accuracy": float(accuracy_score(truth, predicted)),
             "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
@@ -78,21 +88,8 @@ def train_and_score_regression(train: pd.DataFrame, y_train: np.ndarray, test: p
     """The regression counterpart of train_and_score: the mean prediction of the regressors
     trained on the training rows, scored by RMSE, MAE and R^2 on the test rows."""
     y = np.asarray(y_train, dtype=np.float64)
-    rows = np.arange(len(train) + len(test))
-    fit_rows, test_rows = rows[:len(train)], rows[len(train):]
-    y_all = np.concatenate([y, np.zeros(len(test))])
-    both = pd.concat([train, test], ignore_index=True)
-    preds = []
-    for m in models:
-        if family(m) in LINEAR:
-            X = build_transformer(plan).fit(train).transform(both)
-            X = X.tocsr() if sp.issparse(X) else X
-        else:
-            X = both
-        high = (both[list(plan.high_cardinality)].to_numpy(dtype=object)
-                if plan.high_cardinality else None)
-        preds.append(fit_predict(X, y_all, fit_rows, test_rows, 1, m, plan, seed, high)[:, 0])
-    predicted, truth = np.mean(preds, axis=0), np.asarray(y_test, dtype=np.float64)
+    predicted = _predict_test(train, y, test, plan, models, 1, seed)[:, 0]
+    truth = np.asarray(y_test, dtype=np.float64)
     return {"rmse": float(root_mean_squared_error(truth, predicted)),
             "mae": float(mean_absolute_error(truth, predicted)),
             "r2": float(r2_score(truth, predicted))}
@@ -114,21 +111,7 @@ def train_and_score_multilabel(train: pd.DataFrame, y_train: np.ndarray, test: p
                            for v in texts], tags)
 
     Y = matrix(np.asarray(y_train, dtype=object))
-    rows = np.arange(len(train) + len(test))
-    fit_rows, test_rows = rows[:len(train)], rows[len(train):]
-    y_all = np.vstack([Y, np.zeros((len(test), len(tags)), dtype=Y.dtype)])
-    both = pd.concat([train, test], ignore_index=True)
-    probs = []
-    for m in models:
-        if family(m) in LINEAR:
-            X = build_transformer(plan).fit(train).transform(both)
-            X = X.tocsr() if sp.issparse(X) else X
-        else:
-            X = both
-        high = (both[list(plan.high_cardinality)].to_numpy(dtype=object)
-                if plan.high_cardinality else None)
-        probs.append(fit_predict(X, y_all, fit_rows, test_rows, len(tags), m, plan, seed, high))
-    predicted = np.mean(probs, axis=0) >= 0.5
+    predicted = _predict_test(train, Y, test, plan, models, len(tags), seed) >= 0.5
     truth = matrix(np.asarray(y_test, dtype=object)).astype(bool)
     return {"micro_f1": float(f1_score(truth, predicted, average="micro", zero_division=1.0)),
             "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=1.0)),

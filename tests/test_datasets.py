@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +36,7 @@ from tasks.spec import load_dataset_spec
 from tasks.store import write_table
 from tasks.summary import batch_audit_markdown
 from tests.conftest import blobs
-from tests.warehouse import checksums
+from tests.warehouse import checksums, kill_at_planted_hang
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -427,19 +424,7 @@ def test_a_run_killed_during_publish_leaves_the_warehouse_and_its_batches_as_bef
     tuesday.loc[:23, "label"] = tuesday.loc[:23, "label"].map(
         {"ant": "bee", "bee": "cat", "cat": "ant"})
     _write(folder / "tuesday.csv", tuesday, mtime=2_000)
-    marker = workdir / "publish.marker"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fault_launcher", *cli], cwd=workdir,
-                            env={**env, "FAULT_STAGE": "publish", "FAULT_MARKER": str(marker)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the planted hang was never reached"
-            time.sleep(0.05)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    kill_at_planted_hang(cli, workdir, env, "publish")
     assert checksums(workdir / "wh.duckdb") == before  # no batch, no row of the killed run
     result = CliRunner().invoke(app, cli)
     assert result.exit_code == 0, result.output

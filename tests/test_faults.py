@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from tasks.errors import CleansetError
 from tasks.publish import connect
 from tasks.spec import DatasetSpec
 from tests.conftest import blobs
-from tests.warehouse import checksums
+from tests.warehouse import checksums, kill_at_planted_hang
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,25 +75,14 @@ def test_task_failing_on_first_attempt_is_retried_and_the_run_completes(workdir,
 
 def _killed_run(workdir: Path, env: dict, stage: str, source: str) -> None:
     """Start the CLI with a hang planted at `stage`, wait until it hangs there, SIGKILL it."""
-    marker = workdir / f"{stage}.marker"
     assembled = set((workdir / "work").glob("pred_probs/*.npy"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fault_launcher", "run", source, "--label", "label",
-         "--db", "wh.duckdb", "--quiet"],
-        cwd=workdir, env={**env, "FAULT_STAGE": stage, "FAULT_MARKER": str(marker)},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while not marker.exists():
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the planted hang was never reached"
-            time.sleep(0.05)
-        if stage == "estimate":  # still inside estimate: no probabilities were assembled yet
+
+    def still_inside() -> None:  # estimate: no probabilities were assembled yet
+        if stage == "estimate":
             assert set((workdir / "work").glob("pred_probs/*.npy")) == assembled
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)  # also when an assertion failed: never leave it hanging
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+
+    kill_at_planted_hang(["run", source, "--label", "label", "--db", "wh.duckdb", "--quiet"],
+                         workdir, env, stage, timeout=180, while_hanging=still_inside)
 
 
 def test_sigkill_during_estimate_and_during_publish_leaves_the_warehouse_as_before(

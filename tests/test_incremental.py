@@ -6,10 +6,6 @@ Prefect server and real DuckDB files, one shared warehouse, runs in sequence."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,7 +30,7 @@ from tasks.incremental import (
 )
 from tasks.spec import Incremental
 from tests.conftest import blobs
-from tests.warehouse import checksums
+from tests.warehouse import checksums, kill_at_planted_hang
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,19 +240,7 @@ def test_a_killed_incremental_run_then_a_rerun_loses_no_row(workdir):
     store = ModelStore.model_validate_json(models)
     before = checksums(db)
     _write(folder / "b2.csv", data.iloc[360:380], mtime=2_000)
-    marker = workdir / "publish.marker"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fault_launcher", *cli], cwd=workdir,
-                            env={**env, "FAULT_STAGE": "publish", "FAULT_MARKER": str(marker)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while not marker.exists():
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the planted hang was never reached"
-            time.sleep(0.05)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    kill_at_planted_hang(cli, workdir, env, "publish")
     assert checksums(db) == before  # nothing of the killed run
     assert all(Path(f).is_file() for f in store.files)
     result = CliRunner().invoke(app, cli)

@@ -72,19 +72,21 @@ def test_dataset_is_the_sub_folder_or_the_stem(tmp_path):
     assert dataset_for(tmp_path / "2026.csv", tmp_path) == "d_2026"
 
 
-def _announce(w: LandingWatcher) -> None:
-    w.poll()
-    (arrival,) = w.poll()
-    w.mark_seen(arrival)
-
-
-def test_a_seen_file_is_skipped_with_the_reason(tmp_path):
+def _announced(tmp_path: Path) -> tuple[Path, Path, LandingWatcher]:
+    """A landing folder whose daily.csv a watcher (warehouse tmp_path/wh.duckdb) has announced."""
     landing = tmp_path / "landing"
     landing.mkdir()
     f = landing / "daily.csv"
     f.write_text("a,label\n1,x\n")
     w = LandingWatcher(landing, db=tmp_path / "wh.duckdb")
-    _announce(w)
+    w.poll()
+    (arrival,) = w.poll()
+    w.mark_seen(arrival)
+    return landing, f, w
+
+
+def test_a_seen_file_is_skipped_with_the_reason(tmp_path):
+    landing, f, w = _announced(tmp_path)
     (landing / "copy.csv").write_text("a,label\n1,x\n")
     w.poll()
     assert w.poll() == []
@@ -94,12 +96,8 @@ def test_a_seen_file_is_skipped_with_the_reason(tmp_path):
 
 
 def test_a_file_whose_run_failed_is_retried_when_dropped_again_or_forgotten(tmp_path):
-    landing, db = tmp_path / "landing", tmp_path / "wh.duckdb"
-    landing.mkdir()
-    f = landing / "daily.csv"
-    f.write_text("a,label\n1,x\n")
-    w = LandingWatcher(landing, db=db)
-    _announce(w)
+    landing, f, w = _announced(tmp_path)
+    db = tmp_path / "wh.duckdb"
     record_failed_run(db, "daily", "validate", "label column 'label' has one class",
                       source=str(f), source_sha256=file_sha256(f))
     os.utime(f, (1, 1))  # the same file, not dropped again (an older mtime): skipped, and why
@@ -124,12 +122,7 @@ def test_a_file_whose_run_failed_is_retried_when_dropped_again_or_forgotten(tmp_
 
 
 def test_a_file_whose_last_run_completed_is_not_retried(tmp_path):
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    f = landing / "daily.csv"
-    f.write_text("a,label\n1,x\n")
-    w = LandingWatcher(landing, db=tmp_path / "wh.duckdb")
-    _announce(w)
+    landing, f, w = _announced(tmp_path)
     with transaction(tmp_path / "wh.duckdb") as con:
         con.execute("INSERT INTO runs (run_id, dataset, source_sha256, status, finished_at) "
                     "VALUES ('r1', 'daily', ?, 'completed', now())", [file_sha256(f)])
@@ -144,14 +137,11 @@ def test_watch_retry_forgets_the_file(tmp_path):
 
     from flows.cli import app
 
-    f = tmp_path / "d" / "b.csv"
-    f.parent.mkdir()
-    f.write_text("a,label\n1,x\n")
-    _announce(LandingWatcher(tmp_path))
-    result = CliRunner().invoke(app, ["watch", str(tmp_path), "--retry", str(f)])
+    landing, f, _ = _announced(tmp_path)
+    result = CliRunner().invoke(app, ["watch", str(landing), "--retry", str(f)])
     assert result.exit_code == 0 and "announces it again at its next poll" in result.output
-    w = LandingWatcher(tmp_path)
+    w = LandingWatcher(landing)
     w.poll()
     assert [a.path for a in w.poll()] == [str(f)]
-    missing = CliRunner().invoke(app, ["watch", str(tmp_path), "--retry", str(tmp_path / "x")])
+    missing = CliRunner().invoke(app, ["watch", str(landing), "--retry", str(landing / "x")])
     assert missing.exit_code == 2 and "no such file" in missing.output

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -106,3 +112,28 @@ def null_typed_columns(db: Path) -> list[tuple[str, str]]:
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute("SELECT table_name, column_name FROM information_schema.columns "
                            "WHERE trim(data_type, '\"') = 'NULL'").fetchall()
+
+
+def kill_at_planted_hang(args: list[str], cwd: Path, env: dict, stage: str,
+                         timeout: float = 240.0,
+                         while_hanging: Callable[[], None] | None = None) -> None:
+    """Run `cleanset <args>` in a process of its own with a hang planted at `stage`
+    (tests/fault_launcher.py), wait until it hangs there, call `while_hanging` (assertions on the
+    hung run's leftovers), then SIGKILL it: also when an assertion failed, never leaving it
+    hanging."""
+    marker = Path(cwd) / f"{stage}.marker"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fault_launcher", *args], cwd=cwd,
+                            env={**env, "FAULT_STAGE": stage, "FAULT_MARKER": str(marker)},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the planted hang was never reached"
+            time.sleep(0.05)
+        if while_hanging is not None:
+            while_hanging()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL

@@ -214,7 +214,32 @@ def run_cleanset(train: pd.DataFrame, ds: Dataset, case: str, folder: Path,
         run = runs.iloc[0].to_dict()
         issues = con.execute("SELECT * FROM issues WHERE run_id = ?", [run["run_id"]]).df()
         clean = con.execute(f"SELECT * FROM {quote_ident(case + '_clean')}").df()
-    return {"seconds": seconds, "run": run, "issues": issues, "clean": clean}
+        classes = sorted(r[0] for r in con.execute(
+            "SELECT class_name FROM class_summary WHERE run_id = ?", [run["run_id"]]).fetchall())
+    return {"seconds": seconds, "run": run, "issues": issues, "clean": clean,
+            "probs": oof_from_work(folder / "work", issues, classes), "classes": classes}
+
+
+def oof_from_work(work: Path, issues: pd.DataFrame, classes: list[str]) -> list | None:
+    """The flow's out-of-fold probabilities per issues row (None where the row was not scored),
+    read from its work folder (the warehouse does not keep them): bench/trust.py replays
+    certification rules on them. Columns in `classes` order (sorted class names, as
+    tasks/featurize.encode_labels orders them), checked against each row's suggested label."""
+    files = sorted((work / "pred_probs").glob("*.npy"))
+    scored = issues["label_score"].notna().to_numpy()
+    if len(files) != 1:
+        return None
+    probs = np.load(files[0])
+    if probs.shape != (int(scored.sum()), len(classes)):
+        return None
+    names = np.asarray(classes, dtype=object)
+    if not (names[probs.argmax(axis=1)] == issues.loc[scored, "suggested_label"].astype(str)
+            .to_numpy()).all():
+        return None
+    out: list = [None] * len(issues)
+    for i, p in zip(np.flatnonzero(scored), probs.astype("float64"), strict=True):
+        out[i] = p.tolist()
+    return out
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -276,7 +301,8 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
     noisy_train.insert(0, "row_id", np.arange(len(train)))
     folder = Path(tempfile.mkdtemp(prefix=f"{case}_", dir=root))
     cs = run_cleanset(noisy_train, ds, case, folder, settings)
-    issues = cs["issues"].assign(row_id=lambda d: d["row_id"].astype(int)).set_index(
+    probs = cs["issues"].assign(pred_probs=cs["probs"] or [None] * len(cs["issues"]))
+    issues = probs.assign(row_id=lambda d: d["row_id"].astype(int)).set_index(
         "row_id").reindex(np.arange(len(train)))
     cs_flags = issues["is_label_issue"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     cs_score = issues["label_score"].astype(float).fillna(1.0).to_numpy()
@@ -311,6 +337,7 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
         "model": str(cs["run"].get("model")),
         "model_check": {k: cs["run"].get(k) for k in ("model_accuracy", "chance_accuracy",
                                                       "model_skill", "model_trusted")},
+        "class_names": cs["classes"] if cs["probs"] is not None else None,
         "cleanset": detection(cs_flags, cs_score, mask),
         "script": detection(script["flags"], script["score"], mask),
         "script_s": script["seconds"], "cleanset_s": cs["seconds"],
@@ -339,6 +366,7 @@ def run_case(ds: Dataset, noise: str, split: dict, settings: dict, root: Path,
         "suggested_label_agreement": col("suggested_label_agreement"),
         "action": col("action"), "final_label": np.where(kept, final, None), "kept": kept,
         "is_well_labeled": col("is_well_labeled"), "well_labeled_score": col("well_labeled_score"),
+        "pred_probs": col("pred_probs"),  # the flow's out-of-fold probabilities, row["class_names"]
         "is_ambiguous": col("is_ambiguous"), "ambiguous_score": col("ambiguous_score"),
         "script_flag": script["flags"], "script_score": script["score"],
         "script_suggested": classes[script["probs"].argmax(axis=1)],

@@ -725,11 +725,6 @@ def detect_all(
         agreement[positions] = neighbour_agreement(graph, labels, pred_probs.argmax(axis=1))
     frame.insert(frame.columns.get_loc("suggested_label_confidence") + 1,
                  "suggested_label_agreement", agreement)
-    if graph is not None and task == "classification":  # well-labeled: the neighbours agree
-        scored = frame.iloc[positions]
-        well, _ = well_labeled(labels, pred_probs, scored["is_label_issue"].to_numpy(bool),
-                               trusted, agreement=agreement[positions])
-        frame.loc[positions, "is_well_labeled"] = well
     if embedding is not None and graph is not None:
         found = datalab_issues(labels, pred_probs, embedding, graph, types, task)
         for col in found:
@@ -766,10 +761,30 @@ def detect_all(
     if "null" in types:
         nulls = null_rows(features)
         frame["is_null_issue"], frame["null_score"] = nulls["is_null_issue"], nulls["null_score"]
+    if task == "classification":  # well-labeled, now that every other finding is known
+        frame["is_well_labeled"] = certified(frame, positions, labels, pred_probs, trusted,
+                                             None if graph is None else agreement[positions])
     if "unlabeled" in types:
         frame = unlabeled_columns(frame, quarantined, positions, labels, pred_probs, classes,
                                   unlabeled, unlabeled_probs, regression)
     return frame
+
+
+def certified(frame: pd.DataFrame, positions: np.ndarray, labels: np.ndarray,
+              pred_probs: np.ndarray, trusted: bool, agreement: np.ndarray | None) -> np.ndarray:
+    """`is_well_labeled` for every row of the issues frame (tasks/trust.well_labeled): scored
+    rows only, with the neighbours' agreement (None: no kNN graph) and without rows flagged as
+    outliers or conflicting labels."""
+    scored = frame.iloc[positions]
+    excluded = np.zeros(len(positions), dtype=bool)
+    for col in ("is_outlier_issue", "is_conflicting_label_issue"):
+        if col in scored:
+            excluded |= scored[col].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    well, _ = well_labeled(labels, pred_probs, scored["is_label_issue"].to_numpy(bool), trusted,
+                           agreement=agreement, excluded=excluded)
+    out = np.zeros(len(frame), dtype=bool)
+    out[positions] = well
+    return out
 
 
 @stage("detect")

@@ -488,11 +488,11 @@ def write_run(
             con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM "
                         f"({clean_sql})", clean_params)
             n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
-            n_label, n_invalid, n_relabelled, n_review, n_well = con.execute(
+            n_label, n_invalid, n_relabelled, n_review, n_well, n_certifiable = con.execute(
                 "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "
                 "is_invalid_issue), count(*) FILTER (WHERE action = 'relabel'), count(*) FILTER "
-                "(WHERE action = 'review'), count(*) FILTER (WHERE is_well_labeled) FROM issues "
-                "WHERE run_id = ?", [run_id]).fetchall()[0]
+                "(WHERE action = 'review'), count(*) FILTER (WHERE is_well_labeled), "
+                "count(is_well_labeled) FROM issues WHERE run_id = ?", [run_id]).fetchall()[0]
             flagged_slices = tuple(
                 f"{c}={v}: {rate:.1%} label issues vs {rest:.1%} in the rest" for c, v, rate, rest
                 in con.execute("SELECT slice_column, slice_value, issue_rate, rest_issue_rate "
@@ -512,7 +512,8 @@ def write_run(
                    "finished_at": datetime.now(UTC), "snapshot_path": snapshot.table.path,
                    "id_column": snapshot.id_column, "n_relabelled": n_relabelled,
                    "n_review": n_review, "n_reviewed": decided.n_reviewed,
-                   "orphan_decisions": list(decided.orphan_decisions), "left_out": left_out}
+                   "orphan_decisions": list(decided.orphan_decisions), "left_out": left_out,
+                   "n_well_labeled": n_well if n_certifiable else None}
             cols = list(row)
             con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES "
                         f"({', '.join('?' * len(cols))})", [row[c] for c in cols])

@@ -63,7 +63,10 @@ TABLES: dict[str, list[tuple[str, str]]] = {
              ("n_batches", "BIGINT"), ("n_new_batches", "BIGINT"), ("models", "JSON"),
              ("models_run_id", "VARCHAR"), ("n_new_rows", "BIGINT"),
              ("n_verdicts_changed", "BIGINT"), ("verdicts_changed", "VARCHAR"),
-             ("tag_delimiter", "VARCHAR"), ("model_micro_f1", "DOUBLE")],
+             ("tag_delimiter", "VARCHAR"), ("model_micro_f1", "DOUBLE"),
+             # rows certified is_well_labeled (tasks/trust.py); NULL: no classification
+             # certification ran (regression, multilabel) or the run predates the column
+             ("n_well_labeled", "BIGINT")],
     "issues": _issue_columns(),
     "issue_summary": [("run_id", "VARCHAR"), ("dataset", "VARCHAR"), ("issue_type", "VARCHAR"),
                       ("num_issues", "BIGINT"), ("score", "DOUBLE")],

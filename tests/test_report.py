@@ -242,3 +242,66 @@ def test_report_of_a_warehouse_cleanset_did_not_write_is_a_message(tmp_path):
     result = CliRunner().invoke(app, ["report", "--db", str(db)])
     assert result.exit_code == 2
     assert "cannot read the run from" in result.output and "Traceback" not in result.output
+
+
+def _published(tmp_path, db, run_id: str, certified: list[bool]):
+    """Publish one 6-row classification run (row 5 quarantined) whose `is_well_labeled` flags
+    are `certified` (pinned: this test is about the warehouse and the report, not the rule)."""
+    import pandas as pd
+
+    from tasks.decide import Decided, apply_policy
+    from tasks.detect import Detection, issues_frame, summarize
+    from tasks.ingest import read_snapshot
+    from tasks.publish import write_run
+    from tasks.spec import Policy
+    from tasks.store import write_array, write_table
+    from tasks.validate import Validation
+
+    folder = tmp_path / run_id
+    folder.mkdir()
+    df = pd.DataFrame({"x": [0.0, 1, 2, 3, 4, 5], "label": ["a", "a", "b", "b", "b", None]})
+    df.to_csv(folder / "d.csv", index=False)
+    work = folder / "work"
+    snap = read_snapshot(str(folder / "d.csv"), None, work)
+    probs = np.array([[.9, .1], [.8, .2], [.3, .7], [.1, .9], [.2, .8]], dtype=np.float32)
+    frame = issues_frame(pd.Series(range(6)), df["label"], np.arange(5),
+                         np.array([0, 0, 1, 1, 1]), ("a", "b"), probs, np.array([5]))
+    frame["is_well_labeled"] = certified
+    frame = apply_policy(frame, Policy())
+    detection = Detection(issues=write_table(frame, work, "issues"),
+                          summary=tuple(summarize(frame)), health_score=0.8,
+                          label_health_score=0.9)
+    validation = Validation(outcomes=(), quarantined=write_array(np.array([5]), work, "q"))
+    return write_run(db, run_id, "toy", "label", snap,
+                     Decided(table=write_table(frame, work, "decided")), validation, detection,
+                     {"flow_run_id": "f", "source": "d.csv", "source_sha256": snap.source_sha256,
+                      "started_at": pd.Timestamp.now(tz="UTC"), "spec": "{}",
+                      "cleanset_version": "t"})
+
+
+def test_health_trend_shows_the_share_certified_well_labeled_in_an_older_warehouse(tmp_path):
+    """Issue 17 item 1: the share of rows certified well-labeled per run, next to health. The
+    warehouse starts as an older cleanset left it (no runs.n_well_labeled); two runs published
+    into it add the column (nullable: the old run keeps NULL) and fill it; the report counts the
+    old run from its issues rows and shows all three."""
+    from tasks.report.render import render_html
+
+    db = tmp_path / "wh.duckdb"
+    _published(tmp_path, db, "r1-old", [True, False, False, False, False, False])
+    with duckdb.connect(str(db)) as con:  # what a cleanset before the column left behind
+        con.execute("ALTER TABLE runs DROP COLUMN n_well_labeled")
+    for run_id, certified in (("r2-new", [True, True, False, True, False, False]),
+                              ("r3-new", [True, True, False, True, True, False])):
+        summary = _published(tmp_path, db, run_id, certified)
+        assert summary.n_well_labeled == sum(certified)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT run_id, n_well_labeled FROM runs ORDER BY run_id").fetchall(
+        ) == [("r1-old", None), ("r2-new", 3), ("r3-new", 4)]
+    data = load_report_data(db, "toy", "r3-new")
+    assert [r["well_labeled_share"] for r in data.history] == [1 / 6, 3 / 6, 4 / 6]
+    html = render_html(data)
+    trend = html.split('data-figure="trend"')[1].split("</table>")[0]
+    shares = re.findall(r'data-figure="well-labeled-share">([^<]*)<', trend)
+    assert shares == ["66.7%", "50.0%", "16.7%"]  # newest first
+    assert "well labeled (share of rows) over the runs of toy" in html
+    assert len(CHART.findall(html.split('id="headline"')[1].split("</section>")[0])) == 1

@@ -55,24 +55,35 @@ def _png(fig) -> Chart:  # noqa: ANN001
                  round(width * 96 / DPI))
 
 
+TREND_SERIES = (("health_score", BLUE, "-", "health (rows with no issue)"),
+                ("label_health_score", AMBER, "-", "label health"),
+                ("well_labeled_share", GREEN, "--", "well labeled (share of rows)"))
+
+
+def trend_series(history: list[dict]) -> list[tuple[str, str, str, str]]:
+    """The health trend's series with at least one value over these runs: (key, colour, line
+    style, legend name)."""
+    return [s for s in TREND_SERIES if any(r.get(s[0]) is not None for r in history)]
+
+
 def chart_trend(history: list[dict], run_id: str) -> Chart | None:
-    """Health over this dataset's runs; None when this is the first."""
+    """Health, label health and the share of rows certified well-labeled over this dataset's
+    runs (one axis: all three are shares of rows in [0, 1]); None when this is the first."""
     if len(history) < 2:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 2.4))
     x = list(range(len(history)))
-    for key, colour, name in (("health_score", BLUE, "health (rows with no issue)"),
-                              ("label_health_score", AMBER, "label health")):
-        ys = [r[key] for r in history]
-        if all(y is None for y in ys):
-            continue
+    lowest = 0.5
+    for key, colour, style, name in trend_series(history):
+        ys = [r.get(key) for r in history]
+        lowest = min(lowest, *(y for y in ys if y is not None))
         ax.plot(x, [math.nan if y is None else y for y in ys], marker="o", color=colour,
-                label=name, lw=2, ms=4)
+                ls=style, label=name, lw=2, ms=4)
     here = [i for i, r in enumerate(history) if r["run_id"] == run_id]
     if here:
         ax.axvline(here[0], color=MUTED, ls=":", lw=1)
-    ax.set_ylim(min(0.5, *(r["health_score"] or 1 for r in history)) - 0.02, 1.01)
+    ax.set_ylim(max(-0.02, lowest - 0.02), 1.01)
     labels = [f"{_short_time(r['finished_at'] or r['started_at'])}\n{r['run_id'][:8]}"
               for r in history]
     step = max(1, len(x) // 8)

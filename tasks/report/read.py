@@ -62,6 +62,25 @@ class ReportData:
     consensus: dict[str, Any] = field(default_factory=dict)  # rows' consensus quality figures
 
 
+def _well_labeled_shares(con: duckdb.DuckDBPyConnection, dataset: str,
+                         history: list[dict[str, Any]]) -> None:
+    """Each run's `well_labeled_share`: rows certified is_well_labeled over its rows (the health
+    trend's third series). From `runs.n_well_labeled`; a run published before that column
+    existed is counted from its `issues` rows while they are kept. None: no classification
+    certification ran (regression, multilabel) or nothing is left to count."""
+    missing = [r["run_id"] for r in history if r.get("n_well_labeled") is None]
+    counted: dict[str, int] = {}
+    if missing and "is_well_labeled" in column_names(con, "issues"):
+        counted = {run: n for run, n, certifiable in con.execute(
+            "SELECT run_id, count(*) FILTER (WHERE is_well_labeled), count(is_well_labeled) "
+            "FROM issues WHERE dataset = ? AND list_contains(?, run_id) GROUP BY run_id",
+            [dataset, missing]).fetchall() if certifiable}
+    for r in history:
+        n = r.get("n_well_labeled")
+        n = counted.get(r["run_id"]) if n is None else n
+        r["well_labeled_share"] = n / r["n_rows"] if n is not None and r.get("n_rows") else None
+
+
 def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
     """Read one run's figures from the warehouse (read-only, aggregated in SQL)."""
     with open_warehouse(db) as con:
@@ -73,7 +92,8 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
         spec = _spec(run.get("spec"))
         run_cols = column_names(con, "runs")
         optional = ", ".join(c if c in run_cols else f"NULL AS {c}"
-                             for c in ("label_health_score", "stage", "message"))
+                             for c in ("label_health_score", "stage", "message",
+                                       "n_well_labeled"))
         everything = _dicts(con.execute(
             "SELECT run_id, started_at, finished_at, status, n_rows, n_clean_rows, "
             f"n_label_issues, health_score, {optional} FROM runs WHERE dataset = ? AND "
@@ -82,6 +102,7 @@ def load_report_data(db: Path, dataset: str, run_id: str) -> ReportData:
         # Failed runs (recorded by the flow's failure hook) are listed, not charted.
         history = [r for r in everything if r["status"] != "failed" or r["run_id"] == run_id]
         failed_runs = [r for r in everything if r["status"] == "failed"][-10:]
+        _well_labeled_shares(con, dataset, history)
         summary = _dicts(con.execute(
             "SELECT issue_type, num_issues, score FROM issue_summary WHERE run_id = ?", [run_id]))
         order = {t: i for i, t in enumerate(ISSUE_TYPES)}

@@ -19,6 +19,7 @@ from tasks.report.charts import (
     chart_slices,
     chart_tag_noise,
     chart_trend,
+    trend_series,
 )
 from tasks.report.read import ReportData, _spec, load_report_data
 from tasks.warehouse import resolve_run
@@ -80,6 +81,7 @@ def render_html(data: ReportData) -> str:
         + [(a, n) for a, n in data.actions.items() if a not in ACTIONS],
         n_issues=sum(r["num_issues"] for r in data.summary),
         unflagged=unused, evaluations=evaluations,
+        trend_names=[name for _, _, _, name in trend_series(data.history)],
         failed_validations=sum(1 for v in data.validations if not v["success"]),
         charts={
             "trend": chart_trend(data.history, run["run_id"]),

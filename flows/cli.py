@@ -44,8 +44,39 @@ register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    """Run the command, then leave without the interpreter's teardown (see exit_now)."""
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    exit_now(code)
+
+
+def exit_now(code: int | str | None) -> None:
+    """End the process the way the interpreter would, less its teardown: join the non-daemon
+    threads (threading's own shutdown), run the atexit handlers (Prefect's queued logs and
+    events are sent, the local server is stopped), flush the console, then `os._exit`. Freeing
+    every module's objects one by one is all that is skipped: after a run it took 4.5-5.6 s
+    (load ~7, 2 cores; ~2 s for Prefect + Great Expectations alone), after the summary was on
+    screen. Warehouse files are closed by then (every connection is a `with` block)."""
+    import atexit
+    import threading
+
+    if isinstance(code, str):  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        threading._shutdown()  # noqa: SLF001 - what Py_FinalizeEx calls first
+        atexit._run_exitfuncs()  # noqa: SLF001 - then the atexit handlers
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -45,7 +45,7 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
              address: str | None = None, folder: str | None = None, full: bool = False):
     """Run the cleaning flow (of a dataset `folder`, flows/folders.py, when given) with a live
     status line; user errors become a message and a non-zero exit."""
-    from flows.local_server import LocalServer, reporting_to, wanted
+    from flows.local_server import cli_server, reporting_to
     from flows.runners import task_runner
     from tasks.errors import CleansetError
 
@@ -53,7 +53,7 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
         chosen = task_runner(runner, spec.workers, address)
     except CleansetError as exc:
         fail(str(exc))
-    server = LocalServer() if wanted() else None  # boots while the libraries below import
+    server = cli_server()  # a new one boots while the libraries below import
     from flows.clean import clean_dataset
     from flows.folders import clean_folder
 
@@ -69,8 +69,10 @@ def run_flow(spec, refresh: bool, quiet: bool = False, runner: str = "threads", 
         with progress:
             for logger in loggers:
                 logger.addHandler(watcher)
+            # stop=False: the server is stopped (or, shared, left for the next run) at exit,
+            # after the summary is on screen
             with reporting_to(server, lambda: progress.update(
-                    line, description="starting a local Prefect server ...")):
+                    line, description="starting a local Prefect server ..."), stop=False):
                 if folder is not None:
                     return clean_folder(folder, db=spec.db, work_dir=spec.work_dir,
                                         refresh=refresh, full=full)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 
+# CLEANSET_SERVER_KEEP=0: a CLI process started by a test stops its Prefect server when it ends
+# (no server outlives the tests; tests/test_local_server.py tests the shared one).
 for _k, _v in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "GX_ANALYTICS_ENABLED": "false"}.items():
+               "GX_ANALYTICS_ENABLED": "false", "CLEANSET_SERVER_KEEP": "0"}.items():
     os.environ.setdefault(_k, _v)
 
 import tempfile  # noqa: E402

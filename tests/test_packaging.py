@@ -51,7 +51,7 @@ def test_wheel_has_one_top_level_package(wheel):
     clean = zipfile.ZipFile(wheel).read("cleanset/flows/clean.py").decode()
     assert "from cleanset.tasks.publish import" in clean
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "cleanset = cleanset.cli:app" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "cleanset = cleanset.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
 
 def test_installed_wheel_works_without_the_checkout(wheel, tmp_path):

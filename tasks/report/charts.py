@@ -88,8 +88,8 @@ def chart_trend(history: list[dict], run_id: str) -> Chart | None:
               for r in history]
     step = max(1, len(x) // 8)
     ax.set_xticks(x[::step], labels[::step], rotation=0)
-    ax.set_ylabel("score")
-    ax.legend(frameon=False, loc="lower left", fontsize=8)
+    ax.set_ylabel("score / share of rows")
+    ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8)
     ax.grid(axis="y", color="#e4e7eb", lw=0.8)
     return _png(fig)
 

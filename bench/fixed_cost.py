@@ -253,7 +253,7 @@ def main() -> None:
                wall([sys.executable, "-c", PEER, str(data)], tmp)[0])
     if "shell" in sections:
         wall([sys.executable, "-c", "from flows.local_server import stop_shared_server; "
-              "stop_shared_server()"], ROOT, environment=shared)
+              "stop_shared_server()"], tmp, environment=shared)  # the runs' folder: its key
     medians = {k: {"median_s": round(statistics.median(v), 2), "min_s": round(min(v), 2),
                    "max_s": round(max(v), 2)} for k, v in times.items()}
     (tmp / "profile").mkdir()

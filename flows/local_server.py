@@ -165,15 +165,17 @@ def keep_seconds() -> float:
 
 def state_file() -> Path:
     """Where the shared server of this interpreter and these Prefect settings is recorded
-    (under PREFECT_HOME): one per Python executable, Prefect version and PREFECT_* setting (but
-    the logging ones: `--verbose` only changes this process's console), so a run never reports
-    to a server of another environment or database."""
+    (under PREFECT_HOME): one per Python executable, Prefect version, PREFECT_* setting (but
+    the logging ones: `--verbose` only changes this process's console) and working folder, so
+    a run never reports to a server of another environment, database or settings file."""
     from importlib.metadata import version
 
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
     settings = sorted((k, v) for k, v in os.environ.items() if k.startswith("PREFECT_")
                       and k != "PREFECT_API_URL" and not k.startswith("PREFECT_LOGGING_"))
-    key = hashlib.sha256(json.dumps([sys.executable, version("prefect"), settings]).encode())
+    # the folder too: Prefect also reads settings from ./prefect.toml and ./pyproject.toml
+    key = hashlib.sha256(json.dumps([sys.executable, version("prefect"), settings,
+                                     os.getcwd()]).encode())
     return home / f"cleanset-server-{key.hexdigest()[:12]}.json"
 
 

@@ -30,6 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import SINGLE_THREAD, machine, pin_threads, save, timed_cmd  # noqa: E402
 
+# a Prefect server per run, as in the earlier results (the CLI's default reuses one)
+OWN_SERVER = {**SINGLE_THREAD, "CLEANSET_SERVER_KEEP": "0"}
+
 pin_threads()
 
 import duckdb  # noqa: E402
@@ -59,7 +62,7 @@ def split() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def cli(args: list[str], folder: Path) -> tuple[float, str]:
-    return timed_cmd([sys.executable, "-m", "flows.cli", *args], folder, SINGLE_THREAD)
+    return timed_cmd([sys.executable, "-m", "flows.cli", *args], folder, OWN_SERVER)
 
 
 def evaluation(db: Path) -> dict[str, float]:

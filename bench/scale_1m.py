@@ -90,7 +90,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
-    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "CLEANSET_SERVER_KEEP": "0"}  # a server per run, as in the earlier results
     env.pop("PREFECT_API_URL", None)  # as a user runs it: the CLI starts its own local server
     results = []
     for n in args.rows:

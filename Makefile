@@ -24,8 +24,9 @@ demo: setup
 # screenshot test is skipped, saying why (`make setup-chromium` to run it).
 # Two pytest-xdist workers (TEST_WORKERS=1 for one process), a test file per worker at a time
 # (--dist loadfile: a file's module fixtures, e.g. one shared warehouse, stay in one process);
-# each worker starts its own temporary Prefect server. Most of a flow test's time is spent
-# waiting on the API, so two workers on two cores take about half the time of one.
+# each worker starts its own temporary Prefect server. A flow test spends much of its time
+# waiting on the API and on processes it starts, so two workers overlap those waits: on a fresh
+# clone here the suite took 31 min in one process (load ~3) and 23.6 min in two (load ~5).
 # One OpenMP/BLAS thread per process unless set: an OpenMP pool that meets another busy process
 # spin-waits (a HistGradientBoosting fit went from 1.4 s to 29 s that way on a shared machine).
 test: setup

@@ -73,6 +73,22 @@ def drain() -> None:
             pass
 
 
+def healthy(url: str, timeout: float, process: subprocess.Popen | None = None) -> bool:
+    """Whether the API at `url` answers its health check within `timeout` seconds; raises when
+    `process` (the server's, if this process started it) exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the local Prefect server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 class LocalServer:
     """A Prefect API server process on a free loopback port, stopped at exit."""
 
@@ -90,18 +106,8 @@ class LocalServer:
         atexit.register(self.stop)
 
     def wait(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise RuntimeError(f"the local Prefect server exited with code {code}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f} s")
+        if not healthy(self.url, timeout, self.process):
+            raise RuntimeError(f"the local Prefect server did not answer within {timeout:.0f} s")
 
     def stop(self) -> None:
         """Send Prefect's queued logs and events, then stop the server."""
@@ -225,16 +231,9 @@ class SharedServer(LocalServer):
     def wait(self, timeout: float = 60.0) -> None:
         if self.process is not None:
             return super().wait(timeout)
-        deadline = time.monotonic() + timeout  # a reused server may still be booting
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"the local Prefect server at {self.url} did not answer within "
-                           f"{timeout:.0f} s; CLEANSET_SERVER_KEEP=0 starts one per run")
+        if not healthy(self.url, timeout):  # a reused server may still be booting
+            raise RuntimeError(f"the local Prefect server at {self.url} did not answer within "
+                               f"{timeout:.0f} s; CLEANSET_SERVER_KEEP=0 starts one per run")
 
     def stop(self) -> None:
         drain()

@@ -80,7 +80,8 @@ def run(
         "replace, average.")] = None,
     pred_probs: Annotated[Path | None, typer.Option(
         "--pred-probs", help="Your own out-of-fold probabilities (.npy, one row per input row, "
-        "one column per class in sorted order); skips training.")] = None,
+        "one column per class in sorted order); skips training. A regression target: your own "
+        "out-of-fold predictions, one value per input row.")] = None,
     pred_prob_columns: Annotated[list[str] | None, typer.Option(
         "--pred-prob-column", help="Or: data columns holding each class's probability, one "
         "per class in sorted class order (comma-separated or repeated).",

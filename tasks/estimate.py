@@ -570,11 +570,13 @@ def supplied_pred_probs(snapshot: Snapshot, design: Design, label: str, path: st
 
     df = snapshot.table.read(columns=[label, *columns])
     if design.regression:  # out-of-fold predictions: one column
-        given = (load_user_array(path, len(df), "predictions") if path else df[columns].apply(
-            pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64))
+        given = (load_user_array(path, len(df), "predictions", one_column=True) if path else
+                 df[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64))
         if given.shape[1] != 1 or not np.isfinite(given).all():
             raise CleansetError("supplied predictions of a regression target must be one "
                                 "column of finite numbers, one row per input row")
+        get_run_logger().info("using supplied out-of-fold predictions (%s) for %d rows",
+                              path or ", ".join(columns), len(design.positions.read()))
         return write_array(given[design.positions.read()].astype(np.float64), Path(work_dir),
                            "pred_probs")
     if design.multilabel:  # one column per tag, in sorted tag order, each P(tag)

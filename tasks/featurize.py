@@ -310,20 +310,32 @@ def group_codes(values: pd.Series) -> np.ndarray:
     return codes
 
 
-def load_user_array(path: str, n_rows: int, what: str) -> np.ndarray:
-    """A user-supplied .npy with one row per input row, checked with readable errors."""
+def load_user_array(path: str, n_rows: int, what: str, one_column: bool = False) -> np.ndarray:
+    """A user-supplied .npy with one row per input row, checked with readable errors.
+
+    `one_column` (a regression's own predictions): one value per input row, as a 1-D array of
+    n_rows values or an n_rows x 1 array; returned n_rows x 1 in float64 (float32 would round
+    a price of 1,234,567.89 to 1,234,567.875)."""
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise CleansetError(f"{what} file {path} does not exist") from None
     except (ValueError, OSError) as exc:
         raise CleansetError(f"{what} file {path} is not a readable .npy array: {exc}") from None
-    if arr.ndim != 2 or arr.shape[0] != n_rows:
+    if one_column:
+        shape = arr.shape
+        if arr.ndim == 1:
+            arr = arr.reshape(-1, 1)
+        if arr.ndim != 2 or arr.shape != (n_rows, 1):
+            raise CleansetError(
+                f"{what} in {path} must hold one predicted value per input row: a 1-D array of "
+                f"{n_rows} values (or {n_rows} x 1); it has shape {shape}")
+    elif arr.ndim != 2 or arr.shape[0] != n_rows:
         raise CleansetError(f"{what} in {path} must be a 2-D array with one row per input row "
                             f"({n_rows}); it has shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
         raise CleansetError(f"{what} in {path} must be finite numbers")
-    return arr.astype(np.float32)
+    return arr.astype(np.float64 if one_column else np.float32)
 
 
 def encode(frame: pd.DataFrame, plan: FeaturePlan):  # noqa: ANN201 - sparse or dense matrix

@@ -318,7 +318,8 @@ class DatasetSpec(BaseModel):
         "annotator_summary); classification only")
     pred_probs: str | None = Field(
         None, description="your own out-of-fold probabilities: .npy, one column per class "
-        "(sorted class order), one row per input row; skips training")
+        "(sorted class order), one row per input row; skips training. A regression: your own "
+        "out-of-fold predictions, one value per input row (1-D, or n x 1)")
     pred_prob_columns: tuple[str, ...] = Field(
         (), description="or: columns of the data holding them, one per class in sorted order")
     embeddings: str | None = Field(

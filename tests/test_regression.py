@@ -15,7 +15,14 @@ from tasks.detect import enabled_types, regression_label_issues
 from tasks.errors import CleansetError
 from tasks.estimate import check_regression, model_inputs, out_of_fold_probs
 from tasks.evaluate import train_and_score_regression
-from tasks.featurize import infer_roles, plan_folds, prepare_frame, reviewed_labels, target_strata
+from tasks.featurize import (
+    infer_roles,
+    load_user_array,
+    plan_folds,
+    prepare_frame,
+    reviewed_labels,
+    target_strata,
+)
 from tasks.review import check_decisions
 from tasks.spec import DatasetSpec, Policy, build_spec
 from tasks.task_type import decide_task
@@ -215,6 +222,58 @@ def test_a_regression_dataset_end_to_end(workdir):
         value = con.execute("SELECT price, price_original FROM prices_clean WHERE "
                             "CAST(row_id AS VARCHAR) = ?", [first]).fetchall()
     assert value[0][0] == 123.5
+
+
+def test_own_predictions_are_one_value_per_row_and_a_wrong_shape_is_refused(tmp_path):
+    """A regression's own out-of-fold predictions: a 1-D array (or n x 1), kept in float64;
+    two columns or a row count that differs from the data's stop with what was expected."""
+    values = np.array([1234567.89, 2.5, -3.25])
+    np.save(tmp_path / "flat.npy", values)
+    np.save(tmp_path / "column.npy", values.reshape(-1, 1))
+    for name in ("flat.npy", "column.npy"):
+        got = load_user_array(str(tmp_path / name), 3, "predictions", one_column=True)
+        assert got.shape == (3, 1) and got.dtype == np.float64 and got[0, 0] == 1234567.89
+    np.save(tmp_path / "two.npy", np.zeros((3, 2)))
+    with pytest.raises(CleansetError, match=r"one predicted value per input row: a 1-D array "
+                       r"of 3 values \(or 3 x 1\); it has shape \(3, 2\)"):
+        load_user_array(str(tmp_path / "two.npy"), 3, "predictions", one_column=True)
+    np.save(tmp_path / "short.npy", values[:2])
+    with pytest.raises(CleansetError, match=r"it has shape \(2,\)"):
+        load_user_array(str(tmp_path / "short.npy"), 3, "predictions", one_column=True)
+    np.save(tmp_path / "nan.npy", np.array([1.0, np.nan, 2.0]))
+    with pytest.raises(CleansetError, match="finite numbers"):
+        load_user_array(str(tmp_path / "nan.npy"), 3, "predictions", one_column=True)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_own_out_of_fold_predictions_end_to_end(workdir):
+    """pred_probs for a regression: the user's own out-of-fold predictions (.npy, one value per
+    row). No model is trained; the issues table holds those predictions as the model's
+    (suggested_value), the shifted values are flagged against them, and runs says whose
+    predictions they were."""
+    from flows.clean import clean_dataset
+
+    frame, planted = linear_frame(300, errors=10)
+    offset = frame["colour"].map({"red": 0.0, "green": 1.5, "blue": -1.5}).to_numpy()
+    own = 3 * frame["x0"].to_numpy() - 2 * frame["x1"].to_numpy() + offset + 1e-7 * np.arange(300)
+    frame.to_csv(workdir / "prices.csv", index=False)
+    np.save(workdir / "own.npy", own)  # 1-D: one predicted value per row
+    db = workdir / "w.duckdb"
+    summary = clean_dataset(DatasetSpec(source=str(workdir / "prices.csv"), label="price",
+                                        db=str(db), pred_probs=str(workdir / "own.npy")))
+    assert summary.task == "regression"
+    with duckdb.connect(str(db), read_only=True) as con:
+        model, task = con.execute("SELECT model, task FROM runs").fetchall()[0]
+        rows = con.execute("SELECT CAST(row_id AS INT), is_label_issue, given_value, "
+                           "suggested_value, action FROM issues ORDER BY 1").fetchall()
+    assert model == "supplied pred_probs" and task == "regression"
+    assert len(rows) == 300
+    suggested = np.array([r[3] for r in rows])
+    np.testing.assert_allclose(suggested, own, rtol=0, atol=1e-9)  # float64 kept, not float32
+    np.testing.assert_allclose([r[2] for r in rows], frame["price"], atol=1e-9)
+    flagged = np.array([bool(r[1]) for r in rows])
+    assert flagged[planted].all() and flagged[~planted].sum() <= 3
+    assert {r[4] for r in rows if r[1]} == {"review"}
 
 
 @pytest.mark.usefixtures("prefect_server")

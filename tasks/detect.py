@@ -505,6 +505,26 @@ def _find_issues(lab, **kwargs) -> None:  # noqa: ANN001, ANN003
             _logger().info("Datalab: %s", line)
 
 
+def _column_array(column, dtype=None, copy=None) -> np.ndarray:  # noqa: ANN001
+    return np.asarray(column[:], dtype=dtype)
+
+
+def new_datalab(labels: np.ndarray, task: str = "classification"):  # noqa: ANN201
+    """cleanlab's Datalab over the labels alone (a multilabel tag matrix as its lists of tag
+    indices). Its constructor reads the label column back with `np.asarray(dataset[name])`;
+    datasets >= 4 returns a lazy `Column` there, which numpy converted one element at a time:
+    7 s of every run at 200,000 rows. A Column gets numpy's `__array__` (one slice read, the
+    same values) when it has none."""
+    from cleanlab import Datalab
+    from datasets.arrow_dataset import Column
+
+    if not hasattr(Column, "__array__"):
+        Column.__array__ = _column_array
+    data = [np.flatnonzero(r).tolist() for r in labels] if task == "multilabel" else labels
+    return Datalab({"label": data}, label_name="label", verbosity=0,
+                   **({} if task == "classification" else {"task": task}))
+
+
 def datalab_issues(
     labels: np.ndarray, pred_probs: np.ndarray, features: np.ndarray, graph,  # noqa: ANN001
     types: dict[str, dict], task: str = "classification",
@@ -514,8 +534,6 @@ def datalab_issues(
 
     Returns Datalab's issue columns plus `near_duplicate_set` (a set id per flagged row: the
     smallest position in its connected group of near duplicates)."""
-    from cleanlab import Datalab
-
     wanted = {t: kw for t, kw in types.items() if t in DATALAB_TYPES}
     n = len(labels)
     if not wanted:
@@ -523,15 +541,14 @@ def datalab_issues(
     sampled_non_iid = "non_iid" in wanted and n > NON_IID_MAX_ROWS
     main = {t: kw for t, kw in wanted.items() if not (sampled_non_iid and t == "non_iid")}
     if task == "regression":
-        lab = Datalab({"label": labels}, label_name="label", verbosity=0, task="regression")
+        lab = new_datalab(labels, task)
         _find_issues(lab, features=features, knn_graph=graph, issue_types=main)
     elif task == "multilabel":  # labels: the tag matrix, as Datalab's lists of tag indices
-        lab = Datalab({"label": [np.flatnonzero(r).tolist() for r in labels]},
-                      label_name="label", verbosity=0, task="multilabel")
+        lab = new_datalab(labels, task)
         _find_issues(lab, pred_probs=pred_probs, features=features, knn_graph=graph,
                      issue_types=main)
     else:
-        lab = Datalab({"label": labels}, label_name="label", verbosity=0)
+        lab = new_datalab(labels, task)
         _find_issues(lab, pred_probs=pred_probs, features=features, knn_graph=graph,
                      issue_types=main)
     found = lab.get_issues()
@@ -554,17 +571,13 @@ def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.
     Its permutation test holds permutations x rows x k integers (about 5 GiB at 1M rows), so
     above NON_IID_MAX_ROWS the test runs on every m-th row; rows outside the sample get no score.
     """
-    from cleanlab import Datalab
-
     from tasks.knn import knn_graph
 
     n = len(labels)
     step = int(np.ceil(n / NON_IID_MAX_ROWS))
     sample = np.arange(0, n, step)
     graph, _, _ = knn_graph(np.ascontiguousarray(features[sample]), 10)
-    sampled = labels[sample]
-    lab = Datalab({"label": [np.flatnonzero(r).tolist() for r in sampled] if task == "multilabel"
-                   else sampled}, label_name="label", verbosity=0, task=task)
+    lab = new_datalab(labels[sample], task)
     _find_issues(lab, **({} if task == "regression" else {"pred_probs": pred_probs[sample]}),
                  features=features[sample], knn_graph=graph, issue_types={"non_iid": settings})
     found = lab.get_issues()

@@ -192,3 +192,18 @@ def test_a_check_datalab_cannot_run_is_a_log_line_not_console_noise(capsys, capl
     assert "is_outlier_issue" in found and "is_underperforming_group_issue" not in found
     assert any("did not check underperforming_group" in r.getMessage()
                and "No meaningful clusters" in r.getMessage() for r in caplog.records)
+
+
+def test_new_datalab_reads_the_labels_as_given():
+    """Datalab's constructor reads the label column back through numpy; the fast read
+    (tasks.detect.new_datalab) must give it the same labels, in order, for each task."""
+    import numpy as np
+
+    from tasks.detect import new_datalab
+
+    y = np.random.default_rng(0).integers(0, 4, 5_000)
+    assert np.array_equal(new_datalab(y).labels, y)
+    values = np.linspace(-1.0, 1.0, 300)
+    assert np.allclose(new_datalab(values, "regression").labels, values)
+    tags = np.array([[1, 0, 1], [0, 0, 1], [0, 1, 0]])
+    assert [list(r) for r in new_datalab(tags, "multilabel").labels] == [[0, 2], [2], [1]]

@@ -16,6 +16,7 @@ Nothing here was tuned on the benchmark's held-out datasets (bench/do_no_harm.py
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -64,6 +65,7 @@ class Screened(BaseModel):
     projected_seconds: float  # the full K-fold pass, scaled from the screening cost
     within_budget: bool
     chosen: bool = False
+    stopped: str = ""  # why the screening stopped before its last fold (a regression)
     regression: bool = False  # then log_loss holds the out-of-fold MSE and accuracy the R^2
     multilabel: bool = False  # then log_loss is per tag and accuracy holds the micro-F1
 
@@ -101,8 +103,8 @@ def candidates(plan: FeaturePlan, has_embedding: bool, regression: bool = False)
     """The candidate models this data admits (regressors for a regression target: ridge with
     its alpha chosen by efficient leave-one-out, gradient-boosted trees, kNN on the
     embedding)."""
-    if regression:
-        return ["ridge", *([] if plan.text else ["hgbr"]), *(["knn"] if has_embedding else [])]
+    if regression:  # cheapest first: the trees are raced against the best of the others
+        return ["ridge", *(["knn"] if has_embedding else []), *([] if plan.text else ["hgbr"])]
     out = [m for m in LINEAR_MODELS if family(m) == "logreg"]
     if not plan.text:
         out.append("hgb")  # trees on TF-IDF are slow and weak: text goes to linear / nb / knn
@@ -147,19 +149,26 @@ def probe_seconds(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan:
 
 
 def screen_one(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
-               seed: int, knn_k: int, strata: np.ndarray | None = None
-               ) -> tuple[np.ndarray, float]:
+               seed: int, knn_k: int, strata: np.ndarray | None = None,
+               after_fold: AfterFold | None = None) -> tuple[np.ndarray | None, float]:
     """Out-of-sample probabilities of one candidate on the sample (3-fold CV) and the seconds
     (`strata` given: a regression, predictions n x 1, folds stratified by target quantile; or
-    multilabel, y a tag matrix, folds stratified by rarest tag)."""
+    multilabel, y a tag matrix, folds stratified by rarest tag). `after_fold(test rows, their
+    predictions, seconds so far)` is asked after the first fold; when it returns True the
+    screening stops there and the probabilities are None."""
     started = time.perf_counter()
     with one_thread():  # the kNN search's OpenMP too (see estimate.one_thread)
-        out = _screen(model, inputs, y, n_classes, plan, seed, knn_k, strata)
+        out = _screen(model, inputs, y, n_classes, plan, seed, knn_k, strata, after_fold,
+                      started)
     return out, time.perf_counter() - started
 
 
+AfterFold = Callable[[np.ndarray, np.ndarray, float], bool]
+
+
 def _screen(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: FeaturePlan,
-            seed: int, knn_k: int, strata: np.ndarray | None) -> np.ndarray:
+            seed: int, knn_k: int, strata: np.ndarray | None,
+            after_fold: AfterFold | None = None, started: float = 0.0) -> np.ndarray | None:
     splitter = StratifiedKFold(n_splits=SCREEN_FOLDS, shuffle=True, random_state=seed)
     regression = strata is not None and y.ndim == 1
     out = (np.zeros((len(y), 1), dtype=np.float64) if regression
@@ -183,7 +192,29 @@ def _screen(model: str, inputs: dict, y: np.ndarray, n_classes: int, plan: Featu
             X = inputs[model]
             out[test] = fit_predict(X, y, train, test, n_classes, model, plan, seed,
                                     inputs.get("high"))
+        if after_fold is not None:
+            if after_fold(test, out[test], time.perf_counter() - started):
+                return None
+            after_fold = None  # asked once, after the first fold
     return out
+
+
+SMALL_SCREEN_ROWS = 2 * PROBE_ROWS  # training rows per screening fold: the probe fit is skipped
+RACE_SLACK = 0.0  # how much worse a raced candidate's first fold may measure and go on
+
+
+def cannot_pay(y: np.ndarray, pred: np.ndarray, leader_pred: np.ndarray, leader: str) -> str:
+    """Why a regression candidate stops after its first screening fold, or "" to go on: on that
+    fold's rows it is worse than the leader (the best candidate screened so far) by more than
+    RACE_SLACK, and no weighted mix of the two lowers the leader's MSE by ENSEMBLE_GAIN (within
+    the slack). A pair chosen by pick() needs one or the other."""
+    own, lead = mse(y, pred), mse(y, leader_pred)
+    mixed = min(mse(y, w * np.ravel(pred) + (1 - w) * np.ravel(leader_pred))
+                for w in (0.25, 0.5, 0.75))
+    if own <= lead * (1 + RACE_SLACK) or mixed <= lead * (1 - ENSEMBLE_GAIN) * (1 + RACE_SLACK):
+        return ""
+    return (f"stopped after its first fold: MSE {own:.4g} alone, {mixed:.4g} mixed, vs "
+            f"{leader}'s {lead:.4g} on the same rows")
 
 
 def pick(results: list[Screened], probs: dict[str, np.ndarray], y: np.ndarray,
@@ -289,9 +320,14 @@ def choose_model(
             part["high"] = inputs["high"][sample]
         return part
 
+    # a regression (model auto) races each fitted candidate against the best one screened so
+    # far: screening stops after its first fold when that fold says it cannot pay (see
+    # cannot_pay). On a small sample the first fold's own timing replaces the probe fit.
+    race = regression and model == "auto"
+    small = regression and train_rows <= SMALL_SCREEN_ROWS
     for m in admitted:
         part = sample_inputs(m)
-        if m != "knn" and budget is not None:
+        if m != "knn" and budget is not None and not small:
             # a probe fit on a few hundred rows says what screening and the full pass would cost;
             # a candidate that cannot fit the budget is not screened at all
             per_row = probe_seconds(m, part, ys, n_classes, plan, seed, strata)
@@ -300,7 +336,29 @@ def choose_model(
                                     accuracy=float("nan"), seconds=0.0,
                                     projected_seconds=per_row * full_rows))
                 continue
-        p, seconds = screen_one(m, part, ys, n_classes, plan, seed, knn_k, strata)
+        stopped: dict = {}
+
+        def after_fold(test: np.ndarray, pred: np.ndarray, seconds: float,
+                       budget: float | None = budget, stopped: dict = stopped) -> bool:
+            projected = seconds / max(len(ys) - len(test), 1) * full_rows
+            why = ""
+            if small and budget is not None and projected > budget:
+                why = f"over budget after its first fold (full pass ~{projected:.0f} s)"
+            elif race and probs:
+                leader = min((r for r in results if r["model"] in probs),
+                             key=lambda r: r["log_loss"])["model"]
+                why = cannot_pay(ys[test], pred, probs[leader][test], leader)
+            stopped.update(projected=projected, why=why)
+            return bool(why)
+
+        asks = m != "knn" and ((small and budget is not None) or (race and bool(probs)))
+        p, seconds = screen_one(m, part, ys, n_classes, plan, seed, knn_k, strata,
+                                after_fold if asks else None)
+        if p is None:
+            results.append(dict(model=m, rows=len(sample), log_loss=float("nan"),
+                                accuracy=float("nan"), seconds=seconds,
+                                projected_seconds=stopped["projected"], stopped=stopped["why"]))
+            continue
         probs[m] = p
         per_row = seconds / (SCREEN_FOLDS * train_rows)
         projected = 0.0 if m == "knn" else per_row * full_rows
@@ -366,6 +424,9 @@ def choose(design: Design, snapshot, neighbours, model: str, prune: str,  # noqa
     loss, score = ("MSE", "R^2") if design.regression else (
         ("per-tag log loss", "micro-F1") if design.multilabel else ("log loss", "accuracy"))
     for s in choice.screening:
+        if s.stopped:
+            logger.info("screened %-12s %s, %.1f s", s.model, s.stopped, s.seconds)
+            continue
         logger.info("screened %-12s %s %.4g, %s %.3f, %.1f s (full pass ~%.0f s%s)",
                     s.model, loss, s.log_loss, score, s.accuracy, s.seconds, s.projected_seconds,
                     "" if s.within_budget else ", over budget")

@@ -14,6 +14,7 @@ without the rows the first pass flagged; `replace` uses the second pass's probab
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder, TargetEncoder
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from tasks.caching import STAGE_CACHE, file_content, stage
 from tasks.errors import CleansetError
@@ -160,7 +161,22 @@ class PerTag:
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_saved: threadpool_limits | None = None
+_blas_saved = None  # threadpoolctl's limiter while any fit runs
+_pools: tuple[int, ThreadpoolController] | None = None
+_pools_lock = threading.Lock()
+
+
+def thread_pools() -> ThreadpoolController:
+    """threadpoolctl's controller of the loaded native thread pools, found again only when a
+    module was imported since the last call. Finding them walks every loaded shared object
+    (~6 ms here); threadpool_limits() did it on every call, two per fit, which was a fifth of
+    a 400-row regression run's estimate (bench/regression.py, carseats: 0.25 s of 1.2 s)."""
+    global _pools
+    loaded = len(sys.modules)
+    with _pools_lock:
+        if _pools is None or _pools[0] != loaded:
+            _pools = (loaded, ThreadpoolController())
+        return _pools[1]
 
 
 @contextmanager
@@ -177,10 +193,10 @@ def one_thread() -> Iterator[None]:
     global _blas_users, _blas_saved
     with _blas_lock:
         if _blas_users == 0:
-            _blas_saved = threadpool_limits(1, user_api="blas")
+            _blas_saved = thread_pools().limit(limits=1, user_api="blas")
         _blas_users += 1
     try:
-        with threadpool_limits(1, user_api="openmp"):
+        with thread_pools().limit(limits=1, user_api="openmp"):
             yield
     finally:
         with _blas_lock:

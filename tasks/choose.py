@@ -328,9 +328,9 @@ def choose_model(
 
     # a regression (model auto) races each fitted candidate against the best one screened so
     # far: screening stops after its first fold when that fold says it cannot pay (see
-    # cannot_pay). A regression's screening folds time themselves instead of a probe fit (on a
-    # 400-row table the probe cost as much as a screening fold; a regressor's sample is one
-    # n x 1 target, so one fold of 1,333 rows is the most a too-slow candidate can cost).
+    # cannot_pay). A regression's first screening fold times itself instead of a probe fit: on
+    # a 400-row table the probe cost as much as a screening fold, and with the sample at most
+    # 2,000 rows a too-slow candidate costs at most one fit on 1,333 rows before it stops.
     race = regression and model == "auto"
     for m in admitted:
         part = sample_inputs(m)

@@ -14,7 +14,7 @@ setup: .venv/.synced
 	python3 -m venv .tools && .tools/bin/pip install --quiet uv
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode  # once here, not at every `uv run` (pyproject.toml)
 	touch $@
 
 demo: setup

@@ -110,17 +110,23 @@ import json, sys, time
 t0 = time.perf_counter()
 import pandas as pd
 df = pd.read_csv(sys.argv[1])
-t1 = time.perf_counter()
-import great_expectations as gx
-t2 = time.perf_counter()
+t0 = time.perf_counter()
+import tasks.validate
 from tasks.validate import check
+t1 = time.perf_counter()
+import_gx = getattr(tasks.validate, "import_gx", None)  # as validate imports it (since i18fc)
+if import_gx is None:
+    import great_expectations as gx
+else:
+    gx = import_gx()
+t2 = time.perf_counter()
 t3 = time.perf_counter()
 check(df, "label", None, [], None)
 t4 = time.perf_counter()
 check(df, "label", None, [], None)
 t5 = time.perf_counter()
-print("GX " + json.dumps({"import_gx_s": t2 - t1, "first_check_s": t4 - t3,
-                          "second_check_s": t5 - t4}))
+print("GX " + json.dumps({"import_tasks_validate_s": t1 - t0, "import_gx_s": t2 - t1,
+                          "first_check_s": t4 - t3, "second_check_s": t5 - t4}))
 """
 
 # One model fit with the libraries' default threads (one per core) against one thread: the

@@ -37,7 +37,7 @@ from tasks.incremental import (
     stabilize,
 )
 from tasks.ingest import ingest
-from tasks.knn import knn
+from tasks.knn import extend_knn, knn
 from tasks.publish import RunSummary, on_flow_failure, publish
 from tasks.report import report
 from tasks.retention import retain
@@ -144,8 +144,6 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
         pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles,
         task=spec.task, keep_encoder=keep, tags=tags, label_columns=spec.label_columns)
-    neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
-                             exact=spec.knn_exact)
     choice = mode = kept = stored = None
     unlabeled = None
     files: list = []  # the fold fits' files, for the run's manifest (tasks/retention.py)
@@ -153,6 +151,15 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         stored = find_models(db=spec.db, dataset=spec.dataset_name)
         mode = plan_mode(spec=spec, snapshot=snapshot, design=design, stored=stored,
                          work_dir=work, full=full, scheduled=scheduled)
+    if mode is not None and mode.incremental and stored.store.neighbours and (
+            stored.store.encoder):  # the full run's graph, extended by what is new
+        neighbours = staged(extend_knn)(
+            snapshot=snapshot, design=design, stored=stored.store.neighbours,
+            encoder=stored.store.encoder, plan=stored.store.plan, status=mode.status,
+            work_dir=work)
+    else:
+        neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
+                                 exact=spec.knn_exact, keep=keep)
     if supplied:
         probs = staged(supplied_pred_probs)(
             snapshot=snapshot, design=design, label=spec.label, path=spec.pred_probs,
@@ -187,7 +194,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
             kept = staged(keep_models)(
                 snapshot=snapshot, design=design, choice=choice, parts=files[-1] if files
                 else {}, pred_probs=probs, fingerprint=estimation_fingerprint(spec),
-                dataset=spec.dataset_name, work_dir=work)
+                dataset=spec.dataset_name, work_dir=work, neighbours=neighbours)
     check = staged(model_check)(design=design, pred_probs=probs)
     agreed = None
     if spec.annotators:  # CROWDLAB's consensus replaces the vote from here on

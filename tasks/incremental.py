@@ -41,6 +41,7 @@ from tasks.choose import ModelChoice
 from tasks.detect import Detection, data_hashes, health, summarize
 from tasks.featurize import Design, FeaturePlan, prepare_frame
 from tasks.ingest import Snapshot
+from tasks.knn import Neighbours
 from tasks.spec import DatasetSpec, Incremental, duration_seconds
 from tasks.store import ArrayRef, ObjectRef, TableRef, write_array, write_table
 from tasks.warehouse import read_dicts
@@ -70,6 +71,9 @@ class ModelStore(BaseModel):
     rows: TableRef  # row_id, data_hash, label, fold, p0..p{K-1} of the scored rows
     encoder: ObjectRef | None = None  # the fitted feature encoding (linear families' input)
     models: dict[str, tuple[ObjectRef, ...]] = {}  # fitted model -> its fold models
+    # the full run's kNN graph over the same rows, with its reducer and approximate index: an
+    # incremental run extends it (tasks/knn.extend_knn) instead of searching every row again
+    neighbours: Neighbours | None = None
 
     @field_validator("choice")
     @classmethod
@@ -81,7 +85,7 @@ class ModelStore(BaseModel):
     def files(self) -> list[str]:
         refs = [self.rows, *([self.encoder] if self.encoder else []),
                 *(r for refs in self.models.values() for r in refs)]
-        return [r.path for r in refs]
+        return [r.path for r in refs] + (self.neighbours.files if self.neighbours else [])
 
 
 class StoredModels(BaseModel):
@@ -358,9 +362,10 @@ def plan_mode(spec: DatasetSpec, snapshot: Snapshot, design: Design, stored: Sto
 @stage("keep-models")
 def keep_models(snapshot: Snapshot, design: Design, choice: ModelChoice,
                 parts: dict[str, list], pred_probs: ArrayRef, fingerprint: str, dataset: str,
-                work_dir: str) -> ModelStore | None:
+                work_dir: str, neighbours: Neighbours | None = None) -> ModelStore | None:
     """Keep a full run's estimation for incremental runs: the fold models (written by the
-    estimate-fold tasks), the encoder, and the scored rows' out-of-fold probabilities."""
+    estimate-fold tasks), the encoder, the scored rows' out-of-fold probabilities and the kNN
+    graph over them (`neighbours`, built with `keep`)."""
     models = {m: tuple(p.model for p in parts.get(m, [])) for m in choice.fitted}
     missing = any(not refs or any(r is None for r in refs) for refs in models.values())
     if missing or (
@@ -378,7 +383,8 @@ def keep_models(snapshot: Snapshot, design: Design, choice: ModelChoice,
     return ModelStore(dataset=dataset, created_at=datetime.now(UTC), fingerprint=fingerprint,
                       task=design.task, classes=design.classes, plan=design.plan,
                       choice=choice,
-                      n_folds=design.n_folds, rows=rows, encoder=design.encoder, models=models)
+                      n_folds=design.n_folds, rows=rows, encoder=design.encoder, models=models,
+                      neighbours=neighbours)
 
 
 @stage("incremental-pred-probs")

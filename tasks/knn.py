@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.decomposition import TruncatedSVD
 
 from tasks.caching import stage
-from tasks.featurize import Design
-from tasks.store import ArrayRef, MatrixRef, write_array, write_matrix
+from tasks.featurize import Design, FeaturePlan, prepare_frame
+from tasks.ingest import Snapshot
+from tasks.store import ArrayRef, MatrixRef, ObjectRef, write_array, write_matrix, write_object
 
 EXACT_MAX_ROWS = 50_000  # above: IVF search (see bench/results/detection_*.md for the effect)
 EMBED_DIM = 64
@@ -34,17 +35,37 @@ class Neighbours(BaseModel):
     metric: str
     exact: bool
     k: int
+    # kept by a dataset folder's full run, for the incremental runs that extend its graph:
+    reducer: ObjectRef | None = None  # the fitted TruncatedSVD of a sparse or wide matrix
+    index: ArrayRef | None = None  # the approximate (IVF) faiss index, serialized
+
+    @property
+    def files(self) -> list[str]:
+        return [r.path for r in (self.embedding, self.graph, self.reducer, self.index) if r]
 
 
 def dense_embedding(X, seed: int = 0, dim: int = EMBED_DIM) -> np.ndarray:  # noqa: ANN001
     """A dense float32 embedding of the encoded features: as is when narrow and dense,
     else reduced by TruncatedSVD (TF-IDF and one-hot columns are sparse and wide)."""
+    return embedder(X, seed, dim)[0]
+
+
+def embedder(X, seed: int = 0, dim: int = EMBED_DIM):  # noqa: ANN001, ANN201
+    """(dense_embedding of X, the fitted TruncatedSVD or None), the reducer for rows to come."""
     if sp.issparse(X) or X.shape[1] > 4 * dim:
         n_comp = min(dim, X.shape[1] - 1, X.shape[0] - 1)
         if n_comp >= 2:
-            return TruncatedSVD(n_components=n_comp, random_state=seed).fit_transform(X).astype(
-                np.float32)
+            svd = TruncatedSVD(n_components=n_comp, random_state=seed)
+            return svd.fit_transform(X).astype(np.float32), svd
         X = X.toarray() if sp.issparse(X) else X
+    return np.ascontiguousarray(X, dtype=np.float32), None
+
+
+def embed_with(X, reducer) -> np.ndarray:  # noqa: ANN001
+    """New rows' encoded features in an embedding made by `embedder` (its reducer or None)."""
+    if reducer is not None:
+        return reducer.transform(X).astype(np.float32)
+    X = X.toarray() if sp.issparse(X) else X
     return np.ascontiguousarray(X, dtype=np.float32)
 
 
@@ -55,13 +76,28 @@ def metric_for(X: np.ndarray) -> str:
     return "cosine" if X.shape[1] > HIGH_DIMENSION_CUTOFF else "euclidean"
 
 
-def _search(X: np.ndarray, k: int, metric: str, exact: bool, seed: int):  # noqa: ANN202
-    import faiss
-
-    n, d = X.shape
+def _normed(X: np.ndarray, metric: str) -> np.ndarray:
+    """The vectors as the index holds them (unit length for cosine)."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
     if metric == "cosine":
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         X = X / np.where(norms == 0, 1, norms)
+    return np.ascontiguousarray(X, dtype=np.float32)
+
+
+def _distances(scores: np.ndarray, metric: str) -> np.ndarray:
+    """faiss's scores as the graph's distances (cosine distance, or euclidean)."""
+    if metric == "cosine":
+        return np.clip(1.0 - scores, 0.0, None)
+    return np.sqrt(np.clip(scores, 0.0, None))
+
+
+def build_index(X: np.ndarray, metric: str, exact: bool, seed: int):  # noqa: ANN201
+    """A faiss index over the normed rows X: flat (exact) or IVF (approximate, nprobe 16);
+    row i has id i."""
+    import faiss
+
+    n, d = X.shape
     quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
     if exact:
         index = quantizer
@@ -74,25 +110,37 @@ def _search(X: np.ndarray, k: int, metric: str, exact: bool, seed: int):  # noqa
         index.train(sample)
         index.nprobe = 16
     index.add(X)
+    return index
+
+
+def _search(X: np.ndarray, k: int, metric: str, exact: bool, seed: int,  # noqa: ANN202
+            keep_index: bool = False):
+    X = _normed(X, metric)
+    index = build_index(X, metric, exact, seed)
     scores, idx = index.search(X, k + 1)
-    if metric == "cosine":
-        dist = np.clip(1.0 - scores, 0.0, None)
-    else:
-        dist = np.sqrt(np.clip(scores, 0.0, None))
-    return dist, idx
+    return _distances(scores, metric), idx, (index if keep_index else None)
 
 
-def knn_graph(X: np.ndarray, k: int = 10, exact: bool | None = None, seed: int = 0
-              ) -> tuple[sp.csr_matrix, str, bool]:
+def knn_graph(X: np.ndarray, k: int = 10, exact: bool | None = None, seed: int = 0,
+              keep_index: bool = False):  # noqa: ANN201
     """The kNN graph of X as Datalab expects it: CSR, row i holds its k nearest other rows with
-    their distances in ascending order. Returns (graph, metric, exact)."""
+    their distances in ascending order. Returns (graph, metric, exact), plus the faiss index
+    when `keep_index`."""
     from cleanlab.internal.neighbor.knn_graph import correct_knn_graph
 
     n = X.shape[0]
     k = min(k, n - 1)
     exact = n <= EXACT_MAX_ROWS if exact is None else exact
     metric = metric_for(X)
-    dist, idx = _search(X, k, metric, exact, seed)
+    dist, idx, index = _search(X, k, metric, exact, seed, keep_index)
+    graph = _graph_from(dist, idx, k)
+    graph = correct_knn_graph(X, graph) if exact else graph
+    return (graph, metric, exact, index) if keep_index else (graph, metric, exact)
+
+
+def _graph_from(dist: np.ndarray, idx: np.ndarray, k: int) -> sp.csr_matrix:
+    """Search results (each row's k + 1 nearest, itself usually among them) as the CSR graph."""
+    n = len(idx)
     rows = np.arange(n)[:, None]
     # drop each row itself (wherever the search put it; with duplicates it may not be first)
     not_self = idx != rows
@@ -106,10 +154,8 @@ def knn_graph(X: np.ndarray, k: int = 10, exact: bool | None = None, seed: int =
     if missing.any():
         nd[missing] = nd[np.isfinite(nd)].max(initial=1.0)
         nbr[missing] = (rows.repeat(k, axis=1)[missing] + 1) % n
-    graph = sp.csr_matrix((nd.ravel().astype(np.float32), nbr.ravel(),
-                           np.arange(0, n * k + 1, k)), shape=(n, n))
-    graph = correct_knn_graph(X, graph) if exact else graph
-    return graph, metric, exact
+    return sp.csr_matrix((nd.ravel().astype(np.float32), nbr.ravel(),
+                          np.arange(0, n * k + 1, k)), shape=(n, n))
 
 
 def graph_neighbours(graph) -> np.ndarray:  # noqa: ANN001 - scipy CSR, k entries per row
@@ -124,21 +170,169 @@ def neighbour_agreement(graph, y: np.ndarray, suggested: np.ndarray) -> np.ndarr
     return (y[graph_neighbours(graph)] == suggested[:, None]).mean(axis=1)
 
 
+def extend_graph(stored_emb: np.ndarray, stored_graph, stored_to_cur: np.ndarray,  # noqa: ANN001
+                 fresh: np.ndarray, fresh_emb: np.ndarray, metric: str, exact: bool,
+                 index=None) -> tuple[sp.csr_matrix, np.ndarray]:  # noqa: ANN001
+    """The kNN graph of the current rows from a stored graph, without searching the rows it
+    already holds. `stored_to_cur`: each stored row's current position (-1: gone or its
+    features changed); `fresh`: the current positions of rows the stored graph does not hold
+    (new or changed), `fresh_emb` their embedding in the stored embedding's space; `index`: the
+    stored approximate faiss index (ids = stored rows), None to search the current rows exactly.
+
+    The fresh rows, and the stored rows that lost a neighbour, are searched in full. Every other
+    stored row keeps its neighbours, merged with the fresh rows that came closer than its k-th
+    (found among each fresh row's 2k + 1 nearest: the reverse direction of the search). Returns
+    (graph, the current rows' embedding)."""
+    k = int(np.diff(stored_graph.indptr)[0])
+    n_stored = len(stored_to_cur)
+    kept = np.flatnonzero(stored_to_cur >= 0)
+    n = len(kept) + len(fresh)
+    emb = np.empty((n, stored_emb.shape[1]), dtype=np.float32)
+    emb[stored_to_cur[kept]] = stored_emb[kept]
+    emb[fresh] = fresh_emb
+    if index is None:  # exact: a flat index over the current rows, ids = positions
+        index = build_index(_normed(emb, metric), metric, True, 0)
+        lookup = np.arange(n)
+    else:  # the stored IVF index: drop what is gone, add the fresh rows after the stored ids
+        gone = np.flatnonzero(stored_to_cur < 0)
+        if len(gone):
+            index.remove_ids(gone.astype(np.int64))
+        index.add_with_ids(_normed(fresh_emb, metric), n_stored + np.arange(len(fresh)))
+        lookup = np.concatenate([stored_to_cur, fresh]).astype(np.int64)
+
+    def search(positions: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = index.search(_normed(emb[positions], metric), width)
+        found = np.where(ids >= 0, lookup[np.clip(ids, 0, None)], -1)
+        dist = np.where(found >= 0, _distances(scores, metric), np.inf)
+        return dist, found
+
+    nbr = np.full((n, k), -1, dtype=np.int64)
+    nd = np.full((n, k), np.inf, dtype=np.float32)
+    old_nbr = graph_neighbours(stored_graph)[kept]
+    rows_at = stored_to_cur[kept]
+    nbr[rows_at] = stored_to_cur[old_nbr]
+    nd[rows_at] = stored_graph.data.reshape(-1, k)[kept]
+    broken = rows_at[(nbr[rows_at] < 0).any(axis=1)]
+    redo = np.concatenate([fresh, broken]).astype(np.int64)
+    if len(redo):
+        dist, found = search(redo, min(2 * k + 1, n))
+        own = np.where(found == redo[:, None], -2, found)
+        self_free = np.where(own >= 0, dist, np.inf)
+        order = np.argsort(self_free, axis=1, kind="stable")[:, :k]
+        nbr[redo] = np.take_along_axis(np.where(own >= 0, own, -1), order, axis=1)
+        nd[redo] = np.take_along_axis(self_free, order, axis=1)
+        # reverse direction: stored rows a fresh row came closer to than their k-th
+        is_fresh = np.zeros(n, dtype=bool)
+        is_fresh[fresh] = True
+        f_dist, f_found = dist[: len(fresh)], found[: len(fresh)]
+        src = np.repeat(fresh, f_found.shape[1])
+        tgt, dd = f_found.ravel(), f_dist.ravel()
+        ok = (tgt >= 0) & (tgt != src)
+        ok[ok] &= ~is_fresh[tgt[ok]]
+        redone = np.zeros(n, dtype=bool)
+        redone[redo] = True
+        ok[ok] &= ~redone[tgt[ok]]
+        src, tgt, dd = src[ok], tgt[ok], dd[ok]
+        closer = dd < nd[tgt, -1]
+        src, tgt, dd = src[closer], tgt[closer], dd[closer]
+        if len(tgt):
+            rows = np.unique(tgt)
+            at = np.searchsorted(rows, tgt)
+            order = np.lexsort((dd, at))
+            at, src, dd = at[order], src[order], dd[order]
+            rank = np.arange(len(at)) - np.searchsorted(at, at)
+            take = rank < k
+            c_nbr = np.full((len(rows), k), -1, dtype=np.int64)
+            c_d = np.full((len(rows), k), np.inf, dtype=np.float32)
+            c_nbr[at[take], rank[take]] = src[take]
+            c_d[at[take], rank[take]] = dd[take]
+            both_d = np.concatenate([nd[rows], c_d], axis=1)
+            both_n = np.concatenate([nbr[rows], c_nbr], axis=1)
+            order = np.argsort(both_d, axis=1, kind="stable")[:, :k]
+            nd[rows] = np.take_along_axis(both_d, order, axis=1)
+            nbr[rows] = np.take_along_axis(both_n, order, axis=1)
+    missing = (nbr < 0) | ~np.isfinite(nd)
+    if missing.any():  # fewer than k found (a tiny dataset): pad as knn_graph does
+        nd[missing] = nd[~missing].max(initial=1.0)
+        nbr[missing] = ((np.arange(n)[:, None] + 1) % n).repeat(k, axis=1)[missing]
+    graph = sp.csr_matrix((nd.ravel().astype(np.float32), nbr.ravel(),
+                           np.arange(0, n * k + 1, k)), shape=(n, n))
+    if exact:
+        from cleanlab.internal.neighbor.knn_graph import correct_knn_graph
+
+        graph = correct_knn_graph(emb, graph)
+    return graph, emb
+
+
+def serialize_index(index) -> np.ndarray:  # noqa: ANN001
+    import faiss
+
+    return faiss.serialize_index(index)
+
+
+def deserialize_index(data: np.ndarray):  # noqa: ANN201
+    import faiss
+
+    index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+    faiss.extract_index_ivf(index).nprobe = 16
+    return index
+
+
 @stage("knn")
-def knn(design: Design, k: int, seed: int, work_dir: str, exact: bool | None = None
-        ) -> Neighbours:
-    """Build the shared kNN graph over the scored rows' dense embedding."""
+def knn(design: Design, k: int, seed: int, work_dir: str, exact: bool | None = None,
+        keep: bool = False) -> Neighbours:
+    """Build the shared kNN graph over the scored rows' dense embedding. `keep`: also keep
+    what an incremental run needs to extend the graph (the reducer, the approximate index)."""
     import time
 
     started = time.perf_counter()
     X = design.embeddings.read()[design.positions.read()] if design.embeddings else (
         design.matrix.read())
-    emb = dense_embedding(X, seed)
-    graph, metric, exact = knn_graph(emb, k, exact=exact, seed=seed)
+    emb, reducer = embedder(X, seed)
+    graph, metric, exact, index = knn_graph(emb, k, exact=exact, seed=seed, keep_index=True)
     work = Path(work_dir)
     get_run_logger().info("kNN graph: %d rows, k=%d, %s, %s search, %.1f s", emb.shape[0],
                           min(k, emb.shape[0] - 1), metric, "exact" if exact else "approximate",
                           time.perf_counter() - started)
+    kept = {}
+    if keep:
+        kept["reducer"] = write_object(reducer, work, "models") if reducer is not None else None
+        kept["index"] = None if exact else write_array(serialize_index(index), work, "models")
     return Neighbours(embedding=write_array(emb, work, "embedding"),
                       graph=write_matrix(graph, work, "knn"), metric=metric, exact=exact,
-                      k=min(k, emb.shape[0] - 1))
+                      k=min(k, emb.shape[0] - 1), **kept)
+
+
+@stage("extend-knn")
+def extend_knn(snapshot: Snapshot, design: Design, stored: Neighbours, encoder: ObjectRef,
+               plan: FeaturePlan, status: ArrayRef, work_dir: str) -> Neighbours:
+    """An incremental run's kNN graph: the last full run's graph (`stored`, over its scored
+    rows) extended by the new and changed rows, embedded with that run's encoder and reducer
+    (extend_graph). `status`: plan-mode's (stored row, code) per scored row."""
+    import time
+
+    from tasks.incremental import DATA_CHANGED, NEW
+
+    started = time.perf_counter()
+    pos, codes = status.read().T
+    same = (codes != NEW) & (codes != DATA_CHANGED)
+    stored_graph = stored.graph.read()
+    stored_to_cur = np.full(stored_graph.shape[0], -1, dtype=np.int64)
+    stored_to_cur[pos[same]] = np.flatnonzero(same)
+    fresh = np.flatnonzero(~same)
+    rows = design.positions.read()[fresh]
+    frame = prepare_frame(snapshot.table.read(columns=list(plan.used)).iloc[rows]
+                          .reset_index(drop=True), plan)
+    fresh_emb = embed_with(encoder.read().transform(frame),
+                           stored.reducer.read() if stored.reducer else None)
+    graph, emb = extend_graph(stored.embedding.read(), stored_graph, stored_to_cur, fresh,
+                              fresh_emb, stored.metric, stored.exact,
+                              deserialize_index(stored.index.read()) if stored.index else None)
+    work = Path(work_dir)
+    get_run_logger().info("kNN graph extended: %d rows kept their neighbours' search, %d new or "
+                          "changed rows searched, %s, %.1f s", int(same.sum()), len(fresh),
+                          "exact" if stored.exact else "approximate",
+                          time.perf_counter() - started)
+    return Neighbours(embedding=write_array(emb, work, "embedding"),
+                      graph=write_matrix(graph, work, "knn"), metric=stored.metric,
+                      exact=stored.exact, k=stored.k)

@@ -11,10 +11,15 @@ row-level (column map) expectation of severity `warning` quarantines the failing
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
+import sys
 import threading
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +113,71 @@ def run_suites(
     Returns each expectation's outcome with the positions of the rows it found unexpected
     (empty for table-level expectations); `details` keeps only a sample of those positions.
     """
-    import great_expectations as gx
-
     with _gx_lock:
+        gx = import_gx()
         return _run_suites(gx, _batch_definition(), df, suites)
+
+
+# Importing GX Core costs seconds; two of them are for parts cleanset never uses (measured in
+# bench/results/fixed_cost_i18fc_*.md):
+# - SQLAlchemy (~0.6 s with GX's compatibility module): GX's SQL data sources, an optional extra
+#   GX runs without (`great_expectations[sql]`). GX is imported as if it were not installed,
+#   unless the process has imported it already; afterwards `import sqlalchemy` works as ever.
+# - Altair (~0.5 s): only the KL-divergence expectation's renderer draws with it (`import altair
+#   as alt` at its top, `alt.Chart` in the renderer). It is imported lazily: on first use.
+_GX_ABSENT = ("sqlalchemy",)
+_GX_LAZY = ("altair",)
+
+
+def import_gx():  # noqa: ANN201 - the great_expectations module
+    """`import great_expectations`, without the parts cleanset does not use (see above)."""
+    if "great_expectations" in sys.modules:
+        return sys.modules["great_expectations"]
+    for name in _GX_LAZY:
+        _import_lazily(name)
+    with _hidden(_GX_ABSENT):
+        import great_expectations as gx
+    return gx
+
+
+@contextmanager
+def _hidden(names: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, `import <name>` raises ImportError (as if the package were not
+    installed) for those of `names` the process has not imported yet."""
+    hidden = [n for n in names if n not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment] - the import system's "absent"
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
+
+def _import_lazily(name: str) -> None:
+    """Put a stand-in for module `name` into sys.modules that imports the real module on the
+    first attribute asked of it (and answers with the real module's); nothing if `name` is
+    imported already or not installed. (importlib's LazyLoader does not do here: an `import`
+    statement of the module reads its `__spec__`, which runs the module.)"""
+    if name in sys.modules or importlib.util.find_spec(name) is None:
+        return
+    sys.modules[name] = _Deferred(name)
+
+
+class _Deferred(types.ModuleType):
+    """A module imported on first use (see _import_lazily)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        name = self.__name__
+        with _deferred_lock:
+            if sys.modules.get(name) is self:
+                del sys.modules[name]
+            real = importlib.import_module(name)
+        return getattr(real, attr)
+
+
+_deferred_lock = threading.Lock()
 
 
 _gx_lock = threading.Lock()  # one GX context per process, used by one validation at a time
@@ -122,7 +188,7 @@ def _batch_definition():  # noqa: ANN202 - a GX BatchDefinition
     """One ephemeral GX context per process, with its pandas data source, DataFrame asset and
     whole-frame batch definition: set up once (each setting saves the context's config: ~0.1 s
     per validation), given each validation's frame as a batch parameter."""
-    import great_expectations as gx
+    gx = import_gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):

@@ -130,6 +130,61 @@ def test_full_every_reads_durations():
         Incremental(full_every="weekly")
 
 
+def _extend_case(n: int, m: int, exact: bool, seed: int = 0):  # noqa: ANN202
+    """A stored graph over n rows; 7 of them change (moved), m new rows come: the extended
+    graph, the same graph built anew, the current rows and the new/changed rows' positions."""
+    from tasks.knn import deserialize_index, extend_graph, knn_graph, serialize_index
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n + m, 8)).astype(np.float32)
+    X[:, :2] *= 3
+    stored, metric, exact, index = knn_graph(X[:n], 10, exact=exact, keep_index=True)
+    changed = rng.choice(n, 7, replace=False)
+    kept = np.setdiff1d(np.arange(n), changed)
+    stored_to_cur = np.full(n, -1)
+    stored_to_cur[kept] = np.arange(len(kept))  # current order: kept, new, changed rows
+    fresh_emb = np.concatenate([X[n:], X[changed] + 0.5]).astype(np.float32)
+    fresh = np.arange(len(kept), len(kept) + len(fresh_emb))
+    graph, emb = extend_graph(X[:n], stored, stored_to_cur, fresh, fresh_emb, metric, exact,
+                              None if exact else deserialize_index(serialize_index(index)))
+    current = np.concatenate([X[kept], fresh_emb])
+    assert np.array_equal(emb, current)
+    return graph, knn_graph(current, 10, exact=exact)[0], current, fresh
+
+
+def _recall(a, b, rows: np.ndarray) -> float:  # noqa: ANN001
+    from tasks.knn import graph_neighbours
+
+    na, nb = graph_neighbours(a)[rows], graph_neighbours(b)[rows]
+    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(na, nb, strict=True)]))
+
+
+def test_an_extended_exact_graph_is_the_graph_built_anew():
+    graph, rebuilt, current, fresh = _extend_case(400, 30, exact=True)
+    assert graph.shape == rebuilt.shape == (len(current), len(current))
+    assert _recall(graph, rebuilt, fresh) == 1.0  # new and changed rows: searched in full
+    assert _recall(graph, rebuilt, np.arange(len(current))) >= 0.97  # the rest: merged
+    k = 10
+    assert (np.diff(graph.data.reshape(-1, k), axis=1) >= 0).all()  # ascending, as Datalab's
+    assert (graph.indices.reshape(-1, k) != np.arange(len(current))[:, None]).all()  # no self
+
+
+def test_an_extended_approximate_graph_is_as_close_to_exact_as_one_built_anew():
+    from tasks.knn import _normed
+
+    graph, rebuilt, current, fresh = _extend_case(6_000, 200, exact=False, seed=3)
+    sims = _normed(current, "cosine") @ _normed(current, "cosine").T
+    np.fill_diagonal(sims, -np.inf)
+    truth = np.argsort(-sims, axis=1)[:, :10]
+    import scipy.sparse as sp
+
+    exact = sp.csr_matrix((np.ones(truth.size), truth.ravel(),
+                           np.arange(0, truth.size + 1, 10)), shape=sims.shape)
+    rows = np.arange(len(current))
+    assert _recall(graph, exact, rows) >= _recall(rebuilt, exact, rows) - 0.02
+    assert _recall(graph, exact, fresh) >= _recall(rebuilt, exact, fresh) - 0.05
+
+
 # ---- flows ---------------------------------------------------------------------------------------
 
 def _folder(root: Path, name: str, settings: str) -> Path:
@@ -181,6 +236,8 @@ def test_full_then_incremental_then_full_when_it_should(workdir):
     assert second.mode == "incremental", second.mode_reason
     assert second.models_run_id == first.run_id and second.n_new_rows == 30
     assert second.n_rows == 630 and second.run_id != first.run_id
+    ran = {st["stage"] for st in second.stages}
+    assert "extend-knn" in ran and "knn" not in ran  # the full run's graph, extended
     before, after = _verdicts(db, first.run_id), _verdicts(db, second.run_id)
     old = before.index
     assert (after.loc[old, "label_score"].to_numpy() == pytest.approx(
@@ -221,6 +278,12 @@ def test_full_then_incremental_then_full_when_it_should(workdir):
     assert result.exit_code == 0, result.output
     assert f"mode: incremental (10 new and 0 changed of 910 rows (1.1%) scored by the fold " \
            f"models of run {fourth.run_id}); verdicts: " in result.output
+    with duckdb.connect(db, read_only=True) as con:  # copies of earlier rows: found in the graph
+        near = dict(con.execute(
+            "SELECT row_id, is_near_duplicate_issue FROM issues WHERE run_id = (SELECT run_id "
+            "FROM runs WHERE dataset = 'growing' ORDER BY finished_at DESC LIMIT 1) AND "
+            "(row_id LIKE 'z%' OR row_id IN (SELECT 'k' || i FROM range(10) t(i)))").fetchall())
+    assert len(near) == 20 and all(near.values()), near
 
 
 @pytest.mark.usefixtures("prefect_server")

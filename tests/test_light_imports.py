@@ -99,3 +99,42 @@ def test_a_typo_is_answered_before_anything_heavy_is_imported(tmp_path):
         assert "available columns" in output or "typo" not in case, (case, output)
         assert "exit 2" in output and "heavy []" in output, (case, output)
         assert "Traceback" not in output, (case, output)
+
+
+def test_validation_imports_gx_without_sqlalchemy_and_altair(tmp_path):
+    """`validate` imports Great Expectations without the parts cleanset does not use: SQLAlchemy
+    (GX's SQL data sources, an optional extra) is not imported and Altair (the KL-divergence
+    renderer's charts) only on first use; the outcomes are GX's all the same, and both still
+    import normally afterwards (issue 18: seconds of a 1,000-row run)."""
+    code = (
+        "import json, sys\n"
+        "import pandas as pd\n"
+        "from tasks.validate import check\n"
+        "df = pd.DataFrame({'id': [1, 2, 2, 4], 'x': [0.5, None, 2.0, 3.0],\n"
+        "                   'label': ['a', 'b', 'a', 'b']})\n"
+        "suite = {'name': 'own', 'expectations': [\n"
+        "    {'type': 'expect_column_values_to_not_be_null', 'kwargs': {'column': 'x'},\n"
+        "     'severity': 'warning'},\n"
+        "    {'type': 'expect_column_values_to_be_between',\n"
+        "     'kwargs': {'column': 'x', 'min_value': 0, 'max_value': 2.5}, 'severity': 'info'}]}\n"
+        "outcomes, bad = check(df, 'label', None, ['x'], suite)\n"
+        "loaded = {m: type(sys.modules.get(m)).__name__ for m in ('sqlalchemy', 'altair')}\n"
+        "import altair, sqlalchemy\n"
+        "print(json.dumps({'loaded': loaded, 'bad': bad.tolist(), 'chart': altair.Chart.__name__,\n"
+        "                  'sa': sqlalchemy.__name__,\n"
+        "                  'outcomes': [[o.expectation, o.success, o.unexpected_count]\n"
+        "                               for o in outcomes]}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == {"sqlalchemy": "NoneType", "altair": "_Deferred"}
+    assert out["chart"] == "Chart" and out["sa"] == "sqlalchemy"
+    assert out["bad"] == [1]  # the null x: a failed warning-level row expectation
+    assert sorted(out["outcomes"], key=str) == sorted([
+        ["expect_column_to_exist", True, None], ["expect_column_to_exist", True, None],
+        ["expect_column_values_to_not_be_null", True, 0],
+        ["expect_column_unique_value_count_to_be_between", True, None],
+        ["expect_column_values_to_not_be_null", False, 1],
+        ["expect_column_values_to_be_between", False, 1]], key=str)

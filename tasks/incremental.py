@@ -44,7 +44,7 @@ from tasks.ingest import Snapshot
 from tasks.knn import Neighbours
 from tasks.spec import DatasetSpec, Incremental, duration_seconds
 from tasks.store import ArrayRef, ObjectRef, TableRef, write_array, write_table
-from tasks.warehouse import read_dicts
+from tasks.warehouse import read_dicts, read_frame
 
 FORMAT = 1  # of the stored models; a different one is re-estimated
 UNCHANGED, LABEL_CHANGED, DATA_CHANGED, NEW = 0, 1, 2, 3
@@ -460,12 +460,10 @@ def previous_verdicts(db: Path, dataset: str, work_dir: Path) -> PreviousVerdict
                       "'completed' ORDER BY finished_at DESC NULLS LAST LIMIT 1", [dataset])
     if not runs:
         return None
-    rows = read_dicts(db, "issues", f"SELECT {', '.join(VERDICT_COLUMNS)} FROM issues WHERE "
-                      "run_id = ?", [runs[0]["run_id"]])
-    frame = pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
+    frame = read_frame(db, "issues", f"SELECT {', '.join(VERDICT_COLUMNS)} FROM issues WHERE "
+                       "run_id = ?", [runs[0]["run_id"]], columns=list(VERDICT_COLUMNS))
     return PreviousVerdicts(run_id=runs[0]["run_id"], models_run_id=runs[0].get("models_run_id"),
-                            rows=write_table(frame.astype(object).where(frame.notna(), None),
-                                             Path(work_dir), "verdicts"))
+                            rows=write_table(frame, Path(work_dir), "verdicts"))
 
 
 @stage("load-verdicts", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
@@ -488,10 +486,11 @@ def pin_verdicts(current: pd.DataFrame, previous: pd.DataFrame) -> np.ndarray:
     found = at >= 0
     safe = np.where(found, at, 0)
 
-    def same(col: str) -> np.ndarray:
-        a = current[col].astype(object).to_numpy()
-        b = prev[col].astype(object).to_numpy()[safe]
-        return np.array([x == y or (x is None and y is None) for x, y in zip(a, b, strict=True)])
+    def same(col: str) -> np.ndarray:  # equal, or missing in both
+        a, b = current[col].astype(object), prev[col].astype(object)
+        a = a.where(a.notna(), None).to_numpy()
+        b = b.where(b.notna(), None).to_numpy()[safe]
+        return (a == b).astype(bool)
 
     score_now = pd.to_numeric(current["label_score"], errors="coerce").to_numpy(dtype=float)
     score_then = pd.to_numeric(prev["label_score"], errors="coerce").to_numpy(dtype=float)[safe]

@@ -74,6 +74,26 @@ def read_dicts(db: str | Path, table: str, sql: str, params: list | None = None)
         con.close()
 
 
+def read_frame(db: str | Path, table: str, sql: str, params: list | None = None,
+               columns: list[str] | None = None):  # noqa: ANN201 - a pandas DataFrame
+    """read_dicts's query as a DataFrame of Python objects (missing values None), read in one
+    go: a run's issues are a million rows at scale. Empty (with `columns`) when the warehouse
+    or the table does not exist yet."""
+    import pandas as pd
+
+    empty = pd.DataFrame(columns=columns or [])
+    if not Path(db).is_file():
+        return empty
+    con = connect(Path(db), read_only=True)
+    try:
+        if table not in table_names(con):
+            return empty
+        frame = con.execute(sql, params or []).df()
+    finally:
+        con.close()
+    return frame.astype(object).where(frame.notna(), None)
+
+
 def resolve_run(db: str | Path, dataset: str | None = None, run: str | None = None
                 ) -> tuple[str, str]:
     """(dataset, run_id) a command is about: the given run, else the dataset's latest run; the

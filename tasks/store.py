@@ -141,14 +141,17 @@ def write_array(arr: np.ndarray, work: Path, kind: str) -> ArrayRef:
 
 
 def write_matrix(X, work: Path, kind: str) -> MatrixRef:  # noqa: ANN001
-    """Write a feature matrix (sparse as compressed CSR .npz, dense as .npy), content-addressed."""
+    """Write a feature matrix (sparse as CSR .npz, dense as .npy), content-addressed. The .npz
+    is not compressed: compressing a 1M-row kNN graph took 9.2 s against 0.33 s, to save 18%
+    of its 84 MB."""
     import scipy.sparse
 
     folder = Path(work) / kind
     if scipy.sparse.issparse(X):
         tmp = _tmp_in(folder, ".npz")
         with open(tmp, "wb") as f:
-            scipy.sparse.save_npz(f, scipy.sparse.csr_matrix(X, dtype=np.float32))
+            scipy.sparse.save_npz(f, scipy.sparse.csr_matrix(X, dtype=np.float32),
+                                  compressed=False)
         final, digest = _publish_file(tmp, folder, ".npz")
     else:
         tmp = _tmp_in(folder, ".npy")

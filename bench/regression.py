@@ -9,7 +9,8 @@ sorted names shuffled with default_rng(13), dealt alternately). Planted errors o
 - `shift`: the value moved by 2 to 4 standard deviations of the column, either sign.
 
 Both sides get the same feature columns. cleanset: its default estimate stage (regressors
-screened by out-of-fold MSE, the kNN graph built for Datalab included) and its default flag
+screened by out-of-fold MSE, the boosted trees raced against the cheaper ones, the kNN graph
+built for Datalab included) and its default flag
 (tasks/detect.regression_label_issues, the kNN graph's neighbours included). Peer:
 `cleanlab.regression.learn.CleanLearning` with a regressor of the model family cleanset chose
 (RidgeCV or the same HistGradientBoostingRegressor)

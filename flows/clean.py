@@ -26,7 +26,7 @@ from tasks.estimate import (
     unlabeled_pred_probs,
 )
 from tasks.evaluate import evaluate
-from tasks.featurize import featurize
+from tasks.featurize import encode_features, featurize
 from tasks.incremental import (
     estimation_fingerprint,
     find_models,
@@ -143,7 +143,8 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         features=list(spec.features) if spec.features else None, n_folds=spec.folds,
         seed=spec.seed, work_dir=work, group=spec.group, embeddings=spec.embeddings,
         pred_prob_columns=spec.pred_prob_columns, decisions=decisions, roles=spec.feature_roles,
-        task=spec.task, keep_encoder=keep, tags=tags, label_columns=spec.label_columns)
+        task=spec.task, keep_encoder=keep, tags=tags, label_columns=spec.label_columns,
+        with_matrix=not keep)  # a dataset folder's run encodes once it knows it must (below)
     choice = mode = kept = stored = None
     unlabeled = None
     files: list = []  # the fold fits' files, for the run's manifest (tasks/retention.py)
@@ -151,8 +152,12 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
         stored = find_models(db=spec.db, dataset=spec.dataset_name)
         mode = plan_mode(spec=spec, snapshot=snapshot, design=design, stored=stored,
                          work_dir=work, full=full, scheduled=scheduled)
-    if mode is not None and mode.incremental and stored.store.neighbours and (
-            stored.store.encoder):  # the full run's graph, extended by what is new
+    extend = bool(mode is not None and mode.incremental and stored.store.neighbours and
+                  stored.store.encoder)  # the full run's graph, extended by what is new
+    if design.matrix is None and not (extend and not (spec.test or spec.eval_holdout)):
+        design = staged(encode_features)(snapshot=snapshot, design=design, keep_encoder=keep,
+                                work_dir=work)
+    if extend:
         neighbours = staged(extend_knn)(
             snapshot=snapshot, design=design, stored=stored.store.neighbours,
             encoder=stored.store.encoder, plan=stored.store.plan, status=mode.status,

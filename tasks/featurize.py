@@ -548,12 +548,13 @@ def featurize(
     embeddings: str | None = None, pred_prob_columns: tuple[str, ...] = (),
     decisions: TableRef | None = None, roles: dict[str, str] | None = None, task: str = "auto",
     keep_encoder: bool = False, tags=None,  # noqa: ANN001 - a tags.TagSets
-    label_columns: tuple[str, ...] = (),
+    label_columns: tuple[str, ...] = (), with_matrix: bool = True,
 ) -> Design:
     """Decide the task (classification or regression), infer column roles, encode labels and
     plan folds for the rows that passed validation, with the reviewers' corrections applied (a
     reviewed drop is not trained on). `keep_encoder`: write the fitted encoding too (a dataset
-    folder's run: an incremental run encodes new rows with it)."""
+    folder's run: an incremental run encodes new rows with it). `with_matrix` false: no encoded
+    features yet (the `encode` stage adds them; a dataset folder's incremental run needs none)."""
     df = snapshot.table.read()
     work = Path(work_dir)
     quarantined = validation.quarantined.read()
@@ -616,28 +617,50 @@ def featurize(
         (logger.info if quiet else logger.warning)("column %r not used as a feature: %s", col,
                                                    why)
     unlabeled = unlabeled_rows(df[label], quarantined) if task == "classification" else None
-    if emb_ref is not None:
-        frame = pd.DataFrame(emb_ref.read()[positions], columns=list(plan.numeric))
-    else:
-        frame = prepare_frame(df.iloc[positions].reset_index(drop=True), plan)
-    transformer = build_transformer(plan)
-    matrix = write_matrix(transformer.fit_transform(frame), work, "matrix")
-    unlabeled_ref = unlabeled_matrix = None
+    unlabeled_ref = None
     if unlabeled is not None and len(unlabeled):
         logger.info("%d row(s) have no label: the fold models suggest one", len(unlabeled))
         unlabeled_ref = write_array(unlabeled, work, "design")
-        unlabeled_matrix = write_matrix(transformer.transform(unlabeled_frame(
-            df, plan, unlabeled, emb_ref.read() if emb_ref is not None else None)), work,
-            "matrix")
-    return Design(plan=plan, matrix=matrix, classes=classes,
+    made = Design(plan=plan, classes=classes,
                   positions=write_array(positions, work, "design"),
                   labels=write_array(y, work, "design"), folds=write_array(folds, work, "design"),
                   n_folds=n_folds, rare=write_array(rare, work, "design"),
                   rare_classes=tuple(rare_counts), embeddings=emb_ref, task=task,
                   task_reason=task_reason, unlabeled=unlabeled_ref,
-                  tag_delimiter=tags.delimiter if tags is not None else None,
-                  unlabeled_matrix=unlabeled_matrix,
-                  encoder=write_object(transformer, work, "models") if keep_encoder else None)
+                  tag_delimiter=tags.delimiter if tags is not None else None)
+    return encode_design(df, made, keep_encoder, work) if with_matrix else made
+
+
+def encode_design(df: pd.DataFrame, design: Design, keep_encoder: bool, work: Path) -> Design:
+    """The design with its encoded features: the scored rows' matrix (the linear families' and
+    the kNN graph's input), the unlabeled rows' and, with `keep_encoder`, the fitted encoding.
+    `df`: the snapshot (its used feature columns at least)."""
+    plan, positions = design.plan, design.positions.read()
+    emb = design.embeddings.read() if design.embeddings is not None else None
+    if emb is not None:
+        frame = pd.DataFrame(emb[positions], columns=list(plan.numeric))
+    else:
+        frame = prepare_frame(df.iloc[positions].reset_index(drop=True), plan)
+    transformer = build_transformer(plan)
+    matrix = write_matrix(transformer.fit_transform(frame), work, "matrix")
+    unlabeled_matrix = None
+    if design.unlabeled is not None:
+        unlabeled_matrix = write_matrix(transformer.transform(unlabeled_frame(
+            df, plan, design.unlabeled.read(), emb)), work, "matrix")
+    return design.model_copy(update={
+        "matrix": matrix, "unlabeled_matrix": unlabeled_matrix,
+        "encoder": write_object(transformer, work, "models") if keep_encoder else None})
+
+
+@stage("encode")
+def encode_features(snapshot: Snapshot, design: Design, keep_encoder: bool, work_dir: str
+                    ) -> Design:
+    """A dataset folder's run encodes its features once it knows it needs them (a full
+    estimation, or no graph to extend); an incremental run does not (featurize's
+    `with_matrix`)."""
+    df = None if design.embeddings is not None else snapshot.table.read(
+        columns=list(design.plan.used))
+    return encode_design(df, design, keep_encoder, Path(work_dir))
 
 
 def unlabeled_frame(df: pd.DataFrame, plan: FeaturePlan, unlabeled: np.ndarray,

@@ -139,7 +139,8 @@ REGISTRY: tuple[IssueType, ...] = (
         datalab=True),
     IssueType(
         "non_iid", "data order is not random", "detect.datalab_issues",
-        "Datalab, on the shared kNN graph", "keep",
+        "Datalab, on the shared kNN graph (above 50,000 rows: on an evenly spaced sample of at "
+        "most 50,000 with its own approximate graph; the other rows get no score)", "keep",
         readme_detail="the dataset's order is not random (one row carries the flag)",
         datalab=True, tasks=ALL),
     IssueType(

@@ -230,6 +230,7 @@ def test_full_then_incremental_then_full_when_it_should(workdir):
     first = clean_folder(str(folder), db=db)
     assert (first.mode, first.models_run_id) == ("full", first.run_id)
     assert "no earlier full run" in first.mode_reason
+    assert {"encode", "knn"} <= {st["stage"] for st in first.stages}
 
     _write(folder / "b2.csv", data.iloc[600:630], mtime=2_000)  # 5% new rows
     second = clean_folder(str(folder), db=db)
@@ -238,6 +239,7 @@ def test_full_then_incremental_then_full_when_it_should(workdir):
     assert second.n_rows == 630 and second.run_id != first.run_id
     ran = {st["stage"] for st in second.stages}
     assert "extend-knn" in ran and "knn" not in ran  # the full run's graph, extended
+    assert "encode" not in ran  # no fold fits, no graph search: no encoded matrix needed
     before, after = _verdicts(db, first.run_id), _verdicts(db, second.run_id)
     old = before.index
     assert (after.loc[old, "label_score"].to_numpy() == pytest.approx(

@@ -109,6 +109,31 @@ def test_regressors_are_chosen_by_out_of_fold_mse_and_find_shifted_values():
     assert inside.all()
 
 
+def test_trees_that_cannot_pay_stop_after_their_first_screening_fold():
+    """A linear target: ridge leads, the boosted trees are stopped after one of three screening
+    folds (no MSE, not chosen, the reason says why). A step-shaped target: the trees lead and
+    are screened whole. Forcing the trees screens them whole too."""
+    frame, _ = linear_frame(600)
+    y = frame.pop("price").to_numpy()
+    plan = infer_roles(frame, "price", [], [], None)
+    inputs = model_inputs(prepare_frame(frame, plan), plan, ("ridge", "hgbr"))
+    choice = choose_model(inputs, y, 0, plan, 5, regression=True)
+    by_model = {s.model: s for s in choice.screening}
+    assert choice.models == ("ridge",)
+    trees = by_model["hgbr"]
+    assert trees.stopped.startswith("stopped after its first fold: MSE")
+    assert "ridge's" in trees.stopped
+    assert np.isnan(trees.log_loss) and not trees.chosen and trees.within_budget
+    assert by_model["ridge"].stopped == ""
+    forced = choose_model(inputs, y, 0, plan, 5, model="hgb", regression=True)
+    assert forced.models == ("hgbr",) and forced.screening[0].stopped == ""
+
+    step = np.where(frame["x0"] > 0, 10.0, 0.0) * np.where(frame["x1"] > 0.5, 1.0, -1.0)
+    choice = choose_model(inputs, step, 0, plan, 5, regression=True)
+    assert "hgbr" in choice.models
+    assert all(s.stopped == "" for s in choice.screening)
+
+
 def test_regression_runs_only_the_checks_that_apply():
     types = enabled_types({}, "regression")
     assert {"label", "outlier", "near_duplicate", "non_iid", "null"} <= set(types)

@@ -197,7 +197,8 @@ def extend_graph(stored_emb: np.ndarray, stored_graph, stored_to_cur: np.ndarray
         gone = np.flatnonzero(stored_to_cur < 0)
         if len(gone):
             index.remove_ids(gone.astype(np.int64))
-        index.add_with_ids(_normed(fresh_emb, metric), n_stored + np.arange(len(fresh)))
+        if len(fresh):
+            index.add_with_ids(_normed(fresh_emb, metric), n_stored + np.arange(len(fresh)))
         lookup = np.concatenate([stored_to_cur, fresh]).astype(np.int64)
 
     def search(positions: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -320,12 +321,15 @@ def extend_knn(snapshot: Snapshot, design: Design, stored: Neighbours, encoder: 
     stored_to_cur = np.full(stored_graph.shape[0], -1, dtype=np.int64)
     stored_to_cur[pos[same]] = np.flatnonzero(same)
     fresh = np.flatnonzero(~same)
-    rows = design.positions.read()[fresh]
-    frame = prepare_frame(snapshot.table.read(columns=list(plan.used)).iloc[rows]
-                          .reset_index(drop=True), plan)
-    fresh_emb = embed_with(encoder.read().transform(frame),
-                           stored.reducer.read() if stored.reducer else None)
-    graph, emb = extend_graph(stored.embedding.read(), stored_graph, stored_to_cur, fresh,
+    stored_emb = stored.embedding.read()
+    fresh_emb = np.empty((0, stored_emb.shape[1]), dtype=np.float32)  # nothing new: a rerun
+    if len(fresh):
+        rows = design.positions.read()[fresh]
+        frame = prepare_frame(snapshot.table.read(columns=list(plan.used)).iloc[rows]
+                              .reset_index(drop=True), plan)
+        fresh_emb = embed_with(encoder.read().transform(frame),
+                               stored.reducer.read() if stored.reducer else None)
+    graph, emb = extend_graph(stored_emb, stored_graph, stored_to_cur, fresh,
                               fresh_emb, stored.metric, stored.exact,
                               deserialize_index(stored.index.read()) if stored.index else None)
     work = Path(work_dir)

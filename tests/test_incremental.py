@@ -169,6 +169,20 @@ def test_an_extended_exact_graph_is_the_graph_built_anew():
     assert (graph.indices.reshape(-1, k) != np.arange(len(current))[:, None]).all()  # no self
 
 
+def test_a_graph_extended_by_nothing_is_the_stored_graph():
+    """A rerun with nothing new (the nightly run of an unchanged dataset) extends by no rows."""
+    from tasks.knn import deserialize_index, extend_graph, knn_graph, serialize_index
+
+    X = np.random.default_rng(5).normal(size=(6_000, 8)).astype(np.float32)
+    for exact in (True, False):
+        stored, metric, exact, index = knn_graph(X, 10, exact=exact, keep_index=True)
+        graph, emb = extend_graph(X, stored, np.arange(len(X)), np.array([], dtype=np.int64),
+                                  np.empty((0, 8), dtype=np.float32), metric, exact,
+                                  None if exact else deserialize_index(serialize_index(index)))
+        assert np.array_equal(emb, X)
+        assert np.array_equal(graph.indices, stored.indices)
+
+
 def test_an_extended_approximate_graph_is_as_close_to_exact_as_one_built_anew():
     from tasks.knn import _normed
 

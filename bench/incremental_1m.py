@@ -39,27 +39,12 @@ def table(n: int, seed: int):  # noqa: ANN201 - (frame, flipped mask)
     from bench.noise import plant
     from bench.scale_1m import make_data
 
-    frame = make_data(n, seed=seed)
+    frame, clean = make_data(n, seed=seed, with_truth=True)
     names = np.array(["alpha", "beta", "gamma", "delta", "epsilon"])
-    clean = clean_labels(frame, seed)
     noisy, flipped = plant(clean, "symmetric", None, rate=0.05, seed=seed)
     frame["label"] = names[noisy]
     frame.insert(0, "key", [f"r{i:08d}" for i in range(n)])
     return frame, flipped
-
-
-def clean_labels(frame, seed: int):  # noqa: ANN001, ANN201
-    """The rule make_data labels rows by, before its random flips (same seed, same draws)."""
-    import numpy as np
-
-    n = len(frame)
-    rng = np.random.default_rng(seed)
-    num = rng.normal(size=(n, 14))
-    cats = {f"c{i}": rng.integers(0, card, size=n) for i, card in
-            enumerate((3, 5, 8, 12, 20, 40))}
-    score = num[:, :5] @ rng.normal(size=(5, 5)) + np.stack(
-        [(cats["c1"] == k).astype(float) for k in range(5)], axis=1)
-    return score.argmax(axis=1)
 
 
 def f1(flags, truth) -> float:  # noqa: ANN001

@@ -33,15 +33,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
-def make_data(n: int, seed: int = 0) -> pd.DataFrame:
+def make_data(n: int, seed: int = 0, with_truth: bool = False):  # noqa: ANN201
     """n rows x 20 features (14 numeric with ~2% NaN in four, 6 categorical) + a 5-class label
-    that depends on them, with 5% of labels flipped."""
+    that depends on them, with 5% of labels flipped. `with_truth`: (frame, the rule's class
+    index per row before the flips)."""
     rng = np.random.default_rng(seed)
     num = rng.normal(size=(n, 14)).astype(np.float64)
     cats = {f"c{i}": rng.integers(0, card, size=n) for i, card in enumerate((3, 5, 8, 12, 20, 40))}
     score = num[:, :5] @ rng.normal(size=(5, 5)) + np.stack(
         [(cats["c1"] == k).astype(float) for k in range(5)], axis=1)
     y = score.argmax(axis=1)
+    truth = y.copy()
     flip = rng.random(n) < 0.05
     y[flip] = rng.integers(0, 5, size=int(flip.sum()))
     frame = pd.DataFrame(num, columns=[f"x{i}" for i in range(14)])
@@ -50,7 +52,7 @@ def make_data(n: int, seed: int = 0) -> pd.DataFrame:
     for name, codes in cats.items():
         frame[name] = pd.Series([f"{name}_v{v}" for v in range(codes.max() + 1)]).to_numpy()[codes]
     frame["label"] = np.array(["alpha", "beta", "gamma", "delta", "epsilon"])[y]
-    return frame
+    return (frame, truth) if with_truth else frame
 
 
 def _stage_lines(output: str) -> str:

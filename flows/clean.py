@@ -154,7 +154,8 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                          work_dir=work, full=full, scheduled=scheduled)
     extend = bool(mode is not None and mode.incremental and stored.store.neighbours and
                   stored.store.encoder)  # the full run's graph, extended by what is new
-    if design.matrix is None and not (extend and not (spec.test or spec.eval_holdout)):
+    needs_matrix = not extend or bool(spec.test or spec.eval_holdout)  # fits, search, eval
+    if design.matrix is None and needs_matrix:
         design = staged(encode_features)(snapshot=snapshot, design=design, keep_encoder=keep,
                                 work_dir=work)
     if extend:

@@ -58,20 +58,28 @@ def column_names(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {quote_ident(table)}").fetchall()]
 
 
-def read_dicts(db: str | Path, table: str, sql: str, params: list | None = None) -> list[dict]:
-    """The rows of a read-only query on `table` as dicts; [] when the warehouse or the table
+def _query(db: str | Path, table: str, sql: str, params: list | None, fetch):  # noqa: ANN001, ANN202
+    """`fetch(cursor)` of a read-only query on `table`; None when the warehouse or the table
     does not exist yet."""
     if not Path(db).is_file():
-        return []
+        return None
     con = connect(Path(db), read_only=True)
     try:
         if table not in table_names(con):
-            return []
-        cur = con.execute(sql, params or [])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            return None
+        return fetch(con.execute(sql, params or []))
     finally:
         con.close()
+
+
+def read_dicts(db: str | Path, table: str, sql: str, params: list | None = None) -> list[dict]:
+    """The rows of a read-only query on `table` as dicts; [] when the warehouse or the table
+    does not exist yet."""
+    def fetch(cur) -> list[dict]:  # noqa: ANN001
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    return _query(db, table, sql, params, fetch) or []
 
 
 def read_frame(db: str | Path, table: str, sql: str, params: list | None = None,
@@ -81,16 +89,9 @@ def read_frame(db: str | Path, table: str, sql: str, params: list | None = None,
     or the table does not exist yet."""
     import pandas as pd
 
-    empty = pd.DataFrame(columns=columns or [])
-    if not Path(db).is_file():
-        return empty
-    con = connect(Path(db), read_only=True)
-    try:
-        if table not in table_names(con):
-            return empty
-        frame = con.execute(sql, params or []).df()
-    finally:
-        con.close()
+    frame = _query(db, table, sql, params, lambda cur: cur.df())
+    if frame is None:
+        return pd.DataFrame(columns=columns or [])
     return frame.astype(object).where(frame.notna(), None)
 
 

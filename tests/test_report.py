@@ -252,10 +252,10 @@ def _published(tmp_path, db, run_id: str, certified: list[bool]):
     from tasks.decide import Decided, apply_policy
     from tasks.detect import Detection, issues_frame, summarize
     from tasks.ingest import read_snapshot
-    from tasks.publish import write_run
     from tasks.spec import Policy
     from tasks.store import write_array, write_table
     from tasks.validate import Validation
+    from tests.warehouse import publish_parts
 
     folder = tmp_path / run_id
     folder.mkdir()
@@ -272,11 +272,8 @@ def _published(tmp_path, db, run_id: str, certified: list[bool]):
                           summary=tuple(summarize(frame)), health_score=0.8,
                           label_health_score=0.9)
     validation = Validation(outcomes=(), quarantined=write_array(np.array([5]), work, "q"))
-    return write_run(db, run_id, "toy", "label", snap,
-                     Decided(table=write_table(frame, work, "decided")), validation, detection,
-                     {"flow_run_id": "f", "source": "d.csv", "source_sha256": snap.source_sha256,
-                      "started_at": pd.Timestamp.now(tz="UTC"), "spec": "{}",
-                      "cleanset_version": "t"})
+    return publish_parts(db, run_id, "toy", (snap, Decided(table=write_table(
+        frame, work, "decided")), validation, detection))
 
 
 def test_health_trend_shows_the_share_certified_well_labeled_in_an_older_warehouse(tmp_path):

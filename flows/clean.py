@@ -15,7 +15,7 @@ from tasks.annotators import consensus, vote
 from tasks.batches import Accumulated
 from tasks.choose import choose
 from tasks.decide import decide, load_decisions
-from tasks.detect import detect
+from tasks.detect import detect, enabled_types
 from tasks.errors import hide_user_error_tracebacks
 from tasks.estimate import (
     estimate_fold,
@@ -158,6 +158,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
     if design.matrix is None and needs_matrix:
         design = staged(encode_features)(snapshot=snapshot, design=design, keep_encoder=keep,
                                 work_dir=work)
+    clustered = "underperforming_group" in enabled_types(spec.issue_types, design.task)
     if extend:
         neighbours = staged(extend_knn)(
             snapshot=snapshot, design=design, stored=stored.store.neighbours,
@@ -165,7 +166,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
             work_dir=work)
     else:
         neighbours = staged(knn)(design=design, k=spec.knn_k, seed=spec.seed, work_dir=work,
-                                 exact=spec.knn_exact, keep=keep)
+                                 exact=spec.knn_exact, keep=keep, clusters=clustered)
     if supplied:
         probs = staged(supplied_pred_probs)(
             snapshot=snapshot, design=design, label=spec.label, path=spec.pred_probs,

@@ -139,13 +139,14 @@ REGISTRY: tuple[IssueType, ...] = (
         datalab=True),
     IssueType(
         "non_iid", "data order is not random", "detect.datalab_issues",
-        "Datalab, on the shared kNN graph (above 50,000 rows: on an evenly spaced sample of at "
-        "most 50,000 with its own approximate graph; the other rows get no score)", "keep",
+        "Datalab, on the shared kNN graph (above 20,000 rows: on an evenly spaced sample of at "
+        "most 20,000 with its own approximate graph; the other rows get no score)", "keep",
         readme_detail="the dataset's order is not random (one row carries the flag)",
         datalab=True, tasks=ALL),
     IssueType(
         "underperforming_group", "a cluster the model fails on", "detect.datalab_issues",
-        "Datalab, on the shared kNN graph", "keep",
+        "Datalab, on the clusters of the shared kNN graph (DBSCAN, clustered by the knn stage; "
+        "an incremental run puts new rows in their neighbours' cluster)", "keep",
         readme_detail="a cluster the model does much worse on", datalab=True),
     IssueType(
         "data_valuation", "rows that do not help the model", "detect.datalab_issues",

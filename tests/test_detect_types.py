@@ -11,7 +11,7 @@ import pytest
 
 from tasks.detect import detect_all, enabled_types
 from tasks.errors import CleansetError
-from tasks.knn import knn_graph
+from tasks.knn import graph_clusters, knn_graph
 
 CENTERS = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0]], float)
 
@@ -21,7 +21,9 @@ def flagged(frame: pd.DataFrame, issue_type: str) -> list[int]:
 
 
 def detect(X: np.ndarray, labels: np.ndarray, probs: np.ndarray, settings=None, raw=None,
-           rare=()):
+           rare=(), clustered: bool = False):
+    """detect_all on a fresh exact graph; `clustered`: with the graph's clusters computed
+    beforehand (the knn stage's, knn.graph_clusters) instead of by Datalab."""
     n = len(X)
     classes = tuple(sorted(set(labels) - set(rare)))
     scored = np.array([i for i in range(n) if labels[i] not in rare])
@@ -34,7 +36,8 @@ def detect(X: np.ndarray, labels: np.ndarray, probs: np.ndarray, settings=None, 
     return detect_all(pd.Series(range(n)), pd.Series(labels, dtype=object), raw, scored, idx,
                       classes, probs[scored][:, :len(classes)], np.array([], dtype=int),
                       np.setdiff1d(np.arange(n), scored), emb, graph,
-                      enabled_types(settings or {}))
+                      enabled_types(settings or {}),
+                      clusters=graph_clusters(graph) if clustered else None)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +164,8 @@ def test_non_iid_on_large_data_tests_an_evenly_spaced_sample(monkeypatch):
     assert len(flagged(frame, "non_iid")) == 1 and flagged(frame, "non_iid")[0] % 3 == 0
 
 
-def test_underperforming_group_is_the_cluster_the_model_fails_on():
+@pytest.mark.parametrize("clustered", [False, True], ids=["by-datalab", "by-the-knn-stage"])
+def test_underperforming_group_is_the_cluster_the_model_fails_on(clustered):
     rng = np.random.default_rng(5)
     y = np.r_[np.arange(300) % 3, np.zeros(40, dtype=int)]
     centers = np.r_[CENTERS, [[0, 0, 10.0]]]
@@ -169,8 +173,12 @@ def test_underperforming_group_is_the_cluster_the_model_fails_on():
     probs = np.full((340, 3), 0.02)
     probs[np.arange(340), y] = 0.96
     probs[300:] = [0.01, 0.98, 0.01]  # a separate cluster whose labels the model gets wrong
-    frame = detect(X, np.array(["a", "b", "c"], dtype=object)[y], probs)
+    frame = detect(X, np.array(["a", "b", "c"], dtype=object)[y], probs, clustered=clustered)
     assert flagged(frame, "underperforming_group") == list(range(300, 340))
+    if clustered:  # the same scores as Datalab's own clustering
+        by_datalab = detect(X, np.array(["a", "b", "c"], dtype=object)[y], probs)
+        assert np.allclose(frame["underperforming_group_score"],
+                           by_datalab["underperforming_group_score"])
 
 
 def test_a_check_datalab_cannot_run_is_a_log_line_not_console_noise(capsys, caplog):

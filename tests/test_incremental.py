@@ -183,6 +183,31 @@ def test_a_graph_extended_by_nothing_is_the_stored_graph():
         assert np.array_equal(graph.indices, stored.indices)
 
 
+def test_extended_clusters_are_the_clusters_of_the_whole_graph():
+    """New rows of a known cluster join it; a new row far from every cluster is noise."""
+    from tasks.knn import extend_clusters, extend_graph, graph_clusters, knn_graph
+
+    rng = np.random.default_rng(7)
+    centers = np.array([[0, 0], [6, 0], [0, 6], [6, 6]], float)
+    blob = rng.integers(0, 4, 2_300)
+    X = (centers[blob] + rng.normal(0, 0.4, (2_300, 2))).astype(np.float32)
+    X[-5:] = np.array([[40, -40], [-40, 40], [80, 80], [-80, -80], [120, 0]], np.float32)
+    n = 2_000
+    stored, metric, exact = knn_graph(X[:n], 10, exact=True)
+    stored_clusters = graph_clusters(stored)
+    fresh = np.arange(n, len(X))
+    graph, _ = extend_graph(X[:n], stored, np.arange(n), fresh, X[n:], metric, exact)
+    extended = extend_clusters(stored_clusters, np.arange(n), fresh, graph)
+    assert np.array_equal(extended[:n], stored_clusters)  # stored rows keep theirs
+    rebuilt = graph_clusters(knn_graph(X, 10, exact=True)[0])
+    # the rebuilt clustering's ids in the stored clustering's names (majority over stored rows)
+    names = {c: np.bincount(stored_clusters[:n][rebuilt[:n] == c] + 1).argmax() - 1
+             for c in set(rebuilt[:n]) - {-1}}
+    expected = np.array([names.get(c, -1) for c in rebuilt[fresh]])
+    assert (extended[fresh] == expected).mean() >= 0.95
+    assert (extended[-5:] == -1).all()
+
+
 def test_an_extended_approximate_graph_is_as_close_to_exact_as_one_built_anew():
     from tasks.knn import _normed
 

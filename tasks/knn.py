@@ -2,9 +2,13 @@
 
 cleanlab's Datalab builds its kNN graph by brute force with scikit-learn, which dominates its run
 time on large data. We build the same graph with faiss: exact inner-product / L2 search for up to
-`EXACT_MAX_ROWS` rows, an IVF index (approximate, nprobe 16) above or when asked, with the metric
-Datalab would choose (cosine above 3 dimensions) and cleanlab's own exact-duplicate correction,
-in the CSR form Datalab accepts as `knn_graph`.
+`EXACT_MAX_ROWS` rows, an IVF index (approximate, `ivf_settings`) above or when asked, with the
+metric Datalab would choose (cosine above 3 dimensions) and cleanlab's own exact-duplicate
+correction, in the CSR form Datalab accepts as `knn_graph`.
+
+faiss runs on the threads OpenMP allows (OMP_NUM_THREADS; all cores when unset): the kNN stage
+runs alone in the flow (before the model fits), so it is the one stage that may use every core.
+Benchmarks set OMP_NUM_THREADS=1 for both sides (shared/BENCHMARKING.md).
 """
 
 from __future__ import annotations
@@ -24,7 +28,49 @@ from tasks.store import ArrayRef, MatrixRef, ObjectRef, write_array, write_matri
 
 EXACT_MAX_ROWS = 50_000  # above: IVF search (see bench/results/detection_*.md for the effect)
 EMBED_DIM = 64
+GRAM_MAX_COLUMNS = 512  # up to: the embedding by the exact SVD of the d x d Gram matrix (GramSVD)
 DBSCAN_EPS = 0.5  # Datalab's underperforming_group clustering radius (DBSCAN's default)
+
+
+class IvfSettings(BaseModel):
+    """How the approximate (IVF) index is built and searched (see `ivf_settings`)."""
+
+    model_config = ConfigDict(frozen=True)
+    nlist: int  # inverted lists (k-means centroids)
+    nprobe: int  # lists searched per query
+    train_rows: int  # rows the k-means is trained on
+    niter: int  # k-means iterations
+
+
+NPROBE = 16
+
+
+def ivf_settings(n: int) -> IvfSettings:
+    """The IVF index for n rows (above EXACT_MAX_ROWS, or when an approximate graph is asked for).
+
+    Measured on bench/scale_1m.py's 1,000,000 x 20 table (its 64-dim cosine embedding), one
+    thread, CPU seconds, recall@10 = share of returned neighbours within the exact 10th
+    neighbour's distance on 2,000 rows (scratch measurements of branch i18knn, see
+    bench/results/scale_1m_i18knn.md):
+
+    | index | train | add | search all rows | recall |
+    | --- | --- | --- | --- | --- |
+    | IVF4000 nprobe 16, 64 rows/list, 25 iterations (was) | 40 | 16 | 182 | 0.599 |
+    | same, 32 rows/list, 10 its, one coarse pass, list by list (now) | 16 | 1 | 19 + 103 | 0.593 |
+    | IVF4000 nprobe 8 | 10 | 16 | 98 | 0.448 |
+    | IVF1000 nprobe 4 | 2 | 4 | 118 | 0.442 |
+    | IVF4000,PQ32x4fs nprobe 16, exact re-rank of 44 | 12 | 16 | 67 | 0.409 |
+    | HNSW M=12, efConstruction 16, efSearch 16 | 161 (build) | | 133 | 0.420 |
+
+    This embedding's neighbours are hard to find (14 independent numeric columns): fewer lists or
+    probes, compressed codes and HNSW all lose recall for the time they save, so the index stays
+    IVF-Flat with 4 sqrt(n) lists and 16 probes, and the seconds come from the k-means (32 rows
+    per list and 10 iterations instead of 64 and 25: 40 s -> 16 s for -0.006 recall) and from
+    the search (`_ivf_self_search`). Small n: at least 40 rows per list."""
+    nlist = int(min(max(16, 4 * np.sqrt(n)), max(1, n // 40)))
+    big = n >= 200_000  # below, the k-means costs seconds: trained as before (64 rows, 25 its)
+    return IvfSettings(nlist=nlist, nprobe=NPROBE, train_rows=min(n, (32 if big else 64) * nlist),
+                       niter=10 if big else 25)
 
 
 class Neighbours(BaseModel):
@@ -54,12 +100,42 @@ def dense_embedding(X, seed: int = 0, dim: int = EMBED_DIM) -> np.ndarray:  # no
     return embedder(X, seed, dim)[0]
 
 
+class GramSVD:
+    """TruncatedSVD's embedding (X times its top right singular vectors, uncentred) computed
+    exactly from the d x d Gram matrix X'X: for a tall matrix with few columns it is one pass
+    over the rows instead of randomized SVD's several (1,000,000 x 106 one-hot and numeric
+    columns to 64: 5.9 s instead of 36 s, one thread; explained variance 0.961 vs 0.960)."""
+
+    def __init__(self, n_components: int) -> None:
+        self.n_components = n_components
+        self.components_: np.ndarray | None = None
+
+    def fit_transform(self, X) -> np.ndarray:  # noqa: ANN001
+        d = X.shape[1]
+        gram = np.zeros((d, d))
+        for start in range(0, X.shape[0], 100_000):  # float64 sums, a block of rows at a time
+            block = X[start:start + 100_000]
+            block = block.astype(np.float64) if sp.issparse(block) else np.asarray(
+                block, dtype=np.float64)
+            part = block.T @ block
+            gram += part.toarray() if sp.issparse(part) else part
+        _, vectors = np.linalg.eigh(gram)  # ascending eigenvalues
+        self.components_ = np.ascontiguousarray(vectors[:, ::-1][:, :self.n_components].T)
+        return self.transform(X)
+
+    def transform(self, X) -> np.ndarray:  # noqa: ANN001
+        out = X @ self.components_.T.astype(np.float64 if sp.issparse(X) else X.dtype)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
 def embedder(X, seed: int = 0, dim: int = EMBED_DIM):  # noqa: ANN001, ANN201
-    """(dense_embedding of X, the fitted TruncatedSVD or None), the reducer for rows to come."""
+    """(dense_embedding of X, the fitted reducer or None), the reducer for rows to come:
+    GramSVD up to GRAM_MAX_COLUMNS columns, else TruncatedSVD (randomized)."""
     if sp.issparse(X) or X.shape[1] > 4 * dim:
         n_comp = min(dim, X.shape[1] - 1, X.shape[0] - 1)
         if n_comp >= 2:
-            svd = TruncatedSVD(n_components=n_comp, random_state=seed)
+            svd = (GramSVD(n_comp) if X.shape[1] <= GRAM_MAX_COLUMNS else
+                   TruncatedSVD(n_components=n_comp, random_state=seed))
             return svd.fit_transform(X).astype(np.float32), svd
         X = X.toarray() if sp.issparse(X) else X
     return np.ascontiguousarray(X, dtype=np.float32), None
@@ -96,32 +172,66 @@ def _distances(scores: np.ndarray, metric: str) -> np.ndarray:
     return np.sqrt(np.clip(scores, 0.0, None))
 
 
-def build_index(X: np.ndarray, metric: str, exact: bool, seed: int):  # noqa: ANN201
-    """A faiss index over the normed rows X: flat (exact) or IVF (approximate, nprobe 16);
-    row i has id i."""
+def _trained_ivf(X: np.ndarray, metric: str, seed: int):  # noqa: ANN202
+    """An empty IVF-Flat index over the normed rows X, its k-means trained (`ivf_settings`)."""
     import faiss
 
     n, d = X.shape
+    plan = ivf_settings(n)
     quantizer = faiss.IndexFlatIP(d) if metric == "cosine" else faiss.IndexFlatL2(d)
+    kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    index = faiss.IndexIVFFlat(quantizer, d, plan.nlist, kind)
+    index.cp.niter = plan.niter
+    index.cp.min_points_per_centroid = 1  # 32 rows per list is a measured choice, not a mistake
+    rng = np.random.default_rng(seed)
+    index.train(X[np.sort(rng.choice(n, size=plan.train_rows, replace=False))])
+    index.nprobe = plan.nprobe
+    return index
+
+
+def build_index(X: np.ndarray, metric: str, exact: bool, seed: int):  # noqa: ANN201
+    """A faiss index over the normed rows X: flat (exact) or IVF (approximate, `ivf_settings`);
+    row i has id i."""
+    import faiss
+
     if exact:
-        index = quantizer
+        index = faiss.IndexFlatIP(X.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(
+            X.shape[1])
     else:
-        nlist = int(min(max(16, 4 * np.sqrt(n)), n // 40))
-        kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, kind)
-        rng = np.random.default_rng(seed)
-        sample = X[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
-        index.train(sample)
-        index.nprobe = 16
+        index = _trained_ivf(X, metric, seed)
     index.add(X)
     return index
+
+
+def _ivf_self_search(X: np.ndarray, k: int, metric: str, seed: int):  # noqa: ANN202
+    """Every row of X searched in an IVF index of X: (scores, ids, index). The coarse
+    quantizer runs once (each row's nprobe nearest lists; the first is the list it is added
+    to), and the rows are searched list by list, so that consecutive queries scan the same
+    lists while they are in cache: at 1M rows 19 + 103 s instead of 16 (add) + 182 s (search),
+    the same neighbours as index.search."""
+    from faiss.contrib.ivf_tools import add_preassigned
+
+    index = _trained_ivf(X, metric, seed)
+    coarse_d, coarse_i = index.quantizer.search(X, index.nprobe)
+    add_preassigned(index, X, np.ascontiguousarray(coarse_i[:, 0]))
+    order = np.argsort(coarse_i[:, 0], kind="stable")
+    scores = np.empty((len(X), k), dtype=np.float32)
+    ids = np.empty((len(X), k), dtype=np.int64)
+    for start in range(0, len(X), 100_000):
+        rows = order[start:start + 100_000]
+        scores[rows], ids[rows] = index.search_preassigned(X[rows], k, coarse_i[rows],
+                                                           coarse_d[rows])
+    return scores, ids, index
 
 
 def _search(X: np.ndarray, k: int, metric: str, exact: bool, seed: int,  # noqa: ANN202
             keep_index: bool = False):
     X = _normed(X, metric)
-    index = build_index(X, metric, exact, seed)
-    scores, idx = index.search(X, k + 1)
+    if exact:
+        index = build_index(X, metric, exact, seed)
+        scores, idx = index.search(X, k + 1)
+    else:
+        scores, idx, index = _ivf_self_search(X, k + 1, metric, seed)
     return _distances(scores, metric), idx, (index if keep_index else None)
 
 
@@ -311,7 +421,7 @@ def deserialize_index(data: np.ndarray):  # noqa: ANN201
     import faiss
 
     index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
-    faiss.extract_index_ivf(index).nprobe = 16
+    faiss.extract_index_ivf(index).nprobe = NPROBE
     return index
 
 

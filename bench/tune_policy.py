@@ -15,10 +15,14 @@ replays the decision rule offline for a grid of settings:
   dropped), without retraining; with `--retrain` also the test accuracy of the fixed
   downstream model trained on the resulting clean data, against training on the data as given
   and on the script's pruned data (same split as the harness).
+- `safe z=<margin>`: the run's own label drops (text, ambiguous and disagreement-only flags
+  already in review) kept only below tasks/decide.py `drop_threshold(rows, margin)`, the label
+  score under which dropping is estimated to raise label accuracy (the policy's `drop_check`);
+  the threshold each case gets is printed.
 
 The HELDOUT half is refused: its figures are reported by do_no_harm.py, never tuned on.
 
-    uv run --frozen python bench/tune_policy.py --rows design_v1 [--retrain]
+    uv run --frozen python bench/tune_policy.py --rows design_v4 [--retrain [--only VARIANTS]]
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.datasets import DESIGN, load  # noqa: E402
+from tasks.decide import drop_threshold  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TAUS = (0.8, 0.85, 0.9, 0.95, 0.98)
 NUS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 THETAS = (0.02, 0.05, 0.1, 0.2, 0.3)
+MARGINS = (0.0, 1.0, 2.0, 3.0)  # drop_threshold's margin (standard errors)
 
 
 def cases(name: str) -> list[tuple[str, str, pd.DataFrame, dict]]:
@@ -105,7 +111,26 @@ def label_masks(rows: pd.DataFrame, row: dict) -> dict[str, np.ndarray]:
     out = {"as run": kept, "review": ~other, "drop": ~other & ~droppable}
     for theta in THETAS:
         out[f"drop<{theta}"] = ~other & ~(droppable & (score < theta))
+    # tasks/decide.py drop_threshold on top of the run's own label drops (text, ambiguous and
+    # disagreement-only rows already in review): drop only under the estimated safe threshold
+    label_drop = flag & ~kept
+    for name in ("is_exact_duplicate_issue", "is_invalid_issue", "is_null_issue"):
+        if name in rows:
+            label_drop &= ~rows[name].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    probs = row_probs(rows)
+    for margin in MARGINS:
+        theta = drop_threshold(rows, margin, probs)
+        out[f"safe z={margin}"] = kept | (label_drop & ~(score < theta))
     return out
+
+
+def row_probs(rows: pd.DataFrame) -> np.ndarray | None:
+    """The run's out-of-fold probabilities of the scored rows, in order (as decide gets them)."""
+    scored = rows["label_score"].notna().to_numpy() & rows["pred_probs"].notna().to_numpy() \
+        if "pred_probs" in rows else None
+    if scored is None or not scored.any():
+        return None
+    return np.stack(rows["pred_probs"].to_numpy()[scored]).astype("float64")
 
 
 def accuracy_grid(all_cases: list) -> pd.DataFrame:
@@ -119,15 +144,19 @@ def accuracy_grid(all_cases: list) -> pd.DataFrame:
             table.append({"dataset": name, "noise": noise, "variant": variant,
                           "change": float(right[keep].mean() - right.mean()),
                           "dropped_right": int((~keep & right).sum()),
-                          "dropped_wrong": int((~keep & ~right).sum())})
+                          "dropped_wrong": int((~keep & ~right).sum()),
+                          "right_at_0pct": int((~keep & right).sum()) if noise == "none" else 0,
+                          "fd_rf": noise == "feature_dependent_rf"})
     frame = pd.DataFrame(table)
     return frame.groupby("variant", sort=False).agg(
         cases_fell=("change", lambda c: int((c < -1e-12).sum())),
+        fell_fd_rf=("change", lambda c: int((c[frame.loc[c.index, "fd_rf"]] < -1e-12).sum())),
         worst_change=("change", "min"), mean_change=("change", "mean"),
-        dropped_right=("dropped_right", "sum"), dropped_wrong=("dropped_wrong", "sum"))
+        dropped_right=("dropped_right", "sum"), dropped_wrong=("dropped_wrong", "sum"),
+        right_at_0pct=("right_at_0pct", "sum"))
 
 
-def retrain(all_cases: list, tau: float, nu: float) -> pd.DataFrame:
+def retrain(all_cases: list, tau: float, nu: float, only: tuple[str, ...] = ()) -> pd.DataFrame:
     """Test accuracy of the peer's model trained on the clean data of each fallback."""
     from bench.do_no_harm import prepare, single_row_class, test_accuracy
 
@@ -155,6 +184,9 @@ def retrain(all_cases: list, tau: float, nu: float) -> pd.DataFrame:
         }
         for variant, keep in label_masks(rows, row).items():  # as in accuracy_grid
             variants[variant] = (keep, given)
+        if only:  # the reference columns and the variants asked for
+            variants = {k: v for k, v in variants.items()
+                        if k in ("given", "script_pruned", *only)}
         stable = single_row_class(*(lab[keep] for keep, lab in variants.values()))
         acc = {k: test_accuracy(x_train[keep], lab[keep], x_test, y_test, plan, ds_kind, stable)
                for k, (keep, lab) in variants.items()}
@@ -194,6 +226,8 @@ def main() -> None:
     parser.add_argument("--retrain", action="store_true", help="also compare fallbacks")
     parser.add_argument("--tau", type=float, default=0.95)
     parser.add_argument("--nu", type=float, default=0.8)
+    parser.add_argument("--only", default="", help="with --retrain, comma-separated variants "
+                        "to retrain besides given and script_pruned (e.g. 'as run,safe z=2.0')")
     args = parser.parse_args()
     all_cases = cases(args.rows)
     print(f"{len(all_cases)} design cases from {args.rows}")
@@ -204,8 +238,13 @@ def main() -> None:
                                                      for k, v in flag_grid(all_cases).items()})
     print("\nlabel accuracy of the kept rows vs all rows as given, per fallback variant:")
     print(accuracy_grid(all_cases).to_string(float_format=lambda v: f"{v:+.4f}"))
+    print("\ndrop_threshold per case (margins " + ", ".join(map(str, MARGINS)) + "):")
+    for name, noise, rows, _ in all_cases:
+        print(f"  {name:16s} {noise:20s} " + " ".join(
+            f"{drop_threshold(rows, m, row_probs(rows)):g}" for m in MARGINS))
     if args.retrain:
-        table = retrain(all_cases, args.tau, args.nu)
+        table = retrain(all_cases, args.tau, args.nu,
+                        tuple(v for v in args.only.split(",") if v))
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         cols = [c for c in table.columns if c not in ("dataset", "noise", "skill")]
         print("mean:", table[cols].mean().round(4).to_dict())

@@ -221,7 +221,7 @@ def clean_steps(spec: DatasetSpec, snapshot, refresh: bool = False,  # noqa: ANN
                                       models_run_id=mode.models_run_id, work_dir=work)
     decided = staged(decide)(detection=detection, policy=spec.policy, decisions=decisions,
                              work_dir=work, trusted=check.trusted, task=design.task,
-                             text=bool(design.plan.text))
+                             text=bool(design.plan.text), pred_probs=probs)
     evaluation = staged(evaluate)(
         snapshot=snapshot, design=design, decided=decided, label=spec.label,
         test_source=spec.test, holdout=spec.eval_holdout,

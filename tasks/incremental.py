@@ -509,7 +509,9 @@ def stabilize(detection: Detection, previous: PreviousVerdicts | None,
     `is_label_issue` (pin_verdicts); every other row keeps this run's."""
     if previous is None or previous.models_run_id != models_run_id or models_run_id is None:
         return detection
-    frame = detection.issues.read()
+    # the verdict columns first: the whole frame is read and written again only when a verdict
+    # is kept that this run's thresholds would have flipped
+    frame = detection.issues.read(columns=[c for c in VERDICT_COLUMNS if c != "label_evidence"])
     prev = previous.rows.read()
     pinned = pin_verdicts(frame, prev)
     prev_flags = prev.drop_duplicates("row_id", keep="last").set_index("row_id")[
@@ -523,6 +525,7 @@ def stabilize(detection: Detection, previous: PreviousVerdicts | None,
                           int(pinned.sum()), int(changed.sum()))
     if not changed.any():
         return detection
+    frame = detection.issues.read()
     flags = frame["is_label_issue"].astype("boolean").copy()
     flags[changed] = pd.array(kept, dtype="boolean")[changed]
     frame["is_label_issue"] = flags

@@ -144,15 +144,20 @@ def stage_rows(calls: list[StageCall], flow_started: float | None = None,
     return rows
 
 
+MIN_COMPARED = 0.05  # seconds: a stage this quick before did next to nothing; no ratio
+
+
 def compare(rows: list[dict], previous: list[dict]) -> list[dict]:
     """Each row with the previous run's seconds for the same stage and the ratio now/before
-    (None where the stage did not run before, e.g. it came from the cache)."""
+    (None where the stage did not run before, e.g. it came from the cache, or took under
+    MIN_COMPARED seconds: the first batch's audit, which has nothing to audit against, made the
+    second batch's real audit read "4188.98x of previous")."""
     before = {r["stage"]: r["seconds"] for r in previous}
     out = []
     for r in rows:
         prev = before.get(r["stage"])
         out.append({**r, "previous_seconds": prev,
-                    "ratio": r["seconds"] / prev if prev else None})
+                    "ratio": r["seconds"] / prev if prev and prev >= MIN_COMPARED else None})
     return out
 
 

@@ -104,7 +104,9 @@ def label_issue_rows(confidence, agreement):
 
 def test_label_issues_are_dropped_only_when_the_model_is_trusted():
     issues = label_issue_rows([0.99, 0.6], [1.0, 0.3])
-    assert actions(issues, Policy()).tolist() == ["drop", "drop"]  # the measured default
+    # two rows, both flagged: no estimate of the error rate lets a drop clear it (drop_check)
+    assert actions(issues, Policy()).tolist() == ["review", "review"]
+    assert actions(issues, Policy(drop_check=False)).tolist() == ["drop", "drop"]
     assert actions(issues, Policy(), trusted=False).tolist() == ["review", "review"]
     out = apply_policy(issues, Policy())
     assert out["final_label"].tolist() == ["a", "a"]  # no label is rewritten by default
@@ -133,7 +135,7 @@ def test_rows_the_model_only_disagrees_with_are_flagged_for_review_not_dropped()
     assert found["label_evidence"].tolist()[:3] == ["disagreement", "confident", None]
     issues = label_issue_rows([0.55, 0.98], [1.0, 1.0])
     issues["label_evidence"] = ["disagreement", "confident"]
-    assert actions(issues, Policy()).tolist() == ["review", "drop"]
+    assert actions(issues, Policy(drop_check=False)).tolist() == ["review", "drop"]
     assert actions(issues, Policy(label="relabel")).tolist() == ["review", "relabel"]
 
 
@@ -141,7 +143,8 @@ def test_label_issues_on_text_go_to_review_unless_set():
     issues = label_issue_rows([0.99, 0.6], [1.0, 0.3])
     issues["is_invalid_issue"] = [False, True]  # other types keep their action on text
     assert actions(issues, Policy(), text=True).tolist() == ["review", "drop"]
-    assert actions(issues, Policy(label_with_text="drop"), text=True).tolist() == ["drop", "drop"]
+    assert actions(issues, Policy(label_with_text="drop", drop_check=False), text=True
+                   ).tolist() == ["drop", "drop"]
     relabel = Policy(label="relabel")  # a relabel the user asked for, where it is safe, stays
     assert actions(issues, relabel, text=True).tolist() == ["relabel", "drop"]
 

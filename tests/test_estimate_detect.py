@@ -70,11 +70,13 @@ def test_issues_frame_covers_every_row_and_quarantine():
 def test_actions_follow_policy_and_most_severe_wins():
     issues = pd.DataFrame({"is_label_issue": pd.array([True, False, True, None], dtype="boolean"),
                            "is_invalid_issue": [False, False, True, True]})
-    assert actions(issues, Policy(label="drop")).tolist() == ["drop", "keep", "drop", "drop"]
+    assert actions(issues, Policy(label="drop", drop_check=False)).tolist() == [
+        "drop", "keep", "drop", "drop"]
     # relabel without a (confident) suggestion falls back (default fallback: review)
     assert actions(issues, Policy(label="relabel", invalid="keep")).tolist() == [
         "review", "keep", "review", "keep"]
-    assert actions(issues, Policy(label="relabel", invalid="keep", relabel_fallback="drop")
+    assert actions(issues, Policy(label="relabel", invalid="keep", relabel_fallback="drop",
+                                  drop_check=False)
                    ).tolist() == ["drop", "keep", "drop", "keep"]
     assert actions(issues, Policy(label="review", invalid="keep")).tolist() == [
         "review", "keep", "review", "keep"]

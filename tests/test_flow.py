@@ -94,14 +94,20 @@ def test_flow_publishes_and_finds_planted_errors(noisy_wine, workdir):
     assert {m for m, _ in screened} >= {"logreg", "hgb", "knn"} and any(c for _, c in screened)
     assert roles["alcohol"] == "numeric" and len(roles) == 13
     # measured default: a trusted model's confident label issues are left out of the clean table
-    # (and wait in the review queue); rows the model only disagrees with stay, for review; no
-    # label is rewritten without a person
+    # (and wait in the review queue) only below the label score where dropping is estimated to
+    # raise label accuracy (tasks/decide.py drop_threshold), else they stay, for review; rows
+    # the model only disagrees with stay, for review; no label is rewritten without a person
     confident_ids = {row[0] for row in issues if row[1] and row[8] == "confident"}
-    assert confident_ids and all(row[6] == "drop" for row in issues if row[0] in confident_ids)
+    assert confident_ids and all(row[6] in ("drop", "review") for row in issues
+                                 if row[0] in confident_ids and row[0] not in high_alcohol)
+    dropped_labels = [row[0] for row in issues if row[1] and row[6] == "drop"
+                      and row[0] not in high_alcohol]
+    assert all(mask[i] for i in dropped_labels)  # every label drop is a planted error
     assert all(row[6] == "review" for row in issues if row[8] == "disagreement"
                and row[0] not in high_alcohol)
     assert all((row[8] is not None) == bool(row[1]) for row in issues if row[1] is not None)
-    assert not clean_ids & confident_ids
+    assert not clean_ids & set(dropped_labels)
+    assert confident_ids - set(dropped_labels) - set(high_alcohol) <= clean_ids  # for review
     assert n_relabel == 0 and relabelled == 0 and changed == []
     assert runs == [(summary.run_id, "wine", 178, n_clean, int(flagged.sum()),
                      runs[0][5], "completed", runs[0][7])]

@@ -39,7 +39,7 @@ def test_relabel_only_when_confident_else_fallback():
     assert out["final_label"].tolist()[:3] == ["y", "x", "y"]  # only the confident one changes
     assert (out["decided_by"] == "policy").all()
     dropping = apply_policy(issues_frame(), Policy(label="relabel", relabel_fallback="drop",
-                                                   outlier="drop"))
+                                                   outlier="drop", drop_check=False))
     assert dropping["action"].tolist() == ["relabel", "drop", "drop", "keep"]
     # drop beats relabel when a row has both issues
     both = apply_policy(issues_frame(is_outlier_issue=pd.array([True, False, True, False],

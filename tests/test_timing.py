@@ -46,17 +46,18 @@ def test_parallel_calls_count_once_and_the_rest_is_overhead():
 
 
 def test_compare_gives_the_ratio_against_the_previous_run():
-    now = stage_rows([call("knn", 0, 2), call("detect", 2, 3)])
-    before = stage_rows([call("knn", 0, 4)])
+    now = stage_rows([call("knn", 0, 2), call("detect", 2, 3), call("audit-batch", 3, 4)])
+    before = stage_rows([call("knn", 0, 4), call("audit-batch", 4, 4.0003)])
     rows = compare(now, before)
     assert rows[0]["previous_seconds"] == pytest.approx(4.0)
     assert rows[0]["ratio"] == pytest.approx(0.5)
     assert rows[1]["ratio"] is None  # did not run before
+    assert rows[2]["ratio"] is None  # next to nothing before (a first batch's audit): no ratio
     text = stages_markdown(rows, "d", "r1", "r0")
     assert "| knn | 1 | 2.00 |" in text and "0.50x" in text and "`r0`" in text
     lines = stage_lines(rows, top=1)
     assert lines[0] == "knn 2.0 s (0.50x of previous)"
-    assert "rest 3.0 s (100%)" in lines[-1]
+    assert "rest 4.0 s (100%)" in lines[-1]
 
 
 def test_memory_is_read_from_the_process():

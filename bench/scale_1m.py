@@ -9,7 +9,11 @@ process) to show that it streams: its peak should not grow with the rows.
     uv run --frozen python bench/scale_1m.py                      # 250k, 500k, 1M rows
     uv run --frozen python bench/scale_1m.py --rows 1000000       # one size
 
-Writes bench/results/scale_1m.json and .md.
+Writes bench/results/scale_1m.json and .md (`--out NAME`: NAME.json and .md). After each run it
+also reads the run's warehouse: seconds and peak RSS per stage (run_stages), label-issue
+precision / recall / F1 against the 5% planted flips, and how many rows are flagged as outliers
+and near duplicates (this table plants none of those: the counts show whether a change to the
+kNN graph moved them).
 """
 
 from __future__ import annotations
@@ -61,6 +65,36 @@ def _stage_lines(output: str) -> str:
     return "\n".join(line for line in output.splitlines() if any(k in line for k in keep))
 
 
+def warehouse_figures(db: Path, flipped: np.ndarray) -> dict:
+    """The run's stages (seconds, peak RSS MiB) and its flags against the plant."""
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        run_id = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1"
+                             ).fetchone()[0]
+        stages = con.execute("SELECT stage, seconds, peak_rss_mib FROM run_stages "
+                             "WHERE run_id = ? ORDER BY position", [run_id]).fetchall()
+        cols = {r[0] for r in con.execute("DESCRIBE issues").fetchall()}
+        wanted = [c for c in ("is_label_issue", "is_outlier_issue", "is_near_duplicate_issue")
+                  if c in cols]
+        picked = ", ".join(f"coalesce({c}, false) AS {c}" for c in wanted)
+        flags = con.execute(f"SELECT row_id, {picked} FROM issues WHERE run_id = ? "
+                            "ORDER BY row_id", [run_id]).fetchnumpy()
+    rows = flags["row_id"].astype(np.int64)
+    out = {"stages": {name: {"seconds": round(float(sec), 1), "peak_rss_mib": peak and
+                             round(float(peak))} for name, sec, peak in stages}}
+    for c in wanted:
+        flagged = np.asarray(flags[c], dtype=bool)
+        out[f"n_{c}"] = int(flagged.sum())
+        if c == "is_label_issue":
+            truth = flipped[rows]
+            tp = int((flagged & truth).sum())
+            out["label_issue_precision"] = round(tp / max(int(flagged.sum()), 1), 4)
+            out["label_issue_recall"] = round(tp / max(int(truth.sum()), 1), 4)
+            out["label_issue_f1"] = round(2 * tp / max(int(flagged.sum() + truth.sum()), 1), 4)
+    return out
+
+
 def measure(cmd: list[str], cwd: Path, env: dict) -> dict:
     """Run cmd; wall time and peak RSS (sum over the process tree, and the largest process)."""
     started = time.perf_counter()
@@ -91,6 +125,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[250_000, 500_000, 1_000_000])
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--out", default=None, help="results file name (default scale_1m)")
     args = ap.parse_args()
     env = {**os.environ, "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "CLEANSET_SERVER_KEEP": "0"}  # a server per run, as in the earlier results
@@ -98,7 +133,9 @@ def main() -> None:
     results = []
     for n in args.rows:
         folder = Path(tempfile.mkdtemp(prefix=f"cleanset_scale_{n}_"))
-        frame = make_data(n)
+        frame, truth = make_data(n, with_truth=True)
+        names = np.array(["alpha", "beta", "gamma", "delta", "epsilon"])
+        flipped = frame["label"].to_numpy() != names[truth]
         path = folder / f"scale_{n}.parquet"
         frame.to_parquet(path, index=False)
         del frame
@@ -114,9 +151,15 @@ def main() -> None:
                "command": " ".join(cmd), "load_before": [round(x, 2) for x in load_before],
                "load_after": [round(x, 2) for x in os.getloadavg()], **run,
                "ingest_only_seconds": ingest["seconds"],
-               "ingest_only_peak_rss_gib": ingest["peak_rss_tree_gib"]}
+               "ingest_only_peak_rss_gib": ingest["peak_rss_tree_gib"],
+               **(warehouse_figures(folder / "wh.duckdb", flipped) if run["exit_code"] == 0
+                  else {})}
         results.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "output_tail"}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("output_tail", "stages")}),
+              flush=True)
+        for name, st in row.get("stages", {}).items():
+            print(f"  {name:<24} {st['seconds']:>7.1f} s  peak {st['peak_rss_mib']} MiB",
+                  flush=True)
         print(run["output_tail"], flush=True)
         if not args.keep:
             subprocess.run(["rm", "-rf", str(folder)], check=False)
@@ -125,7 +168,8 @@ def main() -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM",
             "python": platform.python_version(), "command": " ".join(sys.argv)}
-    name = "scale_1m" if 1_000_000 in args.rows else "scale_" + "_".join(map(str, args.rows))
+    name = args.out or ("scale_1m" if 1_000_000 in args.rows else
+                        "scale_" + "_".join(map(str, args.rows)))
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results},
                                                      indent=2))
     lines = [f"# cleanset end to end at scale ({meta['date']})", "",
@@ -141,6 +185,16 @@ def main() -> None:
                      f"{r['peak_rss_tree_gib']} | {r['peak_rss_largest_gib']} | "
                      f"{r['ingest_only_seconds']} | {r['ingest_only_peak_rss_gib']} | "
                      f"{r['load_before'][0]} -> {r['load_after'][0]} |")
+    for r in results:
+        if "label_issue_f1" in r:
+            lines += ["", f"{r['rows']:,} rows: label issues precision {r['label_issue_precision']}"
+                      f", recall {r['label_issue_recall']}, F1 **{r['label_issue_f1']}** against "
+                      "the planted flips; rows flagged: "
+                      + ", ".join(f"{k[5:-6]} {v:,}" for k, v in r.items()
+                                  if k.startswith("n_is_")), "",
+                      "| stage | seconds | peak RSS MiB |", "| --- | --- | --- |",
+                      *(f"| {k} | {v['seconds']} | {v['peak_rss_mib']} |"
+                        for k, v in r["stages"].items())]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 

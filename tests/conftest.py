@@ -113,3 +113,27 @@ def blobs(n: int = 300, k: int = 3, d: int = 4, seed: int = 0) -> pd.DataFrame:
     frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(d)])
     frame["label"] = np.array(["ant", "bee", "cat", "dog", "eel"])[y]
     return frame
+
+
+def flip_labels(X: np.ndarray, y: np.ndarray, shape: str, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy labels, out-of-fold logistic-regression probabilities of them) for 3 classes with
+    10% of the rows flipped: `symmetric` (random rows, any other class), `feature_dependent`
+    (the rows a reference model finds hardest, to its runner-up class: the annotator's
+    mistake); any other shape flips nothing."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    n = len(y)
+    noisy, k = y.copy(), n // 10
+    if shape == "symmetric":
+        rows = rng.choice(n, k, replace=False)
+        noisy[rows] = (y[rows] + rng.integers(1, 3, k)) % 3
+    elif shape == "feature_dependent":
+        ref = cross_val_predict(LogisticRegression(), X, y, cv=5, method="predict_proba")
+        other = ref.copy()
+        other[np.arange(n), y] = -1.0
+        rows = np.argsort(ref[np.arange(n), y] - other.max(axis=1))[:k]
+        noisy[rows] = other[rows].argmax(axis=1)
+    probs = cross_val_predict(LogisticRegression(), X, noisy, cv=5, method="predict_proba")
+    return noisy, probs

@@ -8,6 +8,7 @@ import pandas as pd
 
 from tasks.decide import actions, drop_threshold
 from tasks.spec import Policy
+from tests.conftest import flip_labels
 
 
 def _issues(shape: str, spread: float, seed: int = 0, n: int = 1500):
@@ -15,25 +16,13 @@ def _issues(shape: str, spread: float, seed: int = 0, n: int = 1500):
     noise: `symmetric` (random rows, any other class) or `feature_dependent` (the rows a
     reference model finds hardest, flipped to their runner-up class)."""
     from sklearn.datasets import make_blobs
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
 
     from tasks.detect import label_issues
 
     X, y = make_blobs(n_samples=n, centers=[[0, 0], [4, 0], [2, 3.5]], cluster_std=spread,
                       random_state=seed)
     rng = np.random.default_rng(seed)
-    noisy, k = y.copy(), n // 10
-    if shape == "symmetric":
-        rows = rng.choice(n, k, replace=False)
-        noisy[rows] = (y[rows] + rng.integers(1, 3, k)) % 3
-    elif shape == "feature_dependent":
-        ref = cross_val_predict(LogisticRegression(), X, y, cv=5, method="predict_proba")
-        other = ref.copy()
-        other[np.arange(n), y] = -1.0
-        rows = np.argsort(ref[np.arange(n), y] - other.max(axis=1))[:k]
-        noisy[rows] = other[rows].argmax(axis=1)
-    probs = cross_val_predict(LogisticRegression(), X, noisy, cv=5, method="predict_proba")
+    noisy, probs = flip_labels(X, y, shape, rng)
     found = label_issues(noisy, probs)
     names = np.array(["a", "b", "c"], dtype=object)
     issues = pd.DataFrame({

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.trust import ambiguity, slice_summary, well_labeled
+from tests.conftest import flip_labels
 
 
 def test_well_labeled_needs_agreement_confidence_no_flag_and_a_trusted_model() -> None:
@@ -37,8 +38,6 @@ def _planted(seed: int, shape: str, overlap: float | None = None, n: int = 1500)
     annotator's mistake). `overlap` None: classes are bands of x0 + x1/2 (no row is
     ambiguous in truth); else Gaussian blobs of that spread (they overlap)."""
     from sklearn.datasets import make_blobs
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_predict
     from sklearn.neighbors import NearestNeighbors
 
     from tasks.detect import label_issues
@@ -50,17 +49,7 @@ def _planted(seed: int, shape: str, overlap: float | None = None, n: int = 1500)
     else:
         X, y = make_blobs(n_samples=n, centers=[[0, 0], [4, 0], [2, 3.5]], cluster_std=overlap,
                           random_state=seed)
-    noisy, k = y.copy(), n // 10
-    if shape == "symmetric":
-        rows = rng.choice(n, k, replace=False)
-        noisy[rows] = (y[rows] + rng.integers(1, 3, k)) % 3
-    elif shape == "feature_dependent":
-        ref = cross_val_predict(LogisticRegression(), X, y, cv=5, method="predict_proba")
-        other = ref.copy()
-        other[np.arange(n), y] = -1.0
-        rows = np.argsort(ref[np.arange(n), y] - other.max(axis=1))[:k]
-        noisy[rows] = other[rows].argmax(axis=1)
-    probs = cross_val_predict(LogisticRegression(), X, noisy, cv=5, method="predict_proba")
+    noisy, probs = flip_labels(X, y, shape, rng)
     issue = label_issues(noisy, probs)["is_label_issue"].to_numpy(dtype=bool)
     near = NearestNeighbors(n_neighbors=11).fit(X).kneighbors(X, return_distance=False)[:, 1:]
     agreement = (noisy[near] == probs.argmax(axis=1)[:, None]).mean(axis=1)

@@ -305,8 +305,11 @@ def _copies(audit: _Audit, ref: pd.DataFrame, ref_y: pd.Series, bat: pd.DataFram
     # the reference's own rates (each row against the others): what a batch from the same
     # source is expected to show
     base_exact = float(pd.Series(rck).duplicated(keep=False).mean())
-    ref_text = ref_y.astype(object).where(ref_y.notna(), None).astype(str)
-    base_conflict = float((ref_text.groupby(rk).transform("nunique") > 1).mean())
+    # rows whose features recur with another label: feature sets holding several copy sets
+    same, _ = pd.factorize(rk)
+    copies, _ = pd.factorize(rck)
+    _, first_at = np.unique(copies, return_index=True)
+    base_conflict = float((np.bincount(same[first_at])[same] > 1).mean()) if len(rk) else 0.0
     for check, hits, base, what in (
             ("exact_copies", exact, base_exact, "copy an earlier row (features and label)"),
             ("conflicting_copies", conflict, base_conflict,

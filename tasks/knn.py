@@ -313,7 +313,8 @@ def graph_neighbours(graph) -> np.ndarray:  # noqa: ANN001 - scipy CSR, k entrie
 def neighbour_agreement(graph, y: np.ndarray, suggested: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """Share of each row's neighbours whose given label is the row's suggested label: a second
     opinion from another model family (its neighbours), used before relabelling."""
-    return (y[graph_neighbours(graph)] == suggested[:, None]).mean(axis=1)
+    near = graph_neighbours(graph)
+    return np.count_nonzero(y[near] == suggested[:, None], axis=1) / near.shape[1]
 
 
 def extend_graph(stored_emb: np.ndarray, stored_graph, stored_to_cur: np.ndarray,  # noqa: ANN001

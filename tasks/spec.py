@@ -116,6 +116,10 @@ class _PolicySettings(BaseModel):
     drop_margin: float = Field(
         2.0, ge=0.0, description="with drop_check, standard errors the estimated wrong labels "
         "must clear above the estimated error rate")
+    drop_calibration: Literal["none", "temperature", "temperature_noise"] = Field(
+        "none", description="with drop_check, rescale the out-of-fold probabilities with one "
+        "temperature fitted on them against the given labels before the estimate "
+        "(temperature_noise: fitted beside a share of random labels); none: as they are")
     well_labeled: Literal["keep", "review"] = Field(
         "keep", description="the action for a row certified well-labeled (is_well_labeled: a "
         "reviewer can skip it); review: put certified rows in the review queue too (spot "

@@ -39,7 +39,7 @@ def test_fingerprint_ignores_output_locations_but_not_settings():
 def test_policy_has_an_action_for_every_issue_type():
     settings = {"auto_fix", "relabel_threshold", "relabel_agreement", "relabel_fallback",
                 "max_duplicate_share", "ambiguous", "label_with_text", "well_labeled",
-                "drop_check", "drop_margin"}
+                "drop_check", "drop_margin", "drop_calibration"}
     per_task = {"label_regression", "label_multilabel"}  # defaults that differ by task
     assert set(Policy.model_fields) - settings - per_task == set(ISSUE_TYPES)
 

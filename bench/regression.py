@@ -12,9 +12,11 @@ Both sides get the same feature columns. cleanset: its default estimate stage (r
 screened by out-of-fold MSE, the boosted trees raced against the cheaper ones, the kNN graph
 built for Datalab included) and its default flag
 (tasks/detect.regression_label_issues, the kNN graph's neighbours included). Peer:
-`cleanlab.regression.learn.CleanLearning` with a regressor of the model family cleanset chose
-(RidgeCV or the same HistGradientBoostingRegressor)
-on the same encoded features, `find_label_issues` defaults. Also shown: the "obvious script"
+`cleanlab.regression.learn.CleanLearning` with the regressor cleanset chose (RidgeCV, the same
+HistGradientBoostingRegressor, KNeighborsRegressor, or a weighted VotingRegressor of two of them
+when cleanset mixes two families; `--peer larger`: the larger weight's family alone, the rule
+up to regression_heldout_v3) on the same encoded features, `find_label_issues` defaults. Also
+shown: the "obvious script"
 (5-fold cross_val_predict + `get_label_quality_scores` + Datalab's documented threshold, score
 < 0.05 x median score). Scores: precision / recall / F1 of the flags against the plant, AUROC of
 the label score; wall time of the computation (medians of alternating repeats, threads pinned to
@@ -188,17 +190,39 @@ def ours(frame: pd.DataFrame, plan, y: np.ndarray):  # noqa: ANN001, ANN201
     return found, choice
 
 
-def peer_model(choice, plan):  # noqa: ANN001, ANN201
-    """The peer's regressor: the family cleanset chose (the larger weight's, for a mix)."""
-    best = max(zip(choice.weights or (1.0,) * len(choice.models), choice.models,
-                   strict=True))[1]
-    if family(best) == "knn":
+PEER_RULES = ("mix", "larger")
+
+
+def one_regressor(name: str, plan):  # noqa: ANN001, ANN201
+    """One family's regressor as the peer gets it (kNN on the encoded features, k = 10)."""
+    if family(name) == "knn":
         from sklearn.neighbors import KNeighborsRegressor
 
         return KNeighborsRegressor(n_neighbors=10)
-    model = make_model(best, plan.model_copy(update={"categorical": (), "high_cardinality": ()}),
+    model = make_model(name, plan.model_copy(update={"categorical": (), "high_cardinality": ()}),
                        0)
     return model.named_steps["clf"] if hasattr(model, "named_steps") else model
+
+
+def peer_model(choice, plan, rule: str = "mix"):  # noqa: ANN001, ANN201
+    """The peer's regressor. `mix` (default since regression_heldout_v4): the model cleanset
+    chose, a weighted VotingRegressor of the same families when it mixes two. `larger` (the
+    rule before): the larger weight's family alone, which for an even mix fell to the name
+    sorting last (knn over hgbr, ridge over hgbr): the cheaper family, not the model."""
+    weights = choice.weights or (1.0,) * len(choice.models)
+    if rule == "larger" or len(choice.models) == 1:
+        return one_regressor(max(zip(weights, choice.models, strict=True))[1], plan)
+    from sklearn.ensemble import VotingRegressor
+
+    return VotingRegressor([(m, one_regressor(m, plan)) for m in choice.models],
+                           weights=list(weights))
+
+
+def peer_label(model) -> str:  # noqa: ANN001
+    if hasattr(model, "estimators"):
+        return " + ".join(f"{w:.2f}*{type(e).__name__}" for (_, e), w in
+                          zip(model.estimators, model.weights, strict=True))
+    return type(model).__name__
 
 
 def peer(X: np.ndarray, y: np.ndarray, model) -> pd.DataFrame:  # noqa: ANN001
@@ -232,7 +256,8 @@ def changed_by_default(found: pd.DataFrame, y: np.ndarray) -> int:
     return int(decided["action"].isin(("relabel", "drop")).sum())
 
 
-def run_case(name: str, kind: str, rate: float, repeats: int, sweep: bool) -> dict:
+def run_case(name: str, kind: str, rate: float, repeats: int, sweep: bool,
+             rule: str = "mix") -> dict:
     frame, label = load(name)
     clean = frame[label].to_numpy(dtype=np.float64)
     y, mask = plant_values(clean, kind, rate)
@@ -243,7 +268,7 @@ def run_case(name: str, kind: str, rate: float, repeats: int, sweep: bool) -> di
     for _ in range(repeats):  # alternate A and B
         (found, choice), t = timed(ours, X_frame, plan, y)
         ours_t.append(t)
-        model = peer_model(choice, plan)
+        model = peer_model(choice, plan, rule)
         start = time.perf_counter()
         dense = build_transformer(plan).fit_transform(X_frame)
         dense = dense.toarray() if hasattr(dense, "toarray") else np.asarray(dense)
@@ -255,7 +280,7 @@ def run_case(name: str, kind: str, rate: float, repeats: int, sweep: bool) -> di
     row = {
         "dataset": name, "half": "design" if name in DESIGN else "heldout",
         "kind": LOADERS[name][0], "rows": len(frame), "noise": kind, "rate": rate,
-        "model": choice.label,
+        "model": choice.label, "peer_model": peer_label(model),
         "cleanset": scores(found["is_label_issue"].to_numpy(), found["label_score"].to_numpy(),
                            mask),
         "peer": scores(peer_found["is_label_issue"].to_numpy(),
@@ -297,11 +322,15 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join([*DESIGN, *HELDOUT]))
     parser.add_argument("--sweep", action="store_true", help="F1 of other z thresholds")
     parser.add_argument("--name", default="regression", help="results file name")
+    parser.add_argument("--peer", choices=PEER_RULES, default="mix",
+                        help="the peer's regressor: the model cleanset chose (mix: a weighted "
+                             "VotingRegressor when it mixes two families) or the larger "
+                             "weight's family alone (larger: the rule up to heldout_v3)")
     args = parser.parse_args()
     rows = []
     for name in args.datasets.split(","):
         for kind, rate in NOISES:
-            row = run_case(name, kind, rate, args.repeats, args.sweep)
+            row = run_case(name, kind, rate, args.repeats, args.sweep, args.peer)
             rows.append(row)
             c, p, o = row["cleanset"], row["peer"], row["obvious"]
             auc = (f"AUROC {c['auroc']:.3f} vs {p['auroc']:.3f}" if c["auroc"] is not None
@@ -309,7 +338,8 @@ def main() -> None:
                         f"{row['changed_by_default']}")
             print(f"{name:10s} {row['half']:7s} {kind:6s}: F1 {c['f1']:.3f} vs "
                   f"{p['f1']:.3f} (obvious {o['f1']:.3f}), {auc}, time "
-                  f"{row['cleanset_s']:.2f}s vs {row['peer_s']:.2f}s [{row['model']}]"
+                  f"{row['cleanset_s']:.2f}s vs {row['peer_s']:.2f}s [{row['model']} / "
+                  f"{row['peer_model']}]"
                   + (f" sweep {row['sweep']}" if args.sweep else ""), flush=True)
     env = machine()
     lines = [
@@ -325,16 +355,19 @@ def main() -> None:
         summary_line(rows, "heldout"), summary_line(rows, "design"),
         f"- no planted errors: values changed by the default policy: "
         f"{sum(r['changed_by_default'] for r in rows if r['rate'] == 0)} (review only)", "",
-        "| dataset | half | rows | noise | cleanset model | F1 cleanset | F1 CleanLearning | "
+        f"- peer's regressor: `--peer {args.peer}` (see peer_model)", "",
+        "| dataset | half | rows | noise | cleanset model | peer model | F1 cleanset | "
+        "F1 CleanLearning | "
         "F1 obvious | AUROC cleanset | AUROC CleanLearning | flagged cleanset / peer | "
         "time cleanset s | time CleanLearning s | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c, p, o = r["cleanset"], r["peer"], r["obvious"]
         auc = (lambda v: "" if v is None else f"{v:.3f}")  # noqa: E731
         lines.append(
             f"| {r['dataset']} | {r['half']} | {r['rows']} | {r['noise']} | {r['model']} | "
+            f"{r['peer_model']} | "
             f"{c['f1']:.3f} | {p['f1']:.3f} | {o['f1']:.3f} | {auc(c['auroc'])} | "
             f"{auc(p['auroc'])} | {c['flagged']} / {p['flagged']} | {r['cleanset_s']:.2f} | "
             f"{r['peer_s']:.2f} | {r['cleanset_s'] / r['peer_s']:.2f} |")

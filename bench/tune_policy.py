@@ -15,10 +15,13 @@ replays the decision rule offline for a grid of settings:
   dropped), without retraining; with `--retrain` also the test accuracy of the fixed
   downstream model trained on the resulting clean data, against training on the data as given
   and on the script's pruned data (same split as the harness).
-- `safe z=<margin>`: the run's own label drops (text, ambiguous and disagreement-only flags
-  already in review) kept only below tasks/decide.py `drop_threshold(rows, margin)`, the label
-  score under which dropping is estimated to raise label accuracy (the policy's `drop_check`);
-  the threshold each case gets is printed.
+- `safe z=<margin> [<calibration>]`: the run's own label drops (text, ambiguous and
+  disagreement-only flags already in review) kept only below tasks/decide.py
+  `drop_plan(rows, margin, pred_probs, calibration)`, the label score under which dropping is
+  estimated to raise label accuracy (the policy's `drop_check`, `drop_margin`,
+  `drop_calibration`); the threshold each case gets, and the fitted temperature, are printed.
+  Replay a run made with `--set policy.drop_check=false` (every confident flag dropped), so that
+  every drop a variant could keep is in the rows.
 
 The HELDOUT half is refused: its figures are reported by do_no_harm.py, never tuned on.
 
@@ -41,7 +44,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.datasets import DESIGN, load  # noqa: E402
-from tasks.decide import drop_threshold  # noqa: E402
+from tasks.decide import CALIBRATIONS, drop_plan  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 TAUS = (0.8, 0.85, 0.9, 0.95, 0.98)
@@ -118,10 +121,16 @@ def label_masks(rows: pd.DataFrame, row: dict) -> dict[str, np.ndarray]:
         if name in rows:
             label_drop &= ~rows[name].astype("boolean").fillna(False).to_numpy(dtype=bool)
     probs = row_probs(rows)
-    for margin in MARGINS:
-        theta = drop_threshold(rows, margin, probs)
-        out[f"safe z={margin}"] = kept | (label_drop & ~(score < theta))
+    for calibration in CALIBRATIONS:
+        for margin in MARGINS:
+            below = drop_plan(rows, margin, probs, calibration).below
+            out[f"safe z={margin}" + _suffix(calibration)] = kept | (label_drop & ~below)
     return out
+
+
+def _suffix(calibration: str) -> str:
+    """The variant name's calibration part ('' for none: the names design_v4 was replayed by)."""
+    return "" if calibration == "none" else f" {calibration}"
 
 
 def row_probs(rows: pd.DataFrame) -> np.ndarray | None:
@@ -238,10 +247,16 @@ def main() -> None:
                                                      for k, v in flag_grid(all_cases).items()})
     print("\nlabel accuracy of the kept rows vs all rows as given, per fallback variant:")
     print(accuracy_grid(all_cases).to_string(float_format=lambda v: f"{v:+.4f}"))
-    print("\ndrop_threshold per case (margins " + ", ".join(map(str, MARGINS)) + "):")
+    print("\ndrop_threshold per case (margins " + ", ".join(map(str, MARGINS)) + "), per "
+          "calibration (" + ", ".join(CALIBRATIONS) + "; fitted temperature T, noise share e):")
     for name, noise, rows, _ in all_cases:
-        print(f"  {name:16s} {noise:20s} " + " ".join(
-            f"{drop_threshold(rows, m, row_probs(rows)):g}" for m in MARGINS))
+        probs, parts = row_probs(rows), []
+        for calibration in CALIBRATIONS:
+            plans = [drop_plan(rows, m, probs, calibration) for m in MARGINS]
+            fit = "" if calibration == "none" else \
+                f" (T {plans[0].temperature:.2f}, e {plans[0].noise_share:.3f})"
+            parts.append(" ".join(f"{p.theta:g}" for p in plans) + fit)
+        print(f"  {name:16s} {noise:20s} " + " | ".join(parts))
     if args.retrain:
         table = retrain(all_cases, args.tau, args.nu,
                         tuple(v for v in args.only.split(",") if v))

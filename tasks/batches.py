@@ -186,10 +186,23 @@ def register_batches(spec: DatasetSpec) -> BatchPlan:
 FIRST_BATCH = "the dataset's first batch: nothing accepted before it to audit it against"
 
 
+def _is_regression(ref, label: str, task: str) -> bool:  # noqa: ANN001 - a DataFrame
+    """Whether the dataset's label is a regression target: the task set, or auto's decision on
+    the accepted rows (a label auto cannot place is audited as classes)."""
+    if task != "auto" or label not in ref.columns:
+        return task == "regression"
+    from tasks.task_type import decide_task
+
+    try:
+        return decide_task(ref[label], label, "auto")[0] == "regression"
+    except CleansetError:
+        return False
+
+
 def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                     text: list[str], features: list[str] | None, roles: dict[str, str] | None,
-                    settings: AuditSettings, seed: int = 0, id_column: str | None = None
-                    ) -> Batch:
+                    settings: AuditSettings, seed: int = 0, id_column: str | None = None,
+                    task: str = "auto") -> Batch:
     """`batch` (its snapshot ingested) audited against the dataset's accepted rows (`reference`:
     their snapshots): accepted, accepted with warnings (accepted, its warned checks recorded) or
     quarantined with the audit's reason (which says how to accept it anyway). The feature plan
@@ -207,7 +220,8 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
     plan = infer_roles(ref, label, [c for c in dict.fromkeys(skip) if c in ref.columns],
                        list(text), list(features) if features else None, dict(roles or {}))
     result = audit_batch(ref, new, plan, label, settings,
-                         id_column=id_column if id_column in ref.columns else None, seed=seed)
+                         id_column=id_column if id_column in ref.columns else None, seed=seed,
+                         regression=_is_regression(ref, label, task))
     status = "quarantined" if result.decision == "quarantine" else "accepted"
     return batch.model_copy(update={"status": status, "reason": result.reason,
                                     "audit": result.model_dump(mode="json")})
@@ -217,11 +231,11 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
 def audit_batch_stage(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                       text: list[str], features: list[str] | None,
                       roles: dict[str, str] | None, settings: AuditSettings, seed: int = 0,
-                      id_column: str | None = None) -> Batch:
+                      id_column: str | None = None, task: str = "auto") -> Batch:
     """One new batch audited against the accepted rows (cached on their snapshots and the
     audit settings)."""
     return audit_new_batch(reference, batch, label, exclude, text, features, roles, settings,
-                           seed, id_column)
+                           seed, id_column, task)
 
 
 def audit_plan_args(spec: DatasetSpec) -> dict:
@@ -230,7 +244,7 @@ def audit_plan_args(spec: DatasetSpec) -> dict:
     return {"label": spec.label, "exclude": exclude, "text": list(spec.text),
             "features": list(spec.features) if spec.features else None,
             "roles": dict(spec.feature_roles) if spec.feature_roles else None,
-            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id}
+            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id, "task": spec.task}
 
 
 @stage("admit-batches", cache_policy=NO_CACHE)

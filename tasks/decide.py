@@ -3,6 +3,7 @@ decisions on top: a human decision always wins over the policy, in every later r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +104,110 @@ def _matching_probs(issues: pd.DataFrame, scored: np.ndarray,
     return probs if np.allclose(probs.max(axis=1), top, atol=1e-4, equal_nan=False) else None
 
 
+CALIBRATIONS = ("none", "temperature", "temperature_noise")
+FIT_ROWS = 20_000  # rows the temperature is fitted on (a fixed-seed sample above this)
+
+
+def _given_columns(probs: np.ndarray, score: np.ndarray) -> np.ndarray | None:
+    """Each row's column of its given label: the one whose probability is its label score
+    (cleanlab's self-confidence); None when some row has no such column."""
+    col = np.abs(probs - score[:, None]).argmin(axis=1)
+    ok = np.abs(probs[np.arange(len(col)), col] - score) <= 1e-4
+    return col if ok.all() else None
+
+
+def _tempered(logp: np.ndarray, t: float) -> np.ndarray:
+    z = logp / t
+    z -= z.max(axis=1, keepdims=True)
+    q = np.exp(z)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, given: np.ndarray, noise: bool = False,
+                    seed: int = 0) -> tuple[float, float]:
+    """(temperature T, noise share) fitted by maximum likelihood of the given labels under the
+    out-of-fold probabilities softened (T > 1) or sharpened (T < 1) as p_k^(1/T), renormalised.
+    The given labels carry the errors the run looks for, and a model judged on them is pushed
+    toward under-confidence (each wrong label costs log p of a class the model rightly doubts);
+    `noise` fits the labels as a mixture instead, (1 - eps) * calibrated + eps / K (a share eps
+    of labels drawn at random), so random flips are charged to eps, not to T. Fitted on at most
+    FIT_ROWS rows (fixed-seed sample). Noise share 0.0 when `noise` is false."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    probs = np.asarray(probs, dtype="float64")
+    n, k = probs.shape
+    if n > FIT_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(n, FIT_ROWS, replace=False))
+        probs, given = probs[rows], given[rows]
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    idx = np.arange(len(given))
+
+    def nll(params: np.ndarray) -> float:
+        q = _tempered(logp, float(np.exp(params[0])))[idx, given]
+        if noise:
+            eps = float(expit(params[1]))
+            q = (1.0 - eps) * q + eps / k
+        return float(-np.log(np.clip(q, 1e-300, None)).mean())
+
+    start = np.array([0.0, -2.0]) if noise else np.array([0.0])
+    bounds = [(np.log(0.05), np.log(20.0))] + ([(-8.0, 0.0)] if noise else [])
+    fit = minimize(nll, start, method="L-BFGS-B", bounds=bounds)
+    return float(np.exp(fit.x[0])), float(expit(fit.x[1])) if noise else 0.0
+
+
+@dataclass(frozen=True)
+class DropPlan:
+    """Where label issues may be dropped: below `theta` on `score` (the label score, after the
+    calibration when one was fitted); `temperature`/`noise_share`: the fitted calibration (1.0
+    and 0.0 when none)."""
+
+    below: np.ndarray  # per issues row: its label may be dropped (score < theta)
+    theta: float = 0.0
+    temperature: float = 1.0
+    noise_share: float = 0.0
+
+
+def drop_plan(issues: pd.DataFrame, margin: float = 2.0, pred_probs: np.ndarray | None = None,
+              calibration: str = "none") -> DropPlan:
+    """`drop_threshold` with the rows it lets through. `calibration` (policy
+    `drop_calibration`): "none" uses the out-of-fold probabilities as they are; "temperature"
+    and "temperature_noise" first rescale them with one temperature fitted on the run's own
+    out-of-fold probabilities against the given labels (`fit_temperature`; the latter with a
+    share of random labels fitted beside it) and judge the calibrated label scores against the
+    calibrated expectation E. Needs `pred_probs` lined up with the scored rows; else none."""
+    nothing = np.zeros(len(issues), dtype=bool)
+    if "label_score" not in issues or "is_label_issue" not in issues:
+        return DropPlan(below=nothing)
+    score = issues["label_score"].astype("float64").to_numpy().copy()
+    scored = ~np.isnan(score) & issues["given_label"].notna().to_numpy()
+    if not scored.any():
+        return DropPlan(below=nothing)
+    n_classes = int(issues.loc[scored, "given_label"].astype(str).nunique())
+    if n_classes < 2:
+        return DropPlan(below=nothing)
+    probs = _matching_probs(issues, scored, pred_probs)
+    t = eps = None
+    if probs is not None and calibration != "none":
+        given = _given_columns(probs, score[scored])
+        if given is not None:
+            t, eps = fit_temperature(probs, given, noise=calibration == "temperature_noise")
+            probs = _tempered(np.log(np.clip(probs, 1e-12, 1.0)), t)
+            score[scored] = probs[np.arange(len(given)), given]
+    rate = float(issues["is_label_issue"].astype("boolean").fillna(False).to_numpy(
+        dtype=bool)[scored].mean())
+    best = 0.0
+    for theta in DROP_THRESHOLDS:
+        n = int((score[scored] < theta).sum())
+        expected = _expected_below(issues, scored, n_classes, theta, probs)
+        if n and n - expected - margin * np.sqrt(expected) > rate * n:
+            best = theta
+    below = scored & (np.nan_to_num(score, nan=1.0) < best)
+    return DropPlan(theta=best, temperature=t or 1.0, noise_share=eps or 0.0, below=below)
+
+
 def drop_threshold(issues: pd.DataFrame, margin: float = 2.0,
-                   pred_probs: np.ndarray | None = None) -> float:
+                   pred_probs: np.ndarray | None = None, calibration: str = "none") -> float:
     """The label score below which dropping a label issue is expected to raise label accuracy
     (0.0: nowhere; every label issue goes to review instead).
 
@@ -118,26 +221,9 @@ def drop_threshold(issues: pd.DataFrame, margin: float = 2.0,
     hardest rows to their runner-up class) is one the model expects and leaves no excess: those
     rows go to review. Labels far rarer than the model expects (random flips) leave a clear
     excess and are dropped. The largest theta of DROP_THRESHOLDS that passes is returned;
-    measured in bench/tune_policy.py on the design half of bench/do_no_harm.py."""
-    if "label_score" not in issues or "is_label_issue" not in issues:
-        return 0.0
-    score = issues["label_score"].astype("float64").to_numpy()
-    scored = ~np.isnan(score) & issues["given_label"].notna().to_numpy()
-    if not scored.any():
-        return 0.0
-    n_classes = int(issues.loc[scored, "given_label"].astype(str).nunique())
-    if n_classes < 2:
-        return 0.0
-    probs = _matching_probs(issues, scored, pred_probs)
-    rate = float(issues["is_label_issue"].astype("boolean").fillna(False).to_numpy(
-        dtype=bool)[scored].mean())
-    best = 0.0
-    for theta in DROP_THRESHOLDS:
-        n = int((score[scored] < theta).sum())
-        expected = _expected_below(issues, scored, n_classes, theta, probs)
-        if n and n - expected - margin * np.sqrt(expected) > rate * n:
-            best = theta
-    return best
+    measured in bench/tune_policy.py on the design half of bench/do_no_harm.py. With a
+    `calibration` (see `drop_plan`) theta is on the calibrated label score."""
+    return drop_plan(issues, margin, pred_probs, calibration).theta
 
 
 def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
@@ -185,11 +271,9 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
             this = np.where(this == SEVERITY["drop"], SEVERITY[policy.label_with_text], this)
         if (issue_type == "label" and task == "classification" and policy.drop_check
                 and (this == SEVERITY["drop"]).any()):
-            theta = drop_threshold(issues, policy.drop_margin, pred_probs)  # where it is safe
-            score = issues["label_score"].astype("float64").fillna(1.0).to_numpy() \
-                if "label_score" in issues else np.ones(len(issues))
-            this = np.where((this == SEVERITY["drop"]) & ~(score < theta), SEVERITY["review"],
-                            this)
+            below = drop_plan(issues, policy.drop_margin, pred_probs,  # where it is safe
+                              policy.drop_calibration).below
+            this = np.where((this == SEVERITY["drop"]) & ~below, SEVERITY["review"], this)
         level = np.where(flagged, np.maximum(level, this), level)
     if policy.well_labeled != "keep" and "is_well_labeled" in issues:
         certified = issues["is_well_labeled"].astype("boolean").fillna(False).to_numpy(bool)
@@ -255,6 +339,11 @@ def decide(detection: Detection, policy: Policy, decisions: TableRef | None, wor
     logger = get_run_logger()
     probs = pred_probs.read() if pred_probs is not None and task == "classification" else None
     issues = apply_policy(detection.issues.read(), policy, trusted, task, text, probs)
+    if probs is not None and policy.drop_check and policy.drop_calibration != "none":
+        plan = drop_plan(issues, policy.drop_margin, probs, policy.drop_calibration)
+        logger.info("drop check (%s): temperature %.2f, noise share %.3f; label issues dropped "
+                    "below calibrated label score %g", policy.drop_calibration, plan.temperature,
+                    plan.noise_share, plan.theta)
     issues, orphans = apply_decisions(issues, decisions.read() if decisions else None, task)
     if orphans:
         shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")

@@ -50,7 +50,7 @@ def test_every_type_has_every_part():
 def test_policy_is_the_registry_plus_its_settings():
     settings = {"auto_fix", "relabel_threshold", "relabel_agreement", "relabel_fallback",
                 "max_duplicate_share", "ambiguous", "label_with_text", "well_labeled",
-                "drop_check", "drop_margin"}
+                "drop_check", "drop_margin", "drop_calibration"}
     per_task = {name for name, *_ in task_policy_fields()}  # e.g. label_regression
     assert per_task == {"label_regression", "label_multilabel"}
     assert set(Policy.model_fields) == settings | set(ISSUE_TYPES) | per_task

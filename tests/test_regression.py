@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.choose import choose_model
+from tasks.choose import cannot_pay, choose_model
 from tasks.decide import apply_decisions, apply_policy
 from tasks.detect import enabled_types, regression_label_issues
 from tasks.errors import CleansetError
@@ -314,3 +314,19 @@ def test_a_free_text_label_is_refused_by_the_run(workdir):
     assert state.is_failed()
     with pytest.raises(CleansetError, match="120 distinct text values in 120 rows"):
         state.result()
+
+
+def test_a_candidate_behind_two_families_stops_even_when_a_mix_would_pay():
+    """pick() pairs the best family with the second best. A candidate worse than the leader
+    whose mix with the leader would pay still stops when a third family beats it on the same
+    rows: it could be neither of the pair. Without that third family it goes on."""
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=400)
+    noise = rng.normal(size=(2, 400))
+    noise /= np.sqrt((noise ** 2).mean(axis=1, keepdims=True))  # MSE = scale ** 2 exactly
+    leader = y + 0.50 * noise[0]
+    candidate = y + 0.55 * noise[1]  # worse alone; errors nearly independent: a mix pays
+    assert cannot_pay(y, candidate, leader, "ridge") == ""
+    why = cannot_pay(y, candidate, leader, "ridge", {"knn": y + 0.52 * noise[1]})
+    assert "knn's" in why and "neither the best family nor the second" in why
+    assert cannot_pay(y, candidate, leader, "ridge", {"knn": y + 0.60 * noise[1]}) == ""

@@ -214,7 +214,8 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
 
     if not reference:
         return batch.model_copy(update={"status": "accepted", "reason": FIRST_BATCH})
-    ref = pd.concat([pd.read_parquet(r.path) for r in reference], ignore_index=True)
+    ref = pd.read_parquet(reference[0].path) if len(reference) == 1 else pd.concat(
+        [pd.read_parquet(r.path) for r in reference], ignore_index=True)  # one: no copy
     new = pd.read_parquet(batch.snapshot.path)
     skip = [ROW_ID, *exclude]  # ids, the group, supplied pred_probs: not features
     plan = infer_roles(ref, label, [c for c in dict.fromkeys(skip) if c in ref.columns],

@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import stage
 from tasks.errors import CleansetError
 from tasks.ingest import ROW_ID, Snapshot
-from tasks.landing import is_candidate
-from tasks.spec import DATASET_FILE, AuditSettings, DatasetSpec
+from tasks.landing import data_files
+from tasks.spec import AuditSettings, DatasetSpec
 from tasks.store import TableRef, copy_query, file_sha256
 from tasks.warehouse import connect, quote_ident, read_dicts, table_names
 
@@ -83,16 +83,6 @@ class Accumulated(BaseModel):
 
 def batch_id(sha256: str) -> str:
     return sha256[:12]
-
-
-def data_files(folder: Path) -> list[Path]:
-    """The data files of a dataset folder (not recursive): a supported format, not hidden, not
-    a temporary name still being written, not cleanset.yaml."""
-    out = []
-    for p in sorted(Path(folder).iterdir()):
-        if p.is_file() and p.name != DATASET_FILE and is_candidate(p):
-            out.append(p)
-    return out
 
 
 def recorded_batches(db: Path, dataset: str) -> list[dict]:

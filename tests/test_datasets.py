@@ -226,6 +226,20 @@ def test_a_regression_targets_batches_are_audited_as_numbers(tmp_path):
                for c in classes.audit["checks"])
 
 
+def test_a_misspelt_column_in_a_folders_settings_is_named_before_anything_starts(tmp_path):
+    """`label: Price` in a folder's cleanset.yaml once took a Prefect start-up and a failed flow
+    run (40 s under load) to report; a one-off file said it at once. Now the folder does too,
+    naming its settings file and the setting as written there."""
+    folder = _folder(tmp_path, "houses", "label: Price\nid: house_id\n")
+    _write(folder / "monday.csv", pd.DataFrame({"house_id": [1, 2], "sqft": [900, 1200],
+                                                 "price": [1e5, 2e5]}))
+    result = CliRunner().invoke(app, ["run", str(folder), "--db", str(tmp_path / "w.duckdb")])
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'cleanset.yaml'}: label column 'Price' is not in" in result.output
+    assert "did you mean 'price'?" in result.output
+    assert not (tmp_path / "w.duckdb").exists()  # nothing ran
+
+
 def _fake_run(db: Path, work: Path, run_id: str, dataset: str, files: list[Path],
               finished: str) -> None:
     with transaction(db) as con:

@@ -8,6 +8,7 @@ flows/options.py. Nothing heavy is imported here: each command imports what it n
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 
@@ -41,6 +42,37 @@ app.add_typer(review_app, name="review")
 from flows.datasets_cli import register  # noqa: E402 - init, datasets, gc
 
 register(app)
+
+
+def reflow(doc: str) -> str:
+    """A docstring as the rich help shows it well at any terminal width: each prose
+    paragraph's lines joined (rich wraps them; typer keeps the docstring's own line breaks, so an
+    80-column terminal showed every line broken twice), paragraphs with indented lines
+    (examples) or list items kept as written."""
+    out = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines = paragraph.split("\n")
+        kept = any(line.startswith((" ", "\b", "- ", "* ")) for line in lines)
+        out.append(paragraph if kept else " ".join(line.strip() for line in lines))
+    return "\n\n".join(out)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Every command's and sub-app's help from its docstring, reflowed (see reflow)."""
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = reflow(info.callback.__doc__)
+    for group in typer_app.registered_groups:
+        sub = group.typer_instance
+        callback = sub.registered_callback if sub is not None else None
+        if callback is not None and callback.callback is not None and \
+                callback.callback.__doc__ and not isinstance(callback.help, str):
+            callback.help = reflow(callback.callback.__doc__)
+        if sub is not None:
+            _reflow_help(sub)
+
+
+_reflow_help(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

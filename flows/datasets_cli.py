@@ -36,7 +36,9 @@ def run_folder(folder: str, db: Path | None, work_dir: Path | None, refresh: boo
     from flows.options import console, fail
     from flows.progress import print_summary, run_flow
     from tasks.errors import CleansetError
-    from tasks.spec import load_dataset_spec
+    from tasks.landing import data_files
+    from tasks.sources import precheck
+    from tasks.spec import DATASET_FILE, load_dataset_spec
 
     if given:
         fail(f"{folder} is a dataset folder: its settings live in its cleanset.yaml, so "
@@ -47,6 +49,12 @@ def run_folder(folder: str, db: Path | None, work_dir: Path | None, refresh: boo
                                  work_dir=str(work_dir) if work_dir else None)
     except CleansetError as exc:
         fail(str(exc))
+    files = data_files(Path(folder))
+    if files:  # a column the settings name that no batch file has: say so before anything starts
+        try:
+            precheck(spec, files=files, flags=False)
+        except CleansetError as exc:
+            fail(f"{Path(folder) / DATASET_FILE}: {exc}")
     started = time.perf_counter()
     summary = run_flow(spec, refresh, quiet, runner, address, folder=folder, full=full)
     print_summary(summary, time.perf_counter() - started)

@@ -271,6 +271,32 @@ def _label_checks(audit: _Audit, ref: pd.Series, bat: pd.Series, label: str) -> 
                   f"chi-squared p={p:.2g})", significant=p < audit.settings.p_value)
 
 
+def _target_checks(audit: _Audit, ref: pd.Series, bat: pd.Series, label: str) -> None:
+    """A regression target: every value is new, so the label checks are the numeric ones: the
+    target's distribution against the dataset's (`label_shift`, by the numeric_drift
+    threshold), and values outside the dataset's range (`new_label`: a share, recorded)."""
+    r = pd.to_numeric(ref, errors="coerce").dropna()
+    b = pd.to_numeric(bat, errors="coerce").dropna()
+    if len(r) < 2 or len(b) < 2:
+        audit.add("label_shift", label, "ks_pvalue", None, None, audit.settings.numeric_drift,
+                  f"{label}: too few values to compare ({len(r)} dataset, {len(b)} batch)")
+        return
+    lo, hi = float(r.min()), float(r.max())
+    outside = int(((b < lo) | (b > hi)).sum())
+    audit.add("new_label", label, "outside_rows", float(outside), outside / len(b), None,
+              f"{label}: {outside:,} batch values outside the dataset's range "
+              f"[{lo:.6g}, {hi:.6g}] (a regression target: recorded, not judged)")
+    std = float(r.std(ddof=0))
+    distance = wasserstein_distance(r, b)
+    effect = distance / std if std > 0 else (0.0 if distance == 0 else float("inf"))
+    p = float(ks_2samp(r, b).pvalue)
+    shift = float(b.mean() - r.mean()) / std if std > 0 else 0.0
+    audit.add("label_shift", label, "ks_pvalue", p, effect, audit.settings.numeric_drift,
+              f"{label} (the regression target): distribution moved by {effect:.2f} standard "
+              f"deviations (Wasserstein; mean shift {shift:+.2f} sd; KS p={p:.2g})",
+              significant=p < audit.settings.p_value)
+
+
 def _label_issue_rate(audit: _Audit, ref_flags: np.ndarray, bat_flags: np.ndarray) -> None:
     ref_flags, bat_flags = np.asarray(ref_flags, bool), np.asarray(bat_flags, bool)
     if not len(ref_flags) or not len(bat_flags):
@@ -295,7 +321,7 @@ def _binomial_p(k: int, n: int, base: float) -> float:
 
 
 def _copies(audit: _Audit, ref: pd.DataFrame, ref_y: pd.Series, bat: pd.DataFrame,
-            bat_y: pd.Series) -> None:
+            bat_y: pd.Series, conflicts: bool = True) -> None:
     """Batch rows with an earlier row's features and label (exact copies) or its features and
     another label (conflicting copies), against the reference's own rate of such rows."""
     rk, rck = row_keys(ref, ref_y)
@@ -305,12 +331,17 @@ def _copies(audit: _Audit, ref: pd.DataFrame, ref_y: pd.Series, bat: pd.DataFram
     # the reference's own rates (each row against the others): what a batch from the same
     # source is expected to show
     base_exact = float(pd.Series(rck).duplicated(keep=False).mean())
-    ref_text = ref_y.astype(object).where(ref_y.notna(), None).astype(str)
-    base_conflict = float((ref_text.groupby(rk).transform("nunique") > 1).mean())
+    # rows whose features recur with another label: feature sets holding several copy sets
+    same, _ = pd.factorize(rk)
+    copies, _ = pd.factorize(rck)
+    _, first_at = np.unique(copies, return_index=True)
+    base_conflict = float((np.bincount(same[first_at])[same] > 1).mean()) if len(rk) else 0.0
     for check, hits, base, what in (
             ("exact_copies", exact, base_exact, "copy an earlier row (features and label)"),
             ("conflicting_copies", conflict, base_conflict,
              "have an earlier row's features with another label")):
+        if check == "conflicting_copies" and not conflicts:
+            continue
         k, n = int(hits.sum()), len(hits)
         share = k / n if n else 0.0
         p = _binomial_p(k, n, base)
@@ -353,11 +384,13 @@ def audit_batch(
     reference: pd.DataFrame, batch: pd.DataFrame, plan: FeaturePlan, label: str,
     settings: AuditSettings | None = None, id_column: str | None = None,
     reference_issues: np.ndarray | None = None, batch_issues: np.ndarray | None = None,
-    seed: int = 0,
+    seed: int = 0, regression: bool = False,
 ) -> AuditResult:
     """Audit `batch` against `reference` (the dataset's accepted rows, raw columns) with the
     dataset's feature plan (tasks/featurize.infer_roles). `reference_issues` / `batch_issues`:
-    optional is-label-issue flags, one per row, for the label-issue-rate check."""
+    optional is-label-issue flags, one per row, for the label-issue-rate check. `regression`:
+    the label is a numeric target (its checks are numeric; no conflicting copies, where
+    identical features with another value are expected)."""
     settings = settings or AuditSettings()
     audit = _Audit(settings)
     notes: list[str] = []
@@ -393,10 +426,12 @@ def audit_batch(
         _classifier_check(audit, "row_drift", None, ref_frame, bat_frame, model,
                           "whole rows", seed)
     if label in batch.columns and label in reference.columns:
-        _label_checks(audit, reference[label], batch[label], label)
+        (_target_checks if regression else _label_checks)(audit, reference[label],
+                                                          batch[label], label)
         if checked.used and (audit.on("exact_copies") or audit.on("conflicting_copies")):
             _copies(audit, prepare_frame(reference, checked), reference[label], bat_frame,
-                    batch[label].reset_index(drop=True).set_axis(bat_frame.index))
+                    batch[label].reset_index(drop=True).set_axis(bat_frame.index),
+                    conflicts=not regression)
     if audit.on("near_copies") and checked.used:
         _near_copies(audit, ref_frame, bat_frame, checked, seed)
     if reference_issues is not None and batch_issues is not None and audit.on("label_issue_rate"):

@@ -30,9 +30,9 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import stage
 from tasks.errors import CleansetError
 from tasks.ingest import ROW_ID, Snapshot
-from tasks.landing import is_candidate
-from tasks.spec import DATASET_FILE, AuditSettings, DatasetSpec
-from tasks.store import TableRef, file_sha256, write_batches
+from tasks.landing import data_files
+from tasks.spec import AuditSettings, DatasetSpec
+from tasks.store import TableRef, copy_query, file_sha256
 from tasks.warehouse import connect, quote_ident, read_dicts, table_names
 
 DEGRADED_EVENT = "cleanset.dataset.degraded"
@@ -83,16 +83,6 @@ class Accumulated(BaseModel):
 
 def batch_id(sha256: str) -> str:
     return sha256[:12]
-
-
-def data_files(folder: Path) -> list[Path]:
-    """The data files of a dataset folder (not recursive): a supported format, not hidden, not
-    a temporary name still being written, not cleanset.yaml."""
-    out = []
-    for p in sorted(Path(folder).iterdir()):
-        if p.is_file() and p.name != DATASET_FILE and is_candidate(p):
-            out.append(p)
-    return out
 
 
 def recorded_batches(db: Path, dataset: str) -> list[dict]:
@@ -186,10 +176,23 @@ def register_batches(spec: DatasetSpec) -> BatchPlan:
 FIRST_BATCH = "the dataset's first batch: nothing accepted before it to audit it against"
 
 
+def _is_regression(ref, label: str, task: str) -> bool:  # noqa: ANN001 - a DataFrame
+    """Whether the dataset's label is a regression target: the task set, or auto's decision on
+    the accepted rows (a label auto cannot place is audited as classes)."""
+    if task != "auto" or label not in ref.columns:
+        return task == "regression"
+    from tasks.task_type import decide_task
+
+    try:
+        return decide_task(ref[label], label, "auto")[0] == "regression"
+    except CleansetError:
+        return False
+
+
 def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                     text: list[str], features: list[str] | None, roles: dict[str, str] | None,
-                    settings: AuditSettings, seed: int = 0, id_column: str | None = None
-                    ) -> Batch:
+                    settings: AuditSettings, seed: int = 0, id_column: str | None = None,
+                    task: str = "auto") -> Batch:
     """`batch` (its snapshot ingested) audited against the dataset's accepted rows (`reference`:
     their snapshots): accepted, accepted with warnings (accepted, its warned checks recorded) or
     quarantined with the audit's reason (which says how to accept it anyway). The feature plan
@@ -201,13 +204,15 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
 
     if not reference:
         return batch.model_copy(update={"status": "accepted", "reason": FIRST_BATCH})
-    ref = pd.concat([pd.read_parquet(r.path) for r in reference], ignore_index=True)
+    ref = pd.read_parquet(reference[0].path) if len(reference) == 1 else pd.concat(
+        [pd.read_parquet(r.path) for r in reference], ignore_index=True)  # one: no copy
     new = pd.read_parquet(batch.snapshot.path)
     skip = [ROW_ID, *exclude]  # ids, the group, supplied pred_probs: not features
     plan = infer_roles(ref, label, [c for c in dict.fromkeys(skip) if c in ref.columns],
                        list(text), list(features) if features else None, dict(roles or {}))
     result = audit_batch(ref, new, plan, label, settings,
-                         id_column=id_column if id_column in ref.columns else None, seed=seed)
+                         id_column=id_column if id_column in ref.columns else None, seed=seed,
+                         regression=_is_regression(ref, label, task))
     status = "quarantined" if result.decision == "quarantine" else "accepted"
     return batch.model_copy(update={"status": status, "reason": result.reason,
                                     "audit": result.model_dump(mode="json")})
@@ -217,11 +222,11 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
 def audit_batch_stage(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                       text: list[str], features: list[str] | None,
                       roles: dict[str, str] | None, settings: AuditSettings, seed: int = 0,
-                      id_column: str | None = None) -> Batch:
+                      id_column: str | None = None, task: str = "auto") -> Batch:
     """One new batch audited against the accepted rows (cached on their snapshots and the
     audit settings)."""
     return audit_new_batch(reference, batch, label, exclude, text, features, roles, settings,
-                           seed, id_column)
+                           seed, id_column, task)
 
 
 def audit_plan_args(spec: DatasetSpec) -> dict:
@@ -230,7 +235,7 @@ def audit_plan_args(spec: DatasetSpec) -> dict:
     return {"label": spec.label, "exclude": exclude, "text": list(spec.text),
             "features": list(spec.features) if spec.features else None,
             "roles": dict(spec.feature_roles) if spec.feature_roles else None,
-            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id}
+            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id, "task": spec.task}
 
 
 @stage("admit-batches", cache_policy=NO_CACHE)
@@ -269,19 +274,25 @@ def accumulate_snapshots(parts: list[tuple[str, TableRef, bool]], id_column: str
         all_added = all(added for _, _, added in parts)
         ident = id_column or ROW_ID
         q = quote_ident(ident)
-        latest = ("" if all_added else
-                  f" QUALIFY {q} IS NULL OR row_number() OVER (PARTITION BY {q} ORDER BY "
-                  f"{ORDER_COLUMN} DESC, {ROW_COLUMN} DESC) = 1")
-        con.execute(f"CREATE TEMP TABLE acc AS SELECT * FROM ({union}){latest}", params)
+        con.execute(f"CREATE TEMP TABLE acc AS {union}", params)
+        # the window that keeps the latest row of each id runs only when an id repeats (a
+        # million-row dataset grown by a batch of new ids pays one count instead of a sort)
+        repeated = not all_added and con.execute(
+            f"SELECT count(*) > count(DISTINCT {q}) FROM acc WHERE {q} IS NOT NULL"
+        ).fetchall()[0][0]
+        if repeated:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE acc AS SELECT * FROM acc QUALIFY {q} IS "
+                        f"NULL OR row_number() OVER (PARTITION BY {q} ORDER BY {ORDER_COLUMN} "
+                        f"DESC, {ROW_COLUMN} DESC) = 1")
         total = sum(ref.n_rows for _, ref, _ in parts)
         order = f"ORDER BY {ORDER_COLUMN}, {ROW_COLUMN}"
-        data = con.sql(f"SELECT * EXCLUDE ({BATCH_COLUMN}, {ORDER_COLUMN}, {ROW_COLUMN}) FROM "
-                       f"acc {order}").to_arrow_reader(100_000)
-        columns = list(data.schema.names)
-        table = write_batches(data, data.schema, work, "snapshots")
-        prov = con.sql(f"SELECT CAST({q} AS VARCHAR) AS row_id, {BATCH_COLUMN} AS batch_id "
-                       f"FROM acc {order}").to_arrow_reader(100_000)
-        provenance = write_batches(prov, prov.schema, work, "provenance")
+        table = copy_query(con, f"SELECT * EXCLUDE ({BATCH_COLUMN}, {ORDER_COLUMN}, "
+                           f"{ROW_COLUMN}) FROM acc {order}", [], work, "snapshots")
+        columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * EXCLUDE ({BATCH_COLUMN}, "
+                                             f"{ORDER_COLUMN}, {ROW_COLUMN}) FROM acc"
+                                             ).fetchall()]
+        provenance = copy_query(con, f"SELECT CAST({q} AS VARCHAR) AS row_id, {BATCH_COLUMN} "
+                                f"AS batch_id FROM acc {order}", [], work, "provenance")
     except duckdb.Error as exc:
         raise CleansetError(f"cannot put the batches together: {str(exc).splitlines()[0]}"
                             ) from None

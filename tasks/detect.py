@@ -37,6 +37,7 @@ from tasks.knn import Neighbours, graph_neighbours, neighbour_agreement
 from tasks.store import ArrayRef, TableRef, write_table
 from tasks.trust import ambiguity, slice_summary, well_labeled
 from tasks.validate import Validation
+from tasks.values import all_missing_flags, map_values
 
 # DATALAB_TYPES (Datalab's checks) and DEFAULT_OFF (data_valuation: slow on large data, opt in
 # with issue_types) come from the registry, tasks/issue_types.py.
@@ -120,6 +121,16 @@ LOCAL_SHARE = 0.5
 INTERVAL = 0.9
 
 
+def label_value_text(v: object) -> str:
+    """A given label as the issues table's text (a whole float without its .0)."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def given_texts(given: pd.Series) -> pd.Series:
+    """The given labels as text, None where missing (once per distinct value)."""
+    return map_values(given, label_value_text)
+
+
 def value_text(v: float) -> str | None:
     """A suggested value as the issues table's text (6 significant digits)."""
     return None if v is None or not np.isfinite(v) else f"{v:.6g}"
@@ -170,16 +181,14 @@ def regression_issues_frame(
     found = regression_label_issues(labels, predictions, neighbours=neighbours)
     out = pd.DataFrame({
         "row_id": row_ids.astype(str).to_numpy(),
-        "given_label": given.astype(object).where(given.notna(), None).map(
-            lambda v: None if v is None else (str(int(v)) if isinstance(v, float)
-                                              and v.is_integer() else str(v))),
+        "given_label": given_texts(given),
         "given_value": np.full(n, np.nan),
         "suggested_label": pd.Series([None] * n, dtype=object),
         "suggested_label_confidence": np.full(n, np.nan),
         "suggested_value": np.full(n, np.nan),
         "suggested_value_low": np.full(n, np.nan),
         "suggested_value_high": np.full(n, np.nan),
-        "is_label_issue": pd.array([pd.NA] * n, dtype="boolean"),
+        "is_label_issue": all_missing_flags(n),
         "label_score": np.full(n, np.nan),
         "is_invalid_issue": np.zeros(n, dtype=bool),
         "invalid_score": np.ones(n),
@@ -324,7 +333,7 @@ def multilabel_issues_frame(
         "suggested_tags": pd.Series([None] * n, dtype=object),
         "tags_likely_missing": pd.Series([None] * n, dtype=object),
         "tags_likely_wrong": pd.Series([None] * n, dtype=object),
-        "is_label_issue": pd.array([pd.NA] * n, dtype="boolean"),
+        "is_label_issue": all_missing_flags(n),
         "label_score": np.full(n, np.nan),
         "is_invalid_issue": np.zeros(n, dtype=bool),
         "invalid_score": np.ones(n),
@@ -363,22 +372,28 @@ def issues_frame(
     n = len(row_ids)
     names = np.array(classes, dtype=object)
     found = label_issues(labels, pred_probs)
+    # the scored rows' values put in place with numpy (a .loc assignment per column cost
+    # seconds at a million rows)
+    suggested = np.full(n, None, dtype=object)
+    suggested[positions] = names[found["suggested"].to_numpy()]
+    confidence, score = np.full(n, np.nan), np.full(n, np.nan)
+    confidence[positions] = found["suggested_label_confidence"].to_numpy(dtype="float64")
+    score[positions] = found["label_score"].to_numpy(dtype="float64")
+    flags = all_missing_flags(n)
+    flags[positions] = found["is_label_issue"].to_numpy(dtype=bool)
+    evidence = np.full(n, None, dtype=object)
+    evidence[positions] = found["label_evidence"].to_numpy(dtype=object)
     out = pd.DataFrame({
         "row_id": row_ids.astype(str).to_numpy(),
-        "given_label": given.astype(object).where(given.notna(), None).map(
-            lambda v: None if v is None else (str(int(v)) if isinstance(v, float)
-                                              and v.is_integer() else str(v))),
-        "suggested_label": pd.Series([None] * n, dtype=object),
-        "suggested_label_confidence": np.full(n, np.nan),
-        "is_label_issue": pd.array([pd.NA] * n, dtype="boolean"),
-        "label_score": np.full(n, np.nan),
-        "label_evidence": pd.Series([None] * n, dtype=object),
+        "given_label": given_texts(given).to_numpy(dtype=object),
+        "suggested_label": pd.Series(suggested, dtype=object),
+        "suggested_label_confidence": confidence,
+        "is_label_issue": flags,
+        "label_score": score,
+        "label_evidence": pd.Series(evidence, dtype=object),
         "is_invalid_issue": np.zeros(n, dtype=bool),
         "invalid_score": np.ones(n),
     })
-    out.loc[positions, "suggested_label"] = names[found["suggested"].to_numpy()]
-    for col in ("suggested_label_confidence", "is_label_issue", "label_score", "label_evidence"):
-        out.loc[positions, col] = found[col].to_numpy()
     out = out.join(trust_columns(n, positions, labels, pred_probs, classes,
                                  found["is_label_issue"].to_numpy(), trusted))
     out.loc[quarantined, "is_invalid_issue"] = True
@@ -400,15 +415,19 @@ def trust_columns(n: int, positions: np.ndarray, labels: np.ndarray, pred_probs:
     `plausible_labels` for every row (unscored rows: not certified, not ambiguous, no score)."""
     well, well_score = well_labeled(labels, pred_probs, is_label_issue, trusted)
     amb, amb_score, plausible = ambiguity(labels, pred_probs, classes)
-    out = pd.DataFrame({
-        "is_well_labeled": np.zeros(n, dtype=bool), "well_labeled_score": np.full(n, np.nan),
-        "is_ambiguous": np.zeros(n, dtype=bool), "ambiguous_score": np.full(n, np.nan),
-        "plausible_labels": pd.Series([None] * n, dtype=object)})
+    columns = {"is_well_labeled": np.zeros(n, dtype=bool),
+               "well_labeled_score": np.full(n, np.nan),
+               "is_ambiguous": np.zeros(n, dtype=bool), "ambiguous_score": np.full(n, np.nan),
+               "plausible_labels": np.full(n, None, dtype=object)}
     for col, values in (("is_well_labeled", well), ("well_labeled_score", well_score),
                         ("is_ambiguous", amb), ("ambiguous_score", amb_score),
-                        ("plausible_labels", np.array(plausible, dtype=object))):
-        out.loc[positions, col] = values
-    return out
+                        ("plausible_labels", plausible)):
+        target = columns[col]
+        if target.dtype == object:
+            values = np.array(list(values) + [None], dtype=object)[:-1]  # strings stay whole
+        target[positions] = values
+    return pd.DataFrame({c: pd.Series(v, dtype=object) if v.dtype == object else v
+                         for c, v in columns.items()})
 
 
 def unlabeled_columns(
@@ -593,7 +612,7 @@ def _non_iid_on_sample(labels: np.ndarray, pred_probs: np.ndarray, features: np.
     _find_issues(lab, **({} if task == "regression" else {"pred_probs": pred_probs[sample]}),
                  features=features[sample], knn_graph=graph, issue_types={"non_iid": settings})
     found = lab.get_issues()
-    flags = pd.array([pd.NA] * n, dtype="boolean")
+    flags = all_missing_flags(n)
     flags[sample] = found["is_non_iid_issue"].to_numpy(bool)
     scores = np.full(n, np.nan)
     scores[sample] = found["non_iid_score"].to_numpy()
@@ -606,48 +625,66 @@ def _set_ids(neighbour_sets: np.ndarray, flagged: np.ndarray) -> np.ndarray:
     from scipy.sparse.csgraph import connected_components
 
     n = len(neighbour_sets)
-    rows = np.repeat(np.arange(n), [len(s) for s in neighbour_sets])
-    cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in neighbour_sets]) if n else []
+    sizes = np.fromiter(map(len, neighbour_sets), dtype=np.int64, count=n)
+    rows = np.repeat(np.arange(n), sizes)
+    have = np.flatnonzero(sizes)  # most rows have none: one concatenation of the others
+    cols = np.concatenate([neighbour_sets[i] for i in have]).astype(np.int64) if len(have) \
+        else np.zeros(0, dtype=np.int64)
     graph = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     smallest = pd.Series(np.arange(n)).groupby(comp).transform("min").to_numpy()
     return np.where(flagged, smallest, -1)
 
 
-def row_keys(features: pd.DataFrame, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """A hash of each row's feature values, and of its feature values with its label: equal
-    hashes are copies (NaN hashes equal to NaN, so rows missing the same values compare equal).
-    Also used by the batch audit (tasks/audit.py) to find a batch's copies of earlier rows."""
-    key = pd.util.hash_pandas_object(features, index=False).to_numpy() if features.shape[1] \
+def feature_keys(features: pd.DataFrame) -> np.ndarray:
+    """A hash of each row's feature values (uint64; NaN hashes equal to NaN, so rows missing
+    the same values compare equal)."""
+    return pd.util.hash_pandas_object(features, index=False).to_numpy() if features.shape[1] \
         else np.arange(len(features), dtype=np.uint64)
-    text = labels.astype(object).where(labels.notna(), None).astype(str)
+
+
+def row_keys(features: pd.DataFrame, labels: pd.Series, key: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """A hash of each row's feature values (feature_keys; `key`: already computed), and of its
+    feature values with its label: equal hashes are copies. Also used by the batch audit
+    (tasks/audit.py) to find a batch's copies of earlier rows."""
+    key = feature_keys(features) if key is None else key
+    text = pd.Series(map_values(labels, str).to_numpy(), dtype=object).fillna("None")
     copy_key = pd.util.hash_pandas_object(
         pd.DataFrame({"f": key, "y": text.to_numpy()}), index=False).to_numpy()
     return key, copy_key
 
 
-def data_hashes(features: pd.DataFrame) -> np.ndarray:
-    """A hash of each row's feature values as 16 hex digits (`issues.data_hash`): whether a
-    row's data changed between runs (tasks/incremental.py)."""
-    key, _ = row_keys(features, pd.Series([None] * len(features), dtype=object))
-    hexed = key.astype(">u8").tobytes().hex().encode()  # all at once: 2x the per-row format
+def hex_keys(key: np.ndarray) -> np.ndarray:
+    """feature_keys as 16 hex digits each (`issues.data_hash`)."""
+    hexed = np.asarray(key, dtype=np.uint64).astype(">u8").tobytes().hex().encode()
     return np.frombuffer(hexed, dtype="S16").astype(str).astype(object)
 
 
-def exact_duplicates(features: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+def data_hashes(features: pd.DataFrame) -> np.ndarray:
+    """A hash of each row's feature values as 16 hex digits (`issues.data_hash`): whether a
+    row's data changed between runs (tasks/incremental.py)."""
+    return hex_keys(feature_keys(features))
+
+
+def exact_duplicates(features: pd.DataFrame, labels: pd.Series, key: np.ndarray | None = None
+                     ) -> pd.DataFrame:
     """Exact copies: rows whose feature values and label are identical to an earlier row's
     (every copy after the first is flagged, so dropping them keeps one), and conflicting labels:
     identical features, different labels (every row of such a set is flagged, none is a copy;
     score = share of the set that agrees with the row's label)."""
     n = len(features)
-    key, copy_key = row_keys(features, labels)
-    text = labels.astype(object).where(labels.notna(), None).astype(str)
-    copies = pd.Series(copy_key).groupby(copy_key)
-    first = copies.cumcount().to_numpy() == 0
-    size = copies.transform("size").to_numpy()
-    set_id = pd.Series(np.arange(n)).groupby(copy_key).transform("min").to_numpy()
-    same_features = pd.Series(key).groupby(key).transform("size").to_numpy()
-    distinct = text.groupby(key).transform("nunique").to_numpy()
+    key, copy_key = row_keys(features, labels, key)
+    copies, _ = pd.factorize(copy_key)  # codes in order of first appearance
+    _, first_at = np.unique(copies, return_index=True)
+    set_id = first_at[copies]  # the set's first (smallest) position
+    first = set_id == np.arange(n)
+    size = np.bincount(copies)[copies] if n else np.zeros(0, dtype=np.int64)
+    same, _ = pd.factorize(key)
+    same_features = np.bincount(same)[same] if n else np.zeros(0, dtype=np.int64)
+    # distinct labels among rows with the same features: the copy sets (feature values and
+    # label) each feature set holds
+    distinct = np.bincount(same[first_at])[same] if n else np.zeros(0, dtype=np.int64)
     return pd.DataFrame({
         "is_exact_duplicate_issue": (size > 1) & ~first,
         "exact_duplicate_score": np.where((size > 1) & ~first, 0.0, 1.0),
@@ -669,10 +706,12 @@ def class_summary(labels: np.ndarray, pred_probs: np.ndarray, classes: tuple[str
                   ) -> pd.DataFrame:
     """Per-class label quality (cleanlab's health summary): noise rates and the class each one
     is most confused with."""
+    from cleanlab.count import estimate_joint
     from cleanlab.dataset import find_overlapping_classes, rank_classes_by_label_quality
 
-    ranked = rank_classes_by_label_quality(labels, pred_probs)
-    overlap = find_overlapping_classes(labels, pred_probs)
+    joint = estimate_joint(labels, pred_probs)  # what both would estimate, estimated once
+    ranked = rank_classes_by_label_quality(labels, pred_probs, joint=joint)
+    overlap = find_overlapping_classes(labels, pred_probs, joint=joint)
     rows = []
     for _, r in ranked.iterrows():
         k = int(r["Class Index"])
@@ -724,13 +763,15 @@ def detect_all(
     types: dict[str, dict], task: str = "classification", trusted: bool = True,
     unlabeled: np.ndarray | None = None, unlabeled_probs: np.ndarray | None = None,
     delimiter: str | None = None, clusters: np.ndarray | None = None,
+    feature_key: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The whole detect stage as one pure function: every enabled issue type, one row per input
     row (`features`: the raw feature values of all rows; `embedding`/`graph`: the scored rows').
     For a regression `labels` are the float targets and `pred_probs` the predictions (n x 1).
     `unlabeled`/`unlabeled_probs`: the rows with no label and the fold models' mean
     probabilities for them (see unlabeled_columns). For multilabel `labels` is the n x K tag
-    matrix over `classes` (the scored tags) and `pred_probs` each tag's probability."""
+    matrix over `classes` (the scored tags) and `pred_probs` each tag's probability.
+    `feature_key`: feature_keys(features), when the caller has it."""
     regression, multilabel = task == "regression", task == "multilabel"
     if regression:
         frame = regression_issues_frame(row_ids, given, positions, labels, pred_probs,
@@ -760,7 +801,7 @@ def detect_all(
                 full = pd.Series([None] * len(frame), dtype=object)
                 full.iloc[positions] = np.where(values >= 0, ids[np.clip(values, 0, None)], None)
             elif col.startswith("is_"):
-                full = pd.array([pd.NA] * len(frame), dtype="boolean")
+                full = all_missing_flags(len(frame))
                 full[positions] = pd.array(found[col], dtype="boolean")  # may hold NA
             else:
                 full = np.full(len(frame), np.nan)
@@ -774,9 +815,12 @@ def detect_all(
         frame = frame.drop(columns=["is_class_imbalance_issue", "class_imbalance_score"],
                            errors="ignore")
     if "exact_duplicate" in types or "conflicting_label" in types:
-        dup = exact_duplicates(features, frame["given_label"] if multilabel else given)
-        dup["exact_duplicate_set"] = [None if s < 0 else str(row_ids.iloc[s])
-                                      for s in dup["exact_duplicate_set"]]
+        dup = exact_duplicates(features, frame["given_label"] if multilabel else given,
+                               feature_key)
+        sets = dup["exact_duplicate_set"].to_numpy()
+        ids = row_ids.astype(str).to_numpy(dtype=object)
+        dup["exact_duplicate_set"] = pd.Series(np.where(sets >= 0, ids[np.clip(sets, 0, None)],
+                                                        None), dtype=object)
         for t, cols in (("exact_duplicate", ["is_exact_duplicate_issue", "exact_duplicate_score",
                                              "exact_duplicate_set"]),
                         ("conflicting_label", ["is_conflicting_label_issue",
@@ -834,6 +878,7 @@ def detect(
     else:
         features = snapshot.table.read(columns=list(design.plan.used))
     labels, probs = design.labels.read(), pred_probs.read()
+    key = feature_keys(features)  # exact duplicates and data_hash: hashed once
     frame = detect_all(
         df[snapshot.id_column], df[label], features, design.positions.read(), labels,
         design.classes, probs, validation.quarantined.read(), design.rare.read(),
@@ -842,8 +887,8 @@ def detect(
         design.unlabeled.read() if design.unlabeled is not None else None,
         unlabeled_probs.read() if unlabeled_probs is not None else None,
         design.tag_delimiter,
-        neighbours.clusters.read() if neighbours and neighbours.clusters else None)
-    frame["data_hash"] = data_hashes(features)
+        neighbours.clusters.read() if neighbours and neighbours.clusters else None, key)
+    frame["data_hash"] = hex_keys(key)
     if consensus_rows is not None:
         at = frame.columns.get_loc("suggested_label_agreement") + 1
         for offset, (col, values) in enumerate(consensus_rows.read().items()):

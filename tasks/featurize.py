@@ -35,6 +35,7 @@ from tasks.store import (
 )
 from tasks.task_type import decide_task
 from tasks.validate import Validation
+from tasks.values import exact_uniques, map_values
 
 MISSING = "__missing__"
 ROLES = ("numeric", "categorical", "text", "datetime", "high_cardinality", "ignore")
@@ -241,7 +242,10 @@ def prepare_frame(df: pd.DataFrame, plan: FeaturePlan) -> pd.DataFrame:
     for c in plan.datetime:
         out[c] = pd.to_datetime(df[c], errors="coerce").astype("int64").astype("float64") / 8.64e13
     for c in (*plan.categorical, *plan.high_cardinality):
-        out[c] = df[c].astype(object).where(df[c].notna(), MISSING).astype(str)
+        if isinstance(df[c].dtype, pd.StringDtype):  # already text: only the gaps filled
+            out[c] = df[c].fillna(MISSING).astype(str)
+        else:
+            out[c] = df[c].astype(object).where(df[c].notna(), MISSING).astype(str)
     for c in plan.text:
         out[c] = df[c].astype(object).where(df[c].notna(), "").astype(str)
     return pd.DataFrame(out, index=df.index)
@@ -276,7 +280,11 @@ def encode_labels(labels: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
     except TypeError:
         ordered = sorted(uniques, key=str)
     index = {v: i for i, v in enumerate(ordered)}
-    y = np.array([index[v] for v in values], dtype=np.int64)
+    if exact_uniques(labels) and not labels.isna().any():  # once per class, not per row
+        codes, found = pd.factorize(labels)
+        y = np.array([index[v] for v in found], dtype=np.int64)[codes]
+    else:
+        y = np.array([index[v] for v in values], dtype=np.int64)
     return y, tuple(_label_text(v) for v in ordered)
 
 
@@ -288,7 +296,7 @@ def _label_text(v: object) -> str:
 
 def rare_classes(labels: pd.Series, n_folds: int) -> dict[str, int]:
     """Classes with fewer rows than folds (as label text -> row count)."""
-    counts = labels.dropna().map(_label_text).value_counts()
+    counts = map_values(labels.dropna(), _label_text).value_counts()
     return {str(k): int(v) for k, v in counts.items() if v < n_folds}
 
 
@@ -426,8 +434,8 @@ def design(
                                 also_exclude, plan, roles)
     refuse_continuous_label(df[label][keep], label)
     rare = rare_classes(df[label][keep], n_folds)
-    is_rare = keep & df[label].map(lambda v: v is not None and _label_text(v) in rare,
-                                   na_action="ignore").fillna(False).to_numpy(dtype=bool)
+    is_rare = keep & map_values(df[label], lambda v: _label_text(v) in rare).fillna(
+        False).to_numpy(dtype=bool)
     scored = keep & ~is_rare
     positions = np.flatnonzero(scored)
     y, classes = encode_labels(df[label].iloc[positions])

@@ -43,8 +43,8 @@ from tasks.featurize import Design, FeaturePlan, prepare_frame
 from tasks.ingest import Snapshot
 from tasks.knn import Neighbours
 from tasks.spec import DatasetSpec, Incremental, duration_seconds
-from tasks.store import ArrayRef, ObjectRef, TableRef, write_array, write_table
-from tasks.warehouse import read_dicts, read_frame
+from tasks.store import ArrayRef, ObjectRef, TableRef, copy_query, write_array, write_table
+from tasks.warehouse import connect, read_dicts
 
 FORMAT = 1  # of the stored models; a different one is re-estimated
 UNCHANGED, LABEL_CHANGED, DATA_CHANGED, NEW = 0, 1, 2, 3
@@ -144,15 +144,42 @@ def label_texts(design: Design, y: np.ndarray) -> np.ndarray:
     return names[y]
 
 
+def _id_texts(ids: np.ndarray | pd.Series) -> np.ndarray:
+    """Row ids as an object array of str (a str array stays as it is)."""
+    values = np.asarray(ids, dtype=object)
+    if len(values) and pd.api.types.infer_dtype(values, skipna=False) != "string":
+        values = values.astype(str).astype(object)  # numbers, None: their text
+    return values
+
+
+def align_ids(stored_ids: np.ndarray | pd.Series, ids: np.ndarray | pd.Series) -> np.ndarray:
+    """For each id of `ids`, the position of the last stored row with that id as text (-1:
+    none). A dataset that grows keeps its earlier rows in place (batches in arrival order), so
+    ids equal to the stored one at the same position are taken as they are and only the other
+    rows are looked up (the lookup of a million text ids cost 1.4 s in plan-mode and again in
+    stabilize)."""
+    stored, current = _id_texts(stored_ids), _id_texts(ids)
+    pos = np.full(len(current), -1, dtype=np.int64)
+    index = pd.Index(stored)
+    if not index.is_unique:  # the last row of each id
+        last = pd.Series(np.arange(len(index)), index=index).groupby(level=0).last()
+        return last.reindex(current).fillna(-1).to_numpy(dtype=np.int64)
+    m = min(len(stored), len(current))
+    in_place = np.zeros(len(current), dtype=bool)
+    in_place[:m] = stored[:m] == current[:m]
+    pos[in_place] = np.flatnonzero(in_place)
+    rest = np.flatnonzero(~in_place)
+    if len(rest):
+        pos[rest] = index.get_indexer(current[rest])
+    return pos
+
+
 def match_rows(stored_ids: np.ndarray, stored_hash: np.ndarray, stored_label: np.ndarray,
                ids: np.ndarray, hashes: np.ndarray, labels: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """For each current row: the index of the stored row with its id (-1: none) and its code,
     UNCHANGED, LABEL_CHANGED, DATA_CHANGED (features changed, whatever the label) or NEW."""
-    index = pd.Index(np.asarray(stored_ids).astype(str))
-    pos = index.get_indexer(np.asarray(ids).astype(str)) if index.is_unique else \
-        pd.Series(np.arange(len(index)), index=index).groupby(level=0).last().reindex(
-            np.asarray(ids).astype(str)).fillna(-1).to_numpy(dtype=np.int64)
+    pos = align_ids(stored_ids, ids)
     code = np.full(len(ids), NEW, dtype=np.int64)
     old = pos >= 0
     safe = np.where(old, pos, 0)
@@ -407,11 +434,10 @@ def incremental_pred_probs(snapshot: Snapshot, design: Design, store: ModelStore
     redo = np.flatnonzero(~keep)
     models = {m: [r.read() for r in refs] for m, refs in store.models.items()}
     encoder = store.encoder.read() if store.encoder is not None else None
-    df = snapshot.table.read(columns=list(plan.used))
     positions = design.positions.read()
     y = design.labels.read()
     if len(redo):
-        frame = prepare_frame(df.iloc[positions[redo]].reset_index(drop=True), plan)
+        frame = prepare_frame(snapshot.table.read_rows(positions[redo], list(plan.used)), plan)
         own = np.where(codes[redo] == NEW, -1, folds_of[np.clip(pos[redo], 0, None)])
         per_model = score_rows(models, frame, plan, encoder, own.astype(np.int64))
         knn = None
@@ -423,7 +449,7 @@ def incremental_pred_probs(snapshot: Snapshot, design: Design, store: ModelStore
     unlabeled = None
     if design.unlabeled is not None and not design.regression and models:
         rows = design.unlabeled.read()
-        frame = prepare_frame(df.iloc[rows].reset_index(drop=True), plan)
+        frame = prepare_frame(snapshot.table.read_rows(rows, list(plan.used)), plan)
         per_model = score_rows(models, frame, plan, encoder, np.full(len(rows), -1))
         fitted = ModelChoice(models=store.choice.fitted, weights=tuple(
             w for m, w in zip(store.choice.models, store.choice.weights or
@@ -460,10 +486,14 @@ def previous_verdicts(db: Path, dataset: str, work_dir: Path) -> PreviousVerdict
                       "'completed' ORDER BY finished_at DESC NULLS LAST LIMIT 1", [dataset])
     if not runs:
         return None
-    frame = read_frame(db, "issues", f"SELECT {', '.join(VERDICT_COLUMNS)} FROM issues WHERE "
-                       "run_id = ?", [runs[0]["run_id"]], columns=list(VERDICT_COLUMNS))
+    con = connect(Path(db), read_only=True)
+    try:  # straight from DuckDB to Parquet: a million rows in Python objects cost 5 s
+        rows = copy_query(con, f"SELECT {', '.join(VERDICT_COLUMNS)} FROM issues WHERE run_id "
+                          "= ?", [runs[0]["run_id"]], Path(work_dir), "verdicts")
+    finally:
+        con.close()
     return PreviousVerdicts(run_id=runs[0]["run_id"], models_run_id=runs[0].get("models_run_id"),
-                            rows=write_table(frame, Path(work_dir), "verdicts"))
+                            rows=rows)
 
 
 @stage("load-verdicts", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 10])
@@ -481,20 +511,24 @@ def pin_verdicts(current: pd.DataFrame, previous: pd.DataFrame) -> np.ndarray:
     label, feature values and out-of-fold probabilities (label score, suggested label) are as
     they were. Confident learning's per-class thresholds move a little whenever rows join, which
     would otherwise flip an unchanged row at the margin. Returns the pinned rows' mask."""
-    prev = previous.drop_duplicates("row_id", keep="last").set_index("row_id")
-    at = prev.index.get_indexer(current["row_id"].astype(str))
+    return _pinned(current, previous, align_ids(previous["row_id"], current["row_id"]))
+
+
+def _pinned(current: pd.DataFrame, previous: pd.DataFrame, at: np.ndarray) -> np.ndarray:
+    """pin_verdicts with `at`: each current row's previous row (align_ids, -1: none)."""
     found = at >= 0
     safe = np.where(found, at, 0)
 
     def same(col: str) -> np.ndarray:  # equal, or missing in both
-        a, b = current[col].astype(object), prev[col].astype(object)
+        a, b = current[col].astype(object), previous[col].astype(object)
         a = a.where(a.notna(), None).to_numpy()
         b = b.where(b.notna(), None).to_numpy()[safe]
         return (a == b).astype(bool)
 
     score_now = pd.to_numeric(current["label_score"], errors="coerce").to_numpy(dtype=float)
-    score_then = pd.to_numeric(prev["label_score"], errors="coerce").to_numpy(dtype=float)[safe]
-    flag_then = prev["is_label_issue"].astype("boolean").to_numpy()[safe]
+    score_then = pd.to_numeric(previous["label_score"], errors="coerce").to_numpy(
+        dtype=float)[safe]
+    flag_then = previous["is_label_issue"].astype("boolean").to_numpy()[safe]
     pinned = (found & same("given_label") & same("data_hash") & same("suggested_label")
               & np.isfinite(score_now) & (np.abs(score_now - score_then) <= 1e-6)
               & ~pd.isna(flag_then))
@@ -513,10 +547,11 @@ def stabilize(detection: Detection, previous: PreviousVerdicts | None,
     # is kept that this run's thresholds would have flipped
     frame = detection.issues.read(columns=[c for c in VERDICT_COLUMNS if c != "label_evidence"])
     prev = previous.rows.read()
-    pinned = pin_verdicts(frame, prev)
-    prev_flags = prev.drop_duplicates("row_id", keep="last").set_index("row_id")[
-        "is_label_issue"].astype("boolean")
-    kept = prev_flags.reindex(frame["row_id"].astype(str)).to_numpy()
+    at = align_ids(prev["row_id"], frame["row_id"])
+    pinned = _pinned(frame, prev, at)
+    kept = pd.array(prev["is_label_issue"].astype("boolean").to_numpy()[np.clip(at, 0, None)],
+                    dtype="boolean")
+    kept[at < 0] = pd.NA
     now = frame["is_label_issue"].astype("boolean").to_numpy()
     changed = pinned & (pd.array(kept, dtype="boolean") != pd.array(now, dtype="boolean")
                         ).fillna(False).to_numpy(bool)
@@ -530,8 +565,8 @@ def stabilize(detection: Detection, previous: PreviousVerdicts | None,
     flags[changed] = pd.array(kept, dtype="boolean")[changed]
     frame["is_label_issue"] = flags
     if "label_evidence" in frame and "label_evidence" in prev:  # why it was flagged, kept too
-        evidence = prev.drop_duplicates("row_id", keep="last").set_index("row_id")[
-            "label_evidence"].reindex(frame["row_id"].astype(str)).to_numpy(dtype=object)
+        evidence = np.where(at >= 0, prev["label_evidence"].to_numpy(dtype=object)[
+            np.clip(at, 0, None)], None)
         now_evidence = frame["label_evidence"].to_numpy(dtype=object).copy()
         now_evidence[changed] = evidence[changed]
         frame["label_evidence"] = pd.Series(now_evidence, index=frame.index, dtype=object)

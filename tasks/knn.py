@@ -313,7 +313,8 @@ def graph_neighbours(graph) -> np.ndarray:  # noqa: ANN001 - scipy CSR, k entrie
 def neighbour_agreement(graph, y: np.ndarray, suggested: np.ndarray) -> np.ndarray:  # noqa: ANN001
     """Share of each row's neighbours whose given label is the row's suggested label: a second
     opinion from another model family (its neighbours), used before relabelling."""
-    return (y[graph_neighbours(graph)] == suggested[:, None]).mean(axis=1)
+    near = graph_neighbours(graph)
+    return np.count_nonzero(y[near] == suggested[:, None], axis=1) / near.shape[1]
 
 
 def extend_graph(stored_emb: np.ndarray, stored_graph, stored_to_cur: np.ndarray,  # noqa: ANN001
@@ -334,7 +335,10 @@ def extend_graph(stored_emb: np.ndarray, stored_graph, stored_to_cur: np.ndarray
     kept = np.flatnonzero(stored_to_cur >= 0)
     n = len(kept) + len(fresh)
     emb = np.empty((n, stored_emb.shape[1]), dtype=np.float32)
-    emb[stored_to_cur[kept]] = stored_emb[kept]
+    if len(kept) == n_stored and np.array_equal(stored_to_cur, np.arange(n_stored)):
+        emb[:n_stored] = stored_emb  # every stored row in its place (rows were appended)
+    else:
+        emb[stored_to_cur[kept]] = stored_emb[kept]
     emb[fresh] = fresh_emb
     if index is None:  # exact: a flat index over the current rows, ids = positions
         index = build_index(_normed(emb, metric), metric, True, 0)
@@ -474,8 +478,7 @@ def extend_knn(snapshot: Snapshot, design: Design, stored: Neighbours, encoder: 
     fresh_emb = np.empty((0, stored_emb.shape[1]), dtype=np.float32)  # nothing new: a rerun
     if len(fresh):
         rows = design.positions.read()[fresh]
-        frame = prepare_frame(snapshot.table.read(columns=list(plan.used)).iloc[rows]
-                              .reset_index(drop=True), plan)
+        frame = prepare_frame(snapshot.table.read_rows(rows, list(plan.used)), plan)
         fresh_emb = embed_with(encoder.read().transform(frame),
                                stored.reducer.read() if stored.reducer else None)
     graph, emb = extend_graph(stored_emb, stored_graph, stored_to_cur, fresh,

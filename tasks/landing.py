@@ -206,6 +206,16 @@ class LandingWatcher:
         save_state(self.state_path, self.seen)
 
 
+def data_files(folder: Path) -> list[Path]:
+    """The data files of a dataset folder (not recursive): a supported format, not hidden, not
+    a temporary name still being written, not cleanset.yaml."""
+    out = []
+    for p in sorted(Path(folder).iterdir()):
+        if p.is_file() and p.name != DATASET_FILE and is_candidate(p):
+            out.append(p)
+    return out
+
+
 def _peek(db: Path, sql: str, params: list) -> list[tuple] | None:
     """Rows of a read-only query; None when the warehouse is missing, cannot be read right now
     (another process is writing it) or lacks the table."""

@@ -646,7 +646,7 @@ def publish(
 # ---- failed runs ------------------------------------------------------------------------------
 
 HELPER_MODULES = {"errors", "store", "caching", "timing", "warehouse", "warehouse_lock",
-                  "textfiles", "spec", "schema"}
+                  "textfiles", "spec", "schema", "values"}
 
 
 def failed_stage(exc: BaseException) -> str:

@@ -132,15 +132,21 @@ def check_columns(files: list[Path], named: dict[str, Iterable[str]]) -> None:
                 f"available columns: {', '.join(columns)}")
 
 
-def precheck(spec) -> list[Path]:  # noqa: ANN001 - a tasks.spec.DatasetSpec
-    """The source's files, after checking that every column the spec names is in them."""
-    files = resolve_source(spec.source)
+def precheck(spec, files: list[Path] | None = None,  # noqa: ANN001 - a DatasetSpec
+             flags: bool = True) -> list[Path]:
+    """The source's files (or `files`), after checking that every column the spec names is in
+    them. `flags` false: the settings are named as in a cleanset.yaml (`label`, not `--label`)."""
+    files = resolve_source(spec.source) if files is None else files
     label = [] if spec.annotators or spec.label_columns else [spec.label]  # made by a stage
     named = {"--label": label, "label_columns": spec.label_columns,
              "--annotators": spec.annotators, "--id": [spec.id] if spec.id else [],
              "--text": spec.text, "--feature": spec.features or (),
              "--group": [spec.group] if spec.group else [], "--slices": spec.slices,
              "--pred-prob-column": spec.pred_prob_columns, "--role": list(spec.roles)}
+    if not flags:
+        yaml_names = {"--feature": "features", "--pred-prob-column": "pred_prob_columns",
+                      "--role": "roles"}
+        named = {yaml_names.get(k, k.removeprefix("--")): v for k, v in named.items()}
     check_columns(files, named)
     if spec.annotators:  # the consensus goes to a new label column
         headers = [header_columns(f) for f in files]

@@ -577,6 +577,24 @@ def load_dataset_spec(folder: str | Path, **overrides) -> DatasetSpec:  # noqa: 
         raise CleansetError(f"{config}: {exc}") from None
 
 
+def _did_you_mean(loc: tuple) -> str:
+    """For a setting that does not exist: the closest existing name at that place (a typo, or
+    `id_column` for `id`), as "; did you mean `id`?", or ""."""
+    import difflib
+
+    model: type[BaseModel] = DatasetSpec
+    for part in loc[:-1]:  # a nested setting: follow the field to its model
+        field = model.model_fields.get(str(part))
+        inner = getattr(field, "annotation", None) if field else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ""
+        model = inner
+    key, names = str(loc[-1]), list(model.model_fields)
+    close = [n for n in names if n in re.split(r"[_\-\s]+", key)][:1] or \
+        difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  # noqa: ANN003
     """Build a DatasetSpec from an optional YAML file plus overrides (None values are ignored).
 
@@ -599,5 +617,6 @@ def build_spec(config: str | Path | None = None, **overrides) -> DatasetSpec:  #
         lines = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "config"
-            lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
+            hint = _did_you_mean(err["loc"]) if err["type"] == "extra_forbidden" else ""
+            lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}{hint}")
         raise CleansetError("invalid configuration:\n" + "\n".join(lines)) from None

@@ -31,6 +31,12 @@ class TableRef(BaseModel):
     def read(self, columns: list[str] | None = None) -> pd.DataFrame:
         return pq.read_table(_existing(self.path), columns=columns).to_pandas()
 
+    def read_rows(self, rows: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+        """The rows at positions `rows`, in that order, index 0..len-1 (only they become
+        pandas objects: an incremental run's new rows out of a million)."""
+        table = pq.read_table(_existing(self.path), columns=columns)
+        return table.take(np.asarray(rows, dtype=np.int64)).to_pandas()
+
 
 class ArrayRef(BaseModel):
     """A .npy file written by a task."""
@@ -126,6 +132,18 @@ def write_batches(batches, schema: pa.Schema, work: Path, kind: str) -> TableRef
         for batch in batches:
             writer.write_batch(batch)
             n += batch.num_rows
+    final, digest = _publish_file(tmp, folder, ".parquet")
+    return TableRef(path=str(final), sha256=digest, n_rows=n)
+
+
+def copy_query(con, sql: str, params: list, work: Path, kind: str) -> TableRef:  # noqa: ANN001
+    """Write a DuckDB query's rows as Parquet under work/kind/ (DuckDB's COPY: the rows never
+    become Python objects), named by its content hash. `con`: an open DuckDB connection."""
+    folder = Path(work) / kind
+    tmp = _tmp_in(folder, ".parquet")
+    con.execute(f"COPY ({sql}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)",
+                params)
+    n = pq.ParquetFile(tmp).metadata.num_rows
     final, digest = _publish_file(tmp, folder, ".parquet")
     return TableRef(path=str(final), sha256=digest, n_rows=n)
 

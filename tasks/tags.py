@@ -88,6 +88,9 @@ def as_lists(values: pd.Series) -> pd.Series | None:
     """The values as lists when the column holds lists (or JSON arrays as text), with missing
     values as empty lists; None when it holds no list. A column mixing lists and other values
     is a CleansetError."""
+    if isinstance(values.dtype, pd.StringDtype) and not any(
+            _json_list(v) is not None for v in pd.unique(values.dropna())):
+        return None  # text, none of it a JSON array (each distinct value looked at once)
     listed = values.map(lambda v: list(v) if _is_list(v) else _json_list(v))
     is_list = listed.map(lambda v: v is not None)
     if not is_list.any():

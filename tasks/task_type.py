@@ -69,6 +69,12 @@ def _numbers(values: pd.Series) -> pd.Series:
         return pd.Series(np.nan, index=values.index)
     if pd.api.types.is_numeric_dtype(values):
         return values.astype("float64")
+    if isinstance(values.dtype, pd.StringDtype):  # parsed once per distinct value
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        parsed = pd.to_numeric(pd.Series(uniques, dtype=object).astype(str).str.strip(),
+                               errors="coerce").to_numpy(dtype="float64")
+        out = np.append(parsed, np.nan)[codes]  # -1 (missing): NaN
+        return pd.Series(out, index=values.index)
     return pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
 
 

@@ -162,6 +162,24 @@ def test_every_help_text_is_printed_whole():
     assert "[k]eep" in review and "[q]uit" in review
 
 
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_docstring():
+    """At 80 columns `cleanset run --help` broke each docstring line twice (typer keeps the
+    docstring's line breaks and rich wraps again): a 5-word line after every full one. Prose now
+    flows to the terminal's width; the indented examples stay one per line."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--help"], terminal_width=80).output
+    prose = [line.strip() for line in out.splitlines()
+             if line.strip() and not line.lstrip().startswith(("│", "╭", "╰", "Usage"))]
+    start = next(i for i, line in enumerate(prose) if line.startswith("Ingests SOURCE"))
+    paragraph = prose[start:prose.index("Examples:")]
+    assert len(paragraph) >= 3
+    assert all(len(line) > 60 for line in paragraph[:-1]), paragraph  # full lines but the last
+    assert "  cleanset run data/reviews.csv --label sentiment --text review" in out
+
+
 def test_query_into_a_file_or_pipe_prints_every_value_in_full(tmp_path):
     """Piped, the rich table once squeezed 30 columns into 80 characters (zero-width columns)."""
     from typer.testing import CliRunner

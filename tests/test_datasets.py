@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -190,6 +191,53 @@ def test_each_new_batch_is_audited_against_the_accepted_rows(tmp_path):
                                        for c in audits[0]["drift"]}
     text = batch_audit_markdown(audits, "animals", "run1")
     assert "accepted with warnings" in text and "quarantined" in text
+
+
+def test_a_regression_targets_batches_are_audited_as_numbers(tmp_path):
+    """Found as a stranger: a price dataset's second batch warned 'new labels' for every price
+    (each value a class) and said the next run must re-estimate in full. A regression target
+    (auto-detected from the accepted rows) is audited by its distribution and its range."""
+    rng = np.random.default_rng(3)
+    n = 600
+    data = pd.DataFrame({"sqft": rng.normal(1500, 400, n).round(), "rooms": rng.integers(1, 6, n),
+                         "area": rng.choice(["north", "south"], n)})
+    data["price"] = (data["sqft"] * 150 + data["rooms"] * 5000
+                     + rng.normal(0, 15000, n)).round(-2)
+    spec = load_dataset_spec(_folder(tmp_path, "houses", "label: price\n"))
+    args = audit_plan_args(spec)
+    monday = _batch(tmp_path, data.iloc[:400], "monday", 1)
+    same = audit_new_batch([monday.snapshot], _batch(tmp_path, data.iloc[400:], "tuesday", 2),
+                           **args)
+    assert same.audit["decision"] == "accept", same.reason
+    checks = {c["check"]: c for c in same.audit["checks"]}
+    assert "conflicting_copies" not in checks  # another price for the same features is expected
+    assert checks["new_label"]["statistic"] == "outside_rows"
+    assert "outside the dataset's range" in checks["new_label"]["message"]
+    assert checks["label_shift"]["statistic"] == "ks_pvalue"
+
+    dearer = data.iloc[400:].assign(price=lambda d: d["price"] + data["price"].std())
+    moved = audit_new_batch([monday.snapshot], _batch(tmp_path, dearer, "wednesday", 3), **args)
+    warned = {c["check"] for c in moved.audit["checks"] if c["outcome"] == "warn"}
+    assert "label_shift" in warned and "new_label" not in warned
+
+    classes = audit_new_batch([monday.snapshot], _batch(tmp_path, data.iloc[400:], "thursday", 4),
+                              **{**args, "task": "classification"})  # the old reading
+    assert any(c["check"] == "new_label" and c["outcome"] == "warn"
+               for c in classes.audit["checks"])
+
+
+def test_a_misspelt_column_in_a_folders_settings_is_named_before_anything_starts(tmp_path):
+    """`label: Price` in a folder's cleanset.yaml once took a Prefect start-up and a failed flow
+    run (40 s under load) to report; a one-off file said it at once. Now the folder does too,
+    naming its settings file and the setting as written there."""
+    folder = _folder(tmp_path, "houses", "label: Price\nid: house_id\n")
+    _write(folder / "monday.csv", pd.DataFrame({"house_id": [1, 2], "sqft": [900, 1200],
+                                                 "price": [1e5, 2e5]}))
+    result = CliRunner().invoke(app, ["run", str(folder), "--db", str(tmp_path / "w.duckdb")])
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'cleanset.yaml'}: label column 'Price' is not in" in result.output
+    assert "did you mean 'price'?" in result.output
+    assert not (tmp_path / "w.duckdb").exists()  # nothing ran
 
 
 def _fake_run(db: Path, work: Path, run_id: str, dataset: str, files: list[Path],

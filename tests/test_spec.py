@@ -42,3 +42,19 @@ def test_policy_has_an_action_for_every_issue_type():
                 "drop_check", "drop_margin", "drop_calibration"}
     per_task = {"label_regression", "label_multilabel"}  # defaults that differ by task
     assert set(Policy.model_fields) - settings - per_task == set(ISSUE_TYPES)
+
+
+def test_a_setting_that_does_not_exist_names_the_one_meant(tmp_path):
+    """A misspelt or guessed setting is refused with the closest real name, nested ones too."""
+    config = tmp_path / "cleanset.yaml"
+    config.write_text("id_column: house_id\nlable: price\npolicy:\n  relabel_treshold: 0.9\n"
+                      "colour: blue\n")
+    with pytest.raises(CleansetError) as err:
+        build_spec(config, source="data.csv")
+    message = str(err.value)
+    assert "id_column: Extra inputs are not permitted; did you mean `id`?" in message
+    assert "lable: Extra inputs are not permitted; did you mean `label`?" in message
+    assert "policy.relabel_treshold: Extra inputs are not permitted; did you mean " \
+           "`relabel_threshold`?" in message
+    assert "colour: Extra inputs are not permitted\n" in message + "\n"
+    assert "colour: Extra inputs are not permitted;" not in message

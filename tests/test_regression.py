@@ -138,6 +138,7 @@ def test_regression_runs_only_the_checks_that_apply():
     types = enabled_types({}, "regression")
     assert {"label", "outlier", "near_duplicate", "non_iid", "null"} <= set(types)
     assert "class_imbalance" not in types and "underperforming_group" not in types
+    assert "conflicting_label" not in types  # another value for the same features is noise
     assert "class_imbalance" in enabled_types({}, "classification")
 
 

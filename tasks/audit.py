@@ -271,6 +271,14 @@ def _label_checks(audit: _Audit, ref: pd.Series, bat: pd.Series, label: str) -> 
                   f"chi-squared p={p:.2g})", significant=p < audit.settings.p_value)
 
 
+def _tags(values: pd.Series, delimiter: str) -> pd.Series:
+    """Every tag of every row, one entry each (a row's tag set split as the run splits it)."""
+    from tasks.tags import parse_tags
+
+    return pd.Series([t for tags in parse_tags(values, delimiter) for t in sorted(tags)],
+                     dtype=object)
+
+
 def _target_checks(audit: _Audit, ref: pd.Series, bat: pd.Series, label: str) -> None:
     """A regression target: every value is new, so the label checks are the numeric ones: the
     target's distribution against the dataset's (`label_shift`, by the numeric_drift
@@ -384,13 +392,15 @@ def audit_batch(
     reference: pd.DataFrame, batch: pd.DataFrame, plan: FeaturePlan, label: str,
     settings: AuditSettings | None = None, id_column: str | None = None,
     reference_issues: np.ndarray | None = None, batch_issues: np.ndarray | None = None,
-    seed: int = 0, regression: bool = False,
+    seed: int = 0, regression: bool = False, tag_delimiter: str | None = None,
 ) -> AuditResult:
     """Audit `batch` against `reference` (the dataset's accepted rows, raw columns) with the
     dataset's feature plan (tasks/featurize.infer_roles). `reference_issues` / `batch_issues`:
     optional is-label-issue flags, one per row, for the label-issue-rate check. `regression`:
     the label is a numeric target (its checks are numeric; no conflicting copies, where
-    identical features with another value are expected)."""
+    identical features with another value are expected). `tag_delimiter`: the label holds tag
+    sets (text joined by it, or lists): new_label and label_shift count tags, not sets (a new
+    combination of known tags is not a new label)."""
     settings = settings or AuditSettings()
     audit = _Audit(settings)
     notes: list[str] = []
@@ -426,8 +436,13 @@ def audit_batch(
         _classifier_check(audit, "row_drift", None, ref_frame, bat_frame, model,
                           "whole rows", seed)
     if label in batch.columns and label in reference.columns:
-        (_target_checks if regression else _label_checks)(audit, reference[label],
-                                                          batch[label], label)
+        if regression:
+            _target_checks(audit, reference[label], batch[label], label)
+        elif tag_delimiter is not None:
+            _label_checks(audit, _tags(reference[label], tag_delimiter),
+                          _tags(batch[label], tag_delimiter), label)
+        else:
+            _label_checks(audit, reference[label], batch[label], label)
         if checked.used and (audit.on("exact_copies") or audit.on("conflicting_copies")):
             _copies(audit, prepare_frame(reference, checked), reference[label], bat_frame,
                     batch[label].reset_index(drop=True).set_axis(bat_frame.index),

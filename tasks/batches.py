@@ -189,10 +189,25 @@ def _is_regression(ref, label: str, task: str) -> bool:  # noqa: ANN001 - a Data
         return False
 
 
+def _tag_delimiter(ref, label: str, task: str,  # noqa: ANN001 - a DataFrame
+                   delimiter: str | None) -> str | None:
+    """The delimiter of the dataset's tag sets when its label column holds them (the tag-sets
+    stage's decision on the accepted rows), else None."""
+    if task not in ("auto", "multilabel") or label not in ref.columns:
+        return None
+    from tasks.tags import decide_tags
+
+    try:
+        decided = decide_tags(ref, label, task, (), delimiter)
+    except CleansetError:
+        return None
+    return decided[1] if decided else None
+
+
 def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                     text: list[str], features: list[str] | None, roles: dict[str, str] | None,
                     settings: AuditSettings, seed: int = 0, id_column: str | None = None,
-                    task: str = "auto") -> Batch:
+                    task: str = "auto", label_delimiter: str | None = None) -> Batch:
     """`batch` (its snapshot ingested) audited against the dataset's accepted rows (`reference`:
     their snapshots): accepted, accepted with warnings (accepted, its warned checks recorded) or
     quarantined with the audit's reason (which says how to accept it anyway). The feature plan
@@ -212,7 +227,8 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
                        list(text), list(features) if features else None, dict(roles or {}))
     result = audit_batch(ref, new, plan, label, settings,
                          id_column=id_column if id_column in ref.columns else None, seed=seed,
-                         regression=_is_regression(ref, label, task))
+                         regression=_is_regression(ref, label, task),
+                         tag_delimiter=_tag_delimiter(ref, label, task, label_delimiter))
     status = "quarantined" if result.decision == "quarantine" else "accepted"
     return batch.model_copy(update={"status": status, "reason": result.reason,
                                     "audit": result.model_dump(mode="json")})
@@ -222,11 +238,12 @@ def audit_new_batch(reference: list[TableRef], batch: Batch, label: str, exclude
 def audit_batch_stage(reference: list[TableRef], batch: Batch, label: str, exclude: list[str],
                       text: list[str], features: list[str] | None,
                       roles: dict[str, str] | None, settings: AuditSettings, seed: int = 0,
-                      id_column: str | None = None, task: str = "auto") -> Batch:
+                      id_column: str | None = None, task: str = "auto",
+                      label_delimiter: str | None = None) -> Batch:
     """One new batch audited against the accepted rows (cached on their snapshots and the
     audit settings)."""
     return audit_new_batch(reference, batch, label, exclude, text, features, roles, settings,
-                           seed, id_column, task)
+                           seed, id_column, task, label_delimiter)
 
 
 def audit_plan_args(spec: DatasetSpec) -> dict:
@@ -235,7 +252,8 @@ def audit_plan_args(spec: DatasetSpec) -> dict:
     return {"label": spec.label, "exclude": exclude, "text": list(spec.text),
             "features": list(spec.features) if spec.features else None,
             "roles": dict(spec.feature_roles) if spec.feature_roles else None,
-            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id, "task": spec.task}
+            "settings": spec.audit, "seed": spec.seed, "id_column": spec.id, "task": spec.task,
+            "label_delimiter": spec.label_delimiter}
 
 
 @stage("admit-batches", cache_policy=NO_CACHE)

@@ -226,6 +226,36 @@ def test_a_regression_targets_batches_are_audited_as_numbers(tmp_path):
                for c in classes.audit["checks"])
 
 
+def test_tag_sets_are_audited_by_tag_not_by_combination(tmp_path):
+    """A batch whose rows combine known tags in a new way brings no new label; a tag never
+    seen before does, and the warning names the tag, not the whole set."""
+    rng = np.random.default_rng(4)
+    n = 400
+    tags = np.array(["sports", "politics", "tech"])
+    x = rng.normal(size=(n, 3))
+    has = x > 0.2
+    data = pd.DataFrame(x, columns=["f0", "f1", "f2"]).assign(
+        topics=[";".join(tags[row]) for row in has])
+    seen = set(data["topics"][:300])
+    data.loc[300:, "topics"] = "sports;politics;tech"  # every tag known
+    spec = load_dataset_spec(_folder(tmp_path, "news", "label: topics\n"))
+    args = audit_plan_args(spec)
+    reference = data.iloc[:300][data["topics"][:300] != "sports;politics;tech"]
+    assert "sports;politics;tech" not in set(reference["topics"]) and len(seen) > 3
+    monday = _batch(tmp_path, reference, "monday", 1)
+    combined = audit_new_batch([monday.snapshot], _batch(tmp_path, data.iloc[300:], "tuesday", 2),
+                               **args)
+    new_label = next(c for c in combined.audit["checks"] if c["check"] == "new_label")
+    assert new_label["outcome"] == "pass" and new_label["message"] == "no new labels"
+
+    fresh = data.iloc[300:].assign(topics="sports;art")
+    wednesday = audit_new_batch([monday.snapshot], _batch(tmp_path, fresh, "wednesday", 3),
+                                **args)
+    new_label = next(c for c in wednesday.audit["checks"] if c["check"] == "new_label")
+    assert new_label["outcome"] == "warn" and "'art'" in new_label["message"]
+    assert "sports;art" not in new_label["message"]
+
+
 def test_a_misspelt_column_in_a_folders_settings_is_named_before_anything_starts(tmp_path):
     """`label: Price` in a folder's cleanset.yaml once took a Prefect start-up and a failed flow
     run (40 s under load) to report; a one-off file said it at once. Now the folder does too,

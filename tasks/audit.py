@@ -176,10 +176,14 @@ def _missing_values(audit: _Audit, ref: pd.Series, bat: pd.Series, col: str) -> 
               f"dataset's (binomial p={p:.2g})", significant=p < audit.settings.p_value)
 
 
-def _numeric_drift(audit: _Audit, ref: pd.Series, bat: pd.Series, col: str) -> None:
+def _numeric_drift(audit: _Audit, ref: pd.Series, bat: pd.Series, col: str,
+                   check: str = "numeric_drift", what: str = "") -> None:
+    """A numeric column's distribution against the reference's: Wasserstein distance in the
+    reference's standard deviations (KS p-value), by the numeric_drift threshold. `check` /
+    `what`: another check's name and the column's description (a regression target)."""
     r, b = ref.dropna().to_numpy(), bat.dropna().to_numpy()
     if len(r) < 2 or len(b) < 2:
-        audit.add("numeric_drift", col, "ks_pvalue", None, None, audit.settings.numeric_drift,
+        audit.add(check, col, "ks_pvalue", None, None, audit.settings.numeric_drift,
                   f"{col}: too few values to compare ({len(r)} reference, {len(b)} batch)")
         return
     distance = wasserstein_distance(r, b)
@@ -187,8 +191,8 @@ def _numeric_drift(audit: _Audit, ref: pd.Series, bat: pd.Series, col: str) -> N
     effect = distance / std if std > 0 else (0.0 if distance == 0 else float("inf"))
     p = float(ks_2samp(r, b).pvalue)
     shift = float(np.mean(b) - np.mean(r)) / std if std > 0 else 0.0
-    audit.add("numeric_drift", col, "ks_pvalue", p, effect, audit.settings.numeric_drift,
-              f"{col}: distribution moved by {effect:.2f} reference standard deviations "
+    audit.add(check, col, "ks_pvalue", p, effect, audit.settings.numeric_drift,
+              f"{col}{what}: distribution moved by {effect:.2f} reference standard deviations "
               f"(Wasserstein; mean shift {shift:+.2f} sd; KS p={p:.2g})",
               significant=p < audit.settings.p_value)
 
@@ -281,28 +285,17 @@ def _tags(values: pd.Series, delimiter: str) -> pd.Series:
 
 def _target_checks(audit: _Audit, ref: pd.Series, bat: pd.Series, label: str) -> None:
     """A regression target: every value is new, so the label checks are the numeric ones: the
-    target's distribution against the dataset's (`label_shift`, by the numeric_drift
-    threshold), and values outside the dataset's range (`new_label`: a share, recorded)."""
+    target's distribution against the dataset's (`label_shift`, as numeric_drift measures a
+    feature), and values outside the dataset's range (`new_label`: a share, recorded)."""
     r = pd.to_numeric(ref, errors="coerce").dropna()
     b = pd.to_numeric(bat, errors="coerce").dropna()
-    if len(r) < 2 or len(b) < 2:
-        audit.add("label_shift", label, "ks_pvalue", None, None, audit.settings.numeric_drift,
-                  f"{label}: too few values to compare ({len(r)} dataset, {len(b)} batch)")
-        return
-    lo, hi = float(r.min()), float(r.max())
-    outside = int(((b < lo) | (b > hi)).sum())
-    audit.add("new_label", label, "outside_rows", float(outside), outside / len(b), None,
-              f"{label}: {outside:,} batch values outside the dataset's range "
-              f"[{lo:.6g}, {hi:.6g}] (a regression target: recorded, not judged)")
-    std = float(r.std(ddof=0))
-    distance = wasserstein_distance(r, b)
-    effect = distance / std if std > 0 else (0.0 if distance == 0 else float("inf"))
-    p = float(ks_2samp(r, b).pvalue)
-    shift = float(b.mean() - r.mean()) / std if std > 0 else 0.0
-    audit.add("label_shift", label, "ks_pvalue", p, effect, audit.settings.numeric_drift,
-              f"{label} (the regression target): distribution moved by {effect:.2f} standard "
-              f"deviations (Wasserstein; mean shift {shift:+.2f} sd; KS p={p:.2g})",
-              significant=p < audit.settings.p_value)
+    if len(r) and len(b):
+        lo, hi = float(r.min()), float(r.max())
+        outside = int(((b < lo) | (b > hi)).sum())
+        audit.add("new_label", label, "outside_rows", float(outside), outside / len(b), None,
+                  f"{label}: {outside:,} batch values outside the dataset's range "
+                  f"[{lo:.6g}, {hi:.6g}] (a regression target: recorded, not judged)")
+    _numeric_drift(audit, r, b, label, check="label_shift", what=" (the regression target)")
 
 
 def _label_issue_rate(audit: _Audit, ref_flags: np.ndarray, bat_flags: np.ndarray) -> None:

@@ -231,7 +231,7 @@ def drop_threshold(issues: pd.DataFrame, margin: float = 2.0,
 
 def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
             task: str = "classification", text: bool = False,
-            pred_probs: np.ndarray | None = None) -> pd.Series:
+            pred_probs: np.ndarray | None = None, plan: DropPlan | None = None) -> pd.Series:
     """The action per row by the policy: the most severe action among the row's issues.
 
     A label issue under `relabel` becomes `relabel` only where `safe_relabel` holds; otherwise it
@@ -243,7 +243,8 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
     relabel the user asked for and `safe_relabel` allows stays). A label issue found only because
     the model's top class differs (`label_evidence` "disagreement", tasks/detect.py) is never
     dropped: it goes to review. A well-labeled row gets at least `policy.well_labeled` (keep by
-    default). `policy.auto_fix` false changes and drops nothing at all."""
+    default). `policy.auto_fix` false changes and drops nothing at all. `plan`: the drop check's
+    result for these rows when the caller has it (decide logs it), else computed here."""
     level = np.zeros(len(issues), dtype=np.int8)
     safe = safe_relabel(issues, policy, trusted, task)
     copies_common = "is_exact_duplicate_issue" in issues and (
@@ -274,8 +275,8 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
             this = np.where(this == SEVERITY["drop"], SEVERITY[policy.label_with_text], this)
         if (issue_type == "label" and task == "classification" and policy.drop_check
                 and (this == SEVERITY["drop"]).any()):
-            below = drop_plan(issues, policy.drop_margin, pred_probs,  # where it is safe
-                              policy.drop_calibration).below
+            below = (plan or drop_plan(issues, policy.drop_margin, pred_probs,  # where safe
+                                       policy.drop_calibration)).below
             this = np.where((this == SEVERITY["drop"]) & ~below, SEVERITY["review"], this)
         level = np.where(flagged, np.maximum(level, this), level)
     if policy.well_labeled != "keep" and "is_well_labeled" in issues:
@@ -289,11 +290,13 @@ def actions(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
 
 def apply_policy(issues: pd.DataFrame, policy: Policy, trusted: bool = True,
                  task: str = "classification", text: bool = False,
-                 pred_probs: np.ndarray | None = None) -> pd.DataFrame:
+                 pred_probs: np.ndarray | None = None,
+                 plan: DropPlan | None = None) -> pd.DataFrame:
     """Add `action`, `final_label` (the label the clean table carries) and `decided_by`.
-    `pred_probs`: the out-of-fold probabilities of the scored rows (see `drop_threshold`)."""
+    `pred_probs`: the out-of-fold probabilities of the scored rows (see `drop_threshold`);
+    `plan`: the drop check already computed on these rows (drop_plan), else it is computed."""
     out = issues.copy()
-    out["action"] = actions(out, policy, trusted, task, text, pred_probs)
+    out["action"] = actions(out, policy, trusted, task, text, pred_probs, plan)
     relabel = out["action"] == "relabel"
     out["final_label"] = out["given_label"].where(~relabel, out["suggested_label"]).astype("str")
     out["decided_by"] = pd.Series("policy", index=out.index, dtype="str")
@@ -341,12 +344,15 @@ def decide(detection: Detection, policy: Policy, decisions: TableRef | None, wor
     (the estimate that gates label drops, `drop_threshold`)."""
     logger = get_run_logger()
     probs = pred_probs.read() if pred_probs is not None and task == "classification" else None
-    issues = apply_policy(detection.issues.read(), policy, trusted, task, text, probs)
+    issues = detection.issues.read()
+    plan = None
     if probs is not None and policy.drop_check and policy.drop_calibration != "none":
+        # fitted once: logged here, used by the policy (actions) below
         plan = drop_plan(issues, policy.drop_margin, probs, policy.drop_calibration)
         logger.info("drop check (%s): temperature %.2f, noise share %.3f; label issues dropped "
                     "below calibrated label score %g", policy.drop_calibration, plan.temperature,
                     plan.noise_share, plan.theta)
+    issues = apply_policy(issues, policy, trusted, task, text, probs, plan)
     issues, orphans = apply_decisions(issues, decisions.read() if decisions else None, task)
     if orphans:
         shown = ", ".join(orphans[:10]) + (" ..." if len(orphans) > 10 else "")

@@ -92,6 +92,11 @@ def test_random_flips_are_still_dropped_once_calibrated(calibration):
     assert dropped.sum() >= 0.3 * wrong.sum()
     assert wrong[dropped].mean() > 0.9
     assert (~wrong[~dropped]).mean() > (~wrong).mean() + 0.03
+    # decide fits the plan once (to log it) and hands it over: the same actions
+    policy = Policy(drop_calibration=calibration)
+    plan = drop_plan(issues, policy.drop_margin, probs, calibration)
+    given = actions(issues, policy, pred_probs=probs, plan=plan).to_numpy() == "drop"
+    assert (given == dropped).all() and plan.below[dropped].all()
 
 
 def test_without_matching_probabilities_nothing_is_calibrated():

@@ -16,13 +16,10 @@ import typer
 
 from flows import run_cli, serve_cli, warehouse_cli
 from flows.review_cli import review_app
+from flows.warm import CLI_DEFAULTS
 
 # Quiet, offline-friendly defaults; set before Prefect is imported. A user's own settings win.
-for _key, _value in {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-}.items():
+for _key, _value in CLI_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
 
 app = typer.Typer(

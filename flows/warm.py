@@ -45,7 +45,6 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 WARM_ENV = "CLEANSET_WARM"
@@ -56,6 +55,10 @@ KEY_PREFIXES = ("PREFECT_", "CLEANSET_", "GX_", "PYTHON", "OMP_", "MKL_", "OPENB
                 "VECLIB_", "NUMEXPR_", "KMP_", "UV_", "VIRTUAL_ENV")
 KEY_NAMES = ("DO_NOT_TRACK", "HOME", "TMPDIR", "PATH")
 CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"  # flows.progress.quiet_prefect's
+# the CLI's quiet, offline-friendly defaults (flows/cli.py sets them before Prefect is imported;
+# a user's own settings win)
+CLI_DEFAULTS = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "GX_ANALYTICS_ENABLED": "false"}
 ACK_TIMEOUT = 120.0  # a waiting process still importing answers once it has
 PRELOADED = "CLEANSET_PRELOADED"  # set in the serving process: the summary says so
 
@@ -91,8 +94,8 @@ def folder() -> Path | None:
 
 def key(env: dict[str, str] | None = None) -> str:
     """What a waiting process must share with a command to serve it (see the module docstring)."""
-    env = dict(os.environ if env is None else env)
-    env.setdefault(CONSOLE_LEVEL, "WARNING")  # as `run` sets it before Prefect is imported
+    env = {**CLI_DEFAULTS, CONSOLE_LEVEL: "WARNING",  # as `run` sets it before Prefect's import
+           **(os.environ if env is None else env)}
     parts: list[str] = [sys.executable, sys.version, os.getcwd()]
     for package in ("flows", "tasks"):
         spec = importlib.util.find_spec(package)
@@ -207,6 +210,12 @@ def _waiting(lock: Path) -> bool:
         return True
 
 
+def ready(env: dict[str, str] | None = None) -> bool:
+    """Whether a waiting process for these settings has imported everything (benchmarks)."""
+    where = folder()
+    return bool(where) and (where / f"{key(env)}.ready").exists()
+
+
 def stop_waiting() -> int:
     """Stop the waiting processes of this user (tests, benchmarks); how many were stopped."""
     where = folder()
@@ -236,7 +245,7 @@ def preload() -> None:
     pyplot()
 
 
-def serve(name: str, idle: float, ready: Callable[[], None] | None = None) -> None:
+def serve(name: str, idle: float) -> None:
     """The waiting process: hold the key's lock, listen, import, serve one command, exit."""
     import fcntl
 
@@ -248,6 +257,7 @@ def serve(name: str, idle: float, ready: Callable[[], None] | None = None) -> No
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return  # another process waits for this key already
+    _tidy(where, name)
     path = where / f"{name}.sock"
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -256,8 +266,7 @@ def serve(name: str, idle: float, ready: Callable[[], None] | None = None) -> No
     listener.listen(1)
     (where / f"{name}.pid").write_text(str(os.getpid()))
     preload()  # a command that connects meanwhile waits in the listen backlog
-    if ready is not None:
-        ready()
+    (where / f"{name}.ready").touch()  # for benchmarks: ready to serve at once
     listener.settimeout(idle)
     try:
         conn, _ = listener.accept()
@@ -266,8 +275,9 @@ def serve(name: str, idle: float, ready: Callable[[], None] | None = None) -> No
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (where / f"{name}.pid").unlink()
+        for suffix in (".pid", ".ready"):
+            with contextlib.suppress(FileNotFoundError):
+                (where / f"{name}{suffix}").unlink()
         listener.close()
         lock.close()  # the next waiting process may start
     conn.settimeout(30)
@@ -302,6 +312,20 @@ def serve(name: str, idle: float, ready: Callable[[], None] | None = None) -> No
 
 
 _done: list[int] = []
+
+
+def _tidy(where: Path, name: str, age: float = 3600.0) -> None:
+    """Remove the files of other keys (older code or settings) whose process is gone."""
+    for lock in where.glob("*.lock"):
+        other = lock.stem
+        try:
+            if other == name or time.time() - lock.stat().st_mtime < age or _waiting(lock):
+                continue
+        except OSError:  # removed meanwhile
+            continue
+        for suffix in (".sock", ".pid", ".ready", ".log", ".lock"):
+            with contextlib.suppress(OSError):
+                (where / f"{other}{suffix}").unlink()
 
 
 def _interrupt_when_gone(conn: socket.socket) -> None:

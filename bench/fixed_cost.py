@@ -7,7 +7,10 @@ Measured, on a 1,000-row, 10-feature, 3-class CSV with 10% planted label noise:
   with a Prefect server per run (CLEANSET_SERVER_KEEP=0), and `.venv/bin/cleanset run ...`
   reporting to the shared server an earlier run left (started once before the first figure):
   first run (fresh warehouse and work folder: nothing cached) and rerun (unchanged data: cached
-  stages), medians of --repeats, alternating; plus a typo in --label and a missing file;
+  stages), medians of --repeats, alternating; plus a typo in --label and a missing file; and the
+  default since flows/warm.py: the shared server plus the warm process the previous command
+  left, timed once it has imported everything (a user reading the summary first) and back to
+  back (the next command right after the previous one: it waits for the imports);
 - the obvious cleanlab script from the shell (its own process: pandas + scikit-learn + cleanlab
   imports, read the CSV, 5-fold `cross_val_predict` of HistGradientBoostingClassifier,
   `find_label_issues` defaults): the peer (bench/BENCHMARKING rules: one thread each);
@@ -229,7 +232,14 @@ def main() -> None:
     # CLEANSET_SERVER_KEEP=0: a Prefect server per run (as before the shared server); "venv,
     # shared server": the server the previous run left (flows/local_server.SharedServer)
     own_server = {**env(), "CLEANSET_SERVER_KEEP": "0"}
-    shared = {**env(), "CLEANSET_SERVER_KEEP": "300"}
+    shared = {**env(), "CLEANSET_SERVER_KEEP": "300", "CLEANSET_WARM": "0"}
+    # the default since flows/warm.py: the shared server and the warm process the previous
+    # command left; timed once that process has imported everything (a user reading the
+    # summary), and right after the previous command ("back to back": it is still importing)
+    warm_env = {**env(), "CLEANSET_SERVER_KEEP": "300"}
+    ready_code = ("import sys, time\nfrom flows.warm import ready\nt = time.monotonic()\n"
+                  "while not ready() and time.monotonic() - t < 120: time.sleep(0.1)\n"
+                  "sys.exit(0 if ready() else 1)")
     times: dict[str, list[float]] = {}
 
     def record(key: str, seconds: float) -> None:
@@ -240,6 +250,8 @@ def main() -> None:
         warm.parent.mkdir()
         wall([launchers["venv"][0], "run", str(data), "--label", "label", "--db", str(warm),
               "--quiet"], tmp, environment=shared)
+        wall([launchers["venv"][0], "run", str(data), "--label", "label", "--db", str(warm),
+              "--quiet"], tmp, environment=warm_env)  # leaves the first warm process
     for i in range(args.repeats if "shell" in sections else 0):
         for name, launcher in [*launchers.items(), ("venv, shared server", launchers["venv"])]:
             folder = tmp / f"{name.replace(' ', '_').replace(',', '')}_{i}"
@@ -252,14 +264,29 @@ def main() -> None:
             if "shared" in name:
                 continue
             record(f"{name}: --label typo", wall([*launcher, "run", str(data), "--label",
-                                                  "lable"], tmp, ok=(2,))[0])
+                                                  "lable"], tmp, environment=own_server,
+                                                 ok=(2,))[0])
             record(f"{name}: missing file", wall([*launcher, "run", str(tmp / "nope.csv"),
-                                                  "--label", "label"], tmp, ok=(2,))[0])
+                                                  "--label", "label"], tmp,
+                                                 environment=own_server, ok=(2,))[0])
+        name = "venv, shared server + warm process (default)"
+        folder = tmp / f"warm_{i}"
+        folder.mkdir()
+        run = [launchers["venv"][0], "run", str(data), "--label", "label", "--db",
+               str(folder / "w.duckdb"), "--quiet"]
+        for label in ("first run", "rerun (cached)"):
+            wall([sys.executable, "-c", ready_code], tmp, environment=warm_env)
+            record(f"{name}: {label}", wall(run, tmp, environment=warm_env)[0])
+        (folder / "w.duckdb").unlink()
+        shutil.rmtree(folder / "work", ignore_errors=True)
+        record(f"{name}: first run, back to back", wall(run, tmp, environment=warm_env)[0])
         record("peer script (python, HGB 5-fold + find_label_issues)",
                wall([sys.executable, "-c", PEER, str(data)], tmp)[0])
     if "shell" in sections:
         wall([sys.executable, "-c", "from flows.local_server import stop_shared_server; "
               "stop_shared_server()"], tmp, environment=shared)  # the runs' folder: its key
+        wall([sys.executable, "-c", "from flows.warm import stop_waiting; stop_waiting()"], tmp,
+             environment=warm_env)
     medians = {k: {"median_s": round(statistics.median(v), 2), "min_s": round(min(v), 2),
                    "max_s": round(max(v), 2)} for k, v in times.items()}
     (tmp / "profile").mkdir()

@@ -16,13 +16,10 @@ import typer
 
 from flows import run_cli, serve_cli, warehouse_cli
 from flows.review_cli import review_app
+from flows.warm import CLI_DEFAULTS
 
 # Quiet, offline-friendly defaults; set before Prefect is imported. A user's own settings win.
-for _key, _value in {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-}.items():
+for _key, _value in CLI_DEFAULTS.items():
     os.environ.setdefault(_key, _value)
 
 app = typer.Typer(
@@ -76,19 +73,31 @@ _reflow_help(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    """Run the command, then leave without the interpreter's teardown (see exit_now)."""
+    """Run the command (`run` and `demo` in a waiting warm process when one is ready:
+    flows/warm.py), leave the next warm process behind, then exit without the interpreter's
+    teardown (see exit_now)."""
+    from flows import warm
+
+    env = dict(os.environ)  # as this command found it (with the defaults above)
+    code = warm.forward(sys.argv, env)
+    if code is None:  # no warm process took it: run it here
+        try:
+            app()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
     try:
-        app()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
+        warm.prepare_next(sys.argv, env)
+    except OSError:
+        pass  # never fail a finished command for the next one's sake
     exit_now(code)
 
 
-def exit_now(code: int | str | None) -> None:
+def exit_now(code: int | str | None, before=None) -> None:  # noqa: ANN001 - Callable[[int], None]
     """End the process the way the interpreter would, less its teardown: join the non-daemon
     threads (threading's own shutdown), run the atexit handlers (Prefect's queued logs and
-    events are sent, the local server is stopped), flush the console, then `os._exit`. Freeing
+    events are sent, the local server is stopped), flush the console, call `before(code)` (a warm
+    process answers the CLI that handed it the command), then `os._exit`. Freeing
     every module's objects one by one is all that is skipped: after a run it took 4.5-5.6 s
     (load ~7, 2 cores; ~2 s for Prefect + Great Expectations alone), after the summary was on
     screen. Warehouse files are closed by then (every connection is a `with` block)."""
@@ -106,6 +115,11 @@ def exit_now(code: int | str | None) -> None:
             try:
                 stream.flush()
             except (OSError, ValueError):
+                pass
+        if before is not None:
+            try:
+                before(code or 0)
+            except OSError:
                 pass
         os._exit(code or 0)
 

@@ -170,7 +170,9 @@ def print_summary(summary, seconds: float) -> None:  # noqa: ANN001
 
         flow = totals(list(summary.stages))["seconds"]
         t.add_row("time", f"{seconds:.1f} s ({flow:.1f} s in the flow, {seconds - flow:.1f} s "
-                          "starting up)")
+                          "starting up" + ("; libraries preloaded by a waiting process"
+                                           if os.environ.get("CLEANSET_PRELOADED") else "")
+                          + ")")
         t.add_row("slowest stages", "\n".join(stage_lines(list(summary.stages))))
     else:
         t.add_row("time", f"{seconds:.1f} s")

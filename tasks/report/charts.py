@@ -17,7 +17,7 @@ INK, MUTED, RED, GREEN, BLUE, AMBER = "#1f2933", "#9aa5b1", "#d64545", "#3f9142"
     "#de911d"
 
 
-def _plt():  # noqa: ANN202 - matplotlib is imported lazily and without a display
+def pyplot():  # noqa: ANN202 - matplotlib is imported lazily and without a display
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +45,7 @@ class Chart:
 
 def _png(fig) -> Chart:  # noqa: ANN001
     """The figure as an inline PNG, closed afterwards."""
-    plt = _plt()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
@@ -71,7 +71,7 @@ def chart_trend(history: list[dict], run_id: str) -> Chart | None:
     runs (one axis: all three are shares of rows in [0, 1]); None when this is the first."""
     if len(history) < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 2.4))
     x = list(range(len(history)))
     lowest = 0.5
@@ -102,7 +102,7 @@ def chart_issue_counts(summary: list[dict], n_rows: int) -> Chart | None:
     """Rows flagged per issue type (horizontal bars, counts and shares written on them)."""
     if not summary:
         return None
-    plt = _plt()
+    plt = pyplot()
     rows = list(reversed(summary))
     fig, ax = plt.subplots(figsize=(5.6, 0.32 * len(rows) + 0.6))
     counts = [r["num_issues"] for r in rows]
@@ -126,7 +126,7 @@ def chart_noise_matrix(noise: list[tuple[str, str, int]]) -> Chart | None:
         return None
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     weight: dict[str, int] = {}
     for g, s, n in noise:
         weight[g] = weight.get(g, 0) + n
@@ -168,7 +168,7 @@ def chart_scores(histograms: dict[str, dict], types: list[str]) -> Chart | None:
     """Score histograms, one panel per type: flagged rows in red, the cut-off dashed."""
     if not types:
         return None
-    plt = _plt()
+    plt = pyplot()
     cols = min(4, len(types))
     nrows = math.ceil(len(types) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(2.9 * max(cols, 3), 2.2 * nrows),
@@ -206,7 +206,7 @@ def chart_slices(slices: list[dict], top: int = 12) -> Chart | None:
     tested = [s for s in slices if s.get("issue_rate") is not None][:top]
     if not tested:
         return None
-    plt = _plt()
+    plt = pyplot()
     tested = tested[::-1]
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.28 * len(tested)))
     ys = range(len(tested))
@@ -230,7 +230,7 @@ def chart_drift(batch: dict) -> Chart | None:
     drift = [c for c in batch.get("drift", ()) if c["threshold"]]
     if not drift:
         return None
-    plt = _plt()
+    plt = pyplot()
     drift = drift[::-1]
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.26 * len(drift)))
     ratios = [c["effect_size"] / c["threshold"] for c in drift]
@@ -247,7 +247,7 @@ def chart_evaluation(evaluations: list[dict]) -> Chart | None:
     """Accuracy and macro F1 trained on the given labels vs on the cleaned data."""
     if not evaluations:
         return None
-    plt = _plt()
+    plt = pyplot()
     groups = sorted({(e.get("model"), e.get("test_set")) for e in evaluations}, key=str)
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.2 + 0.1 * len(groups)), sharey=True)
     for ax, metric in zip(axes, ("accuracy", "macro_f1"), strict=True):
@@ -273,7 +273,7 @@ def chart_tag_noise(tags: list[dict], top: int = 20) -> Chart | None:
     is likely missing (amber), the noisiest tags first (at most `top`)."""
     if not tags:
         return None
-    plt = _plt()
+    plt = pyplot()
     rows = sorted(tags, key=lambda t: -((t.get("n_tags_likely_wrong") or 0)
                                         + (t.get("n_tags_likely_missing") or 0)))[:top][::-1]
     wrong = [t.get("n_tags_likely_wrong") or 0 for t in rows]
@@ -299,7 +299,7 @@ def chart_regression(points: dict[str, list] | None) -> Chart | None:
     distribution (given - predicted)."""
     if not points or not points["given"]:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(7.4, 3.0))
     flagged = points["flagged"]
     for is_flagged, colour, name in ((False, MUTED, "not flagged"), (True, RED, "label issue")):

@@ -261,8 +261,10 @@ def _clean_after(rows, before, key="id"):
     params = ["r", *[v for row in rows for v in row]]
     with con.cursor() as cur:
         cur.execute("BEGIN")
-        replace_clean(cur, "t", sql, params,
-                      [("id", "VARCHAR"), ("x", "DOUBLE"), ("label", "VARCHAR")], key)
+        cur.execute(f"CREATE TEMP TABLE run_rows AS {sql}", params)
+        replace_clean(cur, "t", "run_rows", [("id", "VARCHAR"), ("x", "DOUBLE"),
+                                             ("label", "VARCHAR")], key)
+        cur.execute("DROP TABLE run_rows")
         cur.execute("COMMIT")
     got = sorted((tuple("nan" if v != v else v for v in r)  # NaN != NaN in Python
                   for r in con.execute("SELECT * FROM t").fetchall()), key=str)

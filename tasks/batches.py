@@ -279,29 +279,33 @@ def accumulate_snapshots(parts: list[tuple[str, TableRef, bool]], id_column: str
         raise CleansetError("no accepted batch to clean")
     con = duckdb.connect()
     try:
-        selects, params = [], []
+        selects = []
         for order, (bid, ref, added) in enumerate(parts):
             exclude = "file_row_number" + (f", {quote_ident(ROW_ID)}" if added else "")
             ident = (f"'{bid}-' || CAST(file_row_number AS VARCHAR) AS {quote_ident(ROW_ID)}, "
                      if added else "")
+            path = ref.path.replace("'", "''")  # a view takes no parameters
             selects.append(f"SELECT {ident}* EXCLUDE ({exclude}), '{bid}' AS {BATCH_COLUMN}, "
                            f"{order} AS {ORDER_COLUMN}, file_row_number AS {ROW_COLUMN} "
-                           "FROM read_parquet(?, file_row_number = true)")
-            params.append(ref.path)
+                           f"FROM read_parquet('{path}', file_row_number = true)")
         union = " UNION ALL BY NAME ".join(selects)
         all_added = all(added for _, _, added in parts)
         ident = id_column or ROW_ID
         q = quote_ident(ident)
-        con.execute(f"CREATE TEMP TABLE acc AS {union}", params)
+        # A view, not a table: each query below reads only its own columns of the batches'
+        # files (the id count reads the ids; materialising a million rows first cost 3.4 s
+        # before the 3.1 s of writing them).
+        con.execute(f"CREATE TEMP VIEW acc AS {union}")
         # the window that keeps the latest row of each id runs only when an id repeats (a
         # million-row dataset grown by a batch of new ids pays one count instead of a sort)
         repeated = not all_added and con.execute(
             f"SELECT count(*) > count(DISTINCT {q}) FROM acc WHERE {q} IS NOT NULL"
         ).fetchall()[0][0]
         if repeated:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE acc AS SELECT * FROM acc QUALIFY {q} IS "
+            con.execute(f"CREATE TEMP TABLE latest AS SELECT * FROM acc QUALIFY {q} IS "
                         f"NULL OR row_number() OVER (PARTITION BY {q} ORDER BY {ORDER_COLUMN} "
                         f"DESC, {ROW_COLUMN} DESC) = 1")
+            con.execute("CREATE OR REPLACE TEMP VIEW acc AS SELECT * FROM latest")
         total = sum(ref.n_rows for _, ref, _ in parts)
         order = f"ORDER BY {ORDER_COLUMN}, {ROW_COLUMN}"
         table = copy_query(con, f"SELECT * EXCLUDE ({BATCH_COLUMN}, {ORDER_COLUMN}, "

@@ -87,7 +87,8 @@ REGISTRY: tuple[IssueType, ...] = (
         "multilabel: review); never relabelled unless asked",
         readme_detail="probably mislabelled: `label_evidence` says why (`confident`: "
         "cleanlab's confident learning; `disagreement`: only the out-of-fold model's top class "
-        "differs, review only, never dropped); `suggested_label` + confidence + "
+        "differs, by at least 0.1 in probability, from a model with log-loss skill at least 0.5; "
+        "review only, never dropped); `suggested_label` + confidence + "
         "`suggested_label_agreement` (share of its neighbours with that label); regression: "
         "`suggested_value` and its interval; multilabel: `suggested_tags`, `tags_likely_missing`, "
         "`tags_likely_wrong`. Every scored classification row also gets "

@@ -325,6 +325,46 @@ def _history_plan(con: duckdb.DuckDBPyConnection, history: str, types: list[tupl
     return ddl, as_type
 
 
+CLEAN_ROWS = "cleanset_clean_rows"  # the run's clean rows, once, inside publish's transaction
+
+
+def replace_clean(con: duckdb.DuckDBPyConnection, table: str, source: str,
+                  types: list[tuple[str, str]], id_column: str | None) -> None:
+    """Make `table` hold exactly the rows of the table `source` (less its run_id), inside the
+    caller's transaction.
+
+    When the table already has this run's columns and types, and the ids are unique and
+    present on both sides, only the rows whose content changed are deleted and inserted
+    (rows compared by id and a 64-bit hash of all their values): an incremental run changes a
+    few rows of a million, and recreating the table wrote them all (1,010,000 rows: 3.6-5.8 s
+    against 2.6-4.6 s with the comparison). Otherwise the table is recreated from the run.
+    The same rows either way; their order in the table is not kept (read it with ORDER BY)."""
+    q, src = quote_ident(table), quote_ident(source)
+    have = _table_types(con, table)
+    if not id_column or id_column not in have or list(have.items()) != list(types):
+        con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * EXCLUDE (run_id) FROM {src}")
+        return
+    key = quote_ident(id_column)
+    values = ", ".join(quote_ident(c) for c, _ in types)
+    touched = "cleanset_clean_touched"
+    unique = [f"(SELECT count(*) = count(DISTINCT {key}) AND count({key}) = count(*) FROM {t})"
+              for t in (src, q)]
+    if not con.execute(f"SELECT {unique[0]} AND {unique[1]}").fetchall()[0][0]:
+        # an id missing or repeated: rows cannot be matched by id
+        con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * EXCLUDE (run_id) FROM {src}")
+        return
+    # (temporary tables end with the connection: dropped here when all went well, as after an
+    # error the transaction only rolls back)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {touched} AS SELECT coalesce(w.k, c.k) AS k FROM "
+        f"(SELECT {key} AS k, hash({values}) AS h FROM {src}) w FULL JOIN (SELECT {key} "
+        f"AS k, hash({values}) AS h FROM {q}) c ON w.k = c.k WHERE w.h IS DISTINCT FROM c.h")
+    con.execute(f"DELETE FROM {q} WHERE {key} IN (SELECT k FROM {touched})")
+    con.execute(f"INSERT INTO {q} SELECT * EXCLUDE (run_id) FROM {src} WHERE {key} IN "
+                f"(SELECT k FROM {touched})")
+    con.execute(f"DROP TABLE {touched}")
+
+
 def label_original_column(label: str, columns: list[str]) -> str:
     """The clean table's column keeping the data's own label beside a relabelled one."""
     name = f"{label}_original"
@@ -421,7 +461,7 @@ def write_run(
         history_insert = (
             f"INSERT INTO {history} (run_id, {names}) SELECT run_id, " + ", ".join(
                 f"CAST({quote_ident(c)} AS {as_type[c]})" for c, _ in types)
-            + f" FROM ({clean_sql})")
+            + f" FROM {CLEAN_ROWS}")
         with _begun(con):
             for table in (*RUN_TABLES, "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
@@ -482,11 +522,13 @@ def write_run(
             for ddl in history_ddl:
                 con.execute(ddl)
             con.execute(f"DELETE FROM {history} WHERE run_id = ?", [run_id])
-            con.execute(history_insert, clean_params)
+            # the run's clean rows are read from its files once, for the history and the table
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {CLEAN_ROWS} AS {clean_sql}", clean_params)
+            con.execute(history_insert)
             # The clean table is this run's rows with this run's own types (not the history's
-            # widened ones): recreated from the run, so its columns follow the data.
-            con.execute(f"CREATE OR REPLACE TABLE {clean} AS SELECT * EXCLUDE (run_id) FROM "
-                        f"({clean_sql})", clean_params)
+            # widened ones): its columns follow the data.
+            replace_clean(con, f"{dataset}_clean", CLEAN_ROWS, types, snapshot.id_column)
+            con.execute(f"DROP TABLE {CLEAN_ROWS}")  # (a failed run's ends with the connection)
             n_clean = con.execute(f"SELECT count(*) FROM {clean}").fetchall()[0][0]
             n_label, n_invalid, n_relabelled, n_review, n_well, n_certifiable = con.execute(
                 "SELECT count(*) FILTER (WHERE is_label_issue), count(*) FILTER (WHERE "

@@ -118,7 +118,10 @@ def write_table(df: pd.DataFrame | pa.Table, work: Path, kind: str) -> TableRef:
     folder = Path(work) / kind
     tmp = _tmp_in(folder, ".parquet")
     table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
-    pq.write_table(table, tmp)
+    # No dictionary pages: on an incremental run's 310,000-row issues frame (55 columns, mostly
+    # scores) it wrote 23 MB in 0.95 s with dictionary pages and 24 MB in 0.37 s without
+    # (scores and row ids are nearly all distinct; snappy still compresses repeated text).
+    pq.write_table(table, tmp, use_dictionary=False)
     final, digest = _publish_file(tmp, folder, ".parquet")
     return TableRef(path=str(final), sha256=digest, n_rows=table.num_rows)
 

@@ -128,7 +128,7 @@ def test_rows_the_model_only_disagrees_with_are_flagged_for_review_not_dropped()
 
     labels = np.array([0] * 50 + [1] * 50)
     probs = np.where(labels[:, None] == np.arange(2), 0.9, 0.1)
-    probs[0] = [0.45, 0.55]  # a hard row: the model leans the other way, not confidently
+    probs[0] = [0.4, 0.6]  # a hard row: the model leans the other way, not confidently
     probs[1] = [0.02, 0.98]  # a confident contradiction
     found = label_issues(labels, probs)
     assert found["is_label_issue"].tolist() == [True, True] + [False] * 98

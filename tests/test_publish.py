@@ -247,3 +247,45 @@ def test_failed_stage_names_a_stage_package_by_its_folder(tmp_path):
         assert failed_stage(exc) == "report"
     else:
         raise AssertionError("no error")
+
+
+def _clean_after(rows, before, key="id"):
+    """replace_clean on an in-memory table holding `before`, given `rows` as the run's."""
+    from tasks.publish import replace_clean
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (id VARCHAR, x DOUBLE, label VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", before)
+    values = ", ".join("(?, ?, ?)" for _ in rows)
+    sql = f"SELECT ? AS run_id, * FROM (VALUES {values}) v(id, x, label)"
+    params = ["r", *[v for row in rows for v in row]]
+    with con.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute(f"CREATE TEMP TABLE run_rows AS {sql}", params)
+        replace_clean(cur, "t", "run_rows", [("id", "VARCHAR"), ("x", "DOUBLE"),
+                                             ("label", "VARCHAR")], key)
+        cur.execute("DROP TABLE run_rows")
+        cur.execute("COMMIT")
+    got = sorted((tuple("nan" if v != v else v for v in r)  # NaN != NaN in Python
+                  for r in con.execute("SELECT * FROM t").fetchall()), key=str)
+    temps = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall()[0][0]
+    con.close()
+    return got, temps
+
+
+def test_the_clean_table_holds_exactly_the_runs_rows_when_rows_change_by_id():
+    before = [("a", 1.0, "x"), ("b", 2.0, "x"), ("c", float("nan"), "y"), ("d", 4.0, None)]
+    run = [("a", 1.0, "x"),            # the same
+           ("b", 2.0, "z"),            # relabelled
+           ("c", float("nan"), "y"),   # the same, NaN included
+           ("e", 5.0, "x")]            # new; d is gone
+    got, temps = _clean_after(run, before)
+    assert got == sorted([r if r[0] != "c" else ("c", "nan", "y") for r in run], key=str)
+    assert temps == 0
+    # a repeated id: rows cannot be matched, the table is the run's all the same
+    run2 = [("a", 1.0, "x"), ("a", 9.0, "x"), ("b", 2.0, "x")]
+    got, temps = _clean_after(run2, before)
+    assert got == sorted(run2, key=str) and temps == 0
+    # no id column to match on: recreated from the run
+    got, _ = _clean_after(run2, before, key=None)
+    assert got == sorted(run2, key=str)

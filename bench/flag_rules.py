@@ -74,7 +74,8 @@ def load_cases(name: str, half: tuple[str, ...]) -> list[dict]:
         if not (names[probs.argmax(axis=1)] == rows["suggested_label"].astype(str).to_numpy()[
                 scored]).all():
             raise SystemExit(f"{path.name}: argmax does not match suggested_label")
-        out.append({"dataset": dataset, "noise": noise, "rows": rows, "scored": scored,
+        out.append({"dataset": dataset, "noise": noise, "rows": rows,
+                    "kind": (meta.get((dataset, noise)) or {}).get("kind", "?"), "scored": scored,
                     "labels": labels, "probs": probs,
                     "run_flag": rows["is_label_issue"].astype("boolean").fillna(False)
                     .to_numpy(dtype=bool),
@@ -238,6 +239,7 @@ def evaluate(cases: list[dict], flagger: Callable[[dict], np.ndarray]) -> dict:
         f1 = precision_recall(flags, case["planted"])[2]
         f1_script = precision_recall(case["script"], case["planted"])[2]
         per_case.append({"dataset": case["dataset"], "noise": case["noise"], "f1": f1,
+                         "kind": case["kind"],
                          "delta": f1 - f1_script, "flags": int(flags.sum())})
     frame = pd.DataFrame(per_case)
     out = {"flags_at_0pct": at_zero, "cases": frame}
@@ -277,6 +279,18 @@ def per_kind(cases: list[dict], results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def by_group(results: dict[str, dict], key: str) -> str:
+    """Mean ΔF1 vs the script per noise shape or dataset kind, for each rule."""
+    names = [n for n in results if n != "script"]
+    frames = {n: results[n]["cases"].groupby(key)["delta"].mean() for n in names}
+    groups = sorted(frames[names[0]].index)
+    lines = [f"| {key} | " + " | ".join(f"mean ΔF1 {n}" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for g in groups:
+        lines.append(f"| {g} | " + " | ".join(f"{frames[n][g]:+.3f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -313,7 +327,10 @@ def main() -> None:
     if args.heldout_once:
         cases = load_cases(args.rows, HELDOUT)
         say(f"{len(cases)} HELDOUT cases from {args.rows}: tasks/detect.label_issues as "
-              "committed, against the flags the run carried")
+            "committed, against the flags the run carried\n")
+        check = sum(int((replay(c, rule_all)[0] != c["run_flag"]).sum()) for c in cases)
+        say(f"the rule before (confident or any disagreement) replayed vs the run's flags: "
+            f"{check} rows differ\n")
         results = {"as run": evaluate(cases, lambda c: c["run_flag"]),
                    "label_issues (committed)": evaluate(cases, committed),
                    "script": evaluate(cases, lambda c: c["script"])}
@@ -339,6 +356,10 @@ def main() -> None:
     if args.per_case or args.heldout_once:
         say()
         say(per_kind(cases, results))
+        say()
+        say(by_group(results, "noise"))
+        say()
+        say(by_group(results, "kind"))
     if args.out:
         path = RESULTS / f"{args.out}.md"
         path.write_text("\n".join(lines) + "\n")

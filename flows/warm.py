@@ -231,18 +231,19 @@ def stop_waiting() -> int:
 
 def preload() -> None:
     """Import what a run imports (measured: everything a 1,000-row run loads after
-    `flows.clean`: Great Expectations, matplotlib, jinja2), without creating the CLI's consoles
+    `flows.clean`: Great Expectations, matplotlib, jinja2) and draw the report's charts once,
+    without creating the CLI's consoles
     (they are made once the command's terminal is here, so colours and width are its)."""
     os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
     import jinja2  # noqa: F401 - the report's template
 
     import flows.clean  # noqa: F401 - Prefect, scikit-learn, pandas, cleanlab, DuckDB, tasks.*
     import flows.folders  # noqa: F401
-    from tasks.report.charts import pyplot
+    from tasks.report.charts import warm_up
     from tasks.validate import import_gx
 
     import_gx()
-    pyplot()
+    warm_up()  # matplotlib imported, fonts loaded, text caches filled
 
 
 def serve(name: str, idle: float) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -97,13 +96,12 @@ def key(env: dict[str, str] | None = None) -> str:
     env = {**CLI_DEFAULTS, CONSOLE_LEVEL: "WARNING",  # as `run` sets it before Prefect's import
            **(os.environ if env is None else env)}
     parts: list[str] = [sys.executable, sys.version, os.getcwd()]
-    for package in ("flows", "tasks"):
-        spec = importlib.util.find_spec(package)
-        for root in (spec.submodule_search_locations or []) if spec else []:
-            for path in sorted(Path(root).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    st = path.stat()
-                    parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+    here = Path(__file__).resolve().parent  # flows/ (cleanset/flows/ in the wheel); tasks/ beside
+    for root in (here, here.parent / "tasks"):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                st = path.stat()
+                parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
     with contextlib.suppress(OSError):
         parts.append(str(os.stat(sysconfig.get_paths()["purelib"]).st_mtime_ns))
     parts.append(json.dumps(sorted(
@@ -192,7 +190,8 @@ def prepare_next(argv: list[str], env: dict[str, str]) -> None:
     if _waiting(where / f"{name}.lock"):
         return
     log = open(where / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-    subprocess.Popen([sys.executable, "-m", "flows.warm", name], env=env, cwd=os.getcwd(),
+    # this module by its own name: flows.warm here, cleanset.flows.warm in the wheel
+    subprocess.Popen([sys.executable, "-m", __spec__.name, name], env=env, cwd=os.getcwd(),
                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     log.close()
 
@@ -237,8 +236,7 @@ def preload() -> None:
     os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
     import jinja2  # noqa: F401 - the report's template
 
-    import flows.clean  # noqa: F401 - Prefect, scikit-learn, pandas, cleanlab, DuckDB, tasks.*
-    import flows.folders  # noqa: F401
+    from flows import clean, folders  # noqa: F401 - Prefect, scikit-learn, pandas, cleanlab, ...
     from tasks.report.charts import warm_up
     from tasks.validate import import_gx
 

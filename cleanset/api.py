@@ -185,10 +185,21 @@ def read_run(summary: RunSummary) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         flow_run_id = con.execute("SELECT flow_run_id FROM runs WHERE run_id = ?",
                                   [summary.run_id]).fetchall()[0][0] or ""
         latest = con.execute(
-            "SELECT run_id FROM runs WHERE dataset = ? AND status = 'completed' "
+            "SELECT run_id, id_column FROM runs WHERE dataset = ? AND status = 'completed' "
             "ORDER BY finished_at DESC LIMIT 1", [summary.dataset]).fetchall()
         if latest and latest[0][0] == summary.run_id:
-            clean_rows = con.execute(f"SELECT * FROM {quote_ident(summary.clean_table)}").df()
+            # in input order: the clean table keeps unchanged rows in place and adds changed
+            # ones at its end (publish.replace_clean); the issues rows are in input order
+            table = quote_ident(summary.clean_table)
+            key = latest[0][1]
+            if key in {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}:
+                clean_rows = con.execute(
+                    f"SELECT c.* FROM {table} c LEFT JOIN (SELECT row_id, min(rowid) AS "
+                    "position FROM issues WHERE run_id = ? GROUP BY row_id) i ON "
+                    f"CAST(c.{quote_ident(key)} AS VARCHAR) = i.row_id ORDER BY i.position "
+                    "NULLS LAST", [summary.run_id]).df()
+            else:
+                clean_rows = con.execute(f"SELECT * FROM {table}").df()
         else:  # another run has since replaced the clean table: this run's rows from history
             history = quote_ident(f"{summary.dataset}_clean_history")
             clean_rows = con.execute(f"SELECT * EXCLUDE (run_id) FROM {history} WHERE "

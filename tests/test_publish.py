@@ -289,3 +289,27 @@ def test_the_clean_table_holds_exactly_the_runs_rows_when_rows_change_by_id():
     # no id column to match on: recreated from the run
     got, _ = _clean_after(run2, before, key=None)
     assert got == sorted(run2, key=str)
+
+
+def test_the_api_reads_a_clean_table_updated_in_place_in_input_order(tmp_path, run_inputs):
+    """A second run of the dataset that changes one row's clean values replaces that row at the
+    table's end (replace_clean); the run's clean rows still read back in input order."""
+    from cleanset.api import read_run
+
+    db = tmp_path / "w.duckdb"
+    snap, decided, validation, detection = run_inputs
+    publish(db, "r1", run_inputs)
+    frame = decided.table.read()
+    frame.loc[0, ["action", "final_label"]] = ["relabel", "b"]  # row 0 now carries label b
+    changed = Decided(table=write_table(frame, tmp_path / "work", "decided"))
+    summary = publish(db, "r2", (snap, changed, validation, detection))
+    with duckdb.connect(str(db), read_only=True) as con:
+        stored = [r[0] for r in con.execute("SELECT row_id FROM toy_clean").fetchall()]
+    _, clean, _ = read_run(summary)
+    assert stored[-1] == stored_first(clean)  # the changed row went to the table's end ...
+    assert list(clean["row_id"]) == sorted(clean["row_id"])  # ... and reads back in place
+    assert clean.loc[clean["row_id"] == stored_first(clean), "label"].item() == "b"
+
+
+def stored_first(clean: pd.DataFrame):  # noqa: ANN201 - the first input row's id
+    return clean["row_id"].iloc[0]

@@ -220,12 +220,35 @@ def stop_waiting() -> int:
     where = folder()
     stopped = 0
     for pid_file in sorted(where.glob("*.pid")) if where else []:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            stopped += 1
+        stopped += _stop(pid_file)
+    return stopped
+
+
+def _stop(pid_file: Path) -> int:
+    """Stop the waiting process a pid file names (1), or 0 when there is none."""
+    try:
+        os.kill(int(json.loads(pid_file.read_text())["pid"]), signal.SIGTERM)
+        return 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    finally:
         with contextlib.suppress(OSError):
             pid_file.unlink()
-    return stopped
+
+
+def _supersede(where: Path, name: str) -> None:
+    """Stop the processes waiting in this working folder for other keys: the code or a setting
+    changed since they started (each holds ~400 MiB; editing and re-running ten times must not
+    leave ten of them waiting)."""
+    for pid_file in where.glob("*.pid"):
+        if pid_file.stem == name:
+            continue
+        try:
+            if json.loads(pid_file.read_text()).get("cwd") != os.getcwd():
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        _stop(pid_file)
 
 
 def preload() -> None:
@@ -263,7 +286,8 @@ def serve(name: str, idle: float) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(1)
-    (where / f"{name}.pid").write_text(str(os.getpid()))
+    _supersede(where, name)
+    (where / f"{name}.pid").write_text(json.dumps({"pid": os.getpid(), "cwd": os.getcwd()}))
     preload()  # a command that connects meanwhile waits in the listen backlog
     (where / f"{name}.ready").touch()  # for benchmarks: ready to serve at once
     listener.settimeout(idle)

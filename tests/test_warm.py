@@ -86,6 +86,14 @@ def test_the_next_run_is_served_by_the_waiting_process(tmp_path, cli):
                 OMP_NUM_THREADS="2")
     assert other.returncode == 0, other.stderr[-2000:]
     assert "preloaded" not in other.stdout
+    # ... and the process it leaves stops the one waiting for the old settings in this folder
+    def pid_files() -> int:
+        return len(list((tmp_path / "tmp").glob("cleanset-*/*.pid")))
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and pid_files() != 1:
+        time.sleep(0.2)
+    assert pid_files() == 1
 
 
 def test_help_and_verbose_run_in_their_own_process(tmp_path, cli):

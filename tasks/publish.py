@@ -345,7 +345,10 @@ def replace_clean(con: duckdb.DuckDBPyConnection, table: str, source: str,
         con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * EXCLUDE (run_id) FROM {src}")
         return
     key = quote_ident(id_column)
-    values = ", ".join(quote_ident(c) for c, _ in types)
+    # DuckDB hashes NaN and -NaN, 0.0 and -0.0 alike: a float's sign is hashed too, so that a
+    # value whose text changed (`-0.0`, `-nan`) is replaced
+    values = ", ".join([quote_ident(c) for c, _ in types] + [
+        f"signbit({quote_ident(c)})" for c, t in types if t in ("FLOAT", "DOUBLE")])
     touched = "cleanset_clean_touched"
     unique = [f"(SELECT count(*) = count(DISTINCT {key}) AND count({key}) = count(*) FROM {t})"
               for t in (src, q)]

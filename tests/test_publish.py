@@ -274,14 +274,19 @@ def _clean_after(rows, before, key="id"):
 
 
 def test_the_clean_table_holds_exactly_the_runs_rows_when_rows_change_by_id():
-    before = [("a", 1.0, "x"), ("b", 2.0, "x"), ("c", float("nan"), "y"), ("d", 4.0, None)]
+    before = [("a", 1.0, "x"), ("b", 2.0, "x"), ("c", float("nan"), "y"), ("d", 4.0, None),
+              ("f", 0.0, "x")]
     run = [("a", 1.0, "x"),            # the same
            ("b", 2.0, "z"),            # relabelled
            ("c", float("nan"), "y"),   # the same, NaN included
-           ("e", 5.0, "x")]            # new; d is gone
+           ("e", 5.0, "x"),            # new; d is gone
+           ("f", -0.0, "x")]           # equal to 0.0, and hashed alike, but not the same text
     got, temps = _clean_after(run, before)
     assert got == sorted([r if r[0] != "c" else ("c", "nan", "y") for r in run], key=str)
     assert temps == 0
+    con = duckdb.connect()  # the sign of the stored zero is the run's
+    assert con.execute("SELECT CAST(?::DOUBLE AS VARCHAR)", [got[-1][1]]).fetchall() == [
+        ("-0.0",)]
     # a repeated id: rows cannot be matched, the table is the run's all the same
     run2 = [("a", 1.0, "x"), ("a", 9.0, "x"), ("b", 2.0, "x")]
     got, temps = _clean_after(run2, before)

@@ -341,15 +341,12 @@ def replace_clean(con: duckdb.DuckDBPyConnection, table: str, source: str,
     The same rows either way; their order in the table is not kept (read it with ORDER BY)."""
     q, src = quote_ident(table), quote_ident(source)
     have = _table_types(con, table)
-    floats = any(t in ("FLOAT", "DOUBLE") for _, t in types)  # see below: not yet
-    if floats or not id_column or id_column not in have or list(have.items()) != list(types):
+    if not id_column or id_column not in have or list(have.items()) != list(types):
         con.execute(f"CREATE OR REPLACE TABLE {q} AS SELECT * EXCLUDE (run_id) FROM {src}")
         return
     key = quote_ident(id_column)
     # DuckDB hashes NaN and -NaN, 0.0 and -0.0 alike: a float's sign is hashed too, so that a
-    # value whose text changed (`-0.0`, `-nan`) is replaced. Tables with a float column are
-    # still recreated: tests/test_warehouse_properties.py found a `-nan` read back as `nan`
-    # after the update even so (cause not found before the session's deadline).
+    # value whose text changed (`-0.0`, `-nan`) is replaced
     values = ", ".join([quote_ident(c) for c, _ in types] + [
         f"signbit({quote_ident(c)})" for c, t in types if t in ("FLOAT", "DOUBLE")])
     touched = "cleanset_clean_touched"

@@ -253,18 +253,18 @@ def _supersede(where: Path, name: str) -> None:
 
 def preload() -> None:
     """Import what a run imports (measured: everything a 1,000-row run loads after
-    `flows.clean`: Great Expectations, matplotlib, jinja2) and draw the report's charts once,
-    without creating the CLI's consoles
-    (they are made once the command's terminal is here, so colours and width are its)."""
+    `flows.clean`: Great Expectations, matplotlib, jinja2), without creating the CLI's consoles
+    (they are made once the command's terminal is here, so colours and width are its). `serve`
+    then draws the report's charts once unless a command is waiting already."""
     os.environ.setdefault(CONSOLE_LEVEL, "WARNING")
     import jinja2  # noqa: F401 - the report's template
 
     from flows import clean, folders  # noqa: F401 - Prefect, scikit-learn, pandas, cleanlab, ...
-    from tasks.report.charts import warm_up
+    from tasks.report.charts import pyplot
     from tasks.validate import import_gx
 
     import_gx()
-    warm_up()  # matplotlib imported, fonts loaded, text caches filled
+    pyplot()  # matplotlib, Agg
 
 
 def serve(name: str, idle: float) -> None:
@@ -289,6 +289,12 @@ def serve(name: str, idle: float) -> None:
     _supersede(where, name)
     (where / f"{name}.pid").write_text(json.dumps({"pid": os.getpid(), "cwd": os.getcwd()}))
     preload()  # a command that connects meanwhile waits in the listen backlog
+    import select
+
+    if not select.select([listener], [], [], 0)[0]:  # nobody waiting yet: draw the charts once
+        from tasks.report.charts import warm_up
+
+        warm_up()  # fonts loaded, text caches filled
     (where / f"{name}.ready").touch()  # for benchmarks: ready to serve at once
     listener.settimeout(idle)
     try:
